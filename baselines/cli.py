@@ -1,0 +1,78 @@
+"""``python -m baselines`` / ``whyslow consume|replay|demo``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from baselines.settings import Settings
+
+
+def _consume(args: argparse.Namespace, settings: Settings) -> int:
+    from baselines.consumer import TelemetryConsumer
+    from baselines.demo import broker_reachable
+    from baselines.detect import Detector
+    from baselines.forward import Forwarder
+
+    problem = broker_reachable(settings.amqp_url)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
+    forwarder = Forwarder(settings.service_url, settings.forward_timeout_s).start()
+    consumer = TelemetryConsumer(settings, Detector(settings.detector_config()), forwarder)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: consumer.stop())
+    consumer.run()
+    forwarder.close()
+    return 0
+
+
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from baselines.replay import ReplayInputError, replay_files
+
+    started = time.perf_counter()
+    try:
+        summary = replay_files(args.input, args.output, settings.detector_config(), args.direction)
+    except (OSError, ReplayInputError) as exc:
+        print(f"replay: {args.input}: {exc}", file=sys.stderr)
+        return 2
+    if args.summary:
+        print(
+            f"{summary.rows} rows, {summary.flagged} flagged, {summary.skipped} skipped, "
+            f"{time.perf_counter() - started:.2f}s -> {args.output}"
+        )
+    return 0
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from baselines.demo import run_demo
+
+    return run_demo(settings)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="whyslow", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("consume", help="consume telemetry from RabbitMQ and forward anomalies")
+    replay = sub.add_parser("replay", help="backtest the detector on a timestamp,value CSV")
+    replay.add_argument("--input", type=Path, required=True, help="CSV with a header row")
+    replay.add_argument("--output", type=Path, required=True, help="where to write the scores")
+    replay.add_argument("--direction", choices=["high", "low", "both"], default="high")
+    replay.add_argument("--summary", action="store_true", help="print rows, flags and time")
+    sub.add_parser("demo", help="run service + consumer on a synthetic week with incidents")
+    return parser
+
+
+COMMANDS = {"consume": _consume, "replay": _replay, "demo": _demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.command == "demo":
+        logging.getLogger().setLevel(logging.WARNING)
+    return COMMANDS[args.command](args, Settings())

@@ -1,0 +1,144 @@
+"""The RabbitMQ consumer: parse -> detector -> forwarder, acking only after the event is
+applied, and dead-lettering (with the reason in a header) what cannot be parsed."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+
+import pika
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel
+from pika.spec import Basic, BasicProperties
+
+from baselines.detect import Detector
+from baselines.forward import Forwarder
+from baselines.ingest.json_events import MalformedMessage, parse_json_events
+from baselines.settings import Settings
+from baselines.topology import ERROR_HEADER, ROUTING_KEY_HEADER, declare_topology
+
+log = logging.getLogger(__name__)
+
+JSON_TYPES = {"", "application/json", "text/json"}
+
+
+@dataclass
+class ConsumerStats:
+    messages: int = 0
+    dead_lettered: int = 0
+    items_rejected: int = 0
+
+
+class TelemetryConsumer:
+    """Run with ``run()`` (blocks); ``stop()`` may be called from any thread or a signal."""
+
+    def __init__(self, settings: Settings, detector: Detector, forwarder: Forwarder) -> None:
+        self._settings = settings
+        self._detector = detector
+        self._forwarder = forwarder
+        self._stopping = threading.Event()
+        self._connection: pika.BlockingConnection | None = None
+        self.stats = ConsumerStats()
+        self.ready = threading.Event()
+
+    def run(self) -> None:
+        """Consume until stopped, reconnecting with backoff when the broker goes away."""
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                self._consume()
+                delay = 0.5
+            except pika.exceptions.AMQPConnectionError as exc:
+                if self._stopping.is_set():
+                    break
+                wait = min(delay, 30.0) * random.uniform(0.5, 1.5)
+                log.warning("broker connection lost (%r); reconnecting in %.1fs", exc, wait)
+                self._stopping.wait(wait)
+                delay *= 2
+
+    def stop(self) -> None:
+        self._stopping.set()
+        connection = self._connection
+        if connection is not None and connection.is_open:
+            with contextlib.suppress(pika.exceptions.AMQPError):
+                connection.add_callback_threadsafe(self._stop_consuming)
+
+    def _stop_consuming(self) -> None:
+        if self._connection is not None and self._connection.is_open:
+            self._connection.channel().close()
+            self._connection.close()
+
+    def _consume(self) -> None:
+        params = pika.URLParameters(self._settings.amqp_url)
+        self._connection = connection = pika.BlockingConnection(params)
+        try:
+            channel = connection.channel()
+            channel.confirm_delivery()
+            declare_topology(channel, self._settings)
+            channel.basic_qos(prefetch_count=self._settings.prefetch)
+            channel.basic_consume(self._settings.queue, self._on_message)
+            self.ready.set()
+            log.info("consuming %s", self._settings.queue)
+            while not self._stopping.is_set() and connection.is_open:
+                connection.process_data_events(time_limit=0.5)
+        finally:
+            self.ready.clear()
+            if connection.is_open:
+                connection.close()
+
+    def _on_message(
+        self,
+        channel: BlockingChannel,
+        method: Basic.Deliver,
+        properties: BasicProperties,
+        body: bytes,
+    ) -> None:
+        self.stats.messages += 1
+        content_type = (properties.content_type or "").split(";")[0].strip().lower()
+        try:
+            if content_type not in JSON_TYPES:
+                raise MalformedMessage(f"unsupported content type {content_type!r}")
+            batch = parse_json_events(body)
+        except MalformedMessage as exc:
+            self._dead_letter(channel, method, properties, body, str(exc))
+            channel.basic_ack(method.delivery_tag)
+            return
+        if batch.rejected:
+            self.stats.items_rejected += len(batch.rejected)
+            rejected_body = json.dumps([item for item, _ in batch.rejected]).encode()
+            reason = "; ".join(reason for _, reason in batch.rejected)
+            self._dead_letter(channel, method, properties, rejected_body, reason)
+        for report in self._detector.observe(batch.events):
+            self._forwarder.submit(report)
+        channel.basic_ack(method.delivery_tag)
+
+    def _dead_letter(
+        self,
+        channel: BlockingChannel,
+        method: Basic.Deliver,
+        properties: BasicProperties,
+        body: bytes,
+        reason: str,
+    ) -> None:
+        """Publish to the DLX with the reason; confirmed before the original is acked."""
+        log.warning("dead-lettering a message from %r: %s", method.routing_key, reason)
+        headers = dict(properties.headers or {})
+        headers[ERROR_HEADER] = reason[:1000]
+        headers[ROUTING_KEY_HEADER] = method.routing_key
+        channel.basic_publish(
+            self._settings.dead_letter_exchange,
+            self._settings.queue,
+            body,
+            BasicProperties(
+                content_type=properties.content_type,
+                headers=headers,
+                delivery_mode=pika.DeliveryMode.Persistent,
+                timestamp=int(time.time()),
+            ),
+        )
+        self.stats.dead_lettered += 1

@@ -1,0 +1,223 @@
+"""``whyslow demo``: the whole path on one machine, in about a minute.
+
+Starts the service (a child process, as in production), runs the consumer, publishes a
+synthetic week of telemetry with two injected incidents into RabbitMQ, prints each
+analysis as it arrives, and exits 0 once both incidents are diagnosed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pika
+import pika.exceptions
+
+from baselines.consumer import TelemetryConsumer
+from baselines.detect import Detector
+from baselines.forward import Forwarder
+from baselines.settings import Settings
+from baselines.synthetic import Incident, demo_incidents, last_full_week_start, telemetry
+from baselines.topology import declare_topology
+from service.contract import Analysis, AnomalyReport
+
+MINUTES_PER_MESSAGE = 10
+READY_TIMEOUT_S = 180.0
+DRAIN_TIMEOUT_S = 600.0
+
+
+def demo_settings(settings: Settings, service_url: str) -> Settings:
+    """Own queue names, so the demo never eats a real deployment's telemetry."""
+    return settings.model_copy(
+        update={
+            "exchange": "whyslow.demo",
+            "queue": "whyslow.demo.telemetry",
+            "dead_letter_exchange": "whyslow.demo.dlx",
+            "dead_letter_queue": "whyslow.demo.dlq",
+            "service_url": service_url,
+        }
+    )
+
+
+def broker_reachable(amqp_url: str) -> str | None:
+    """None when RabbitMQ answers, else a message saying what to do."""
+    try:
+        pika.BlockingConnection(pika.URLParameters(amqp_url)).close()
+        return None
+    except pika.exceptions.AMQPError as exc:
+        return (
+            f"RabbitMQ is not reachable at {amqp_url} ({exc!r}). Start it with "
+            "`rabbitmq-server -detached` (Debian: `apt-get install rabbitmq-server`), or point "
+            "WHYSLOW_AMQP_URL at a running broker."
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_service(port: int, log_path: Path) -> subprocess.Popen[bytes]:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=os.environ.copy(),
+        )
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> dict[str, object]:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the service exited ({process.returncode}); see {log_path}")
+        try:
+            response = httpx.get(f"{url}/readyz", timeout=2)
+            body = response.json()
+            if response.status_code == 200:
+                return body
+            if body.get("status") == "failed":
+                raise RuntimeError(f"the model failed to load: {body.get('detail')}")
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"the service was not ready after {READY_TIMEOUT_S:.0f}s; see {log_path}")
+
+
+def publish_week(settings: Settings, week_start: datetime, incidents: list[Incident]) -> int:
+    """Publish the synthetic week (persistent, confirmed); returns the message count."""
+    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
+    channel = connection.channel()
+    channel.confirm_delivery()
+    properties = pika.BasicProperties(
+        content_type="application/json", delivery_mode=pika.DeliveryMode.Persistent
+    )
+    messages, batch = 0, []
+    for minute, events in enumerate(telemetry(week_start, incidents), start=1):
+        batch.extend(events)
+        if minute % MINUTES_PER_MESSAGE == 0:
+            channel.basic_publish(settings.exchange, "demo", json.dumps(batch), properties)
+            messages, batch = messages + 1, []
+    if batch:
+        channel.basic_publish(settings.exchange, "demo", json.dumps(batch), properties)
+        messages += 1
+    connection.close()
+    return messages
+
+
+def print_analysis(report: AnomalyReport, analysis: Analysis) -> None:
+    window = f"{report.window.start:%a %Y-%m-%d %H:%M} UTC" if report.window else "-"
+    usual = f" vs usual {report.baseline.p95:g} ms" if report.baseline else ""
+    lines = [
+        f"\n== {report.service} {report.operation} slow at {window}",
+        f"   p95 {report.latency_ms.p95:g} ms{usual}",
+        f"   cause: {analysis.probable_cause} ({analysis.severity}, "
+        f"confidence {analysis.confidence:g})",
+        f"   summary: {analysis.summary}",
+        f"   explanation: {analysis.explanation}",
+        *[f"   - {action}" for action in analysis.recommended_actions],
+        f"   [{analysis.model.base} {analysis.model.quantization}, {analysis.latency_ms:.0f} ms]",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def run_demo(settings: Settings) -> int:
+    problem = broker_reachable(settings.amqp_url)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    settings = demo_settings(settings, url)
+    log_path = Path(tempfile.gettempdir()) / "whyslow-demo-service.log"
+    print(f"whyslow demo: starting the service at {url} (log: {log_path})", flush=True)
+    service = start_service(port, log_path)
+    try:
+        ready = wait_ready(url, service, log_path)
+        print(f"service ready, model: {ready.get('model')}", flush=True)
+        return _run_pipeline(settings)
+    except RuntimeError as exc:
+        print(f"whyslow demo failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        service.terminate()
+        try:
+            service.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            service.kill()
+
+
+def _run_pipeline(settings: Settings) -> int:
+    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
+    channel = connection.channel()
+    for queue in (settings.queue, settings.dead_letter_queue):
+        channel.queue_delete(queue)
+    declare_topology(channel, settings)
+    connection.close()
+
+    week_start = last_full_week_start(datetime.now(UTC))
+    incidents = demo_incidents(week_start)
+    analysed: list[tuple[AnomalyReport, Analysis]] = []
+
+    def on_analysis(report: AnomalyReport, analysis: Analysis) -> None:
+        analysed.append((report, analysis))
+        print_analysis(report, analysis)
+
+    detector = Detector(settings.detector_config())
+    forwarder = Forwarder(settings.service_url, settings.forward_timeout_s, on_analysis).start()
+    consumer = TelemetryConsumer(settings, detector, forwarder)
+    thread = threading.Thread(target=consumer.run, name="whyslow-consumer", daemon=True)
+    thread.start()
+    try:
+        started = time.monotonic()
+        print(
+            f"publishing a synthetic week from {week_start:%Y-%m-%d} with "
+            f"{len(incidents)} injected incidents...",
+            flush=True,
+        )
+        messages = publish_week(settings, week_start, incidents)
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while consumer.stats.messages < messages or not forwarder.idle():
+            if time.monotonic() > deadline:
+                print("timed out waiting for the pipeline to drain", file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+        elapsed = time.monotonic() - started
+    finally:
+        consumer.stop()
+        thread.join(timeout=10)
+        forwarder.close()
+
+    stats = detector.stats
+    print(
+        f"\n{stats.spans} spans and {stats.metrics} metric samples in {messages} messages, "
+        f"{stats.windows_closed} windows, {stats.flagged} flagged, "
+        f"{len(analysed)} analysed, {elapsed:.1f}s",
+        flush=True,
+    )
+    missed = [
+        i
+        for i in incidents
+        if not any(
+            r.service == i.service and r.window and i.covers(r.window.start) for r, _ in analysed
+        )
+    ]
+    for incident in incidents:
+        state = "MISSED" if incident in missed else "diagnosed"
+        print(
+            f"  injected {incident.cause} on {incident.service} at {incident.start:%a %H:%M}: "
+            f"{state}"
+        )
+    return 1 if missed else 0

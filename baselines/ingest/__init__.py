@@ -1,0 +1,1 @@
+"""Turning message bodies into telemetry events, one module per wire format."""

@@ -1,0 +1,53 @@
+"""JSON telemetry events (DESIGN.md): one object or an array of objects per message."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from pydantic import ValidationError
+
+from service.contract import TELEMETRY_EVENT, MetricSample, SpanEvent
+
+MAX_REASON_CHARS = 1000
+
+
+class MalformedMessage(ValueError):
+    """The whole message is unusable; the text says why, for the dead-letter header."""
+
+
+@dataclass
+class ParsedBatch:
+    """Events that validated, and each rejected item with the reason it was refused, so a
+    bad span in a batch of 500 costs one span, not 500, and is itself kept."""
+
+    events: list[SpanEvent | MetricSample] = field(default_factory=list)
+    rejected: list[tuple[object, str]] = field(default_factory=list)
+
+
+def describe(error: ValidationError) -> str:
+    """'field: message; ...' for the first errors, short enough for an AMQP header."""
+    parts = []
+    for item in error.errors(include_url=False)[:5]:
+        where = ".".join(str(p) for p in item["loc"] if p not in ("span", "metric")) or "event"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)[:MAX_REASON_CHARS]
+
+
+def parse_json_events(body: bytes) -> ParsedBatch:
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedMessage(f"not JSON: {exc}"[:MAX_REASON_CHARS]) from exc
+    items = payload if isinstance(payload, list) else [payload]
+    batch = ParsedBatch()
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            kind = type(item).__name__
+            batch.rejected.append((item, f"[{index}]: expected an object, got {kind}"))
+            continue
+        try:
+            batch.events.append(TELEMETRY_EVENT.validate_python(item))
+        except ValidationError as exc:
+            batch.rejected.append((item, f"[{index}] {describe(exc)}"))
+    return batch

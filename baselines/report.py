@@ -1,0 +1,100 @@
+"""Turning a flagged window and its context into the AnomalyReport of the wire contract."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from baselines.baseline import Estimate
+from service.contract import (
+    AnomalyReport,
+    BaselineRef,
+    Context,
+    Deviation,
+    Downstream,
+    LatencySummary,
+    Window,
+    report_id,
+)
+
+CONTEXT_METRICS = {
+    "cpu_pct": ("cpu_pct", "cpu_baseline_pct"),
+    "memory_pct": ("memory_pct", "memory_baseline_pct"),
+    "queue_depth": ("queue_depth", "queue_depth_baseline"),
+}
+"""Metric name on the wire -> (observed, usual) fields of the report's context."""
+
+
+@dataclass(frozen=True)
+class WindowFacts:
+    """Everything the detector knows about a flagged window, before it is put on the wire."""
+
+    service: str
+    operation: str
+    start: datetime
+    seconds: int
+    hour_of_week: int
+    count: int
+    errors: int
+    p50: float
+    p95: float
+    p99: float
+    baseline_p50: float | None
+    baseline: Estimate
+    count_usual: float | None
+    error_rate_usual: float | None
+    metrics: dict[str, tuple[float, float | None]]
+    downstream: list[tuple[str, str, float, float | None]]
+    evidence: list[str]
+    trace_ids: list[str]
+
+
+def _round(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def build_report(facts: WindowFacts) -> AnomalyReport:
+    ratio = facts.p95 / facts.baseline.usual
+    context: dict[str, object] = {
+        "request_rate": _round(facts.count / facts.seconds, 2),
+        "request_rate_baseline": _round(
+            None if facts.count_usual is None else facts.count_usual / facts.seconds, 2
+        ),
+        "error_rate": round(facts.errors / facts.count, 3),
+        "error_rate_baseline": _round(facts.error_rate_usual, 3),
+        "downstream": [
+            Downstream(
+                service=peer, operation=op, p95_ms=round(p95, 1), baseline_p95_ms=_round(usual)
+            )
+            for peer, op, p95, usual in facts.downstream
+        ],
+    }
+    for metric, (observed, usual) in facts.metrics.items():
+        if metric in CONTEXT_METRICS:
+            observed_field, usual_field = CONTEXT_METRICS[metric]
+            context[observed_field] = round(observed, 1)
+            context[usual_field] = _round(usual)
+    return AnomalyReport(
+        id=report_id(facts.service, facts.operation, facts.start),
+        service=facts.service,
+        operation=facts.operation,
+        window=Window(
+            start=facts.start,
+            end=facts.start + timedelta(seconds=facts.seconds),
+            count=facts.count,
+        ),
+        latency_ms=LatencySummary(
+            p50=round(facts.p50, 1), p95=round(facts.p95, 1), p99=round(facts.p99, 1)
+        ),
+        baseline=BaselineRef(
+            hour_of_week=facts.hour_of_week,
+            p50=round(facts.baseline_p50 or 0.0, 1),
+            p95=round(facts.baseline.usual, 1),
+            samples=facts.baseline.samples,
+            level=facts.baseline.level,
+        ),
+        deviation=Deviation(ratio=round(ratio, 2), score=round(max(0.0, 1 - 1 / ratio), 3)),
+        context=Context.model_validate(context),
+        evidence=facts.evidence,
+        trace_ids=facts.trace_ids,
+    )

@@ -1,0 +1,75 @@
+"""Configuration of the consumer, read once from ``WHYSLOW_*`` environment variables."""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from baselines.detect import DetectorConfig
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WHYSLOW_", extra="ignore")
+
+    amqp_url: str = Field(
+        "amqp://guest:guest@127.0.0.1:5672/%2F", description="RabbitMQ connection URL."
+    )
+    exchange: str = Field("whyslow.telemetry", description="Topic exchange telemetry is sent to.")
+    queue: str = Field("whyslow.telemetry", description="Durable queue the consumer reads.")
+    dead_letter_exchange: str = Field(
+        "whyslow.dlx", description="Where unparseable messages go, with the reason in a header."
+    )
+    dead_letter_queue: str = Field(
+        "whyslow.telemetry.dlq", description="Queue bound to the dead-letter exchange."
+    )
+    prefetch: int = Field(200, ge=1, description="Unacknowledged messages held by the consumer.")
+    service_url: str = Field(
+        "http://127.0.0.1:8000", description="Base URL of the whyslow service (POST /v1/analyze)."
+    )
+    forward_timeout_s: float = Field(120.0, gt=0, description="Timeout of one analyze call.")
+    timezone: str = Field(
+        "UTC", description="IANA zone in which hour-of-week is computed (business hours)."
+    )
+    window_seconds: int = Field(60, ge=1, description="Detection window length.")
+    min_window_count: int = Field(10, ge=1, description="Spans a window needs to be judged.")
+    min_baseline_windows: int = Field(
+        30, ge=1, description="Windows of history a baseline needs before it may flag."
+    )
+    flag_ratio: float = Field(2.0, gt=1, description="Flag when window p95 >= ratio x usual p95.")
+    clear_ratio: float = Field(
+        1.5, gt=1, description="An open incident closes when p95 falls below ratio x usual."
+    )
+    min_delta_ms: float = Field(
+        20.0, ge=0, description="And only when p95 is at least this many ms above usual."
+    )
+    cooldown_seconds: int = Field(
+        900, ge=0, description="No new alert for a series this soon after its last one closed."
+    )
+
+    allowed_lateness_seconds: float = Field(
+        5.0, ge=0, description="How long a window waits for out-of-order events before closing."
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
+
+    def detector_config(self) -> DetectorConfig:
+        return DetectorConfig(
+            window_seconds=self.window_seconds,
+            min_window_count=self.min_window_count,
+            min_baseline_windows=self.min_baseline_windows,
+            flag_ratio=self.flag_ratio,
+            clear_ratio=self.clear_ratio,
+            min_delta_ms=self.min_delta_ms,
+            cooldown_seconds=self.cooldown_seconds,
+            allowed_lateness_seconds=self.allowed_lateness_seconds,
+            timezone=self.timezone,
+        )

@@ -1,0 +1,24 @@
+"""The RabbitMQ objects whyslow relies on, declared idempotently by every party."""
+
+from __future__ import annotations
+
+from pika.adapters.blocking_connection import BlockingChannel
+
+from baselines.settings import Settings
+
+ERROR_HEADER = "x-whyslow-error"
+ROUTING_KEY_HEADER = "x-whyslow-routing-key"
+
+
+def declare_topology(channel: BlockingChannel, settings: Settings) -> None:
+    """Topic exchange -> durable telemetry queue; rejected messages -> DLX -> DLQ."""
+    channel.exchange_declare(settings.exchange, exchange_type="topic", durable=True)
+    channel.exchange_declare(settings.dead_letter_exchange, exchange_type="fanout", durable=True)
+    channel.queue_declare(settings.dead_letter_queue, durable=True)
+    channel.queue_bind(settings.dead_letter_queue, settings.dead_letter_exchange)
+    channel.queue_declare(
+        settings.queue,
+        durable=True,
+        arguments={"x-dead-letter-exchange": settings.dead_letter_exchange},
+    )
+    channel.queue_bind(settings.queue, settings.exchange, routing_key="#")

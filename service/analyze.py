@@ -1,0 +1,78 @@
+"""AnomalyReport -> prompt -> schema-constrained generation -> Analysis."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+from llama_cpp import LlamaGrammar
+from llama_cpp.llama_grammar import json_schema_to_gbnf
+from pydantic import ValidationError
+
+from service.contract import Analysis, AnomalyReport, Diagnosis
+from service.model.runtime import ModelRuntime
+from service.prompt import build_messages
+
+CONFIDENCE_STEPS = [round(i * 0.05, 2) for i in range(21)]
+PLAIN_JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F]'
+
+
+class ModelOutputError(RuntimeError):
+    """The model's answer did not form a valid Diagnosis."""
+
+
+def generation_schema() -> dict[str, Any]:
+    """Diagnosis's JSON schema, as the decoding grammar uses it.
+
+    llama.cpp's schema-to-grammar conversion ignores numeric bounds, so ``confidence`` is
+    offered as the 21 values 0.0, 0.05 ... 1.0, which keeps it within 0..1 by construction.
+    """
+    schema = Diagnosis.model_json_schema()
+    schema["properties"]["confidence"] = {"enum": CONFIDENCE_STEPS}
+    return schema
+
+
+def build_grammar() -> LlamaGrammar:
+    """The decoding grammar of a Diagnosis.
+
+    llama-cpp-python's converter lets raw control characters into strings, which is not
+    JSON; text characters are restricted to printable ones without escapes, which also
+    makes each string's length bound a bound on its characters.
+    """
+    gbnf = json_schema_to_gbnf(json.dumps(generation_schema()))
+    gbnf, replaced = re.subn(r"^char ::= .*$", lambda _: PLAIN_JSON_CHAR, gbnf, flags=re.M)
+    if replaced != 1:
+        raise RuntimeError("unexpected grammar from llama_cpp: no single `char` rule")
+    return LlamaGrammar.from_string(gbnf, verbose=False)
+
+
+class Analyzer:
+    def __init__(self, runtime: ModelRuntime, max_tokens: int) -> None:
+        self._runtime = runtime
+        self._max_tokens = max_tokens
+        self._grammar = build_grammar()
+
+    @property
+    def runtime(self) -> ModelRuntime:
+        return self._runtime
+
+    def analyze(self, report: AnomalyReport) -> Analysis:
+        started = time.perf_counter()
+        completion = self._runtime.complete(build_messages(report), self._grammar, self._max_tokens)
+        try:
+            diagnosis = Diagnosis.model_validate_json(completion.text)
+        except ValidationError as exc:
+            raise ModelOutputError(
+                f"model answer is not a valid diagnosis (finish: {completion.finish_reason}, "
+                f"{completion.completion_tokens} tokens): {exc.errors(include_url=False)[:2]}"
+            ) from exc
+        return Analysis(
+            **diagnosis.model_dump(),
+            anomaly_id=report.anomaly_id,
+            service=report.service,
+            operation=report.operation,
+            model=self._runtime.info,
+            latency_ms=round((time.perf_counter() - started) * 1000, 1),
+        )

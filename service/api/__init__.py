@@ -1,0 +1,1 @@
+"""HTTP layer: routes and their typed dependencies."""

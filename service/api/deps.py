@@ -1,0 +1,25 @@
+"""Typed dependencies shared by the routes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+
+from service.analyze import Analyzer
+from service.model.loader import ModelLoader
+
+
+def get_loader(request: Request) -> ModelLoader:
+    return request.app.state.loader
+
+
+def get_analyzer(loader: Annotated[ModelLoader, Depends(get_loader)]) -> Analyzer:
+    if loader.analyzer is None:
+        detail = loader.error or "the model is still loading"
+        raise HTTPException(503, detail=detail, headers={"Retry-After": "5"})
+    return loader.analyzer
+
+
+LoaderDep = Annotated[ModelLoader, Depends(get_loader)]
+AnalyzerDep = Annotated[Analyzer, Depends(get_analyzer)]

@@ -1,0 +1,73 @@
+"""``python -m service`` and the ``whyslow`` console script."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+USAGE = """usage: whyslow COMMAND [options]
+
+commands:
+  serve     run the analysis API (uvicorn)
+  model     prepare the embedded model and print its path
+  consume   consume telemetry from RabbitMQ and forward anomalies
+  replay    backtest the detector on a timestamp,value CSV
+  demo      run service + consumer on a synthetic week with two incidents
+  train     the training pipeline (dataset, LoRA, merge, GGUF, eval)
+
+`whyslow COMMAND --help` for the options of one command."""
+
+ELSEWHERE = {"consume": "baselines.cli", "replay": "baselines.cli", "demo": "baselines.cli"}
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.main import create_app
+
+    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def _model(args: argparse.Namespace) -> int:
+    from service.model.embedded import ModelUnavailable
+    from service.model.loader import ModelLoader
+    from service.settings import Settings
+
+    try:
+        print(ModelLoader(Settings()).model_path())
+    except ModelUnavailable as exc:
+        print(f"whyslow model: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="whyslow", description="The whyslow service.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the analysis API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    sub.add_parser("model", help="prepare the embedded model and print its path")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return {"serve": _serve, "model": _model}[args.command](args)
+
+
+def whyslow(argv: list[str] | None = None) -> int:
+    """Dispatch a subcommand to the package that owns it (imported only when asked for)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command = argv[0]
+    if command == "train":
+        return importlib.import_module("training.cli").main(argv[1:])
+    if command in ELSEWHERE:
+        return importlib.import_module(ELSEWHERE[command]).main(argv)
+    if command in ("serve", "model"):
+        return main(argv)
+    print(f"whyslow: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+    return 2

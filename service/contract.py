@@ -1,0 +1,241 @@
+"""The wire contract between the tiers, defined once (DESIGN.md, "Contracts").
+
+Plain pydantic, no FastAPI import: the consumer in ``baselines`` imports this module to
+build reports, the service to validate them, the training pipeline to write samples. The
+service owns it because it is the service's API; ``baselines`` is its client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    model_validator,
+)
+
+MAX_DURATION_MS = 86_400_000.0
+"""A span longer than a day is a clock or unit bug, not latency: refused."""
+
+
+def _as_utc(value: datetime) -> datetime:
+    """Timestamps on the wire are UTC; a naive one is read as UTC rather than refused."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+class Strict(BaseModel):
+    """Unknown fields are errors: a typo in a field name must not pass silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------- telemetry in
+
+
+class SpanEvent(Strict):
+    """One finished operation: a server request, a client call, a consumed message."""
+
+    service: Name
+    operation: Name
+    duration_ms: Annotated[float, Field(ge=0, le=MAX_DURATION_MS, allow_inf_nan=False)]
+    timestamp: UtcDatetime
+    status: Literal["ok", "error"] = "ok"
+    kind: Literal["server", "client", "consumer", "producer"] = "server"
+    peer_service: Name | None = None
+    trace_id: Annotated[str, Field(max_length=64)] | None = None
+    span_id: Annotated[str, Field(max_length=32)] | None = None
+    attributes: dict[str, str | int | float | bool] | None = None
+
+
+class MetricSample(Strict):
+    """One resource sample of a service (``cpu_pct``, ``memory_pct``, ``queue_depth``...)."""
+
+    service: Name
+    metric: Annotated[str, Field(min_length=1, max_length=100)]
+    value: Annotated[float, Field(allow_inf_nan=False)]
+    timestamp: UtcDatetime
+
+    @model_validator(mode="after")
+    def _in_range(self) -> MetricSample:
+        if self.metric.endswith("_pct") and not 0 <= self.value <= 100:
+            raise ValueError(f"{self.metric} must be within 0..100, got {self.value}")
+        if self.value < 0:
+            raise ValueError(f"{self.metric} cannot be negative, got {self.value}")
+        return self
+
+
+def _telemetry_kind(value: object) -> str | None:
+    if isinstance(value, dict):
+        return "metric" if "metric" in value else "span"
+    return "metric" if isinstance(value, MetricSample) else "span"
+
+
+TelemetryEvent = Annotated[
+    Annotated[SpanEvent, Tag("span")] | Annotated[MetricSample, Tag("metric")],
+    Discriminator(_telemetry_kind),
+]
+TELEMETRY_EVENT = TypeAdapter(TelemetryEvent)
+
+
+# --------------------------------------------------------------------------- anomaly report
+
+
+class Window(Strict):
+    start: UtcDatetime
+    end: UtcDatetime
+    count: Annotated[int, Field(ge=0)]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Window:
+        if self.end < self.start:
+            raise ValueError("window.end is before window.start")
+        return self
+
+
+class LatencySummary(Strict):
+    p50: NonNegative | None = None
+    p95: NonNegative
+    p99: NonNegative | None = None
+
+
+class BaselineRef(Strict):
+    """Which baseline the window was compared with, and how much history stood behind it."""
+
+    hour_of_week: Annotated[int, Field(ge=0, le=167)]
+    p50: NonNegative
+    p95: NonNegative
+    samples: Annotated[int, Field(ge=0)]
+    level: Literal["hour_of_week", "hour_of_day", "global"]
+
+
+class Deviation(Strict):
+    ratio: NonNegative = Field(description="observed p95 / baseline p95")
+    score: Fraction
+
+
+class Downstream(Strict):
+    service: Name
+    operation: Name
+    p95_ms: NonNegative
+    baseline_p95_ms: NonNegative | None = None
+
+
+class Context(Strict):
+    """What a person would look at next, each observed value beside its usual one."""
+
+    cpu_pct: Percent | None = None
+    cpu_baseline_pct: Percent | None = None
+    memory_pct: Percent | None = None
+    memory_baseline_pct: Percent | None = None
+    request_rate: NonNegative | None = None
+    request_rate_baseline: NonNegative | None = None
+    error_rate: Fraction | None = None
+    error_rate_baseline: Fraction | None = None
+    queue_depth: NonNegative | None = None
+    queue_depth_baseline: NonNegative | None = None
+    deployed_minutes_ago: NonNegative | None = None
+    downstream: Annotated[list[Downstream], Field(max_length=20)] = []
+
+
+class AnomalyReport(Strict):
+    """A flagged window, with its baseline and context. Only ``service``, ``operation`` and
+    ``latency_ms.p95`` are required, so a person can post one by hand."""
+
+    id: Annotated[str, Field(min_length=1, max_length=100)] | None = Field(
+        default=None, description="Stable idempotency key; derived from the content if absent."
+    )
+    service: Name
+    operation: Name
+    window: Window | None = None
+    latency_ms: LatencySummary
+    baseline: BaselineRef | None = None
+    deviation: Deviation | None = None
+    context: Context = Context()
+    evidence: Annotated[
+        list[Annotated[str, Field(max_length=500)]],
+        Field(max_length=8, description="Untrusted text from exemplar spans and logs."),
+    ] = []
+    trace_ids: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=20)] = []
+
+    @property
+    def anomaly_id(self) -> str:
+        """The given id, or a hash of the content so that a re-post is the same anomaly."""
+        if self.id:
+            return self.id
+        digest = hashlib.sha256(self.model_dump_json(exclude={"id"}).encode()).hexdigest()
+        return f"manual-{digest[:16]}"
+
+
+def report_id(service: str, operation: str, window_start: datetime) -> str:
+    """Stable id of the report for one series and window: the same window, the same id."""
+    key = f"{service}\x00{operation}\x00{window_start.isoformat()}"
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+# --------------------------------------------------------------------------- analysis out
+
+
+class ProbableCause(StrEnum):
+    local_cpu_saturation = "local_cpu_saturation"
+    downstream_dependency = "downstream_dependency"
+    memory_pressure = "memory_pressure"
+    traffic_surge = "traffic_surge"
+    queue_backlog = "queue_backlog"
+    recent_deployment = "recent_deployment"
+    network_degradation = "network_degradation"
+    unknown = "unknown"
+
+
+class Severity(StrEnum):
+    info = "info"
+    warning = "warning"
+    critical = "critical"
+
+
+class Diagnosis(Strict):
+    """The part of an Analysis the model writes, in this order: the cause is decided first
+    and the prose explains it (NOTES: summary-first made the summary the decision).
+
+    Length bounds are part of the decoding grammar, so an answer always terminates within
+    the token budget instead of looping inside a string."""
+
+    probable_cause: ProbableCause
+    severity: Severity
+    confidence: Fraction
+    summary: Annotated[str, Field(min_length=1, max_length=160)]
+    explanation: Annotated[str, Field(min_length=1, max_length=400)]
+    recommended_actions: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=100)]],
+        Field(min_length=1, max_length=5),
+    ]
+
+
+class ModelInfo(Strict):
+    base: str
+    adapter: str | None = None
+    quantization: str
+
+
+class Analysis(Diagnosis):
+    anomaly_id: str
+    service: str
+    operation: str
+    model: ModelInfo
+    latency_ms: NonNegative = Field(description="Time spent producing this analysis.")
+    cached: bool = False

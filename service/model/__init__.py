@@ -1,0 +1,1 @@
+"""The language model: where its file comes from and how it is run."""

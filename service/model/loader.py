@@ -1,0 +1,45 @@
+"""Loads the model off the request path, so the process answers /healthz at once and
+/readyz tells an orchestrator when analyses can be served (and why not, if it failed)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from service.analyze import Analyzer
+from service.model.embedded import prepare_embedded
+from service.model.runtime import ModelRuntime
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ModelLoader:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._thread = threading.Thread(target=self._load, name="whyslow-model-load", daemon=True)
+        self.analyzer: Analyzer | None = None
+        self.error: str | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return self.analyzer is not None
+
+    def model_path(self) -> Path:
+        s = self._settings
+        return s.model_path if s.model_path is not None else prepare_embedded(s.data_dir)
+
+    def _load(self) -> None:
+        s = self._settings
+        try:
+            path = self.model_path()
+            runtime = ModelRuntime(path, s.n_ctx, s.n_threads, s.seed, s.repeat_penalty)
+            self.analyzer = Analyzer(runtime, s.max_tokens)
+            log.info("model ready: %s (%s)", path, runtime.info.quantization)
+        except Exception as exc:  # reported on /readyz, the process stays up to say so
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.error("model failed to load: %s", self.error)

@@ -1,0 +1,40 @@
+"""Configuration of the service, read once from ``WHYSLOW_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "whyslow"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WHYSLOW_", extra="ignore")
+
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="Where the prepared embedded model and local state are kept.",
+    )
+    model_path: Path | None = Field(
+        None, description="A GGUF file to serve instead of the embedded SmolLM2 model."
+    )
+    n_ctx: int = Field(2048, ge=512, description="Context window of the model, in tokens.")
+    n_threads: int = Field(
+        default_factory=lambda: os.cpu_count() or 1, ge=1, description="CPU threads for decoding."
+    )
+    max_tokens: int = Field(
+        1400,
+        ge=64,
+        description="Token budget of one diagnosis; the default covers the longest answer "
+        "the schema allows, so no answer is cut off.",
+    )
+    repeat_penalty: float = Field(
+        1.3, ge=1.0, description="Penalty on repeated tokens; stops small models looping."
+    )
+    seed: int = Field(0, description="Sampling seed; decoding is greedy, so answers repeat.")

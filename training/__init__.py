@@ -1,0 +1,1 @@
+"""Training pipeline: dataset, LoRA fine-tuning, merge, GGUF export, quantisation, evaluation."""
