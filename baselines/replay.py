@@ -53,8 +53,9 @@ def _score(value: float, expected: float, direction: Direction) -> tuple[float, 
 def replay(
     source: TextIO, sink: TextIO, config: DetectorConfig, direction: Direction = "high"
 ) -> ReplaySummary:
-    # A row is one observation, not a window of many spans, and its unit is unknown.
-    config = replace(config, min_window_count=1, min_delta_ms=0.0)
+    # A row is one observation, not a window of many spans, and its unit is unknown; a
+    # baseline level with 10 observations may judge (hourly data: ten days of one hour).
+    config = replace(config, min_window_count=1, min_delta_ms=0.0, min_baseline_windows=10)
     zone = ZoneInfo(config.timezone)
     reader = csv.reader(source)
     header = next(reader, None)

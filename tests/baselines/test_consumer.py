@@ -1,0 +1,109 @@
+"""Against the real broker on 127.0.0.1:5672 (and the real service for the last test)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pika
+import pytest
+
+from baselines.detect import Detector, DetectorConfig
+from baselines.forward import Forwarder
+from baselines.synthetic import demo_incidents, last_full_week_start, telemetry
+from baselines.topology import ERROR_HEADER, ROUTING_KEY_HEADER
+from service.contract import Analysis, AnomalyReport
+from tests.helpers import publish, running_consumer, wait_for
+
+
+def dead_letters(settings) -> list[tuple[dict, bytes]]:
+    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
+    channel = connection.channel()
+    found = []
+    while True:
+        method, properties, body = channel.basic_get(settings.dead_letter_queue, auto_ack=True)
+        if method is None:
+            break
+        found.append((properties.headers, body))
+    connection.close()
+    return found
+
+
+def test_published_events_reach_the_baseline(amqp_settings) -> None:
+    detector = Detector(DetectorConfig(window_seconds=60, allowed_lateness_seconds=0))
+    forwarder = Forwarder(amqp_settings.service_url, 5).start()
+    t0 = datetime(2026, 11, 16, 9, tzinfo=UTC)
+    spans = [
+        {
+            "service": "cart",
+            "operation": "GET /cart",
+            "duration_ms": 40 + i,
+            "timestamp": (t0 + timedelta(seconds=i)).isoformat(),
+        }
+        for i in range(20)
+    ]
+    tick = dict(spans[0], timestamp=(t0 + timedelta(minutes=1)).isoformat())
+    with running_consumer(amqp_settings, detector, forwarder) as consumer:
+        publish(amqp_settings, [spans, tick])
+        wait_for(lambda: detector.stats.spans == 21, 30, "the spans to be applied")
+        assert consumer.stats.dead_lettered == 0
+    forwarder.close()
+    estimate = detector._series[("cart", "GET /cart", "server", "")].p95.estimate(9)
+    assert estimate is not None and estimate.samples == 1
+    assert estimate.usual == pytest.approx(58.05, abs=0.01)  # p95 of 40..59 ms
+
+
+def test_malformed_messages_land_in_the_dead_letter_queue_with_the_reason(amqp_settings) -> None:
+    detector = Detector(DetectorConfig())
+    forwarder = Forwarder(amqp_settings.service_url, 5).start()
+    good = {
+        "service": "cart",
+        "operation": "GET /cart",
+        "duration_ms": 5,
+        "timestamp": "2026-11-16T09:00:00Z",
+    }
+    bad = dict(good, duration_ms="fast")
+    with running_consumer(amqp_settings, detector, forwarder) as consumer:
+        publish(amqp_settings, [b"{not json", [good, bad]])
+        publish(amqp_settings, [b"\x0a\x03abc"], content_type="application/x-protobuf")
+        wait_for(lambda: consumer.stats.dead_lettered == 3, 30, "three dead letters")
+    forwarder.close()
+    letters = dead_letters(amqp_settings)
+    assert len(letters) == 3
+    reasons = {headers[ERROR_HEADER]: body for headers, body in letters}
+    (not_json,) = [r for r in reasons if r.startswith("not JSON")]
+    assert reasons[not_json] == b"{not json"
+    (item,) = [r for r in reasons if "duration_ms" in r]
+    assert item.startswith("[1]") and json.loads(reasons[item]) == [bad]
+    assert any("unsupported content type 'application/x-protobuf'" in r for r in reasons)
+    assert all(headers[ROUTING_KEY_HEADER] == "test" for headers, _ in letters)
+    assert detector.stats.spans == 1  # the good span of the mixed batch was applied
+
+
+@pytest.mark.slow
+def test_an_injected_incident_reaches_the_service_and_is_analysed(
+    amqp_settings, live_service
+) -> None:
+    """Four days of traffic through the broker; the CPU incident on day 4 is flagged,
+    POSTed to /v1/analyze, and comes back as a valid Analysis for that report."""
+    week_start = last_full_week_start(datetime.now(UTC))
+    incident = demo_incidents(week_start)[0]
+    analysed: list[tuple[AnomalyReport, Analysis]] = []
+    detector = Detector(DetectorConfig())
+    forwarder = Forwarder(live_service, 60, lambda r, a: analysed.append((r, a))).start()
+    minutes = int((incident.end - week_start).total_seconds() // 60) + 30
+    with running_consumer(amqp_settings, detector, forwarder):
+        batches = list(telemetry(week_start, [incident], minutes=minutes))
+        messages = [
+            [event for batch in batches[i : i + 30] for event in batch]
+            for i in range(0, minutes, 30)
+        ]
+        publish(amqp_settings, messages)
+        wait_for(lambda: analysed, 120, "an analysis")
+    forwarder.close()
+    ((report, analysis),) = analysed
+    assert report.service == incident.service and incident.covers(report.window.start)
+    assert analysis.anomaly_id == report.id
+    assert (analysis.service, analysis.operation) == (report.service, report.operation)
+    Analysis.model_validate(analysis.model_dump())
+    assert forwarder.stats.failed == 0 and forwarder.stats.forwarded == 1

@@ -1,0 +1,50 @@
+from datetime import UTC, datetime, timedelta
+
+from baselines.detect import Detector, DetectorConfig
+from baselines.synthetic import demo_incidents, last_full_week_start, telemetry
+from service.contract import TELEMETRY_EVENT, AnomalyReport, SpanEvent
+
+WEEK_START = last_full_week_start(datetime(2026, 11, 23, tzinfo=UTC))
+
+
+def run_week(detector: Detector, incidents, minutes: int = 7 * 24 * 60) -> list[AnomalyReport]:
+    reports = []
+    for events in telemetry(WEEK_START, incidents, minutes=minutes):
+        reports += detector.observe([TELEMETRY_EVENT.validate_python(e) for e in events])
+    return reports + detector.flush()
+
+
+def test_each_injected_incident_gives_one_report_with_its_context_and_nothing_else() -> None:
+    incidents = demo_incidents(WEEK_START)
+    detector = Detector(DetectorConfig())
+    reports = run_week(detector, incidents)
+    assert [(r.service, r.window.start) for r in reports] == [
+        (i.service, i.start) for i in incidents
+    ]
+    cpu, downstream = reports
+    assert cpu.context.cpu_pct > 90 and cpu.context.cpu_baseline_pct < 60
+    assert cpu.deviation.ratio >= 2 and 0 < cpu.deviation.score <= 1
+    assert cpu.baseline.level in ("hour_of_week", "hour_of_day")
+    (dep,) = downstream.context.downstream
+    assert dep.service == "fx-provider" and dep.p95_ms > 4 * dep.baseline_p95_ms
+    assert downstream.context.cpu_pct < downstream.context.cpu_baseline_pct
+    assert any("ReadTimeout" in text for text in downstream.evidence)
+    assert len(downstream.trace_ids) == 5
+    assert detector.stats.late == 0 and detector.stats.windows_closed == 7 * 24 * 60
+
+
+def test_a_quiet_week_raises_no_alert() -> None:
+    assert run_week(Detector(DetectorConfig()), incidents=[]) == []
+
+
+def test_late_and_far_future_events_are_counted_not_applied() -> None:
+    detector = Detector(DetectorConfig(window_seconds=60, allowed_lateness_seconds=0))
+    t0 = datetime(2026, 11, 16, 9, tzinfo=UTC)
+
+    def span(at: datetime) -> SpanEvent:
+        return SpanEvent(service="a", operation="op", duration_ms=10, timestamp=at)
+
+    detector.observe([span(t0), span(t0 + timedelta(minutes=2))])
+    detector.observe([span(t0)])  # its window has closed
+    detector.observe([span(datetime.now(UTC) + timedelta(days=30))])
+    assert (detector.stats.late, detector.stats.future, detector.stats.spans) == (1, 1, 2)

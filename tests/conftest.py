@@ -1,0 +1,79 @@
+"""Real parts: RabbitMQ on 127.0.0.1:5672 and the embedded GGUF model, nothing mocked."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pika
+import pika.exceptions
+import pytest
+import uvicorn
+
+from baselines.demo import free_port
+from baselines.settings import Settings as ConsumerSettings
+from service.main import create_app
+from service.settings import Settings as ServiceSettings
+
+
+@pytest.fixture(scope="session")
+def service_settings(tmp_path_factory: pytest.TempPathFactory) -> ServiceSettings:
+    """A fresh data dir, so each run prepares the embedded model as a first run does."""
+    return ServiceSettings(data_dir=tmp_path_factory.mktemp("data"), model_path=None)
+
+
+@pytest.fixture(scope="session")
+def live_service(service_settings: ServiceSettings) -> Iterator[str]:
+    """The real app under uvicorn on a free loopback port, model loaded; yields its URL."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(service_settings), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(f"{url}/readyz", timeout=2)
+            if response.status_code == 200:
+                break
+            assert response.json()["status"] != "failed", response.text
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    else:
+        pytest.fail("the service did not become ready within 120s")
+    yield url
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def amqp_settings() -> Iterator[ConsumerSettings]:
+    """Consumer settings with queue and exchange names of this test only; removed after."""
+    suffix = uuid.uuid4().hex[:8]
+    settings = ConsumerSettings(
+        exchange=f"test.{suffix}.telemetry",
+        queue=f"test.{suffix}.telemetry",
+        dead_letter_exchange=f"test.{suffix}.dlx",
+        dead_letter_queue=f"test.{suffix}.dlq",
+    )
+    try:
+        connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
+    except pika.exceptions.AMQPConnectionError as exc:
+        pytest.fail(f"RabbitMQ must run on 127.0.0.1:5672 (make rabbitmq): {exc!r}")
+    connection.close()
+    yield settings
+    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
+    channel = connection.channel()
+    for queue in (settings.queue, settings.dead_letter_queue):
+        channel.queue_delete(queue)
+    for exchange in (settings.exchange, settings.dead_letter_exchange):
+        channel.exchange_delete(exchange)
+    connection.close()

@@ -1,0 +1,55 @@
+"""Small helpers shared by tests that drive the real broker."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pika
+import pytest
+
+from baselines.consumer import TelemetryConsumer
+from baselines.detect import Detector
+from baselines.forward import Forwarder
+from baselines.settings import Settings
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "it") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def publish(
+    settings: Settings, bodies: list[bytes | object], content_type: str = "application/json"
+) -> None:
+    """Publish each body (objects are JSON-encoded) with confirms, as a producer would."""
+    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
+    channel = connection.channel()
+    channel.confirm_delivery()
+    properties = pika.BasicProperties(content_type=content_type, delivery_mode=2)
+    for body in bodies:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        channel.basic_publish(settings.exchange, "test", data, properties)
+    connection.close()
+
+
+@contextmanager
+def running_consumer(
+    settings: Settings, detector: Detector, forwarder: Forwarder
+) -> Iterator[TelemetryConsumer]:
+    consumer = TelemetryConsumer(settings, detector, forwarder)
+    thread = threading.Thread(target=consumer.run, daemon=True)
+    thread.start()
+    wait_for(consumer.ready.is_set, 30, "the consumer to connect")
+    try:
+        yield consumer
+    finally:
+        consumer.stop()
+        thread.join(timeout=10)
+        assert not thread.is_alive(), "the consumer did not stop"
