@@ -14,11 +14,11 @@ from baselines.settings import Settings
 
 def _consume(args: argparse.Namespace, settings: Settings) -> int:
     from baselines.consumer import TelemetryConsumer
-    from baselines.demo import broker_reachable
     from baselines.detect import Detector
     from baselines.forward import Forwarder
+    from baselines.topology import broker_problem
 
-    problem = broker_reachable(settings.amqp_url)
+    problem = broker_problem(settings.amqp_url)
     if problem:
         print(problem, file=sys.stderr)
         return 2

@@ -3,7 +3,6 @@ applied, and dead-lettering (with the reason in a header) what cannot be parsed.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import random
@@ -42,7 +41,6 @@ class TelemetryConsumer:
         self._detector = detector
         self._forwarder = forwarder
         self._stopping = threading.Event()
-        self._connection: pika.BlockingConnection | None = None
         self.stats = ConsumerStats()
         self.ready = threading.Event()
 
@@ -62,20 +60,11 @@ class TelemetryConsumer:
                 delay *= 2
 
     def stop(self) -> None:
+        """Ask the loop to finish the message in hand and close; safe from any thread."""
         self._stopping.set()
-        connection = self._connection
-        if connection is not None and connection.is_open:
-            with contextlib.suppress(pika.exceptions.AMQPError):
-                connection.add_callback_threadsafe(self._stop_consuming)
-
-    def _stop_consuming(self) -> None:
-        if self._connection is not None and self._connection.is_open:
-            self._connection.channel().close()
-            self._connection.close()
 
     def _consume(self) -> None:
-        params = pika.URLParameters(self._settings.amqp_url)
-        self._connection = connection = pika.BlockingConnection(params)
+        connection = pika.BlockingConnection(pika.URLParameters(self._settings.amqp_url))
         try:
             channel = connection.channel()
             channel.confirm_delivery()

@@ -20,14 +20,13 @@ from pathlib import Path
 
 import httpx
 import pika
-import pika.exceptions
 
 from baselines.consumer import TelemetryConsumer
 from baselines.detect import Detector
 from baselines.forward import Forwarder
 from baselines.settings import Settings
 from baselines.synthetic import Incident, demo_incidents, last_full_week_start, telemetry
-from baselines.topology import declare_topology
+from baselines.topology import broker_problem, declare_topology
 from service.contract import Analysis, AnomalyReport
 
 MINUTES_PER_MESSAGE = 10
@@ -46,19 +45,6 @@ def demo_settings(settings: Settings, service_url: str) -> Settings:
             "service_url": service_url,
         }
     )
-
-
-def broker_reachable(amqp_url: str) -> str | None:
-    """None when RabbitMQ answers, else a message saying what to do."""
-    try:
-        pika.BlockingConnection(pika.URLParameters(amqp_url)).close()
-        return None
-    except pika.exceptions.AMQPError as exc:
-        return (
-            f"RabbitMQ is not reachable at {amqp_url} ({exc!r}). Start it with "
-            "`rabbitmq-server -detached` (Debian: `apt-get install rabbitmq-server`), or point "
-            "WHYSLOW_AMQP_URL at a running broker."
-        )
 
 
 def free_port() -> int:
@@ -134,7 +120,7 @@ def print_analysis(report: AnomalyReport, analysis: Analysis) -> None:
 
 
 def run_demo(settings: Settings) -> int:
-    problem = broker_reachable(settings.amqp_url)
+    problem = broker_problem(settings.amqp_url)
     if problem:
         print(problem, file=sys.stderr)
         return 2

@@ -133,8 +133,10 @@ class Detector:
         self._series: dict[SpanKey, SeriesState] = {}
         self._metric_baselines: dict[tuple[str, str], SeasonalBaseline] = {}
 
-    def series_count(self) -> int:
-        return len(self._series) + len(self._metric_baselines)
+    def usual_p95(self, service: str, operation: str, how: int) -> Estimate | None:
+        """The learnt usual p95 of a server series at an hour of the week, if any."""
+        state = self._series.get((service, operation, "server", ""))
+        return None if state is None else state.p95.estimate(how)
 
     def observe(
         self, events: Iterable[SpanEvent | MetricSample], now: float | None = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pika
+import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
 from baselines.settings import Settings
@@ -22,3 +24,16 @@ def declare_topology(channel: BlockingChannel, settings: Settings) -> None:
         arguments={"x-dead-letter-exchange": settings.dead_letter_exchange},
     )
     channel.queue_bind(settings.queue, settings.exchange, routing_key="#")
+
+
+def broker_problem(amqp_url: str) -> str | None:
+    """None when RabbitMQ answers, else a message saying what to do about it."""
+    try:
+        pika.BlockingConnection(pika.URLParameters(amqp_url)).close()
+        return None
+    except pika.exceptions.AMQPError as exc:
+        return (
+            f"RabbitMQ is not reachable at {amqp_url} ({exc!r}). Start it with "
+            "`rabbitmq-server -detached` (Debian: `apt-get install rabbitmq-server`), or point "
+            "WHYSLOW_AMQP_URL at a running broker."
+        )

@@ -166,7 +166,7 @@ class AnomalyReport(Strict):
     latency_ms: LatencySummary
     baseline: BaselineRef | None = None
     deviation: Deviation | None = None
-    context: Context = Context()
+    context: Context = Field(default_factory=Context)
     evidence: Annotated[
         list[Annotated[str, Field(max_length=500)]],
         Field(max_length=8, description="Untrusted text from exemplar spans and logs."),

@@ -48,7 +48,7 @@ def test_published_events_reach_the_baseline(amqp_settings) -> None:
         wait_for(lambda: detector.stats.spans == 21, 30, "the spans to be applied")
         assert consumer.stats.dead_lettered == 0
     forwarder.close()
-    estimate = detector._series[("cart", "GET /cart", "server", "")].p95.estimate(9)
+    estimate = detector.usual_p95("cart", "GET /cart", 9)
     assert estimate is not None and estimate.samples == 1
     assert estimate.usual == pytest.approx(58.05, abs=0.01)  # p95 of 40..59 ms
 
