@@ -24,6 +24,7 @@ from baselines.topology import ERROR_HEADER, ROUTING_KEY_HEADER, declare_topolog
 log = logging.getLogger(__name__)
 
 JSON_TYPES = {"", "application/json", "text/json"}
+STATUS_EVERY_S = 30.0
 
 
 @dataclass
@@ -73,12 +74,33 @@ class TelemetryConsumer:
             channel.basic_consume(self._settings.queue, self._on_message)
             self.ready.set()
             log.info("consuming %s", self._settings.queue)
+            last_report = time.monotonic()
             while not self._stopping.is_set() and connection.is_open:
                 connection.process_data_events(time_limit=0.5)
+                if time.monotonic() - last_report >= STATUS_EVERY_S:
+                    last_report = time.monotonic()
+                    self._log_status()
         finally:
             self.ready.clear()
             if connection.is_open:
                 connection.close()
+
+    def _log_status(self) -> None:
+        d, f = self._detector.stats, self._forwarder.stats
+        log.info(
+            "%d messages: %d spans, %d metrics applied, %d late, %d future, %d dead-lettered; "
+            "%d windows, %d flagged, %d forwarded, %d failed",
+            self.stats.messages,
+            d.spans,
+            d.metrics,
+            d.late,
+            d.future,
+            self.stats.dead_lettered,
+            d.windows_closed,
+            d.flagged,
+            f.forwarded,
+            f.failed,
+        )
 
     def _on_message(
         self,
