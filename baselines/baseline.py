@@ -1,9 +1,26 @@
-"""Week-seasonal baseline of one scalar series (a window's p95, its request count...).
+"""Week-seasonal profile of one scalar series (a window's p95, a request count, a CPU %...).
 
-Each of the 168 hour-of-week buckets keeps the most recent window values in a small ring
-buffer; the "usual" value is their median, which shrugs off the odd outlier. A young
-bucket falls back to the same hour on any weekday, then to everything seen, and the answer
-says which level answered and on how many windows.
+Each of the 168 hour-of-week buckets keeps the most recent ``depth`` values in a ring; a
+second ring keeps the ``recent`` latest values of any hour. The usual value is a median and
+the spread a median absolute deviation, so outliers and heavy tails barely move them, and
+the rings forget old values, so the profile follows drift. A profile in log mode (for
+positive, multiplicative, heavy-tailed series such as latency) keeps log values, so its
+spread is relative: 100 -> 125 ms is as unusual as 1 -> 1.25 s. A young bucket falls back to the
+same hour on days of the same kind (weekdays, or the weekend), then on any day, then to the
+recent values of any hour; the estimate says which level answered and on how many values,
+and a less specific level is trusted less: its spread is widened (x1.25 for the same kind of
+day, x1.5 for any day, x2 for the recent values), so a first Saturday compared with
+weekdays does not look like an outage.
+
+A bucket's spread comes from a few dozen values and is sometimes far too small by chance;
+it is shrunk towards the series' typical within-hour spread (the median spread of its
+mature buckets, taken once per local day), as if that pooled value had been seen
+``min_level_samples`` more times.
+
+A window is judged against the profile *as it stood when the window's local hour began*
+(``estimate`` is memoised per hour, the pooled spread per day): an incident cannot drag its
+own hour's baseline up, and a replay can judge a whole hour, or a whole day of mature
+buckets, in one vectorised step with exactly the live detector's result.
 """
 
 from __future__ import annotations
@@ -16,56 +33,241 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 HOURS_PER_WEEK = 168
+EPOCH_WEEKDAY_HOURS = 72
+"""1970-01-01 was a Thursday: local hour index h has hour-of-week (h + 72) % 168."""
+MAD_TO_SIGMA = 1.4826
+WEEKDAYS, WEEKEND = range(5), range(5, 7)
 Level = Literal["hour_of_week", "hour_of_day", "global"]
 
 
-def hour_of_week(epoch_s: float, zone: ZoneInfo) -> int:
-    """0 = Monday 00:00 local time, so business hours follow the zone across DST changes."""
-    local = datetime.fromtimestamp(epoch_s, UTC).astimezone(zone)
-    return local.weekday() * 24 + local.hour
+def local_hour(epoch_s: float, zone: ZoneInfo) -> int:
+    """Index of the local hour containing ``epoch_s`` (hours since 1970-01-01 00:00 local)."""
+    offset = datetime.fromtimestamp(epoch_s, UTC).astimezone(zone).utcoffset()
+    return int((epoch_s + (offset.total_seconds() if offset else 0.0)) // 3600)
+
+
+def local_hours(epoch_s: np.ndarray, zone: ZoneInfo) -> np.ndarray:
+    """Vectorised ``local_hour``. UTC offsets are looked up once per day, and per quarter hour
+    only on the days where the offset changes (DST), so a year costs ~365 look-ups."""
+    if epoch_s.size == 0:
+        return np.empty(0, dtype=np.int64)
+    day = np.floor(epoch_s / 86400).astype(np.int64)
+    first, last = int(day.min()), int(day.max()) + 1
+    offsets = np.array([_offset(d * 86400.0, zone) for d in range(first, last + 1)])
+    point_offset = offsets[day - first]
+    for changing in np.flatnonzero(offsets[:-1] != offsets[1:]) + first:
+        in_day = day == changing
+        quarters = np.floor(epoch_s[in_day] / 900).astype(np.int64)
+        table = {q: _offset(q * 900.0, zone) for q in np.unique(quarters).tolist()}
+        point_offset[in_day] = [table[q] for q in quarters.tolist()]
+    return np.floor((epoch_s + point_offset) / 3600).astype(np.int64)
+
+
+def _offset(epoch_s: float, zone: ZoneInfo) -> float:
+    offset = datetime.fromtimestamp(epoch_s, UTC).astimezone(zone).utcoffset()
+    return offset.total_seconds() if offset else 0.0
+
+
+def hour_of_week(hour_index: int | np.ndarray) -> int | np.ndarray:
+    """0 = Monday 00:00 local, from a local hour index."""
+    return (hour_index + EPOCH_WEEKDAY_HOURS) % HOURS_PER_WEEK
 
 
 @dataclass(frozen=True)
 class Estimate:
     usual: float
+    """The median, in the series' own units."""
+    center: float
+    """The median in the profile's working units (log values in log mode)."""
+    spread: float
+    """Robust standard deviation (1.4826 x MAD) in working units."""
     samples: int
+    """Values at the level that answered: the confidence of this estimate."""
     level: Level
+    hour_of_week: int
+    history: int
+    """Values the series has learnt in all: how long it has been watched."""
 
 
-class SeasonalBaseline:
-    def __init__(self, capacity: int = 64, min_level_samples: int = 10) -> None:
-        self._capacity = capacity
-        self._min_level_samples = min_level_samples
-        self._values: dict[int, np.ndarray] = {}
-        self._written: dict[int, int] = {}
+def robust(values: np.ndarray) -> tuple[float, float]:
+    """(median, 1.4826 x MAD), in float64 like the vectorised path, so both agree exactly."""
+    values = values.astype(np.float64)
+    usual = float(np.median(values))
+    return usual, MAD_TO_SIGMA * float(np.median(np.abs(values - usual)))
 
-    def add(self, how: int, value: float) -> None:
-        ring = self._values.get(how)
-        if ring is None:
-            ring = self._values[how] = np.empty(self._capacity, dtype=np.float32)
-            self._written[how] = 0
-        ring[self._written[how] % self._capacity] = value
-        self._written[how] += 1
+
+LOG_FLOOR = 1e-6
+"""Values are clipped to this before the log, so a 0 ms window cannot produce -inf."""
+
+
+class SeasonalProfile:
+    def __init__(
+        self, depth: int = 48, recent: int = 256, min_level_samples: int = 24, log: bool = False
+    ) -> None:
+        self.depth = depth
+        self.log = log
+        self.min_level_samples = min_level_samples
+        self._weekly: np.ndarray | None = None  # (168, depth), allocated on first use
+        self._written = np.zeros(HOURS_PER_WEEK, dtype=np.int64)
+        self._recent = np.empty(recent, dtype=np.float32)
+        self._recent_written = 0
+        self._memo: tuple[int, Estimate | None] | None = None
+        self._pool_memo: tuple[int, float | None] | None = None
+
+    # ----------------------------------------------------------------- reading
+
+    def estimate(self, hour_index: int) -> Estimate | None:
+        """The baseline of this local hour: computed on first use in the hour, then kept."""
+        if self._memo is not None and self._memo[0] == hour_index:
+            return self._memo[1]
+        pooled = self.pooled_spread(hour_index // 24)
+        estimate = self._estimate(int(hour_of_week(hour_index)), pooled)
+        self._memo = (hour_index, estimate)
+        return estimate
+
+    def pooled_spread(self, local_day: int) -> float | None:
+        """Median spread of the mature buckets, as the profile stood when the day began."""
+        if self._pool_memo is not None and self._pool_memo[0] == local_day:
+            return self._pool_memo[1]
+        pooled = None
+        if self._weekly is not None:
+            mature = np.minimum(self._written, self.depth) >= self.min_level_samples
+            if mature.any():
+                rows = self._weekly[mature].astype(np.float64)
+                center = np.nanmedian(rows, axis=1)
+                spreads = MAD_TO_SIGMA * np.nanmedian(np.abs(rows - center[:, None]), axis=1)
+                pooled = float(np.median(spreads))
+        self._pool_memo = (local_day, pooled)
+        return pooled
 
     def _bucket(self, how: int) -> np.ndarray:
-        ring = self._values.get(how)
-        if ring is None:
+        if self._weekly is None:
             return np.empty(0, dtype=np.float32)
-        return ring[: min(self._written[how], self._capacity)]
+        return self._weekly[how, : min(int(self._written[how]), self.depth)]
 
-    def estimate(self, how: int) -> Estimate | None:
-        """Median of the most specific level with enough history, or None with no history."""
-        levels: tuple[tuple[Level, list[int]], ...] = (
-            ("hour_of_week", [how]),
-            ("hour_of_day", [day * 24 + how % 24 for day in range(7)]),
-            ("global", list(self._values)),
+    def _estimate(self, how: int, pooled: float | None) -> Estimate | None:
+        same_type = WEEKEND if how >= 5 * 24 else WEEKDAYS
+        candidates: tuple[tuple[Level, float, np.ndarray], ...] = (
+            ("hour_of_week", 1.0, self._bucket(how)),
+            ("hour_of_day", 1.25, self._hour_of_day(how, same_type)),
+            ("hour_of_day", 1.5, self._hour_of_day(how, range(7))),
+            ("global", 2.0, self._recent[: min(self._recent_written, self._recent.size)]),
         )
-        for level, buckets in levels:
-            values = np.concatenate([self._bucket(b) for b in buckets] or [np.empty(0)])
-            if values.size >= self._min_level_samples or (level == "global" and values.size):
-                return Estimate(float(np.median(values)), int(values.size), level)
+        for level, caution, values in candidates:
+            if values.size >= self.min_level_samples:
+                center, spread = robust(values)
+                spread = caution * float(self.shrink(np.float64(spread), values.size, pooled))
+                return Estimate(
+                    self.to_units(center),
+                    center,
+                    spread,
+                    int(values.size),
+                    level,
+                    how,
+                    self._recent_written,
+                )
         return None
+
+    def _hour_of_day(self, how: int, days: range) -> np.ndarray:
+        return np.concatenate([self._bucket(d * 24 + how % 24) for d in days])
+
+    def shrink(self, spread: np.ndarray, n: int | np.ndarray, pooled: float | None) -> np.ndarray:
+        if pooled is None:
+            return spread
+        n0 = self.min_level_samples
+        return np.sqrt((n * spread**2 + n0 * pooled**2) / (n + n0))
+
+    def mature(self, how: int) -> bool:
+        """True when the hour-of-week level answers for this bucket (it stays true)."""
+        return min(int(self._written[how]), self.depth) >= self.min_level_samples
+
+    @property
+    def history(self) -> int:
+        return self._recent_written
+
+    def weekly_estimates(self, hows: np.ndarray, local_day: int) -> tuple[np.ndarray, np.ndarray]:
+        """(center, spread) of mature buckets in working units, vectorised over ``hows``;
+        the same numbers ``estimate`` gives for those hours of ``local_day``."""
+        assert self._weekly is not None
+        pooled = self.pooled_spread(local_day)
+        rows = self._weekly[hows].astype(np.float64)  # unwritten slots are NaN
+        center = np.nanmedian(rows, axis=1)
+        spread = MAD_TO_SIGMA * np.nanmedian(np.abs(rows - center[:, None]), axis=1)
+        filled = np.minimum(self._written[hows], self.depth)
+        return center, self.shrink(spread, filled, pooled)
+
+    def working(self, values: np.ndarray) -> np.ndarray:
+        """Values in the profile's working units."""
+        return np.log(np.maximum(values, LOG_FLOOR)) if self.log else values
+
+    def to_units(self, center: float) -> float:
+        return float(np.exp(center)) if self.log else center
+
+    # ----------------------------------------------------------------- learning
+
+    def add(self, hour_index: int, value: float) -> None:
+        if self.log:
+            value = float(np.log(max(value, LOG_FLOOR)))
+        how = int(hour_of_week(hour_index))
+        if self._weekly is None:
+            self._weekly = np.full((HOURS_PER_WEEK, self.depth), np.nan, dtype=np.float32)
+        self._weekly[how, self._written[how] % self.depth] = value
+        self._written[how] += 1
+        self._recent[self._recent_written % self._recent.size] = value
+        self._recent_written += 1
+
+    def add_run(self, hour_index: int, values: np.ndarray) -> None:
+        """``add`` of many values of one hour, in order, in one step."""
+        n = values.size
+        if n == 0:
+            return
+        values = self.working(values)
+        how = int(hour_of_week(hour_index))
+        if self._weekly is None:
+            self._weekly = np.full((HOURS_PER_WEEK, self.depth), np.nan, dtype=np.float32)
+        keep = min(n, self.depth)
+        slots = (self._written[how] + np.arange(n - keep, n)) % self.depth
+        self._weekly[how, slots] = values[n - keep :]
+        self._written[how] += n
+        size = self._recent.size
+        keep = min(n, size)
+        slots = (self._recent_written + np.arange(n - keep, n)) % size
+        self._recent[slots] = values[n - keep :]
+        self._recent_written += n
+
+    def shift(self, offset: float) -> None:
+        """Move every learnt value by ``offset`` (working units): a new level, same shape."""
+        if self._weekly is not None:
+            self._weekly += np.float32(offset)
+        self._recent[: min(self._recent_written, self._recent.size)] += np.float32(offset)
+        self._memo = None
+
+    # ----------------------------------------------------------------- state
 
     @property
     def nbytes(self) -> int:
-        return sum(ring.nbytes for ring in self._values.values())
+        weekly = 0 if self._weekly is None else self._weekly.nbytes
+        return weekly + self._written.nbytes + self._recent.nbytes
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Arrays that rebuild this profile exactly (see ``from_state``)."""
+        weekly = self._weekly if self._weekly is not None else np.empty((0, self.depth))
+        return {
+            "weekly": weekly.astype(np.float32),
+            "written": self._written,
+            "recent": self._recent,
+            "meta": np.array(
+                [self.depth, self.min_level_samples, self._recent_written, int(self.log)]
+            ),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray]) -> SeasonalProfile:
+        depth, min_level_samples, recent_written, log = (int(v) for v in state["meta"])
+        profile = cls(depth, state["recent"].size, min_level_samples, bool(log))
+        if state["weekly"].size:
+            profile._weekly = state["weekly"].astype(np.float32).reshape(HOURS_PER_WEEK, depth)
+        profile._written = state["written"].astype(np.int64)
+        profile._recent = state["recent"].astype(np.float32)
+        profile._recent_written = recent_written
+        return profile

@@ -36,14 +36,23 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
     started = time.perf_counter()
     try:
-        summary = replay_files(args.input, args.output, settings.detector_config(), args.direction)
-    except (OSError, ReplayInputError) as exc:
+        series, result = replay_files(
+            args.input, args.output, settings.detector_config(), args.direction
+        )
+        if args.plot:
+            from baselines.plot import plot_replay
+
+            plot_replay(series, result, args.plot, title=args.input.name)
+    except (OSError, ReplayInputError, ImportError) as exc:
         print(f"replay: {args.input}: {exc}", file=sys.stderr)
         return 2
     if args.summary:
+        rows = series.values.size
+        elapsed = time.perf_counter() - started
         print(
-            f"{summary.rows} rows, {summary.flagged} flagged, {summary.skipped} skipped, "
-            f"{time.perf_counter() - started:.2f}s -> {args.output}"
+            f"{rows} rows, {result.flagged} flagged, {result.skipped_not_finite} not finite "
+            f"and {result.skipped_out_of_order} out of order (not judged), {elapsed:.2f}s "
+            f"({rows / max(elapsed, 1e-9):,.0f} rows/s) -> {args.output}"
         )
     return 0
 
@@ -63,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--output", type=Path, required=True, help="where to write the scores")
     replay.add_argument("--direction", choices=["high", "low", "both"], default="high")
     replay.add_argument("--summary", action="store_true", help="print rows, flags and time")
+    replay.add_argument(
+        "--plot", type=Path, help="also draw the series, its band and the flags to this PNG"
+    )
     sub.add_parser("demo", help="run service + consumer on a synthetic week with incidents")
     return parser
 

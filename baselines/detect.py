@@ -1,10 +1,10 @@
 """Event-time windows per series, judged against their seasonal baselines.
 
 All series share aligned windows (``start = floor(t / W) * W``). When the stream's event
-time passes a window's end, the whole window closes at once: context series (CPU, memory,
-client calls) are summarised first, then every server/consumer series is judged, then the
-baselines learn from the window, except for services in an open incident, so an anomaly
-does not teach its own baseline that it is normal.
+time passes a window's end (plus the allowed lateness), the whole window closes at once:
+context series (CPU, memory, client calls) are summarised, every server/consumer series is
+judged, then the baselines learn from the window, except for services in an open incident,
+so an anomaly does not teach its own baseline that it is normal.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from baselines.baseline import Estimate, SeasonalBaseline, hour_of_week
+from baselines.baseline import LOG_FLOOR, Estimate, SeasonalProfile, local_hour
+from baselines.judge import IncidentGate, Thresholds, deviation, exceeds_and_calm
 from baselines.report import WindowFacts, build_report
 from service.contract import AnomalyReport, MetricSample, SpanEvent
 
@@ -32,13 +33,11 @@ MAX_EVIDENCE = 8
 class DetectorConfig:
     window_seconds: int = 60
     min_window_count: int = 10
-    min_baseline_windows: int = 30
-    flag_ratio: float = 2.0
-    clear_ratio: float = 1.5
-    min_delta_ms: float = 20.0
-    cooldown_seconds: int = 900
     allowed_lateness_seconds: float = 5.0
     timezone: str = "UTC"
+    max_series: int = 50_000
+    """Distinct series kept; events of further ones are counted as overflow and dropped."""
+    thresholds: Thresholds = field(default_factory=Thresholds)
 
 
 SpanKey = tuple[str, str, str, str]
@@ -75,39 +74,25 @@ class WindowData:
     metrics: dict[tuple[str, str], list[float]] = field(default_factory=dict)
 
 
-@dataclass
-class IncidentGate:
-    """One incident gives one alert: open at ``flag_ratio``, stay open (and silent) until
-    the ratio falls under ``clear_ratio``, then keep quiet for ``cooldown_seconds``."""
-
-    open: bool = False
-    quiet_until: float = 0.0
-
-    def step(
-        self, config: DetectorConfig, end: float, ratio: float | None, judged: bool, delta: float
-    ) -> bool:
-        """Feed one judged window ending at ``end``; True when it raises a new alert."""
-        if self.open and (ratio is None or ratio < config.clear_ratio):
-            self.open = False
-            self.quiet_until = end + config.cooldown_seconds
-        if not (judged and ratio is not None and ratio >= config.flag_ratio):
-            return False
-        if delta < config.min_delta_ms:
-            return False
-        alert = not self.open and end > self.quiet_until
-        self.open = True
-        return alert
+def _context_profile() -> SeasonalProfile:
+    return SeasonalProfile(depth=10, recent=64, min_level_samples=8)
 
 
 @dataclass
 class SeriesState:
-    """Baselines of one span series and its incident state."""
+    """Baselines of one span series and its incident state (about 42 KB when full)."""
 
-    p50: SeasonalBaseline = field(default_factory=SeasonalBaseline)
-    p95: SeasonalBaseline = field(default_factory=SeasonalBaseline)
-    count: SeasonalBaseline = field(default_factory=SeasonalBaseline)
-    error_rate: SeasonalBaseline = field(default_factory=SeasonalBaseline)
+    p95: SeasonalProfile = field(default_factory=lambda: SeasonalProfile(log=True))
+    p50: SeasonalProfile = field(default_factory=_context_profile)
+    count: SeasonalProfile = field(default_factory=_context_profile)
+    error_rate: SeasonalProfile = field(default_factory=_context_profile)
     gate: IncidentGate = field(default_factory=IncidentGate)
+    day: int = -1
+    """The local day last judged: an incident may be adopted when a new one starts."""
+
+    @property
+    def nbytes(self) -> int:
+        return self.p95.nbytes + self.p50.nbytes + self.count.nbytes + self.error_rate.nbytes
 
 
 @dataclass
@@ -116,6 +101,7 @@ class DetectorStats:
     metrics: int = 0
     late: int = 0
     future: int = 0
+    overflow: int = 0
     windows_closed: int = 0
     flagged: int = 0
 
@@ -131,12 +117,24 @@ class Detector:
         self._closed_before = -math.inf
         self._watermark = -math.inf
         self._series: dict[SpanKey, SeriesState] = {}
-        self._metric_baselines: dict[tuple[str, str], SeasonalBaseline] = {}
+        self._metrics: dict[tuple[str, str], SeasonalProfile] = {}
 
-    def usual_p95(self, service: str, operation: str, how: int) -> Estimate | None:
-        """The learnt usual p95 of a server series at an hour of the week, if any."""
+    def profile_p95(self, service: str, operation: str) -> SeasonalProfile | None:
+        """The learnt window-p95 profile of a server series, if any."""
         state = self._series.get((service, operation, "server", ""))
-        return None if state is None else state.p95.estimate(how)
+        return None if state is None else state.p95
+
+    def memory(self) -> tuple[int, int]:
+        """(series, bytes) held by the baselines."""
+        spans = sum(state.nbytes for state in self._series.values())
+        metrics = sum(profile.nbytes for profile in self._metrics.values())
+        return len(self._series) + len(self._metrics), spans + metrics
+
+    def _admit(self) -> bool:
+        if len(self._series) + len(self._metrics) < self.config.max_series:
+            return True
+        self.stats.overflow += 1
+        return False
 
     def observe(
         self, events: Iterable[SpanEvent | MetricSample], now: float | None = None
@@ -144,32 +142,46 @@ class Detector:
         """Apply events to the open windows; close and judge windows the stream has passed."""
         horizon = (time.time() if now is None else now) + MAX_FUTURE_SECONDS
         width = self.config.window_seconds
+        lateness = self.config.allowed_lateness_seconds
+        stats, series, metrics, open_windows = self.stats, self._series, self._metrics, self._open
         reports: list[AnomalyReport] = []
         for event in events:
             ts = event.timestamp.timestamp()
             if ts > horizon:
-                self.stats.future += 1
+                stats.future += 1
                 continue
             start = ts - ts % width
             if start < self._closed_before:
-                self.stats.late += 1
+                stats.late += 1
                 continue
-            window = self._open.get(start)
+            window = open_windows.get(start)
             if window is None:
-                window = self._open[start] = WindowData()
-            if isinstance(event, SpanEvent):
-                self.stats.spans += 1
+                window = open_windows[start] = WindowData()
+            if type(event) is SpanEvent:
                 key = (event.service, event.operation, event.kind, event.peer_service or "")
                 agg = window.spans.get(key)
                 if agg is None:
+                    if key not in series:
+                        if not self._admit():
+                            continue
+                        series[key] = SeriesState()
                     agg = window.spans[key] = SpanWindow()
                 agg.add(event)
+                stats.spans += 1
             else:
-                self.stats.metrics += 1
-                window.metrics.setdefault((event.service, event.metric), []).append(event.value)
+                metric_key = (event.service, event.metric)
+                values = window.metrics.get(metric_key)
+                if values is None:
+                    if metric_key not in metrics:
+                        if not self._admit():
+                            continue
+                        metrics[metric_key] = _context_profile()
+                    values = window.metrics[metric_key] = []
+                values.append(event.value)
+                stats.metrics += 1
             if ts > self._watermark:
                 self._watermark = ts
-                limit = ts - self.config.allowed_lateness_seconds
+                limit = ts - lateness
                 if limit >= self._closed_before + width:
                     reports.extend(self._close_before(limit - limit % width))
         return reports
@@ -188,22 +200,23 @@ class Detector:
         return reports
 
     def _close(self, start: float, window: WindowData) -> list[AnomalyReport]:
-        cfg = self.config
+        cfg, th = self.config, self.config.thresholds
         self.stats.windows_closed += 1
-        how = hour_of_week(start, self._zone)
+        hour = local_hour(start, self._zone)
         end = start + cfg.window_seconds
         metrics = {
-            key: (
-                float(np.mean(values)),
-                _usual(self._metric_baselines.setdefault(key, SeasonalBaseline()).estimate(how)),
-            )
+            key: (float(np.mean(values)), _usual(self._metrics[key].estimate(hour)))
             for key, values in window.metrics.items()
         }
         summaries = {key: _summarise(agg) for key, agg in window.spans.items()}
-        usual = {
-            key: self._series.setdefault(key, SeriesState()).p95.estimate(how)
-            for key in window.spans
-        }
+        for key in window.spans:
+            state = self._series[key]
+            if state.day != hour // 24:
+                state.day = hour // 24
+                offset = state.gate.adopt(start, th)
+                if offset is not None:
+                    state.p95.shift(offset)
+        usual = {key: self._series[key].p95.estimate(hour) for key in window.spans}
 
         reports = []
         alerting: set[str] = set()
@@ -212,61 +225,66 @@ class Detector:
             if kind not in ("server", "consumer"):
                 continue
             state, base, (p50, p95, p99) = self._series[key], usual[key], summaries[key]
-            judged = (
+            if (
                 base is not None
+                and base.history >= th.min_history
                 and len(agg.durations) >= cfg.min_window_count
-                and base.samples >= cfg.min_baseline_windows
-            )
-            ratio = p95 / base.usual if base and base.usual > 0 else None
-            delta = p95 - base.usual if base else 0.0
-            if state.gate.step(cfg, end, ratio, judged, delta) and base is not None:
-                self.stats.flagged += 1
-                facts = WindowFacts(
-                    service=service,
-                    operation=operation,
-                    start=datetime.fromtimestamp(start, UTC),
-                    seconds=cfg.window_seconds,
-                    hour_of_week=how,
-                    count=len(agg.durations),
-                    errors=agg.errors,
-                    p50=p50,
-                    p95=p95,
-                    p99=p99,
-                    baseline_p50=_usual(state.p50.estimate(how)),
-                    baseline=base,
-                    count_usual=_usual(state.count.estimate(how)),
-                    error_rate_usual=_usual(state.error_rate.estimate(how)),
-                    metrics={name: v for (svc, name), v in metrics.items() if svc == service},
-                    downstream=[
-                        (peer or op, op, summaries[k][1], _usual(usual[k]))
-                        for k in window.spans
-                        if k[0] == service and k[2] in ("client", "producer")
-                        for _, op, _, peer in [k]
-                    ],
-                    evidence=list(
-                        dict.fromkeys(
-                            text
-                            for k, a in window.spans.items()
-                            if k[0] == service
-                            for text in a.evidence
-                        )
-                    )[:MAX_EVIDENCE],
-                    trace_ids=[trace for _, trace in sorted(agg.slowest, reverse=True)],
+            ):
+                value = np.array([p95])
+                score, z, ratio, usual_p95 = deviation(
+                    value, np.array([base.center]), np.array([base.spread]), th, log=True
                 )
-                reports.append(build_report(facts))
+                exceeds, calm = exceeds_and_calm(value, usual_p95, z, ratio, th)
+                if state.gate.step(end, bool(exceeds[0]), bool(calm[0]), th):
+                    self.stats.flagged += 1
+                    facts = WindowFacts(
+                        service=service,
+                        operation=operation,
+                        start=datetime.fromtimestamp(start, UTC),
+                        seconds=cfg.window_seconds,
+                        count=len(agg.durations),
+                        errors=agg.errors,
+                        p50=p50,
+                        p95=p95,
+                        p99=p99,
+                        baseline_p50=_usual(state.p50.estimate(hour)),
+                        baseline=base,
+                        score=float(score[0]),
+                        count_usual=_usual(state.count.estimate(hour)),
+                        error_rate_usual=_usual(state.error_rate.estimate(hour)),
+                        metrics={name: v for (svc, name), v in metrics.items() if svc == service},
+                        downstream=[
+                            (peer or op, op, summaries[k][1], _usual(usual[k]))
+                            for k in window.spans
+                            if k[0] == service and k[2] in ("client", "producer")
+                            for _, op, _, peer in [k]
+                        ],
+                        evidence=list(
+                            dict.fromkeys(
+                                text
+                                for k, a in window.spans.items()
+                                if k[0] == service
+                                for text in a.evidence
+                            )
+                        )[:MAX_EVIDENCE],
+                        trace_ids=[trace for _, trace in sorted(agg.slowest, reverse=True)],
+                    )
+                    reports.append(build_report(facts))
             if state.gate.open:
+                if base is not None:
+                    state.gate.keep_offsets(np.log(np.maximum([p95], LOG_FLOOR)) - base.center)
                 alerting.add(service)
 
         for key, agg in window.spans.items():
             if key[0] not in alerting:
                 state, (p50, p95, _) = self._series[key], summaries[key]
-                state.p50.add(how, p50)
-                state.p95.add(how, p95)
-                state.count.add(how, len(agg.durations))
-                state.error_rate.add(how, agg.errors / len(agg.durations))
+                state.p95.add(hour, p95)
+                state.p50.add(hour, p50)
+                state.count.add(hour, len(agg.durations))
+                state.error_rate.add(hour, agg.errors / len(agg.durations))
         for (service, name), (value, _) in metrics.items():
             if service not in alerting:
-                self._metric_baselines[(service, name)].add(how, value)
+                self._metrics[(service, name)].add(hour, value)
         return reports
 
 

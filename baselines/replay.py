@@ -1,24 +1,32 @@
-"""Backtest: run the detector's seasonal baseline and incident gate over a CSV series.
+"""Backtest: the live detector's profile, scoring and incident gate over a CSV series.
 
 Contract (DESIGN.md, stable): reads ``timestamp,value`` rows (the first two columns; a
 header is required), writes ``timestamp,value,expected,score,is_anomaly``. Each row is one
-observation, judged like one window of the live detector.
+observation, judged like one window of the live detector: against the profile as it stood
+when the row's local hour began, so a whole hour is judged in one vectorised step, and a
+run of hours of one local day whose hour-of-week buckets are mature in one more.
 """
 
 from __future__ import annotations
 
 import csv
-import math
-from dataclasses import dataclass, replace
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, TextIO
+from typing import TextIO
 from zoneinfo import ZoneInfo
 
-from baselines.baseline import SeasonalBaseline, hour_of_week
-from baselines.detect import DetectorConfig, IncidentGate
+import numpy as np
+from tqdm import tqdm
 
-Direction = Literal["high", "low", "both"]
+from baselines.baseline import SeasonalProfile, hour_of_week, local_hours
+from baselines.detect import DetectorConfig
+from baselines.judge import Direction, IncidentGate, Thresholds, deviation, exceeds_and_calm
+
+PROGRESS_MIN_ROWS = 200_000
+HEADER = ["timestamp", "value", "expected", "score", "is_anomaly"]
 
 
 class ReplayInputError(ValueError):
@@ -26,79 +34,288 @@ class ReplayInputError(ValueError):
 
 
 @dataclass
-class ReplaySummary:
-    rows: int = 0
-    flagged: int = 0
-    skipped: int = 0
+class Series:
+    """Parsed input: the raw texts (echoed in the output), epoch seconds, values."""
+
+    stamps: list[str]
+    texts: list[str]
+    epoch: np.ndarray
+    values: np.ndarray
 
 
-def parse_timestamp(text: str) -> float:
-    text = text.strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+@dataclass
+class ReplayResult:
+    """One entry per input row; skipped rows (not finite, out of order) score 0."""
+
+    expected: np.ndarray
+    score: np.ndarray
+    is_anomaly: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    skipped_not_finite: int = 0
+    skipped_out_of_order: int = 0
+    flagged: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.flagged = int(self.is_anomaly.sum())
 
 
-def _score(value: float, expected: float, direction: Direction) -> tuple[float, float]:
-    """(score in 0..1, ratio oriented so that > 1 means 'in the watched direction')."""
-    up = value / expected if expected > 0 else (math.inf if value > 0 else 1.0)
-    down = expected / value if value > 0 else (math.inf if expected > 0 else 1.0)
-    ratio = {"high": up, "low": down, "both": max(up, down)}[direction]
-    return max(0.0, 1 - 1 / ratio), ratio
+def replay_thresholds(config: DetectorConfig, direction: Direction) -> Thresholds:
+    """A row is one observation of a metric of unknown unit: no span count, no ms floor, no
+    ratio floor (a CPU going from 40% to 70% matters); the robust z decides."""
+    return replace(
+        config.thresholds, direction=direction, min_delta=0.0, flag_ratio=1.0, clear_ratio=1.0
+    )
 
 
-def replay(
-    source: TextIO, sink: TextIO, config: DetectorConfig, direction: Direction = "high"
-) -> ReplaySummary:
-    # A row is one observation, not a window of many spans, and its unit is unknown; a
-    # baseline level with 10 observations may judge (hourly data: ten days of one hour).
-    config = replace(config, min_window_count=1, min_delta_ms=0.0, min_baseline_windows=10)
-    zone = ZoneInfo(config.timezone)
+# --------------------------------------------------------------------------- parsing
+
+
+def read_series(source: TextIO) -> Series:
     reader = csv.reader(source)
     header = next(reader, None)
     if header is None or len(header) < 2:
         raise ReplayInputError("line 1: expected a header with at least two columns")
-    try:
-        float(header[1])
-    except ValueError:
-        pass
-    else:
+    if _is_number(header[1]):
         raise ReplayInputError(f"line 1: expected a header, got data {header[:2]}")
-    writer = csv.writer(sink, lineterminator="\n")
-    writer.writerow(["timestamp", "value", "expected", "score", "is_anomaly"])
-    baseline, gate, summary = SeasonalBaseline(), IncidentGate(), ReplaySummary()
+    stamps: list[str] = []
+    texts: list[str] = []
     for line, row in enumerate(reader, start=2):
-        if not row:
-            continue
         if len(row) < 2:
+            if not row:
+                continue
             raise ReplayInputError(f"line {line}: expected timestamp,value, got {row}")
+        stamps.append(row[0])
+        texts.append(row[1])
+    values = _floats(texts, "value")
+    return Series(stamps, texts, parse_timestamps(stamps), values)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _floats(texts: list[str], what: str) -> np.ndarray:
+    try:
+        return np.array(texts, dtype=np.float64)
+    except ValueError:
+        for line, text in enumerate(texts, start=2):
+            if not _is_number(text):
+                raise ReplayInputError(f"line {line}: {what} {text!r} is not a number") from None
+        raise
+
+
+def parse_timestamps(stamps: list[str]) -> np.ndarray:
+    """Epoch seconds from epoch numbers or RFC 3339 texts (vectorised when offsets are
+    'Z' or absent, which is nearly always; per row otherwise)."""
+    if not stamps:
+        return np.empty(0)
+    if _is_number(stamps[0]):
+        return _floats(stamps, "timestamp")
+    naive = [s[:-1] if s.endswith(("Z", "z")) else s for s in stamps]
+    if not any("+" in s[10:] or "-" in s[10:] for s in naive[:1000]):
         try:
-            ts, value = parse_timestamp(row[0]), float(row[1])
-        except ValueError as exc:
-            raise ReplayInputError(f"line {line}: {exc}") from exc
-        if not math.isfinite(value):
-            summary.skipped += 1
-            continue
-        summary.rows += 1
-        how = hour_of_week(ts, zone)
-        estimate = baseline.estimate(how)
-        expected = estimate.usual if estimate else value
-        score, ratio = _score(value, expected, direction)
-        judged = estimate is not None and estimate.samples >= config.min_baseline_windows
-        alert = gate.step(config, ts, ratio if judged else None, judged, abs(value - expected))
-        if alert:
-            summary.flagged += 1
-        if not gate.open:
-            baseline.add(how, value)
-        writer.writerow([row[0], row[1], f"{expected:.6g}", f"{score:.4f}", int(alert)])
-    return summary
+            return np.array(naive, dtype="datetime64[us]").astype(np.int64) / 1e6
+        except ValueError:
+            pass
+    epoch = np.empty(len(stamps))
+    for line, text in enumerate(stamps, start=2):
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ReplayInputError(f"line {line}: timestamp {text!r} is not RFC 3339") from None
+        epoch[line - 2] = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    return epoch
+
+
+# --------------------------------------------------------------------------- detection
+
+
+def _hour_runs(hours: np.ndarray) -> Iterator[tuple[int, int]]:
+    cuts = np.flatnonzero(np.diff(hours)) + 1
+    starts = np.concatenate(([0], cuts))
+    ends = np.concatenate((cuts, [hours.size]))
+    yield from zip(starts.tolist(), ends.tolist(), strict=True)
+
+
+def detect(
+    epoch: np.ndarray,
+    values: np.ndarray,
+    config: DetectorConfig,
+    direction: Direction = "high",
+    progress: bool = False,
+) -> ReplayResult:
+    th = replay_thresholds(config, direction)
+    n_rows = values.size
+    finite = np.isfinite(values) & np.isfinite(epoch)
+    ordered = epoch >= np.maximum.accumulate(np.where(finite, epoch, -np.inf))
+    keep = np.flatnonzero(finite & ordered)
+    ts, x = epoch[keep], values[keep]
+    hours = local_hours(ts, ZoneInfo(config.timezone))
+    n = x.size
+    center, spread, history = np.full(n, np.nan), np.zeros(n), np.zeros(n, dtype=np.int64)
+    log = bool(n) and bool(np.all(x > 0))  # positive series: multiplicative noise
+    profile, gate = SeasonalProfile(log=log), IncidentGate()
+    runs = list(_hour_runs(hours)) if n else []
+    hows = hour_of_week(hours[[a for a, _ in runs]]) if runs else np.empty(0, dtype=np.int64)
+    alerts: list[int] = []
+    bar = tqdm(total=n, unit="rows", disable=not progress, desc="replay")
+    r = 0
+    day = None
+    while r < len(runs):
+        first = r
+        if int(hours[runs[r][0]]) // 24 != day:
+            day = int(hours[runs[r][0]]) // 24
+            offset = gate.adopt(float(ts[runs[r][0]]), th)
+            if offset is not None:
+                profile.shift(offset)
+        if profile.mature(int(hows[r])):
+            while (
+                r < len(runs)
+                and int(hours[runs[r][0]]) // 24 == day
+                and profile.mature(int(hows[r]))
+            ):
+                r += 1
+            u, s = profile.weekly_estimates(hows[first:r], day)
+            lo, hi = runs[first][0], runs[r - 1][1]
+            lengths = [b - a for a, b in runs[first:r]]
+            center[lo:hi], spread[lo:hi] = np.repeat(u, lengths), np.repeat(s, lengths)
+            history[lo:hi] = profile.history
+        else:
+            estimate = profile.estimate(int(hours[runs[r][0]]))
+            lo, hi = runs[r]
+            if estimate is not None:
+                center[lo:hi], spread[lo:hi] = estimate.center, estimate.spread
+                history[lo:hi] = estimate.history
+            r += 1
+        learn = _judge(ts, x, center, spread, history, lo, hi, gate, th, profile, alerts)
+        for a, b in runs[first:r]:
+            profile.add_run(int(hours[a]), x[a:b][learn[a - lo : b - lo]])
+        bar.update(hi - lo)
+    bar.close()
+
+    known = ~np.isnan(center)
+    score, _, _, usual = deviation(x, np.where(known, center, 0.0), spread, th, log)
+    expected = np.where(known, usual, x)
+    if log:
+        scale = np.maximum(spread, np.log1p(th.spread_floor))
+        lower, upper = expected * np.exp(-th.z_flag * scale), expected * np.exp(th.z_flag * scale)
+    else:
+        band = th.z_flag * np.maximum(spread, th.spread_floor * np.abs(expected))
+        lower, upper = expected - band, expected + band
+    full = {
+        "expected": values.copy(),
+        "score": np.zeros(n_rows),
+        "lower": values.copy(),
+        "upper": values.copy(),
+    }
+    full["expected"][keep] = expected
+    full["score"][keep] = np.where(known, score, 0.0)
+    full["lower"][keep] = lower
+    full["upper"][keep] = upper
+    is_anomaly = np.zeros(n_rows, dtype=np.int8)
+    is_anomaly[keep[alerts]] = 1
+    return ReplayResult(
+        expected=full["expected"],
+        score=full["score"],
+        is_anomaly=is_anomaly,
+        lower=full["lower"],
+        upper=full["upper"],
+        skipped_not_finite=int(n_rows - finite.sum()),
+        skipped_out_of_order=int((finite & ~ordered).sum()),
+    )
+
+
+def _judge(
+    ts: np.ndarray,
+    x: np.ndarray,
+    center: np.ndarray,
+    spread: np.ndarray,
+    history: np.ndarray,
+    lo: int,
+    hi: int,
+    gate: IncidentGate,
+    th: Thresholds,
+    profile: SeasonalProfile,
+    alerts: list[int],
+) -> np.ndarray:
+    """Run the incident gate over rows lo..hi (only its transitions are visited); returns
+    which rows the profile may learn (those not inside an open incident)."""
+    judged = history[lo:hi] >= th.min_history
+    _, z, ratio, usual = deviation(x[lo:hi], center[lo:hi], spread[lo:hi], th, profile.log)
+    exceeds, calm = exceeds_and_calm(x[lo:hi], usual, z, ratio, th)
+    offsets = profile.working(x[lo:hi]) - center[lo:hi]
+    exceed_at = np.flatnonzero(judged & exceeds)
+    calm_at = np.flatnonzero(judged & calm & ~exceeds)
+    learn = np.ones(hi - lo, dtype=bool)
+    pos = 0
+    while True:
+        if gate.open:
+            k = int(np.searchsorted(calm_at, pos))
+            stop = int(calm_at[k]) if k < calm_at.size else hi - lo
+            learn[pos:stop] = False
+            gate.keep_offsets(offsets[pos:stop][judged[pos:stop]])
+            if k == calm_at.size:
+                break
+            gate.step(float(ts[lo + stop]), False, True, th)
+            pos = stop + 1
+        else:
+            k = int(np.searchsorted(exceed_at, pos))
+            if k == exceed_at.size:
+                break
+            j = int(exceed_at[k])
+            if gate.step(float(ts[lo + j]), True, False, th):
+                alerts.append(lo + j)
+            learn[j] = False
+            gate.keep_offsets(offsets[j : j + 1])
+            pos = j + 1
+    return learn
+
+
+# --------------------------------------------------------------------------- files
+
+
+def write_result(sink: TextIO, series: Series, result: ReplayResult) -> None:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(HEADER)
+    writer.writerows(
+        zip(
+            series.stamps,
+            series.texts,
+            [f"{v:.6g}" for v in result.expected.tolist()],
+            [f"{v:.4f}" for v in result.score.tolist()],
+            result.is_anomaly.tolist(),
+            strict=True,
+        )
+    )
+    sink.write(out.getvalue())
+
+
+def replay(
+    source: TextIO,
+    sink: TextIO,
+    config: DetectorConfig,
+    direction: Direction = "high",
+    progress: bool = False,
+) -> ReplayResult:
+    series = read_series(source)
+    result = detect(series.epoch, series.values, config, direction, progress)
+    write_result(sink, series, result)
+    return result
 
 
 def replay_files(
     input_path: Path, output_path: Path, config: DetectorConfig, direction: Direction
-) -> ReplaySummary:
-    with input_path.open(newline="") as source, output_path.open("w", newline="") as sink:
-        return replay(source, sink, config, direction)
+) -> tuple[Series, ReplayResult]:
+    with input_path.open(newline="") as source:
+        series = read_series(source)
+    progress = series.values.size >= PROGRESS_MIN_ROWS
+    result = detect(series.epoch, series.values, config, direction, progress)
+    with output_path.open("w", newline="") as sink:
+        write_result(sink, series, result)
+    return series, result

@@ -33,7 +33,6 @@ class WindowFacts:
     operation: str
     start: datetime
     seconds: int
-    hour_of_week: int
     count: int
     errors: int
     p50: float
@@ -41,6 +40,7 @@ class WindowFacts:
     p99: float
     baseline_p50: float | None
     baseline: Estimate
+    score: float
     count_usual: float | None
     error_rate_usual: float | None
     metrics: dict[str, tuple[float, float | None]]
@@ -87,13 +87,13 @@ def build_report(facts: WindowFacts) -> AnomalyReport:
             p50=round(facts.p50, 1), p95=round(facts.p95, 1), p99=round(facts.p99, 1)
         ),
         baseline=BaselineRef(
-            hour_of_week=facts.hour_of_week,
+            hour_of_week=facts.baseline.hour_of_week,
             p50=round(facts.baseline_p50 or 0.0, 1),
             p95=round(facts.baseline.usual, 1),
             samples=facts.baseline.samples,
             level=facts.baseline.level,
         ),
-        deviation=Deviation(ratio=round(ratio, 2), score=round(max(0.0, 1 - 1 / ratio), 3)),
+        deviation=Deviation(ratio=round(ratio, 2), score=round(facts.score, 3)),
         context=Context.model_validate(context),
         evidence=facts.evidence,
         trace_ids=facts.trace_ids,

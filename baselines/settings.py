@@ -8,6 +8,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from baselines.detect import DetectorConfig
+from baselines.judge import Thresholds
 
 
 class Settings(BaseSettings):
@@ -37,19 +38,23 @@ class Settings(BaseSettings):
     min_baseline_windows: int = Field(
         30, ge=1, description="Windows of history a baseline needs before it may flag."
     )
-    flag_ratio: float = Field(2.0, gt=1, description="Flag when window p95 >= ratio x usual p95.")
-    clear_ratio: float = Field(
-        1.5, gt=1, description="An open incident closes when p95 falls below ratio x usual."
+    z_flag: float = Field(
+        5.0, gt=0, description="Flag when window p95 is this many robust deviations above usual..."
     )
-    min_delta_ms: float = Field(
-        20.0, ge=0, description="And only when p95 is at least this many ms above usual."
+    flag_ratio: float = Field(2.0, ge=1, description="...and at least ratio x usual p95...")
+    min_delta_ms: float = Field(20.0, ge=0, description="...and this many ms above usual.")
+    z_clear: float = Field(
+        2.5, gt=0, description="An open incident closes below this many deviations..."
     )
+    clear_ratio: float = Field(1.5, ge=1, description="...or below ratio x usual.")
     cooldown_seconds: int = Field(
         900, ge=0, description="No new alert for a series this soon after its last one closed."
     )
-
     allowed_lateness_seconds: float = Field(
         5.0, ge=0, description="How long a window waits for out-of-order events before closing."
+    )
+    max_series: int = Field(
+        50_000, ge=1, description="Series kept in memory; events of further ones are counted."
     )
 
     @field_validator("timezone")
@@ -65,11 +70,16 @@ class Settings(BaseSettings):
         return DetectorConfig(
             window_seconds=self.window_seconds,
             min_window_count=self.min_window_count,
-            min_baseline_windows=self.min_baseline_windows,
-            flag_ratio=self.flag_ratio,
-            clear_ratio=self.clear_ratio,
-            min_delta_ms=self.min_delta_ms,
-            cooldown_seconds=self.cooldown_seconds,
             allowed_lateness_seconds=self.allowed_lateness_seconds,
             timezone=self.timezone,
+            max_series=self.max_series,
+            thresholds=Thresholds(
+                z_flag=self.z_flag,
+                z_clear=self.z_clear,
+                flag_ratio=self.flag_ratio,
+                clear_ratio=self.clear_ratio,
+                min_delta=self.min_delta_ms,
+                min_history=self.min_baseline_windows,
+                cooldown_seconds=self.cooldown_seconds,
+            ),
         )

@@ -1,40 +1,99 @@
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from baselines.baseline import SeasonalBaseline, hour_of_week
+import numpy as np
+import pytest
+
+from baselines.baseline import SeasonalProfile, hour_of_week, local_hour, local_hours
+from baselines.detect import SeriesState
+
+MONDAY_9_UTC = datetime(2026, 11, 16, 9, tzinfo=UTC).timestamp()
 
 
 def test_hour_of_week_follows_the_configured_zone_across_dst() -> None:
-    utc, paris = ZoneInfo("UTC"), ZoneInfo("Europe/Paris")
-    monday_9_utc = datetime(2026, 11, 16, 9, tzinfo=UTC).timestamp()
-    assert hour_of_week(monday_9_utc, utc) == 9
-    assert hour_of_week(monday_9_utc, paris) == 10  # CET, UTC+1
+    assert hour_of_week(local_hour(MONDAY_9_UTC, ZoneInfo("UTC"))) == 9
+    assert hour_of_week(local_hour(MONDAY_9_UTC, ZoneInfo("Europe/Paris"))) == 10  # CET
     summer = datetime(2026, 7, 13, 7, tzinfo=UTC).timestamp()  # a Monday, CEST (UTC+2)
-    assert hour_of_week(summer, paris) == 9
+    assert hour_of_week(local_hour(summer, ZoneInfo("Europe/Paris"))) == 9
 
 
-def test_estimate_falls_back_from_hour_of_week_to_hour_of_day_to_global() -> None:
-    baseline = SeasonalBaseline(capacity=64, min_level_samples=10)
-    assert baseline.estimate(5) is None
-    for _ in range(4):
-        baseline.add(100, 50.0)
-    assert baseline.estimate(100).level == "global"
-    for day in range(7):
-        for _ in range(2):
-            baseline.add(day * 24 + 9, 200.0)
-    hod = baseline.estimate(9)  # Monday 09:00: its own bucket has 2, all 09:00 have 14
-    assert (hod.level, hod.usual, hod.samples) == ("hour_of_day", 200.0, 14)
+@pytest.mark.parametrize(
+    "zone", ["UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe"]
+)
+def test_vectorised_local_hours_equal_the_scalar_ones_through_a_year(zone: str) -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+    epoch = start + np.arange(0, 366 * 86400, 600, dtype=np.float64) + 17.0
+    tz = ZoneInfo(zone)
+    sample = np.random.default_rng(0).choice(epoch.size, 3000, replace=False)
+    fast = local_hours(epoch, tz)
+    assert [local_hour(float(epoch[i]), tz) for i in sample] == fast[sample].tolist()
+    # around every transition, every point
+    changes = np.flatnonzero(np.diff(fast) != 1) if zone != "UTC" else []
+    for c in changes[:50]:
+        for i in range(max(0, c - 12), min(epoch.size, c + 12)):
+            assert fast[i] == local_hour(float(epoch[i]), tz)
+
+
+def test_estimate_falls_back_from_hour_of_week_to_hour_of_day_to_recent() -> None:
+    profile = SeasonalProfile(depth=32, recent=256, min_level_samples=8)
+    monday_9 = local_hour(MONDAY_9_UTC, ZoneInfo("UTC"))
+    assert profile.estimate(monday_9) is None
     for _ in range(10):
-        baseline.add(9, 300.0)
-    assert baseline.estimate(9).level == "hour_of_week"
-    assert baseline.estimate(9).usual == 300.0
+        profile.add(monday_9 - 1000, 50.0)  # some other hour of the week
+    first = profile.estimate(monday_9 + 1)
+    assert (first.level, first.usual, first.samples) == ("global", 50.0, 10)
+    for day in range(1, 5):  # Tuesday to Friday 09:00
+        profile.add_run(monday_9 + day * 24 - 168, np.full(2, 200.0))
+    for day in range(5, 7):  # the weekend is quieter
+        profile.add_run(monday_9 + day * 24 - 168, np.full(4, 120.0))
+    hod = profile.estimate(monday_9)  # Monday 09:00 itself has nothing: other weekdays'
+    assert (hod.level, hod.usual, hod.samples) == ("hour_of_day", 200.0, 8)
+    saturday = profile.estimate(monday_9 + 5 * 24)
+    assert (saturday.level, saturday.usual, saturday.samples) == ("hour_of_day", 120.0, 8)
+    profile.add_run(monday_9, np.full(10, 300.0))
+    how = profile.estimate(monday_9 + 168)  # next Monday 09:00
+    assert (how.level, how.usual, how.hour_of_week) == ("hour_of_week", 300.0, 9)
 
 
-def test_median_shrugs_off_outliers_and_memory_is_bounded() -> None:
-    baseline = SeasonalBaseline(capacity=64, min_level_samples=10)
-    for value in [100.0] * 60 + [10_000.0] * 4:
-        baseline.add(0, value)
-    assert baseline.estimate(0).usual == 100.0
-    for _ in range(1000):
-        baseline.add(0, 1.0)
-    assert baseline.nbytes == 64 * 4
+def test_an_hour_is_judged_against_the_profile_as_it_stood_when_the_hour_began() -> None:
+    profile = SeasonalProfile(min_level_samples=8)
+    profile.add_run(100, np.full(20, 10.0))
+    before = profile.estimate(101)
+    profile.add_run(101, np.full(20, 1000.0))  # this hour's own (anomalous) values
+    assert profile.estimate(101) == before
+    assert profile.estimate(102).usual > before.usual  # the next hour sees them
+
+
+def test_median_and_spread_shrug_off_outliers() -> None:
+    profile = SeasonalProfile(depth=32, min_level_samples=8)
+    rng = np.random.default_rng(1)
+    profile.add_run(0, np.concatenate([rng.normal(100, 5, 28), [1e6, 1e6, 1e6, 1e6]]))
+    estimate = profile.estimate(168)
+    assert estimate.usual == pytest.approx(100, abs=4)
+    assert estimate.spread == pytest.approx(5, abs=3)
+
+
+def test_add_run_equals_adding_one_by_one_and_state_round_trips() -> None:
+    values = np.random.default_rng(2).lognormal(3, 0.4, 500)
+    one, many = SeasonalProfile(depth=16, recent=64), SeasonalProfile(depth=16, recent=64)
+    for i, v in enumerate(values):
+        one.add(i // 37, float(v))
+    for h in range(values.size // 37 + 1):
+        many.add_run(h, values[h * 37 : (h + 1) * 37])
+    for a, b in zip(one.state().values(), many.state().values(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    copy = SeasonalProfile.from_state(many.state())
+    for h in range(0, 200, 7):
+        assert copy.estimate(h) == many.estimate(h)
+
+
+def test_memory_is_bounded_and_within_64_kb_per_series() -> None:
+    state = SeriesState()
+    for h in range(3 * 168):
+        for profile in (state.p95, state.p50, state.count, state.error_rate):
+            profile.add_run(h, np.arange(100, dtype=np.float64))
+    assert state.nbytes <= 64 * 1024
+    size = state.nbytes
+    for profile in (state.p95, state.p50, state.count, state.error_rate):
+        profile.add_run(5000, np.arange(10_000, dtype=np.float64))
+    assert state.nbytes == size

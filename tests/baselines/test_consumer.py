@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pika
 import pytest
 
@@ -48,9 +49,10 @@ def test_published_events_reach_the_baseline(amqp_settings) -> None:
         wait_for(lambda: detector.stats.spans == 21, 30, "the spans to be applied")
         assert consumer.stats.dead_lettered == 0
     forwarder.close()
-    estimate = detector.usual_p95("cart", "GET /cart", 9)
-    assert estimate is not None and estimate.samples == 1
-    assert estimate.usual == pytest.approx(58.05, abs=0.01)  # p95 of 40..59 ms
+    profile = detector.profile_p95("cart", "GET /cart")
+    assert profile is not None and profile.history == 1
+    learnt = profile.state()["recent"][0]  # in log ms: the profile of latency is multiplicative
+    assert float(np.exp(learnt)) == pytest.approx(58.05, abs=0.01)  # p95 of 40..59 ms
 
 
 def test_malformed_messages_land_in_the_dead_letter_queue_with_the_reason(amqp_settings) -> None:

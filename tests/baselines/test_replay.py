@@ -3,23 +3,36 @@ import io
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
+import numpy as np
 import pytest
 
+from baselines.baseline import SeasonalProfile, local_hour
 from baselines.detect import DetectorConfig
-from baselines.replay import ReplayInputError, replay
+from baselines.judge import IncidentGate, deviation, exceeds_and_calm
+from baselines.replay import ReplayInputError, detect, replay, replay_thresholds
+
+START = datetime(2026, 10, 5, tzinfo=UTC)  # a Monday
 
 
-def week_csv(spike_at: int | None = None) -> str:
-    """Two weeks, hourly, a daily cycle; optionally a 5x spike at one row."""
-    start = datetime(2026, 11, 2, tzinfo=UTC)
+def seasonal(weeks: int = 3, step_minutes: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Latency-like: daily and weekly cycle, lognormal noise."""
+    n = weeks * 7 * 24 * 60 // step_minutes
+    epoch = START.timestamp() + np.arange(n) * step_minutes * 60.0
+    hour = (epoch // 3600) % 24
+    weekday = (epoch // 86400 + 3) % 7
+    busy = np.where((weekday < 5) & (hour >= 9) & (hour < 18), 1.0, 0.4)
+    rng = np.random.default_rng(seed)
+    return epoch, 100 * (1 + busy) * rng.lognormal(0, 0.1, n)
+
+
+def as_csv(epoch: np.ndarray, values: np.ndarray) -> str:
     rows = ["timestamp,value"]
-    for i in range(14 * 24):
-        moment = start + timedelta(hours=i)
-        value = 100 + 50 * (9 <= moment.hour < 18) + (i % 3)
-        if i == spike_at:
-            value *= 5
-        rows.append(f"{moment:%Y-%m-%dT%H:%M:%SZ},{value}")
+    rows += [
+        f"{datetime.fromtimestamp(t, UTC):%Y-%m-%dT%H:%M:%SZ},{v:.3f}"
+        for t, v in zip(epoch, values, strict=True)
+    ]
     return "\n".join(rows) + "\n"
 
 
@@ -29,23 +42,94 @@ def run(text: str, direction: str = "high") -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(sink.getvalue())))
 
 
-def test_a_spike_is_flagged_once_and_the_daily_cycle_is_not() -> None:
-    rows = run(week_csv(spike_at=10 * 24 + 14))
+def reference(epoch, values, config: DetectorConfig, direction: str):
+    """The live detector's semantics, one row at a time, through the public pieces."""
+    th = replay_thresholds(config, direction)  # type: ignore[arg-type]
+    log = bool(np.all(values > 0))
+    profile, gate, zone = SeasonalProfile(log=log), IncidentGate(), ZoneInfo(config.timezone)
+    flags, expected, day = [], [], None
+    for t, v in zip(epoch.tolist(), values.tolist(), strict=True):
+        hour = local_hour(t, zone)
+        if hour // 24 != day:
+            day = hour // 24
+            offset = gate.adopt(t, th)
+            if offset is not None:
+                profile.shift(offset)
+        est = profile.estimate(hour)
+        flag = False
+        if est is not None and est.history >= th.min_history:
+            x = np.array([v])
+            _, z, ratio, usual = deviation(
+                x, np.array([est.center]), np.array([est.spread]), th, log
+            )
+            exc, calm = exceeds_and_calm(x, usual, z, ratio, th)
+            flag = gate.step(t, bool(exc[0]), bool(calm[0]), th)
+            if gate.open:
+                gate.keep_offsets(profile.working(x) - est.center)
+        flags.append(int(flag))
+        expected.append(est.usual if est else v)
+        if not gate.open:
+            profile.add(hour, v)
+    return np.array(flags), np.array(expected)
+
+
+@pytest.mark.parametrize(
+    ("zone", "direction"), [("UTC", "high"), ("Europe/Paris", "both"), ("America/New_York", "low")]
+)
+def test_vectorised_replay_is_exactly_the_row_by_row_detector(zone: str, direction: str) -> None:
+    epoch, values = seasonal(weeks=4)
+    values[3000:3010] *= 6  # a spike
+    values[5000:5300] *= 0.2  # a drop
+    values[6000:] *= 1.8  # a level shift that stays
+    config = DetectorConfig(timezone=zone)
+    result = detect(epoch, values, config, direction)  # type: ignore[arg-type]
+    flags, expected = reference(epoch, values, config, direction)
+    np.testing.assert_array_equal(result.is_anomaly, flags)
+    np.testing.assert_allclose(result.expected, expected)
+    assert flags.sum() >= 1
+
+
+def test_a_spike_is_flagged_once_and_the_weekly_cycle_is_not() -> None:
+    epoch, values = seasonal(weeks=3)
+    spike = 2 * 7 * 288 + 2 * 288 + 14 * 12  # week 3, Wednesday 14:00
+    values[spike : spike + 3] *= 5
+    rows = run(as_csv(epoch, values))
     flagged = [i for i, r in enumerate(rows) if r["is_anomaly"] == "1"]
-    assert flagged == [10 * 24 + 14]
+    assert flagged == [spike]
     assert list(rows[0]) == ["timestamp", "value", "expected", "score", "is_anomaly"]
     assert all(0 <= float(r["score"]) <= 1 for r in rows)
-    assert float(rows[10 * 24 + 14]["expected"]) == pytest.approx(150, abs=3)
+    assert float(rows[spike]["score"]) > 0.5 > float(rows[spike - 20]["score"])
+    assert float(rows[spike]["expected"]) == pytest.approx(200, rel=0.1)
 
 
 def test_direction_low_catches_a_drop_that_high_ignores() -> None:
-    text = week_csv()
-    lines = text.splitlines()
-    ts, value = lines[1 + 11 * 24 + 12].split(",")
-    lines[1 + 11 * 24 + 12] = f"{ts},{float(value) / 10}"
-    dropped = "\n".join(lines) + "\n"
-    assert not any(r["is_anomaly"] == "1" for r in run(dropped, "high"))
-    assert sum(r["is_anomaly"] == "1" for r in run(dropped, "low")) == 1
+    epoch, values = seasonal(weeks=3)
+    values[4000:4012] /= 10
+    text = as_csv(epoch, values)
+    assert not any(r["is_anomaly"] == "1" for r in run(text, "high"))
+    assert sum(r["is_anomaly"] == "1" for r in run(text, "low")) == 1
+    assert sum(r["is_anomaly"] == "1" for r in run(text, "both")) == 1
+
+
+def test_a_level_shift_alerts_once_then_becomes_the_new_normal() -> None:
+    epoch, values = seasonal(weeks=4)
+    shift = 2 * 7 * 288
+    values[shift:] *= 3  # a deploy that made everything 3x slower, for good
+    result = detect(epoch, values, DetectorConfig())
+    assert result.is_anomaly.sum() == 1 and result.is_anomaly[shift] == 1
+    later = slice(shift + 7 * 288, None)  # a week on, the baseline has caught up
+    np.testing.assert_allclose(np.median(result.expected[later] / values[later]), 1, atol=0.1)
+
+
+def test_bad_rows_are_skipped_counted_and_still_written() -> None:
+    epoch, values = seasonal(weeks=2)
+    text = as_csv(epoch, values).splitlines()
+    text[100] = text[100].split(",")[0] + ",nan"
+    text[200], text[201] = text[201], text[200]  # out of order
+    sink = io.StringIO()
+    result = replay(io.StringIO("\n".join(text) + "\n"), sink, DetectorConfig())
+    assert (result.skipped_not_finite, result.skipped_out_of_order) == (1, 1)
+    assert len(sink.getvalue().splitlines()) == len(text)
 
 
 @pytest.mark.parametrize(
@@ -53,8 +137,11 @@ def test_direction_low_catches_a_drop_that_high_ignores() -> None:
     [
         ("", "line 1: expected a header"),
         ("1700000000,5\n1700003600,6\n", "expected a header, got data"),
-        ("timestamp,value\n1700000000,abc\n", "line 2"),
-        ("timestamp,value\nnot-a-time,5\n", "line 2"),
+        ("timestamp,value\n1700000000,abc\n", "line 2: value 'abc' is not a number"),
+        (
+            "timestamp,value\n2026-01-01T00:00:00Z,1\nyesterday,5\n",
+            "line 3: timestamp 'yesterday' is not RFC 3339",
+        ),
         ("timestamp,value\n1700000000\n", "line 2: expected timestamp,value"),
     ],
 )
@@ -63,9 +150,24 @@ def test_bad_csv_is_refused_naming_the_line(text: str, message: str) -> None:
         run(text)
 
 
-def test_cli_contract(tmp_path) -> None:
-    source, target = tmp_path / "in.csv", tmp_path / "out.csv"
-    source.write_text(week_csv(spike_at=200))
+def test_timestamps_in_any_rfc3339_form_or_epoch_agree() -> None:
+    base = datetime(2026, 3, 29, 0, 30, tzinfo=UTC)
+    moments = [base + timedelta(hours=i) for i in range(4)]
+    zulu = "\n".join(f"{m:%Y-%m-%dT%H:%M:%SZ},1" for m in moments)
+    offset = "\n".join(f"{m.astimezone(ZoneInfo('Europe/Paris')).isoformat()},1" for m in moments)
+    epoch = "\n".join(f"{m.timestamp()},1" for m in moments)
+    from baselines.replay import read_series
+
+    parsed = [read_series(io.StringIO(f"t,v\n{body}\n")).epoch for body in (zulu, offset, epoch)]
+    np.testing.assert_array_equal(parsed[0], parsed[1])
+    np.testing.assert_array_equal(parsed[0], parsed[2])
+
+
+def test_cli_contract_summary_and_plot(tmp_path) -> None:
+    source, target, picture = tmp_path / "in.csv", tmp_path / "out.csv", tmp_path / "p.png"
+    epoch, values = seasonal(weeks=3)
+    values[5000] *= 8
+    source.write_text(as_csv(epoch, values))
     done = subprocess.run(
         [
             sys.executable,
@@ -77,13 +179,16 @@ def test_cli_contract(tmp_path) -> None:
             "--output",
             str(target),
             "--summary",
+            "--plot",
+            str(picture),
         ],
         capture_output=True,
         text=True,
         check=True,
     )
-    assert "336 rows, 1 flagged" in done.stdout
+    assert f"{epoch.size} rows, 1 flagged" in done.stdout
     assert target.read_text().startswith("timestamp,value,expected,score,is_anomaly\n")
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and picture.stat().st_size > 20_000
     bad = subprocess.run(
         [
             sys.executable,

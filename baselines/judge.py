@@ -1,0 +1,117 @@
+"""Deciding: how far a value is from its baseline, and when that is an incident.
+
+A value is scored by a robust z (distance to the usual value in robust standard
+deviations, floored at a fraction of the usual value so a flat history does not make every
+wiggle infinite) and by a ratio to the usual value. It *exceeds* when both are large and
+the absolute change matters; an open incident closes when the value is back near usual.
+One incident gives one alert, and a cooldown after it absorbs the aftershocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from baselines.baseline import LOG_FLOOR
+
+Direction = Literal["high", "low", "both"]
+MAX_OFFSETS = 4096
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    direction: Direction = "high"
+    z_flag: float = 5.0
+    """Robust z at which a value exceeds (and the score reaches 0.5)."""
+    z_clear: float = 2.5
+    """An open incident closes when the z falls below this..."""
+    flag_ratio: float = 2.0
+    """...and a value exceeds only if it is also this many times the usual value..."""
+    clear_ratio: float = 1.5
+    """...or closes when the ratio falls below this."""
+    min_delta: float = 20.0
+    """Smallest absolute change that counts (latency: ms)."""
+    min_history: int = 30
+    """Values a series must have learnt before anything of it may be flagged."""
+    spread_floor: float = 0.05
+    """The spread used is at least this fraction of the usual value."""
+    cooldown_seconds: float = 900.0
+    adopt_after_seconds: float = 6 * 3600.0
+    """An incident still open at the start of a local day after this long is a new normal
+    (a deploy, a migration): the baseline is moved to its level, and it closes."""
+
+
+def deviation(
+    value: np.ndarray, center: np.ndarray, spread: np.ndarray, th: Thresholds, log: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(score 0..1, z, ratio, usual), oriented so that larger means 'more in the watched
+    direction'. ``center`` and ``spread`` are in the profile's working units (log values
+    for a log profile); ``value`` and the returned ``usual`` are in the series' units."""
+    if log:
+        work = np.log(np.maximum(value, LOG_FLOOR))
+        scale = np.maximum(spread, np.log1p(th.spread_floor))
+        usual = np.exp(center)
+    else:
+        work = value
+        scale = np.maximum(spread, th.spread_floor * np.abs(center))
+        usual = center
+    scale = np.where(scale > 0, scale, 1e-9)
+    up = (work - center) / scale
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        rise = np.where(usual > 0, value / usual, np.where(value > 0, np.inf, 1.0))
+        fall = np.where(value > 0, usual / value, np.where(usual > 0, np.inf, 1.0))
+    if th.direction == "high":
+        z, ratio = up, rise
+    elif th.direction == "low":
+        z, ratio = -up, fall
+    else:
+        z, ratio = np.abs(up), np.maximum(rise, fall)
+    score = 1.0 - np.power(0.5, np.maximum(z, 0.0) / th.z_flag)
+    return score, z, ratio, usual
+
+
+def exceeds_and_calm(
+    value: np.ndarray, usual: np.ndarray, z: np.ndarray, ratio: np.ndarray, th: Thresholds
+) -> tuple[np.ndarray, np.ndarray]:
+    exceeds = (z >= th.z_flag) & (ratio >= th.flag_ratio) & (np.abs(value - usual) >= th.min_delta)
+    calm = (z < th.z_clear) | (ratio < th.clear_ratio)
+    return exceeds, calm
+
+
+@dataclass
+class IncidentGate:
+    """Open on the first exceeding value (that is the alert), stay open and silent until a
+    calm value, then stay quiet for the cooldown. While open, it keeps the values' offsets
+    from the baseline, in case the incident turns out to be a new normal."""
+
+    open: bool = False
+    quiet_until: float = float("-inf")
+    opened_at: float = float("-inf")
+    offsets: list[float] = field(default_factory=list)
+
+    def step(self, end: float, exceeds: bool, calm: bool, th: Thresholds) -> bool:
+        """Feed one judged value at time ``end``; True when it raises a new alert."""
+        if self.open and calm and not exceeds:
+            self.open, self.offsets = False, []
+            self.quiet_until = end + th.cooldown_seconds
+        if not exceeds:
+            return False
+        alert = not self.open and end > self.quiet_until
+        if not self.open:
+            self.open, self.opened_at = True, end
+        return alert
+
+    def keep_offsets(self, offsets: np.ndarray) -> None:
+        self.offsets.extend(offsets.tolist())
+        del self.offsets[:-MAX_OFFSETS]
+
+    def adopt(self, now: float, th: Thresholds) -> float | None:
+        """At a day's start: the offset to move the baseline by, if the open incident has
+        lasted long enough to be the new normal (else None)."""
+        if not self.open or now - self.opened_at < th.adopt_after_seconds or not self.offsets:
+            return None
+        offset = float(np.median(self.offsets))
+        self.offsets = []
+        return offset
