@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from baselines.baseline import LOG_FLOOR, Estimate, SeasonalProfile, local_hour
-from baselines.judge import IncidentGate, Thresholds, deviation, exceeds_and_calm
+from baselines.judge import IncidentGate, Thresholds, deviation, exceeding, over_and_calm
 from baselines.report import WindowFacts, build_report
 from service.contract import AnomalyReport, MetricSample, SpanEvent
 
@@ -234,7 +234,9 @@ class Detector:
                 score, z, ratio, usual_p95 = deviation(
                     value, np.array([base.center]), np.array([base.spread]), th, log=True
                 )
-                exceeds, calm = exceeds_and_calm(value, usual_p95, z, ratio, th)
+                over, spike, calm = over_and_calm(value, usual_p95, z, ratio, th)
+                exceeds = exceeding(over, spike, state.gate.last_over)
+                state.gate.last_over = bool(over[0])
                 if state.gate.step(end, bool(exceeds[0]), bool(calm[0]), th):
                     self.stats.flagged += 1
                     facts = WindowFacts(

@@ -2,9 +2,12 @@
 
 A value is scored by a robust z (distance to the usual value in robust standard
 deviations, floored at a fraction of the usual value so a flat history does not make every
-wiggle infinite) and by a ratio to the usual value. It *exceeds* when both are large and
-the absolute change matters; an open incident closes when the value is back near usual.
-One incident gives one alert, and a cooldown after it absorbs the aftershocks.
+wiggle infinite) and by a ratio to the usual value. It is *over* when both are large and
+the absolute change matters. Real telemetry is heavy-tailed: single values several
+deviations out are ordinary, incidents persist. So a value *exceeds* (and may alert) when
+it is over and so was the previous judged value, or when it is over by ``z_spike`` on its
+own. An open incident closes when a value is back near usual. One incident gives one alert,
+and a cooldown after it absorbs the aftershocks.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ MAX_OFFSETS = 4096
 class Thresholds:
     direction: Direction = "high"
     z_flag: float = 5.0
-    """Robust z at which a value exceeds (and the score reaches 0.5)."""
+    """Robust z of two values in a row that exceed (the score reaches 0.5 here)..."""
+    z_spike: float = 12.0
+    """...or of a single value that does."""
     z_clear: float = 2.5
     """An open incident closes when the z falls below this..."""
     flag_ratio: float = 2.0
@@ -72,12 +77,19 @@ def deviation(
     return score, z, ratio, usual
 
 
-def exceeds_and_calm(
+def over_and_calm(
     value: np.ndarray, usual: np.ndarray, z: np.ndarray, ratio: np.ndarray, th: Thresholds
-) -> tuple[np.ndarray, np.ndarray]:
-    exceeds = (z >= th.z_flag) & (ratio >= th.flag_ratio) & (np.abs(value - usual) >= th.min_delta)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(over, spike, calm) per value: see the module docstring."""
+    big = (ratio >= th.flag_ratio) & (np.abs(value - usual) >= th.min_delta)
     calm = (z < th.z_clear) | (ratio < th.clear_ratio)
-    return exceeds, calm
+    return big & (z >= th.z_flag), big & (z >= th.z_spike), calm
+
+
+def exceeding(over: np.ndarray, spike: np.ndarray, previous_over: bool) -> np.ndarray:
+    """Over twice in a row, or a spike; ``over``/``spike`` are consecutive judged values."""
+    before = np.concatenate(([previous_over], over[:-1]))
+    return spike | (over & before)
 
 
 @dataclass
@@ -89,6 +101,8 @@ class IncidentGate:
     open: bool = False
     quiet_until: float = float("-inf")
     opened_at: float = float("-inf")
+    last_over: bool = False
+    """Whether the previous judged value was over the threshold."""
     offsets: list[float] = field(default_factory=list)
 
     def step(self, end: float, exceeds: bool, calm: bool, th: Thresholds) -> bool:

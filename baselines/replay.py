@@ -23,7 +23,14 @@ from tqdm import tqdm
 
 from baselines.baseline import SeasonalProfile, hour_of_week, local_hours
 from baselines.detect import DetectorConfig
-from baselines.judge import Direction, IncidentGate, Thresholds, deviation, exceeds_and_calm
+from baselines.judge import (
+    Direction,
+    IncidentGate,
+    Thresholds,
+    deviation,
+    exceeding,
+    over_and_calm,
+)
 
 PROGRESS_MIN_ROWS = 200_000
 HEADER = ["timestamp", "value", "expected", "score", "is_anomaly"]
@@ -247,7 +254,12 @@ def _judge(
     which rows the profile may learn (those not inside an open incident)."""
     judged = history[lo:hi] >= th.min_history
     _, z, ratio, usual = deviation(x[lo:hi], center[lo:hi], spread[lo:hi], th, profile.log)
-    exceeds, calm = exceeds_and_calm(x[lo:hi], usual, z, ratio, th)
+    over, spike, calm = over_and_calm(x[lo:hi], usual, z, ratio, th)
+    judged_at = np.flatnonzero(judged)
+    exceeds = np.zeros(hi - lo, dtype=bool)
+    if judged_at.size:
+        exceeds[judged_at] = exceeding(over[judged_at], spike[judged_at], gate.last_over)
+        gate.last_over = bool(over[judged_at[-1]])
     offsets = profile.working(x[lo:hi]) - center[lo:hi]
     exceed_at = np.flatnonzero(judged & exceeds)
     calm_at = np.flatnonzero(judged & calm & ~exceeds)

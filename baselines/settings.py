@@ -39,8 +39,12 @@ class Settings(BaseSettings):
         30, ge=1, description="Windows of history a baseline needs before it may flag."
     )
     z_flag: float = Field(
-        5.0, gt=0, description="Flag when window p95 is this many robust deviations above usual..."
+        5.0,
+        gt=0,
+        description="Flag when two windows in a row are this many robust deviations "
+        "above usual, or one is z_spike deviations above...",
     )
+    z_spike: float = Field(12.0, gt=0, description="...(see z_flag)...")
     flag_ratio: float = Field(2.0, ge=1, description="...and at least ratio x usual p95...")
     min_delta_ms: float = Field(20.0, ge=0, description="...and this many ms above usual.")
     z_clear: float = Field(
@@ -75,6 +79,7 @@ class Settings(BaseSettings):
             max_series=self.max_series,
             thresholds=Thresholds(
                 z_flag=self.z_flag,
+                z_spike=self.z_spike,
                 z_clear=self.z_clear,
                 flag_ratio=self.flag_ratio,
                 clear_ratio=self.clear_ratio,

@@ -10,7 +10,7 @@ import pytest
 
 from baselines.baseline import SeasonalProfile, local_hour
 from baselines.detect import DetectorConfig
-from baselines.judge import IncidentGate, deviation, exceeds_and_calm
+from baselines.judge import IncidentGate, deviation, exceeding, over_and_calm
 from baselines.replay import ReplayInputError, detect, replay, replay_thresholds
 
 START = datetime(2026, 10, 5, tzinfo=UTC)  # a Monday
@@ -62,7 +62,9 @@ def reference(epoch, values, config: DetectorConfig, direction: str):
             _, z, ratio, usual = deviation(
                 x, np.array([est.center]), np.array([est.spread]), th, log
             )
-            exc, calm = exceeds_and_calm(x, usual, z, ratio, th)
+            over, spike, calm = over_and_calm(x, usual, z, ratio, th)
+            exc = exceeding(over, spike, gate.last_over)
+            gate.last_over = bool(over[0])
             flag = gate.step(t, bool(exc[0]), bool(calm[0]), th)
             if gate.open:
                 gate.keep_offsets(profile.working(x) - est.center)
@@ -87,6 +89,15 @@ def test_vectorised_replay_is_exactly_the_row_by_row_detector(zone: str, directi
     np.testing.assert_array_equal(result.is_anomaly, flags)
     np.testing.assert_allclose(result.expected, expected)
     assert flags.sum() >= 1
+
+
+def test_an_isolated_blip_is_not_an_incident() -> None:
+    epoch, values = seasonal(weeks=3)
+    blip = 2 * 7 * 288 + 100
+    values[blip] *= 1.8  # several deviations out, but alone
+    assert detect(epoch, values, DetectorConfig()).is_anomaly.sum() == 0
+    values[blip + 1] *= 1.8  # twice in a row: an incident
+    assert detect(epoch, values, DetectorConfig()).is_anomaly[blip + 1] == 1
 
 
 def test_a_spike_is_flagged_once_and_the_weekly_cycle_is_not() -> None:
@@ -116,7 +127,8 @@ def test_a_level_shift_alerts_once_then_becomes_the_new_normal() -> None:
     shift = 2 * 7 * 288
     values[shift:] *= 3  # a deploy that made everything 3x slower, for good
     result = detect(epoch, values, DetectorConfig())
-    assert result.is_anomaly.sum() == 1 and result.is_anomaly[shift] == 1
+    # one alert, on the second shifted value: a sustained change needs two in a row
+    assert result.is_anomaly.sum() == 1 and result.is_anomaly[shift + 1] == 1
     later = slice(shift + 7 * 288, None)  # a week on, the baseline has caught up
     np.testing.assert_allclose(np.median(result.expected[later] / values[later]), 1, atol=0.1)
 
