@@ -16,18 +16,32 @@ def _consume(args: argparse.Namespace, settings: Settings) -> int:
     from baselines.consumer import TelemetryConsumer
     from baselines.detect import Detector
     from baselines.forward import Forwarder
+    from baselines.snapshot import SnapshotFormatError
+    from baselines.store import StoreError, open_store
     from baselines.topology import broker_problem
 
     problem = broker_problem(settings.amqp_url)
     if problem:
         print(problem, file=sys.stderr)
         return 2
+    try:
+        store = open_store(settings.resolved_store_url())
+    except (StoreError, ValueError) as exc:
+        print(f"consume: baseline store: {exc}", file=sys.stderr)
+        return 2
     forwarder = Forwarder(settings.service_url, settings.forward_timeout_s).start()
-    consumer = TelemetryConsumer(settings, Detector(settings.detector_config()), forwarder)
+    detector = Detector(settings.detector_config())
+    consumer = TelemetryConsumer(settings, detector, forwarder, store)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: consumer.stop())
-    consumer.run()
-    forwarder.close()
+    try:
+        consumer.run()
+    except (StoreError, SnapshotFormatError) as exc:
+        print(f"consume: refusing to start from empty baselines: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        forwarder.close()
+        store.close()
     return 0
 
 

@@ -19,6 +19,8 @@ from baselines.detect import Detector
 from baselines.forward import Forwarder
 from baselines.ingest.json_events import MalformedMessage, parse_json_events
 from baselines.settings import Settings
+from baselines.snapshot import checkpoint, restore
+from baselines.store import BaselineStore
 from baselines.topology import ERROR_HEADER, ROUTING_KEY_HEADER, declare_topology
 
 log = logging.getLogger(__name__)
@@ -37,16 +39,44 @@ class ConsumerStats:
 class TelemetryConsumer:
     """Run with ``run()`` (blocks); ``stop()`` may be called from any thread or a signal."""
 
-    def __init__(self, settings: Settings, detector: Detector, forwarder: Forwarder) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        detector: Detector,
+        forwarder: Forwarder,
+        store: BaselineStore | None = None,
+    ) -> None:
         self._settings = settings
         self._detector = detector
         self._forwarder = forwarder
+        self._store = store
         self._stopping = threading.Event()
         self.stats = ConsumerStats()
         self.ready = threading.Event()
 
     def run(self) -> None:
-        """Consume until stopped, reconnecting with backoff when the broker goes away."""
+        """Restore the checkpointed baselines, consume until stopped (reconnecting with
+        backoff when the broker goes away), then checkpoint.
+
+        A corrupt or foreign snapshot raises (StoreError, SnapshotFormatError): starting
+        from empty baselines would silently throw weeks of learning away."""
+        if self._store is not None:
+            restore(self._detector, self._store.load())
+        try:
+            self._run()
+        finally:
+            self.checkpoint()
+
+    def checkpoint(self) -> int:
+        """Save the baselines that changed since the last checkpoint; returns how many."""
+        if self._store is None:
+            return 0
+        changed = self._detector.take_changed()
+        if changed:
+            self._store.save(checkpoint(self._detector, changed))
+        return len(changed)
+
+    def _run(self) -> None:
         delay = 0.5
         while not self._stopping.is_set():
             try:
@@ -74,12 +104,15 @@ class TelemetryConsumer:
             channel.basic_consume(self._settings.queue, self._on_message)
             self.ready.set()
             log.info("consuming %s", self._settings.queue)
-            last_report = time.monotonic()
+            last_report = last_checkpoint = time.monotonic()
             while not self._stopping.is_set() and connection.is_open:
                 connection.process_data_events(time_limit=0.5)
                 if time.monotonic() - last_report >= STATUS_EVERY_S:
                     last_report = time.monotonic()
                     self._log_status()
+                if time.monotonic() - last_checkpoint >= self._settings.checkpoint_seconds:
+                    last_checkpoint = time.monotonic()
+                    self.checkpoint()
         finally:
             self.ready.clear()
             if connection.is_open:

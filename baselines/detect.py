@@ -118,11 +118,35 @@ class Detector:
         self._watermark = -math.inf
         self._series: dict[SpanKey, SeriesState] = {}
         self._metrics: dict[tuple[str, str], SeasonalProfile] = {}
+        self._changed: set[str] = set()
 
     def profile_p95(self, service: str, operation: str) -> SeasonalProfile | None:
         """The learnt window-p95 profile of a server series, if any."""
         state = self._series.get((service, operation, "server", ""))
         return None if state is None else state.p95
+
+    def export(
+        self, service: str
+    ) -> tuple[dict[SpanKey, SeriesState], dict[tuple[str, str], SeasonalProfile]]:
+        """The learnt state of one service's series (for a checkpoint)."""
+        return (
+            {k: v for k, v in self._series.items() if k[0] == service},
+            {k: v for k, v in self._metrics.items() if k[0] == service},
+        )
+
+    def install(
+        self,
+        series: dict[SpanKey, SeriesState],
+        metrics: dict[tuple[str, str], SeasonalProfile],
+    ) -> None:
+        """Put back state exported earlier (a restart, or a service moving consumers)."""
+        self._series.update(series)
+        self._metrics.update(metrics)
+
+    def take_changed(self) -> set[str]:
+        """Services whose baselines changed since the last call (what to checkpoint)."""
+        changed, self._changed = self._changed, set()
+        return changed
 
     def memory(self) -> tuple[int, int]:
         """(series, bytes) held by the baselines."""
@@ -287,6 +311,8 @@ class Detector:
         for (service, name), (value, _) in metrics.items():
             if service not in alerting:
                 self._metrics[(service, name)].add(hour, value)
+        self._changed.update(key[0] for key in window.spans)
+        self._changed.update(key[0] for key in window.metrics)
         return reports
 
 

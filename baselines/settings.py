@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
@@ -9,6 +10,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from baselines.detect import DetectorConfig
 from baselines.judge import Thresholds
+from baselines.store import default_store_url
+from service.settings import default_data_dir
 
 
 class Settings(BaseSettings):
@@ -60,6 +63,21 @@ class Settings(BaseSettings):
     max_series: int = Field(
         50_000, ge=1, description="Series kept in memory; events of further ones are counted."
     )
+
+    data_dir: Path = Field(
+        default_factory=default_data_dir, description="Where the default SQLite store lives."
+    )
+    store_url: str | None = Field(
+        None,
+        description="Where baselines are checkpointed: sqlite:///path or postgresql://...; "
+        "default: a SQLite file in the data directory.",
+    )
+    checkpoint_seconds: float = Field(
+        60.0, gt=0, description="How often changed baselines are checkpointed."
+    )
+
+    def resolved_store_url(self) -> str:
+        return self.store_url or default_store_url(self.data_dir)
 
     @field_validator("timezone")
     @classmethod

@@ -15,6 +15,7 @@ from baselines.consumer import TelemetryConsumer
 from baselines.detect import Detector
 from baselines.forward import Forwarder
 from baselines.settings import Settings
+from baselines.store import BaselineStore
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "it") -> None:
@@ -41,9 +42,12 @@ def publish(
 
 @contextmanager
 def running_consumer(
-    settings: Settings, detector: Detector, forwarder: Forwarder
+    settings: Settings,
+    detector: Detector,
+    forwarder: Forwarder,
+    store: BaselineStore | None = None,
 ) -> Iterator[TelemetryConsumer]:
-    consumer = TelemetryConsumer(settings, detector, forwarder)
+    consumer = TelemetryConsumer(settings, detector, forwarder, store)
     thread = threading.Thread(target=consumer.run, daemon=True)
     thread.start()
     wait_for(consumer.ready.is_set, 30, "the consumer to connect")

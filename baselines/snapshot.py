@@ -1,0 +1,94 @@
+"""One service's learnt baselines as bytes, and back: the payload the store checkpoints.
+
+An ``.npz`` archive (no pickle: loading it cannot run code) holding every profile's arrays
+and a JSON manifest naming each series, its incident gate and the payload version. The
+store already checks integrity and version; this module refuses a payload whose manifest
+does not match what it expects, with the reason.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import fields
+
+import numpy as np
+
+from baselines.baseline import SeasonalProfile
+from baselines.detect import Detector, SeriesState, SpanKey
+from baselines.judge import IncidentGate
+
+PAYLOAD_VERSION = 1
+PROFILES = ("p95", "p50", "count", "error_rate")
+
+
+class SnapshotFormatError(ValueError):
+    """A payload that does not decode into baselines; the message says why."""
+
+
+def encode(
+    series: dict[SpanKey, SeriesState], metrics: dict[tuple[str, str], SeasonalProfile]
+) -> bytes:
+    arrays: dict[str, np.ndarray] = {}
+    manifest: dict[str, object] = {"version": PAYLOAD_VERSION, "series": [], "metrics": []}
+    for i, (key, state) in enumerate(series.items()):
+        for name in PROFILES:
+            for part, array in getattr(state, name).state().items():
+                arrays[f"s{i}.{name}.{part}"] = array
+        gate = {f.name: getattr(state.gate, f.name) for f in fields(IncidentGate)}
+        manifest["series"].append({"key": list(key), "gate": gate, "day": state.day})  # type: ignore[union-attr]
+    for i, (key, profile) in enumerate(metrics.items()):
+        for part, array in profile.state().items():
+            arrays[f"m{i}.{part}"] = array
+        manifest["metrics"].append({"key": list(key)})  # type: ignore[union-attr]
+    arrays["manifest"] = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
+    out = io.BytesIO()
+    np.savez_compressed(out, **arrays)
+    return out.getvalue()
+
+
+def decode(
+    payload: bytes,
+) -> tuple[dict[SpanKey, SeriesState], dict[tuple[str, str], SeasonalProfile]]:
+    try:
+        archive = np.load(io.BytesIO(payload), allow_pickle=False)
+        manifest = json.loads(archive["manifest"].tobytes())
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise SnapshotFormatError(f"not a baseline snapshot: {exc}") from exc
+    if manifest.get("version") != PAYLOAD_VERSION:
+        raise SnapshotFormatError(
+            f"payload version {manifest.get('version')!r}, this build reads {PAYLOAD_VERSION}"
+        )
+    try:
+        series = {}
+        for i, entry in enumerate(manifest["series"]):
+            profiles = {
+                name: SeasonalProfile.from_state(_parts(archive, f"s{i}.{name}."))
+                for name in PROFILES
+            }
+            gate = IncidentGate(**entry["gate"])
+            series[tuple(entry["key"])] = SeriesState(**profiles, gate=gate, day=entry["day"])
+        metrics = {
+            tuple(entry["key"]): SeasonalProfile.from_state(_parts(archive, f"m{i}."))
+            for i, entry in enumerate(manifest["metrics"])
+        }
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SnapshotFormatError(f"incomplete baseline snapshot: {exc!r}") from exc
+    return series, metrics  # type: ignore[return-value]
+
+
+def _parts(archive: np.lib.npyio.NpzFile, prefix: str) -> dict[str, np.ndarray]:
+    return {name[len(prefix) :]: archive[name] for name in archive.files if name.startswith(prefix)}
+
+
+def checkpoint(detector: Detector, services: set[str]) -> dict[str, bytes]:
+    return {service: encode(*detector.export(service)) for service in services}
+
+
+def restore(detector: Detector, payloads: dict[str, bytes]) -> None:
+    for service, payload in payloads.items():
+        try:
+            detector.install(*decode(payload))
+        except SnapshotFormatError as exc:
+            raise SnapshotFormatError(f"service {service!r}: {exc}") from exc

@@ -1,0 +1,106 @@
+"""Baselines survive a restart: through the real store, and through a real consumer."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from baselines.detect import Detector, DetectorConfig
+from baselines.forward import Forwarder
+from baselines.snapshot import SnapshotFormatError, checkpoint, decode, encode, restore
+from baselines.store import SnapshotCorrupt, open_store
+from baselines.synthetic import demo_incidents, last_full_week_start, telemetry
+from service.contract import TELEMETRY_EVENT
+from tests.baselines.conftest import Backend
+from tests.helpers import publish, running_consumer, wait_for
+
+WEEK_START = last_full_week_start(datetime(2026, 11, 23, tzinfo=UTC))
+
+
+def feed(detector: Detector, minutes: range) -> list:
+    batches = list(telemetry(WEEK_START, demo_incidents(WEEK_START), minutes=minutes.stop))
+    reports = []
+    for events in batches[minutes.start :]:
+        reports += detector.observe([TELEMETRY_EVENT.validate_python(e) for e in events])
+    return reports + detector.flush()
+
+
+def test_a_restored_detector_continues_exactly_like_one_that_never_stopped(
+    backend: Backend,
+) -> None:
+    first_days, rest = range(0, 3 * 1440), range(3 * 1440, 7 * 1440)
+    steady = Detector(DetectorConfig())
+    feed(steady, first_days)
+    expected = feed(steady, rest)
+
+    before = Detector(DetectorConfig())
+    feed(before, first_days)
+    store = open_store(backend.url)
+    store.save(checkpoint(before, before.take_changed()))
+    store.close()
+    after = Detector(DetectorConfig())
+    store = open_store(backend.url)
+    restore(after, store.load())
+    store.close()
+    resumed = feed(after, rest)
+
+    assert [r.model_dump() for r in resumed] == [r.model_dump() for r in expected]
+    assert len(expected) == 2
+    for service in ("checkout", "exchange-api", "search"):
+        a, b = steady.export(service), after.export(service)
+        assert a[0].keys() == b[0].keys() and a[1].keys() == b[1].keys()
+        for key in a[0]:
+            for part, array in a[0][key].p95.state().items():
+                np.testing.assert_array_equal(array, b[0][key].p95.state()[part], err_msg=part)
+
+
+def test_bad_payloads_are_refused_with_the_reason() -> None:
+    detector = Detector(DetectorConfig())
+    feed(detector, range(0, 120))
+    good = encode(*detector.export("checkout"))
+    assert decode(good)[0].keys() == detector.export("checkout")[0].keys()
+    with pytest.raises(SnapshotFormatError, match="not a baseline snapshot"):
+        decode(b"definitely not an npz archive")
+    with pytest.raises(SnapshotFormatError, match="service 'checkout'"):
+        restore(Detector(DetectorConfig()), {"checkout": good[: len(good) // 2]})
+
+
+@pytest.mark.slow
+def test_a_restarted_consumer_resumes_from_its_checkpoint_and_refuses_a_corrupt_one(
+    amqp_settings, backend: Backend
+) -> None:
+    settings = amqp_settings.model_copy(update={"store_url": backend.url})
+    events = [e for batch in telemetry(WEEK_START, [], minutes=180) for e in batch]
+
+    first = Detector(DetectorConfig())
+    store = open_store(backend.url)
+    with running_consumer(settings, first, Forwarder(settings.service_url, 5).start(), store):
+        publish(settings, [events])
+        wait_for(lambda: first.stats.spans + first.stats.metrics == len(events), 60, "events")
+    store.close()
+    learnt = first.profile_p95("checkout", "POST /checkout").history
+    assert learnt >= 170  # about three hours of one-minute windows
+
+    second = Detector(DetectorConfig())
+    store = open_store(backend.url)
+    with running_consumer(settings, second, Forwarder(settings.service_url, 5).start(), store):
+        pass
+    store.close()
+    assert second.profile_p95("checkout", "POST /checkout").history == learnt
+
+    backend.sql(
+        "UPDATE whyslow_baselines SET payload = %s WHERE service = %s", b"garbage", "checkout"
+    )
+    third = Detector(DetectorConfig())
+    store = open_store(backend.url)
+    with pytest.raises(SnapshotCorrupt, match="checkout"):
+        from baselines.consumer import TelemetryConsumer
+
+        TelemetryConsumer(settings, third, Forwarder(settings.service_url, 5), store).run()
+    store.close()
+    assert (
+        backend.sql("SELECT payload FROM whyslow_baselines WHERE service = %s", "checkout")[0][0]
+        == b"garbage"
+    )  # refused, not reset
