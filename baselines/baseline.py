@@ -89,6 +89,15 @@ class Estimate:
     """Values the series has learnt in all: how long it has been watched."""
 
 
+def row_medians(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """np.median of each row's first ``counts`` values (the rest NaN), bit for bit, without
+    numpy's masked-array nanmedian (40x slower on these small rows)."""
+    ordered = np.sort(rows, axis=1)  # NaN sorts last
+    low = np.take_along_axis(ordered, ((counts - 1) // 2)[:, None], axis=1)[:, 0]
+    high = np.take_along_axis(ordered, (counts // 2)[:, None], axis=1)[:, 0]
+    return (low + high) / 2
+
+
 def robust(values: np.ndarray) -> tuple[float, float]:
     """(median, 1.4826 x MAD), in float64 like the vectorised path, so both agree exactly."""
     values = values.astype(np.float64)
@@ -131,11 +140,10 @@ class SeasonalProfile:
             return self._pool_memo[1]
         pooled = None
         if self._weekly is not None:
-            mature = np.minimum(self._written, self.depth) >= self.min_level_samples
+            filled = np.minimum(self._written, self.depth)
+            mature = filled >= self.min_level_samples
             if mature.any():
-                rows = self._weekly[mature].astype(np.float64)
-                center = np.nanmedian(rows, axis=1)
-                spreads = MAD_TO_SIGMA * np.nanmedian(np.abs(rows - center[:, None]), axis=1)
+                _, spreads = self._robust_rows(np.flatnonzero(mature))
                 pooled = float(np.median(spreads))
         self._pool_memo = (local_day, pooled)
         return pooled
@@ -188,13 +196,18 @@ class SeasonalProfile:
     def weekly_estimates(self, hows: np.ndarray, local_day: int) -> tuple[np.ndarray, np.ndarray]:
         """(center, spread) of mature buckets in working units, vectorised over ``hows``;
         the same numbers ``estimate`` gives for those hours of ``local_day``."""
-        assert self._weekly is not None
         pooled = self.pooled_spread(local_day)
+        center, spread = self._robust_rows(hows)
+        return center, self.shrink(spread, np.minimum(self._written[hows], self.depth), pooled)
+
+    def _robust_rows(self, hows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``robust`` of several buckets at once."""
+        assert self._weekly is not None
         rows = self._weekly[hows].astype(np.float64)  # unwritten slots are NaN
-        center = np.nanmedian(rows, axis=1)
-        spread = MAD_TO_SIGMA * np.nanmedian(np.abs(rows - center[:, None]), axis=1)
         filled = np.minimum(self._written[hows], self.depth)
-        return center, self.shrink(spread, filled, pooled)
+        center = row_medians(rows, filled)
+        spread = MAD_TO_SIGMA * row_medians(np.abs(rows - center[:, None]), filled)
+        return center, spread
 
     def working(self, values: np.ndarray) -> np.ndarray:
         """Values in the profile's working units."""
@@ -216,23 +229,28 @@ class SeasonalProfile:
         self._recent[self._recent_written % self._recent.size] = value
         self._recent_written += 1
 
-    def add_run(self, hour_index: int, values: np.ndarray) -> None:
-        """``add`` of many values of one hour, in order, in one step."""
+    def add_many(self, hour_index: np.ndarray, values: np.ndarray) -> None:
+        """``add`` of many values in time order, in one step. Each hour's values must be
+        contiguous and the hours less than a week apart (one bucket, one run)."""
         n = values.size
         if n == 0:
             return
-        values = self.working(values)
-        how = int(hour_of_week(hour_index))
         if self._weekly is None:
             self._weekly = np.full((HOURS_PER_WEEK, self.depth), np.nan, dtype=np.float32)
-        keep = min(n, self.depth)
-        slots = (self._written[how] + np.arange(n - keep, n)) % self.depth
-        self._weekly[how, slots] = values[n - keep :]
-        self._written[how] += n
+        work = self.working(values)
+        how = hour_of_week(hour_index)
+        starts = np.concatenate(([0], np.flatnonzero(np.diff(how)) + 1))
+        counts = np.diff(np.concatenate((starts, [n])))
+        group = np.repeat(np.arange(starts.size), counts)
+        rank = np.arange(n) - starts[group]
+        keep = counts[group] - rank <= self.depth  # only the last `depth` of a run survive
+        buckets = how[starts]
+        slots = (self._written[buckets][group] + rank) % self.depth
+        self._weekly[how[keep], slots[keep]] = work[keep]
+        self._written[buckets] += counts
         size = self._recent.size
-        keep = min(n, size)
-        slots = (self._recent_written + np.arange(n - keep, n)) % size
-        self._recent[slots] = values[n - keep :]
+        last = min(n, size)
+        self._recent[(self._recent_written + np.arange(n - last, n)) % size] = work[n - last :]
         self._recent_written += n
 
     def shift(self, offset: float) -> None:

@@ -13,7 +13,7 @@ import heapq
 import math
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -232,7 +232,7 @@ class Detector:
             key: (float(np.mean(values)), _usual(self._metrics[key].estimate(hour)))
             for key, values in window.metrics.items()
         }
-        summaries = {key: _summarise(agg) for key, agg in window.spans.items()}
+        summaries = {key: _summarise(agg.durations) for key, agg in window.spans.items()}
         for key in window.spans:
             state = self._series[key]
             if state.day != hour // 24:
@@ -242,69 +242,39 @@ class Detector:
                     state.p95.shift(offset)
         usual = {key: self._series[key].p95.estimate(hour) for key in window.spans}
 
+        judged = [
+            key
+            for key, agg in window.spans.items()
+            if key[2] in ("server", "consumer")
+            and (base := usual[key]) is not None
+            and base.history >= th.min_history
+            and len(agg.durations) >= cfg.min_window_count
+        ]
         reports = []
-        alerting: set[str] = set()
-        for key, agg in window.spans.items():
-            service, operation, kind, _ = key
-            if kind not in ("server", "consumer"):
-                continue
-            state, base, (p50, p95, p99) = self._series[key], usual[key], summaries[key]
-            if (
-                base is not None
-                and base.history >= th.min_history
-                and len(agg.durations) >= cfg.min_window_count
-            ):
-                value = np.array([p95])
-                score, z, ratio, usual_p95 = deviation(
-                    value, np.array([base.center]), np.array([base.spread]), th, log=True
-                )
-                over, spike, calm = over_and_calm(value, usual_p95, z, ratio, th)
-                exceeds = exceeding(over, spike, state.gate.last_over)
-                state.gate.last_over = bool(over[0])
-                if state.gate.step(end, bool(exceeds[0]), bool(calm[0]), th):
+        if judged:  # all series of the window in one vectorised step
+            states = [self._series[key] for key in judged]
+            p95 = np.array([summaries[key][1] for key in judged])
+            center = np.array([usual[key].center for key in judged])  # type: ignore[union-attr]
+            spread = np.array([usual[key].spread for key in judged])  # type: ignore[union-attr]
+            score, z, ratio, usual_p95 = deviation(p95, center, spread, th, log=True)
+            over, spike, calm = over_and_calm(p95, usual_p95, z, ratio, th)
+            before = np.array([state.gate.last_over for state in states])
+            exceeds = exceeding(over, spike, before)
+            offsets = np.log(np.maximum(p95, LOG_FLOOR)) - center
+            for i, (key, state) in enumerate(zip(judged, states, strict=True)):
+                state.gate.last_over = bool(over[i])
+                if state.gate.step(end, bool(exceeds[i]), bool(calm[i]), th):
                     self.stats.flagged += 1
-                    facts = WindowFacts(
-                        service=service,
-                        operation=operation,
-                        start=datetime.fromtimestamp(start, UTC),
-                        seconds=cfg.window_seconds,
-                        count=len(agg.durations),
-                        errors=agg.errors,
-                        p50=p50,
-                        p95=p95,
-                        p99=p99,
-                        baseline_p50=_usual(state.p50.estimate(hour)),
-                        baseline=base,
-                        score=float(score[0]),
-                        count_usual=_usual(state.count.estimate(hour)),
-                        error_rate_usual=_usual(state.error_rate.estimate(hour)),
-                        metrics={name: v for (svc, name), v in metrics.items() if svc == service},
-                        downstream=[
-                            (peer or op, op, summaries[k][1], _usual(usual[k]))
-                            for k in window.spans
-                            if k[0] == service and k[2] in ("client", "producer")
-                            for _, op, _, peer in [k]
-                        ],
-                        evidence=list(
-                            dict.fromkeys(
-                                text
-                                for k, a in window.spans.items()
-                                if k[0] == service
-                                for text in a.evidence
-                            )
-                        )[:MAX_EVIDENCE],
-                        trace_ids=[trace for _, trace in sorted(agg.slowest, reverse=True)],
-                    )
-                    reports.append(build_report(facts))
-            if state.gate.open:
-                if base is not None:
-                    state.gate.keep_offsets(np.log(np.maximum([p95], LOG_FLOOR)) - base.center)
-                alerting.add(service)
+                    facts = self._facts(key, start, hour, window, summaries, usual, metrics)
+                    reports.append(build_report(replace(facts, score=float(score[i]))))
+                if state.gate.open:
+                    state.gate.keep_offsets(offsets[i : i + 1])
+        alerting = {key[0] for key in window.spans if self._series[key].gate.open}
 
         for key, agg in window.spans.items():
             if key[0] not in alerting:
-                state, (p50, p95, _) = self._series[key], summaries[key]
-                state.p95.add(hour, p95)
+                state, (p50, p95_, _) = self._series[key], summaries[key]
+                state.p95.add(hour, p95_)
                 state.p50.add(hour, p50)
                 state.count.add(hour, len(agg.durations))
                 state.error_rate.add(hour, agg.errors / len(agg.durations))
@@ -315,10 +285,64 @@ class Detector:
         self._changed.update(key[0] for key in window.metrics)
         return reports
 
+    def _facts(
+        self,
+        key: SpanKey,
+        start: float,
+        hour: int,
+        window: WindowData,
+        summaries: dict[SpanKey, tuple[float, float, float]],
+        usual: dict[SpanKey, Estimate | None],
+        metrics: dict[tuple[str, str], tuple[float, float | None]],
+    ) -> WindowFacts:
+        """Everything about a flagged window a person would look at next."""
+        service, operation = key[0], key[1]
+        agg, state, base = window.spans[key], self._series[key], usual[key]
+        assert base is not None
+        p50, p95, p99 = summaries[key]
+        return WindowFacts(
+            service=service,
+            operation=operation,
+            start=datetime.fromtimestamp(start, UTC),
+            seconds=self.config.window_seconds,
+            count=len(agg.durations),
+            errors=agg.errors,
+            p50=p50,
+            p95=p95,
+            p99=p99,
+            baseline_p50=_usual(state.p50.estimate(hour)),
+            baseline=base,
+            score=0.0,
+            count_usual=_usual(state.count.estimate(hour)),
+            error_rate_usual=_usual(state.error_rate.estimate(hour)),
+            metrics={name: v for (svc, name), v in metrics.items() if svc == service},
+            downstream=[
+                (k[3] or k[1], k[1], summaries[k][1], _usual(usual[k]))
+                for k in window.spans
+                if k[0] == service and k[2] in ("client", "producer")
+            ],
+            evidence=list(
+                dict.fromkeys(
+                    text for k, a in window.spans.items() if k[0] == service for text in a.evidence
+                )
+            )[:MAX_EVIDENCE],
+            trace_ids=[trace for _, trace in sorted(agg.slowest, reverse=True)],
+        )
 
-def _summarise(agg: SpanWindow) -> tuple[float, float, float]:
-    p50, p95, p99 = np.percentile(np.asarray(agg.durations), (50, 95, 99))
-    return float(p50), float(p95), float(p99)
+
+def _summarise(durations: list[float]) -> tuple[float, float, float]:
+    """(p50, p95, p99) with numpy's default (linear) interpolation, on a sorted list: a
+    window holds few values, where np.percentile's overhead would dominate."""
+    ordered = sorted(durations)
+    last = len(ordered) - 1
+
+    def at(q: float) -> float:
+        k = last * q
+        lo = int(k)
+        hi = min(lo + 1, last)
+        return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+    return at(0.50), at(0.95), at(0.99)
 
 
 def _usual(estimate: Estimate | None) -> float | None:

@@ -86,10 +86,15 @@ def over_and_calm(
     return big & (z >= th.z_flag), big & (z >= th.z_spike), calm
 
 
-def exceeding(over: np.ndarray, spike: np.ndarray, previous_over: bool) -> np.ndarray:
-    """Over twice in a row, or a spike; ``over``/``spike`` are consecutive judged values."""
-    before = np.concatenate(([previous_over], over[:-1]))
+def exceeding(over: np.ndarray, spike: np.ndarray, before: np.ndarray) -> np.ndarray:
+    """A spike, or over with the previous judged value of the same series (``before``)
+    over too."""
     return spike | (over & before)
+
+
+def previous(over: np.ndarray, last: bool) -> np.ndarray:
+    """``before`` for consecutive values of one series, the one before them being ``last``."""
+    return np.concatenate(([last], over[:-1]))
 
 
 @dataclass

@@ -30,6 +30,7 @@ from baselines.judge import (
     deviation,
     exceeding,
     over_and_calm,
+    previous,
 )
 
 PROGRESS_MIN_ROWS = 200_000
@@ -200,8 +201,7 @@ def detect(
                 history[lo:hi] = estimate.history
             r += 1
         learn = _judge(ts, x, center, spread, history, lo, hi, gate, th, profile, alerts)
-        for a, b in runs[first:r]:
-            profile.add_run(int(hours[a]), x[a:b][learn[a - lo : b - lo]])
+        profile.add_many(hours[lo:hi][learn], x[lo:hi][learn])
         bar.update(hi - lo)
     bar.close()
 
@@ -258,7 +258,8 @@ def _judge(
     judged_at = np.flatnonzero(judged)
     exceeds = np.zeros(hi - lo, dtype=bool)
     if judged_at.size:
-        exceeds[judged_at] = exceeding(over[judged_at], spike[judged_at], gate.last_over)
+        over_j = over[judged_at]
+        exceeds[judged_at] = exceeding(over_j, spike[judged_at], previous(over_j, gate.last_over))
         gate.last_over = bool(over[judged_at[-1]])
     offsets = profile.working(x[lo:hi]) - center[lo:hi]
     exceed_at = np.flatnonzero(judged & exceeds)

@@ -4,8 +4,19 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from baselines.baseline import SeasonalProfile, hour_of_week, local_hour, local_hours
+from baselines.baseline import (
+    SeasonalProfile,
+    hour_of_week,
+    local_hour,
+    local_hours,
+    row_medians,
+)
 from baselines.detect import SeriesState
+
+
+def add_run(profile: SeasonalProfile, hour: int, values: np.ndarray) -> None:
+    profile.add_many(np.full(values.size, hour), values)
+
 
 MONDAY_9_UTC = datetime(2026, 11, 16, 9, tzinfo=UTC).timestamp()
 
@@ -43,23 +54,23 @@ def test_estimate_falls_back_from_hour_of_week_to_hour_of_day_to_recent() -> Non
     first = profile.estimate(monday_9 + 1)
     assert (first.level, first.usual, first.samples) == ("global", 50.0, 10)
     for day in range(1, 5):  # Tuesday to Friday 09:00
-        profile.add_run(monday_9 + day * 24 - 168, np.full(2, 200.0))
+        add_run(profile, monday_9 + day * 24 - 168, np.full(2, 200.0))
     for day in range(5, 7):  # the weekend is quieter
-        profile.add_run(monday_9 + day * 24 - 168, np.full(4, 120.0))
+        add_run(profile, monday_9 + day * 24 - 168, np.full(4, 120.0))
     hod = profile.estimate(monday_9)  # Monday 09:00 itself has nothing: other weekdays'
     assert (hod.level, hod.usual, hod.samples) == ("hour_of_day", 200.0, 8)
     saturday = profile.estimate(monday_9 + 5 * 24)
     assert (saturday.level, saturday.usual, saturday.samples) == ("hour_of_day", 120.0, 8)
-    profile.add_run(monday_9, np.full(10, 300.0))
+    add_run(profile, monday_9, np.full(10, 300.0))
     how = profile.estimate(monday_9 + 168)  # next Monday 09:00
     assert (how.level, how.usual, how.hour_of_week) == ("hour_of_week", 300.0, 9)
 
 
 def test_an_hour_is_judged_against_the_profile_as_it_stood_when_the_hour_began() -> None:
     profile = SeasonalProfile(min_level_samples=8)
-    profile.add_run(100, np.full(20, 10.0))
+    add_run(profile, 100, np.full(20, 10.0))
     before = profile.estimate(101)
-    profile.add_run(101, np.full(20, 1000.0))  # this hour's own (anomalous) values
+    add_run(profile, 101, np.full(20, 1000.0))  # this hour's own (anomalous) values
     assert profile.estimate(101) == before
     assert profile.estimate(102).usual > before.usual  # the next hour sees them
 
@@ -67,19 +78,22 @@ def test_an_hour_is_judged_against_the_profile_as_it_stood_when_the_hour_began()
 def test_median_and_spread_shrug_off_outliers() -> None:
     profile = SeasonalProfile(depth=32, min_level_samples=8)
     rng = np.random.default_rng(1)
-    profile.add_run(0, np.concatenate([rng.normal(100, 5, 28), [1e6, 1e6, 1e6, 1e6]]))
+    add_run(profile, 0, np.concatenate([rng.normal(100, 5, 28), [1e6, 1e6, 1e6, 1e6]]))
     estimate = profile.estimate(168)
     assert estimate.usual == pytest.approx(100, abs=4)
     assert estimate.spread == pytest.approx(5, abs=3)
 
 
-def test_add_run_equals_adding_one_by_one_and_state_round_trips() -> None:
-    values = np.random.default_rng(2).lognormal(3, 0.4, 500)
-    one, many = SeasonalProfile(depth=16, recent=64), SeasonalProfile(depth=16, recent=64)
-    for i, v in enumerate(values):
-        one.add(i // 37, float(v))
-    for h in range(values.size // 37 + 1):
-        many.add_run(h, values[h * 37 : (h + 1) * 37])
+def test_add_many_equals_adding_one_by_one_and_state_round_trips() -> None:
+    values = np.random.default_rng(2).lognormal(3, 0.4, 2000)
+    hours = np.arange(values.size) // 37
+    one = SeasonalProfile(depth=16, recent=64, log=True)
+    many = SeasonalProfile(depth=16, recent=64, log=True)
+    for h, v in zip(hours.tolist(), values.tolist(), strict=True):
+        one.add(h, v)
+    for day in range(hours[-1] // 24 + 1):  # a day of hours per call, as replay does
+        in_day = hours // 24 == day
+        many.add_many(hours[in_day], values[in_day])
     for a, b in zip(one.state().values(), many.state().values(), strict=True):
         np.testing.assert_array_equal(a, b)
     copy = SeasonalProfile.from_state(many.state())
@@ -87,13 +101,23 @@ def test_add_run_equals_adding_one_by_one_and_state_round_trips() -> None:
         assert copy.estimate(h) == many.estimate(h)
 
 
+def test_row_medians_are_numpys_medians_bit_for_bit() -> None:
+    rng = np.random.default_rng(3)
+    rows = np.full((500, 48), np.nan)
+    counts = rng.integers(1, 49, 500)
+    for i, k in enumerate(counts):
+        rows[i, :k] = rng.lognormal(0, 1, k)
+    expected = [np.median(rows[i, :k]) for i, k in enumerate(counts)]
+    assert row_medians(rows, counts).tolist() == expected
+
+
 def test_memory_is_bounded_and_within_64_kb_per_series() -> None:
     state = SeriesState()
     for h in range(3 * 168):
         for profile in (state.p95, state.p50, state.count, state.error_rate):
-            profile.add_run(h, np.arange(100, dtype=np.float64))
+            add_run(profile, h, np.arange(100, dtype=np.float64))
     assert state.nbytes <= 64 * 1024
     size = state.nbytes
     for profile in (state.p95, state.p50, state.count, state.error_rate):
-        profile.add_run(5000, np.arange(10_000, dtype=np.float64))
+        add_run(profile, 5000, np.arange(10_000, dtype=np.float64))
     assert state.nbytes == size

@@ -50,3 +50,18 @@ def test_late_and_far_future_events_are_counted_not_applied() -> None:
     detector.observe([span(t0)])  # its window has closed
     detector.observe([span(datetime.now(UTC) + timedelta(days=30))])
     assert (detector.stats.late, detector.stats.future, detector.stats.spans) == (1, 1, 2)
+
+
+def test_unknown_series_by_the_thousand_are_capped_and_counted() -> None:
+    detector = Detector(DetectorConfig(max_series=100))
+    t0 = datetime(2026, 11, 16, 9, tzinfo=UTC)
+    events = [
+        SpanEvent(service=f"svc-{i}", operation="op", duration_ms=5, timestamp=t0)
+        for i in range(5000)
+    ]
+    detector.observe(events)
+    detector.observe(events[:50])  # known series keep being applied
+    series, _ = detector.memory()
+    assert series == 100
+    assert detector.stats.overflow == 4900
+    assert detector.stats.spans == 150

@@ -63,7 +63,7 @@ def reference(epoch, values, config: DetectorConfig, direction: str):
                 x, np.array([est.center]), np.array([est.spread]), th, log
             )
             over, spike, calm = over_and_calm(x, usual, z, ratio, th)
-            exc = exceeding(over, spike, gate.last_over)
+            exc = exceeding(over, spike, np.array([gate.last_over]))
             gate.last_over = bool(over[0])
             flag = gate.step(t, bool(exc[0]), bool(calm[0]), th)
             if gate.open:
