@@ -13,7 +13,7 @@ import heapq
 import math
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -265,8 +265,10 @@ class Detector:
                 state.gate.last_over = bool(over[i])
                 if state.gate.step(end, bool(exceeds[i]), bool(calm[i]), th):
                     self.stats.flagged += 1
-                    facts = self._facts(key, start, hour, window, summaries, usual, metrics)
-                    reports.append(build_report(replace(facts, score=float(score[i]))))
+                    facts = self._facts(
+                        key, start, hour, float(score[i]), window, summaries, usual, metrics
+                    )
+                    reports.append(build_report(facts))
                 if state.gate.open:
                     state.gate.keep_offsets(offsets[i : i + 1])
         alerting = {key[0] for key in window.spans if self._series[key].gate.open}
@@ -290,6 +292,7 @@ class Detector:
         key: SpanKey,
         start: float,
         hour: int,
+        score: float,
         window: WindowData,
         summaries: dict[SpanKey, tuple[float, float, float]],
         usual: dict[SpanKey, Estimate | None],
@@ -312,7 +315,7 @@ class Detector:
             p99=p99,
             baseline_p50=_usual(state.p50.estimate(hour)),
             baseline=base,
-            score=0.0,
+            score=score,
             count_usual=_usual(state.count.estimate(hour)),
             error_rate_usual=_usual(state.error_rate.estimate(hour)),
             metrics={name: v for (svc, name), v in metrics.items() if svc == service},

@@ -48,22 +48,31 @@ class Thresholds:
     (a deploy, a migration): the baseline is moved to its level, and it closes."""
 
 
+def scale(center: np.ndarray, spread: np.ndarray, th: Thresholds, log: bool) -> np.ndarray:
+    """The spread a value is measured in: at least ``spread_floor`` of the usual value."""
+    floor = np.log1p(th.spread_floor) if log else th.spread_floor * np.abs(center)
+    return np.maximum(np.maximum(spread, floor), 1e-9)
+
+
+def band(
+    center: np.ndarray, spread: np.ndarray, th: Thresholds, log: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper) values at z_flag from the usual one, in the series' units."""
+    width = th.z_flag * scale(center, spread, th, log)
+    if log:
+        return np.exp(center - width), np.exp(center + width)
+    return center - width, center + width
+
+
 def deviation(
     value: np.ndarray, center: np.ndarray, spread: np.ndarray, th: Thresholds, log: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(score 0..1, z, ratio, usual), oriented so that larger means 'more in the watched
     direction'. ``center`` and ``spread`` are in the profile's working units (log values
     for a log profile); ``value`` and the returned ``usual`` are in the series' units."""
-    if log:
-        work = np.log(np.maximum(value, LOG_FLOOR))
-        scale = np.maximum(spread, np.log1p(th.spread_floor))
-        usual = np.exp(center)
-    else:
-        work = value
-        scale = np.maximum(spread, th.spread_floor * np.abs(center))
-        usual = center
-    scale = np.where(scale > 0, scale, 1e-9)
-    up = (work - center) / scale
+    work = np.log(np.maximum(value, LOG_FLOOR)) if log else value
+    usual = np.exp(center) if log else center
+    up = (work - center) / scale(center, spread, th, log)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         rise = np.where(usual > 0, value / usual, np.where(value > 0, np.inf, 1.0))
         fall = np.where(value > 0, usual / value, np.where(usual > 0, np.inf, 1.0))

@@ -27,6 +27,7 @@ from baselines.judge import (
     Direction,
     IncidentGate,
     Thresholds,
+    band,
     deviation,
     exceeding,
     over_and_calm,
@@ -206,32 +207,24 @@ def detect(
     bar.close()
 
     known = ~np.isnan(center)
-    score, _, _, usual = deviation(x, np.where(known, center, 0.0), spread, th, log)
-    expected = np.where(known, usual, x)
-    if log:
-        scale = np.maximum(spread, np.log1p(th.spread_floor))
-        lower, upper = expected * np.exp(-th.z_flag * scale), expected * np.exp(th.z_flag * scale)
-    else:
-        band = th.z_flag * np.maximum(spread, th.spread_floor * np.abs(expected))
-        lower, upper = expected - band, expected + band
-    full = {
-        "expected": values.copy(),
-        "score": np.zeros(n_rows),
-        "lower": values.copy(),
-        "upper": values.copy(),
-    }
-    full["expected"][keep] = expected
-    full["score"][keep] = np.where(known, score, 0.0)
-    full["lower"][keep] = lower
-    full["upper"][keep] = upper
+    center = np.where(known, center, profile.working(x))  # no baseline yet: itself
+    score, _, _, expected = deviation(x, center, spread, th, log)
+    lower, upper = band(center, spread, th, log)
+
+    def on_rows(judged: np.ndarray, skipped: np.ndarray) -> np.ndarray:
+        """Per input row: the value for judged rows, ``skipped`` for the others."""
+        out = skipped.astype(np.float64)
+        out[keep] = judged
+        return out
+
     is_anomaly = np.zeros(n_rows, dtype=np.int8)
     is_anomaly[keep[alerts]] = 1
     return ReplayResult(
-        expected=full["expected"],
-        score=full["score"],
+        expected=on_rows(expected, values),
+        score=on_rows(np.where(known, score, 0.0), np.zeros(n_rows)),
         is_anomaly=is_anomaly,
-        lower=full["lower"],
-        upper=full["upper"],
+        lower=on_rows(lower, values),
+        upper=on_rows(upper, values),
         skipped_not_finite=int(n_rows - finite.sum()),
         skipped_out_of_order=int((finite & ~ordered).sum()),
     )
