@@ -120,19 +120,13 @@ class TelemetryConsumer:
 
     def _log_status(self) -> None:
         d, f = self._detector.stats, self._forwarder.stats
+        series, size = self._detector.memory()
         log.info(
-            "%d messages: %d spans, %d metrics applied, %d late, %d future, %d dead-lettered; "
-            "%d windows, %d flagged, %d forwarded, %d failed",
-            self.stats.messages,
-            d.spans,
-            d.metrics,
-            d.late,
-            d.future,
-            self.stats.dead_lettered,
-            d.windows_closed,
-            d.flagged,
-            f.forwarded,
-            f.failed,
+            f"{self.stats.messages} messages: {d.spans} spans and {d.metrics} metrics applied, "
+            f"{d.late} late, {d.future} future, {d.overflow} over the series cap, "
+            f"{self.stats.dead_lettered} dead-lettered; {d.windows_closed} windows, "
+            f"{d.flagged} flagged, {f.forwarded} forwarded, {f.failed} failed; "
+            f"{series} series in {size / 1e6:.1f} MB ({size / max(series, 1) / 1024:.1f} KB each)"
         )
 
     def _on_message(
