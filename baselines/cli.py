@@ -30,8 +30,9 @@ def _consume(args: argparse.Namespace, settings: Settings) -> int:
         print(f"consume: baseline store: {exc}", file=sys.stderr)
         return 2
     forwarder = Forwarder(settings.service_url, settings.forward_timeout_s).start()
-    detector = Detector(settings.detector_config())
-    consumer = TelemetryConsumer(settings, detector, forwarder, store)
+    consumer = TelemetryConsumer(
+        settings, lambda: Detector(settings.detector_config()), forwarder, store
+    )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: consumer.stop())
     try:

@@ -1,29 +1,49 @@
-"""The RabbitMQ consumer: parse -> detector -> forwarder, acking only after the event is
-applied, and dead-lettering (with the reason in a header) what cannot be parsed."""
+"""The RabbitMQ consumer: parse -> detector -> outbox, with every event applied exactly once.
+
+With a store, a message is acknowledged only after a checkpoint that contains its effects
+has committed: the services' baselines, the stream state (open windows, watermark,
+counters), the outbox of undelivered reports and the digests of the messages applied since
+the last acknowledgement, in one transaction. On every (re)connection the consumer rolls
+back to the last checkpoint, so a message the broker redelivers after a crash or a broker
+restart is applied once: either it was not in the checkpoint, or its digest is and it is
+skipped. Without a store (the demo), each message is acknowledged once applied.
+
+A message that cannot be parsed is published to the dead-letter exchange with the reason in
+a header (confirmed; its message id is the original's digest, so a DLQ reader can drop a
+duplicate after a crash), never dropped and never fatal.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pika
 import pika.exceptions
+from opentelemetry import propagate, trace
+from opentelemetry.propagators.textmap import Getter
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic, BasicProperties
 
 from baselines.detect import Detector
 from baselines.forward import Forwarder
-from baselines.ingest.json_events import MalformedMessage, parse_json_events
+from baselines.ingest.json_events import MalformedMessage, ParsedBatch, parse_json_events
+from baselines.ingest.otlp import parse_otlp
 from baselines.settings import Settings
-from baselines.snapshot import checkpoint, restore
+from baselines.snapshot import CONSUMER_KEY_PREFIX, ConsumerRecord, checkpoint, restore
 from baselines.store import BaselineStore
 from baselines.topology import ERROR_HEADER, ROUTING_KEY_HEADER, declare_topology
+from service.contract import AnomalyReport
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("whyslow.consumer")
 
 JSON_TYPES = {"", "application/json", "text/json"}
 STATUS_EVERY_S = 30.0
@@ -34,6 +54,33 @@ class ConsumerStats:
     messages: int = 0
     dead_lettered: int = 0
     items_rejected: int = 0
+    redelivered_skipped: int = 0
+    checkpoints: int = 0
+
+
+class _HeaderGetter(Getter[dict[str, Any]]):
+    """W3C context from AMQP headers, whose values pika may hand over as bytes."""
+
+    def get(self, carrier: dict[str, Any], key: str) -> list[str] | None:
+        value = carrier.get(key)
+        if value is None:
+            return None
+        return [value.decode() if isinstance(value, bytes) else str(value)]
+
+    def keys(self, carrier: dict[str, Any]) -> list[str]:
+        return list(carrier)
+
+
+HEADERS = _HeaderGetter()
+
+
+def parse_message(body: bytes, routing_key: str, content_type: str) -> ParsedBatch:
+    """Pick the wire format: OTLP by routing key or protobuf content type, else JSON."""
+    if routing_key.startswith("otlp_") or content_type.endswith("protobuf"):
+        return parse_otlp(body, routing_key, content_type)
+    if content_type not in JSON_TYPES:
+        raise MalformedMessage(f"unsupported content type {content_type!r}")
+    return parse_json_events(body)
 
 
 class TelemetryConsumer:
@@ -42,41 +89,32 @@ class TelemetryConsumer:
     def __init__(
         self,
         settings: Settings,
-        detector: Detector,
+        new_detector: Callable[[], Detector],
         forwarder: Forwarder,
         store: BaselineStore | None = None,
     ) -> None:
         self._settings = settings
-        self._detector = detector
+        self._new_detector = new_detector
+        self.detector = new_detector()
         self._forwarder = forwarder
         self._store = store
+        self._record_key = CONSUMER_KEY_PREFIX + settings.queue
         self._stopping = threading.Event()
+        self._unacked: int | None = None  # delivery tag of the newest unacknowledged message
+        self._unacked_count = 0
+        self._applied: list[str] = []  # digests since the last acknowledgement
+        self._checkpointed: set[str] = set()  # digests in the restored checkpoint
+        self._services: set[str] = set()
         self.stats = ConsumerStats()
         self.ready = threading.Event()
 
+    # ------------------------------------------------------------------ lifecycle
+
     def run(self) -> None:
-        """Restore the checkpointed baselines, consume until stopped (reconnecting with
-        backoff when the broker goes away), then checkpoint.
+        """Consume until stopped, reconnecting with backoff when the broker goes away.
 
         A corrupt or foreign snapshot raises (StoreError, SnapshotFormatError): starting
         from empty baselines would silently throw weeks of learning away."""
-        if self._store is not None:
-            restore(self._detector, self._store.load())
-        try:
-            self._run()
-        finally:
-            self.checkpoint()
-
-    def checkpoint(self) -> int:
-        """Save the baselines that changed since the last checkpoint; returns how many."""
-        if self._store is None:
-            return 0
-        changed = self._detector.take_changed()
-        if changed:
-            self._store.save(checkpoint(self._detector, changed))
-        return len(changed)
-
-    def _run(self) -> None:
         delay = 0.5
         while not self._stopping.is_set():
             try:
@@ -91,12 +129,13 @@ class TelemetryConsumer:
                 delay *= 2
 
     def stop(self) -> None:
-        """Ask the loop to finish the message in hand and close; safe from any thread."""
+        """Finish the message in hand, checkpoint, acknowledge, close; safe from any thread."""
         self._stopping.set()
 
     def _consume(self) -> None:
         connection = pika.BlockingConnection(pika.URLParameters(self._settings.amqp_url))
         try:
+            self._restore()
             channel = connection.channel()
             channel.confirm_delivery()
             declare_topology(channel, self._settings)
@@ -104,30 +143,77 @@ class TelemetryConsumer:
             channel.basic_consume(self._settings.queue, self._on_message)
             self.ready.set()
             log.info("consuming %s", self._settings.queue)
-            last_report = last_checkpoint = time.monotonic()
+            last_status = last_commit = time.monotonic()
             while not self._stopping.is_set() and connection.is_open:
-                connection.process_data_events(time_limit=0.5)
-                if time.monotonic() - last_report >= STATUS_EVERY_S:
-                    last_report = time.monotonic()
+                connection.process_data_events(time_limit=0.2)
+                now = time.monotonic()
+                if self._unacked is not None and (
+                    self._unacked_count >= self._settings.prefetch // 2
+                    or now - last_commit >= self._settings.checkpoint_seconds
+                ):
+                    self._commit(channel)
+                    last_commit = now
+                if now - last_status >= STATUS_EVERY_S:
+                    last_status = now
                     self._log_status()
-                if time.monotonic() - last_checkpoint >= self._settings.checkpoint_seconds:
-                    last_checkpoint = time.monotonic()
-                    self.checkpoint()
+            if connection.is_open and self._unacked is not None:
+                self._commit(channel)
         finally:
             self.ready.clear()
             if connection.is_open:
                 connection.close()
 
-    def _log_status(self) -> None:
-        d, f = self._detector.stats, self._forwarder.stats
-        series, size = self._detector.memory()
-        log.info(
-            f"{self.stats.messages} messages: {d.spans} spans and {d.metrics} metrics applied, "
-            f"{d.late} late, {d.future} future, {d.overflow} over the series cap, "
-            f"{self.stats.dead_lettered} dead-lettered; {d.windows_closed} windows, "
-            f"{d.flagged} flagged, {f.forwarded} forwarded, {f.failed} failed; "
-            f"{series} series in {size / 1e6:.1f} MB ({size / max(series, 1) / 1024:.1f} KB each)"
+    # ------------------------------------------------------------------ checkpoints
+
+    def _restore(self) -> None:
+        """Back to the last checkpoint: what was applied since is not acknowledged and
+        comes again."""
+        self.detector = self._new_detector()
+        self._unacked, self._unacked_count, self._applied = None, 0, []
+        if self._store is None:
+            return
+        record_payload = self._store.load([self._record_key]).get(self._record_key)
+        record = ConsumerRecord.decode(record_payload) if record_payload else None
+        services = (
+            record.services
+            if record
+            else [s for s in self._store.services() if not s.startswith(CONSUMER_KEY_PREFIX)]
         )
+        restore(self.detector, self._store.load(services))
+        self._services = set(services)
+        if record is not None:
+            self.detector.load_stream_state(record.stream)
+            self._checkpointed = set(record.applied)
+            for report_json, carrier in record.outbox:
+                self._forwarder.submit(AnomalyReport.model_validate_json(report_json), carrier)
+
+    def checkpoint(self) -> None:
+        """Save the changed baselines and this consumer's record, in one transaction."""
+        if self._store is None:
+            return
+        changed = self.detector.take_changed()
+        self._services |= changed
+        record = ConsumerRecord(
+            stream=self.detector.stream_state(),
+            outbox=[
+                (p.report.model_dump_json(exclude_none=True), p.carrier)
+                for p in self._forwarder.pending()
+            ],
+            applied=self._applied,
+            services=sorted(self._services),
+        )
+        payloads = checkpoint(self.detector, changed)
+        payloads[self._record_key] = record.encode()
+        self._store.save(payloads)
+        self.stats.checkpoints += 1
+
+    def _commit(self, channel: BlockingChannel) -> None:
+        self.checkpoint()
+        if self._unacked is not None:
+            channel.basic_ack(self._unacked, multiple=True)
+        self._unacked, self._unacked_count, self._applied = None, 0, []
+
+    # ------------------------------------------------------------------ messages
 
     def _on_message(
         self,
@@ -137,23 +223,48 @@ class TelemetryConsumer:
         body: bytes,
     ) -> None:
         self.stats.messages += 1
+        digest = hashlib.sha256(method.routing_key.encode() + b"\0" + body).hexdigest()[:32]
+        headers = properties.headers or {}
+        parent = propagate.extract(headers, getter=HEADERS)
+        with tracer.start_as_current_span(
+            f"{self._settings.queue} process", context=parent, kind=trace.SpanKind.CONSUMER
+        ) as span:
+            span.set_attribute("messaging.system", "rabbitmq")
+            span.set_attribute("messaging.destination.name", self._settings.queue)
+            if method.redelivered and digest in self._checkpointed:
+                self.stats.redelivered_skipped += 1  # applied before the crash, checkpointed
+            else:
+                self._apply(channel, method, properties, body, digest)
+        self._applied.append(digest)
+        if self._store is None:
+            channel.basic_ack(method.delivery_tag)
+        else:
+            self._unacked = method.delivery_tag
+            self._unacked_count += 1
+
+    def _apply(
+        self,
+        channel: BlockingChannel,
+        method: Basic.Deliver,
+        properties: BasicProperties,
+        body: bytes,
+        digest: str,
+    ) -> None:
         content_type = (properties.content_type or "").split(";")[0].strip().lower()
         try:
-            if content_type not in JSON_TYPES:
-                raise MalformedMessage(f"unsupported content type {content_type!r}")
-            batch = parse_json_events(body)
+            batch = parse_message(body, method.routing_key, content_type)
         except MalformedMessage as exc:
-            self._dead_letter(channel, method, properties, body, str(exc))
-            channel.basic_ack(method.delivery_tag)
+            self._dead_letter(channel, method, properties, body, str(exc), digest)
             return
         if batch.rejected:
             self.stats.items_rejected += len(batch.rejected)
-            rejected_body = json.dumps([item for item, _ in batch.rejected]).encode()
+            rejected_body = json.dumps([item for item, _ in batch.rejected], default=str).encode()
             reason = "; ".join(reason for _, reason in batch.rejected)
-            self._dead_letter(channel, method, properties, rejected_body, reason)
-        for report in self._detector.observe(batch.events):
+            self._dead_letter(
+                channel, method, properties, rejected_body, reason, digest, "application/json"
+            )
+        for report in self.detector.observe(batch.events):
             self._forwarder.submit(report)
-        channel.basic_ack(method.delivery_tag)
 
     def _dead_letter(
         self,
@@ -162,9 +273,11 @@ class TelemetryConsumer:
         properties: BasicProperties,
         body: bytes,
         reason: str,
+        digest: str,
+        content_type: str | None = None,
     ) -> None:
-        """Publish to the DLX with the reason; confirmed before the original is acked."""
-        log.warning("dead-lettering a message from %r: %s", method.routing_key, reason)
+        """Publish to the DLX with the reason, confirmed before the original is acked."""
+        log.warning("dead-lettering a message from %r: %s", method.routing_key, reason[:300])
         headers = dict(properties.headers or {})
         headers[ERROR_HEADER] = reason[:1000]
         headers[ROUTING_KEY_HEADER] = method.routing_key
@@ -173,10 +286,22 @@ class TelemetryConsumer:
             self._settings.queue,
             body,
             BasicProperties(
-                content_type=properties.content_type,
+                content_type=content_type or properties.content_type,
                 headers=headers,
                 delivery_mode=pika.DeliveryMode.Persistent,
+                message_id=digest,
                 timestamp=int(time.time()),
             ),
         )
         self.stats.dead_lettered += 1
+
+    def _log_status(self) -> None:
+        d, f = self.detector.stats, self._forwarder.stats
+        series, size = self.detector.memory()
+        log.info(
+            f"{self.stats.messages} messages: {d.spans} spans and {d.metrics} metrics applied, "
+            f"{d.late} late, {d.future} future, {d.overflow} over the series cap, "
+            f"{self.stats.dead_lettered} dead-lettered; {d.windows_closed} windows, "
+            f"{d.flagged} flagged, {f.forwarded} forwarded, {f.refused} refused; "
+            f"{series} series in {size / 1e6:.1f} MB ({size / max(series, 1) / 1024:.1f} KB each)"
+        )

@@ -161,9 +161,8 @@ def _run_pipeline(settings: Settings) -> int:
         analysed.append((report, analysis))
         print_analysis(report, analysis)
 
-    detector = Detector(settings.detector_config())
     forwarder = Forwarder(settings.service_url, settings.forward_timeout_s, on_analysis).start()
-    consumer = TelemetryConsumer(settings, detector, forwarder)
+    consumer = TelemetryConsumer(settings, lambda: Detector(settings.detector_config()), forwarder)
     thread = threading.Thread(target=consumer.run, name="whyslow-consumer", daemon=True)
     thread.start()
     try:
@@ -186,7 +185,7 @@ def _run_pipeline(settings: Settings) -> int:
         thread.join(timeout=10)
         forwarder.close()
 
-    stats = detector.stats
+    stats = consumer.detector.stats
     print(
         f"\n{stats.spans} spans and {stats.metrics} metric samples in {messages} messages, "
         f"{stats.windows_closed} windows, {stats.flagged} flagged, "

@@ -13,8 +13,9 @@ import heapq
 import math
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -142,6 +143,44 @@ class Detector:
         """Put back state exported earlier (a restart, or a service moving consumers)."""
         self._series.update(series)
         self._metrics.update(metrics)
+
+    def stream_state(self) -> dict[str, object]:
+        """Where the stream stands (open windows, watermark, counters), JSON-ready: with
+        the services' baselines, everything a restarted consumer needs to go on as if it
+        had never stopped."""
+        return {
+            "watermark": self._watermark,
+            "closed_before": self._closed_before,
+            "stats": asdict(self.stats),
+            "open": [
+                {
+                    "start": start,
+                    "spans": [
+                        [list(key), agg.durations, agg.errors, agg.slowest, list(agg.evidence)]
+                        for key, agg in window.spans.items()
+                    ],
+                    "metrics": [[list(key), values] for key, values in window.metrics.items()],
+                }
+                for start, window in self._open.items()
+            ],
+        }
+
+    def load_stream_state(self, state: dict[str, Any]) -> None:
+        self._watermark = float(state["watermark"])
+        self._closed_before = float(state["closed_before"])
+        self.stats = DetectorStats(**state["stats"])
+        self._open = {}
+        for entry in state["open"]:
+            window = self._open[float(entry["start"])] = WindowData()
+            for key, durations, errors, slowest, evidence in entry["spans"]:
+                span_key = (key[0], key[1], key[2], key[3])
+                self._series.setdefault(span_key, SeriesState())
+                window.spans[span_key] = SpanWindow(
+                    durations, errors, [(d, t) for d, t in slowest], dict.fromkeys(evidence)
+                )
+            for key, values in entry["metrics"]:
+                self._metrics.setdefault((key[0], key[1]), _context_profile())
+                window.metrics[(key[0], key[1])] = values
 
     def take_changed(self) -> set[str]:
         """Services whose baselines changed since the last call (what to checkpoint)."""

@@ -1,4 +1,5 @@
-"""One service's learnt baselines as bytes, and back: the payload the store checkpoints.
+"""One service's learnt baselines as bytes, and back: the payload the store checkpoints;
+and the consumer's own record (stream position, outbox, recently applied messages).
 
 An ``.npz`` archive (no pickle: loading it cannot run code) holding every profile's arrays
 and a JSON manifest naming each series, its incident gate and the payload version. The
@@ -11,7 +12,8 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from dataclasses import fields
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -92,3 +94,33 @@ def restore(detector: Detector, payloads: dict[str, bytes]) -> None:
             detector.install(*decode(payload))
         except SnapshotFormatError as exc:
             raise SnapshotFormatError(f"service {service!r}: {exc}") from exc
+
+
+CONSUMER_KEY_PREFIX = "whyslow:consumer:"
+"""Store key of a consumer's own record: this prefix and its queue's name."""
+
+
+@dataclass
+class ConsumerRecord:
+    """What a consumer checkpoints besides the services' baselines, in the same
+    transaction: the stream state of its detector, the reports not yet delivered (with
+    their trace context), digests of the messages applied but not yet acknowledged (a
+    redelivered one of those is skipped), and the services it owns."""
+
+    stream: dict[str, Any]
+    outbox: list[tuple[str, dict[str, str]]]
+    applied: list[str]
+    services: list[str]
+
+    def encode(self) -> bytes:
+        return json.dumps({"version": PAYLOAD_VERSION, **asdict(self)}).encode()
+
+    @classmethod
+    def decode(cls, payload: bytes) -> ConsumerRecord:
+        try:
+            data = json.loads(payload)
+            if data.pop("version") != PAYLOAD_VERSION:
+                raise SnapshotFormatError("consumer record of another version")
+            return cls(**data)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SnapshotFormatError(f"not a consumer record: {exc!r}") from exc

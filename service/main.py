@@ -6,19 +6,25 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
+from service.analyses import Analyses
 from service.api.routes import analyze, health
 from service.model.loader import ModelLoader
 from service.settings import Settings
+from service.store import AnalysisStore
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    loader = ModelLoader(settings or Settings())
+    settings = settings or Settings()
+    loader = ModelLoader(settings)
+    store = AnalysisStore(settings.resolved_store_url())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loader.start()
         yield
+        store.close()
 
     app = FastAPI(
         title="whyslow",
@@ -27,6 +33,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.loader = loader
+    app.state.analyses = Analyses(store)
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz")
     app.include_router(health.router)
     app.include_router(analyze.router)
     return app

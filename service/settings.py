@@ -38,3 +38,11 @@ class Settings(BaseSettings):
         1.3, ge=1.0, description="Penalty on repeated tokens; stops small models looping."
     )
     seed: int = Field(0, description="Sampling seed; decoding is greedy, so answers repeat.")
+    store_url: str | None = Field(
+        None,
+        description="Where analyses are kept: sqlite:///path or postgresql://...; default: "
+        "a SQLite file in the data directory.",
+    )
+
+    def resolved_store_url(self) -> str:
+        return self.store_url or f"sqlite:///{self.data_dir / 'analyses.db'}"

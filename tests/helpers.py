@@ -12,7 +12,7 @@ import pika
 import pytest
 
 from baselines.consumer import TelemetryConsumer
-from baselines.detect import Detector
+from baselines.detect import Detector, DetectorConfig
 from baselines.forward import Forwarder
 from baselines.settings import Settings
 from baselines.store import BaselineStore
@@ -43,11 +43,12 @@ def publish(
 @contextmanager
 def running_consumer(
     settings: Settings,
-    detector: Detector,
+    config: DetectorConfig,
     forwarder: Forwarder,
     store: BaselineStore | None = None,
 ) -> Iterator[TelemetryConsumer]:
-    consumer = TelemetryConsumer(settings, detector, forwarder, store)
+    """A consumer in a thread, connected; stopped (checkpoint, acks) on leaving."""
+    consumer = TelemetryConsumer(settings, lambda: Detector(config), forwarder, store)
     thread = threading.Thread(target=consumer.run, daemon=True)
     thread.start()
     wait_for(consumer.ready.is_set, 30, "the consumer to connect")

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
+from service.analyses import Analyses
 from service.analyze import Analyzer
 from service.model.loader import ModelLoader
 
@@ -21,5 +22,10 @@ def get_analyzer(loader: Annotated[ModelLoader, Depends(get_loader)]) -> Analyze
     return loader.analyzer
 
 
+def get_analyses(request: Request) -> Analyses:
+    return request.app.state.analyses
+
+
 LoaderDep = Annotated[ModelLoader, Depends(get_loader)]
+AnalysesDep = Annotated[Analyses, Depends(get_analyses)]
 AnalyzerDep = Annotated[Analyzer, Depends(get_analyzer)]

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
+from baselines.consumer import TelemetryConsumer
 from baselines.detect import Detector, DetectorConfig
 from baselines.forward import Forwarder
 from baselines.snapshot import SnapshotFormatError, checkpoint, decode, encode, restore
@@ -74,33 +75,36 @@ def test_a_restarted_consumer_resumes_from_its_checkpoint_and_refuses_a_corrupt_
     settings = amqp_settings.model_copy(update={"store_url": backend.url})
     events = [e for batch in telemetry(WEEK_START, [], minutes=180) for e in batch]
 
-    first = Detector(DetectorConfig())
     store = open_store(backend.url)
-    with running_consumer(settings, first, Forwarder(settings.service_url, 5).start(), store):
+    forwarder = Forwarder(settings.service_url, 5).start()
+    with running_consumer(settings, DetectorConfig(), forwarder, store) as consumer:
         publish(settings, [events])
-        wait_for(lambda: first.stats.spans + first.stats.metrics == len(events), 60, "events")
+        wait_for(
+            lambda: consumer.detector.stats.spans + consumer.detector.stats.metrics == len(events),
+            60,
+            "the events to be applied",
+        )
     store.close()
-    learnt = first.profile_p95("checkout", "POST /checkout").history
+    learnt = consumer.detector.profile_p95("checkout", "POST /checkout").history
     assert learnt >= 170  # about three hours of one-minute windows
 
-    second = Detector(DetectorConfig())
     store = open_store(backend.url)
-    with running_consumer(settings, second, Forwarder(settings.service_url, 5).start(), store):
+    with running_consumer(settings, DetectorConfig(), forwarder, store) as second:
         pass
     store.close()
-    assert second.profile_p95("checkout", "POST /checkout").history == learnt
+    forwarder.close()
+    assert second.detector.profile_p95("checkout", "POST /checkout").history == learnt
+    assert second.detector.stats.spans + second.detector.stats.metrics == len(events)
 
     backend.sql(
         "UPDATE whyslow_baselines SET payload = %s WHERE service = %s", b"garbage", "checkout"
     )
-    third = Detector(DetectorConfig())
     store = open_store(backend.url)
+    consumer = TelemetryConsumer(
+        settings, lambda: Detector(DetectorConfig()), Forwarder(settings.service_url, 5), store
+    )
     with pytest.raises(SnapshotCorrupt, match="checkout"):
-        from baselines.consumer import TelemetryConsumer
-
-        TelemetryConsumer(settings, third, Forwarder(settings.service_url, 5), store).run()
+        consumer.run()
     store.close()
-    assert (
-        backend.sql("SELECT payload FROM whyslow_baselines WHERE service = %s", "checkout")[0][0]
-        == b"garbage"
-    )  # refused, not reset
+    rows = backend.sql("SELECT payload FROM whyslow_baselines WHERE service = %s", "checkout")
+    assert rows[0][0] == b"garbage"  # refused, not reset

@@ -112,3 +112,32 @@ def test_a_body_that_is_not_json_is_a_422(live_service: str) -> None:
         headers={"content-type": "application/json"},
     )
     assert response.status_code == 422
+
+
+@pytest.mark.slow
+def test_a_repeated_id_is_analysed_once(live_service: str, service_settings) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from service.store import AnalysisStore
+
+    report = FULL_REPORT | {"id": "repeat-me"}
+    store = AnalysisStore(service_settings.resolved_store_url())
+    before = store.count()
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(
+            pool.map(
+                lambda _: httpx.post(f"{live_service}/v1/analyze", json=report, timeout=120),
+                range(3),
+            )
+        )
+    again = httpx.post(f"{live_service}/v1/analyze", json=report, timeout=120)
+    assert store.count() == before + 1
+    store.close()
+    bodies = [Analysis.model_validate_json(r.content) for r in [*answers, again]]
+    assert all(r.status_code == 200 for r in [*answers, again])
+    assert sum(not b.cached for b in bodies) == 1  # one was generated, the rest read back
+    assert bodies[-1].cached and bodies[-1].latency_ms < 1000
+    first = next(b for b in bodies if not b.cached)
+    assert {b.model_dump_json(exclude={"cached", "latency_ms"}) for b in bodies} == {
+        first.model_dump_json(exclude={"cached", "latency_ms"})
+    }
