@@ -100,7 +100,8 @@ COMMANDS = {"consume": _consume, "replay": _replay, "demo": _demo}
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("pika").setLevel(logging.WARNING)
+    # pika logs expected reconnects as errors with tracebacks; the consumer says it in one line
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
     if args.command == "demo":
         logging.getLogger().setLevel(logging.WARNING)
     return COMMANDS[args.command](args, Settings())

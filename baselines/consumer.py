@@ -144,13 +144,16 @@ class TelemetryConsumer:
             self.ready.set()
             log.info("consuming %s", self._settings.queue)
             last_status = last_commit = time.monotonic()
+            outbox_seen = self._forwarder.changes
             while not self._stopping.is_set() and connection.is_open:
                 connection.process_data_events(time_limit=0.2)
                 now = time.monotonic()
-                if self._unacked is not None and (
-                    self._unacked_count >= self._settings.prefetch // 2
-                    or now - last_commit >= self._settings.checkpoint_seconds
-                ):
+                due = now - last_commit >= self._settings.checkpoint_seconds
+                if (
+                    self._unacked is not None
+                    and (due or self._unacked_count >= self._settings.prefetch // 2)
+                ) or (due and self._forwarder.changes != outbox_seen):
+                    outbox_seen = self._forwarder.changes
                     self._commit(channel)
                     last_commit = now
                 if now - last_status >= STATUS_EVERY_S:
@@ -301,7 +304,9 @@ class TelemetryConsumer:
         log.info(
             f"{self.stats.messages} messages: {d.spans} spans and {d.metrics} metrics applied, "
             f"{d.late} late, {d.future} future, {d.overflow} over the series cap, "
-            f"{self.stats.dead_lettered} dead-lettered; {d.windows_closed} windows, "
+            f"{self.stats.dead_lettered} dead-lettered, {self.stats.redelivered_skipped} "
+            f"redelivered and skipped, {self.stats.checkpoints} checkpoints; "
+            f"{d.windows_closed} windows, "
             f"{d.flagged} flagged, {f.forwarded} forwarded, {f.refused} refused; "
             f"{series} series in {size / 1e6:.1f} MB ({size / max(series, 1) / 1024:.1f} KB each)"
         )

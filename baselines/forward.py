@@ -60,6 +60,8 @@ class Forwarder:
         self._order: list[str] = []
         self._wake = threading.Condition()
         self._closing = False
+        self.changes = 0
+        """Counts submissions and deliveries: a consumer checkpoints when it moves."""
         self._thread = threading.Thread(target=self._run, name="whyslow-forwarder", daemon=True)
         self.stats = ForwardStats()
 
@@ -78,6 +80,7 @@ class Forwarder:
                 self._order.append(key)
                 self.stats.submitted += 1
             self._outbox[key] = Pending(report, carrier)
+            self.changes += 1
             self._wake.notify()
 
     def pending(self) -> list[Pending]:
@@ -114,6 +117,7 @@ class Forwarder:
                     if self._outbox.get(key) is pending:
                         del self._outbox[key]
                         self._order.remove(key)
+                        self.changes += 1
                     self._wake.notify_all()
                     attempt = 0
                     continue

@@ -16,6 +16,7 @@ from baselines.detect import Detector, DetectorConfig
 from baselines.forward import Forwarder
 from baselines.settings import Settings
 from baselines.store import BaselineStore
+from baselines.topology import declare_topology
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "it") -> None:
@@ -37,6 +38,13 @@ def publish(
     for body in bodies:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         channel.basic_publish(settings.exchange, "test", data, properties)
+    connection.close()
+
+
+def declare(settings: Settings) -> None:
+    """The exchanges and queues, as a consumer declares them, before anything is published."""
+    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
+    declare_topology(connection.channel(), settings)
     connection.close()
 
 

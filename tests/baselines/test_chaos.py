@@ -22,7 +22,7 @@ from baselines.snapshot import CONSUMER_KEY_PREFIX, ConsumerRecord
 from baselines.store import open_store
 from baselines.synthetic import Incident, last_full_week_start, telemetry
 from service.store import AnalysisStore
-from tests.helpers import publish, wait_for
+from tests.helpers import declare, publish, wait_for
 
 EVENTS_PER_MESSAGE = 200
 OUTAGE_S = 60
@@ -133,6 +133,7 @@ def test_chaos_every_event_applied_once_and_every_anomaly_analysed_once(
     mixed = [[events[0] | {"duration_ms": -i - 1}] for i in range(10)]  # all items invalid
     split = [int(len(messages) * f) for f in (0.4, 0.7)]
 
+    declare(amqp_settings)
     service = start_service()
     consumer = start("consumer", "baselines", "consume", store_url=baselines_url)
     try:
