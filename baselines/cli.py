@@ -19,11 +19,13 @@ def _consume(args: argparse.Namespace, settings: Settings) -> int:
     from baselines.snapshot import SnapshotFormatError
     from baselines.store import StoreError, open_store
     from baselines.topology import broker_problem
+    from service.tracing import configure_tracing
 
     problem = broker_problem(settings.amqp_url)
     if problem:
         print(problem, file=sys.stderr)
         return 2
+    configure_tracing("whyslow-consumer")
     try:
         store = open_store(settings.resolved_store_url())
     except (StoreError, ValueError) as exc:

@@ -9,11 +9,14 @@ import logging
 import threading
 import time
 
+from opentelemetry import trace
+
 from service.analyze import Analyzer
 from service.contract import Analysis, AnomalyReport
 from service.store import AnalysisStore
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("whyslow.service")
 
 
 class Analyses:
@@ -37,7 +40,11 @@ class Analyses:
                     break
             running.wait()
         try:
-            analysis = analyzer.analyze(report)
+            with tracer.start_as_current_span("whyslow.analysis") as span:
+                span.set_attribute("whyslow.anomaly_id", key)
+                span.set_attribute("whyslow.service", report.service)
+                analysis = analyzer.analyze(report)
+                span.set_attribute("whyslow.probable_cause", analysis.probable_cause.value)
             self._store.put(report, analysis)
             log.info(
                 "analysed %s (%s %s) in %.0f ms: %s",

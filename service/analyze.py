@@ -9,6 +9,7 @@ from typing import Any
 
 from llama_cpp import LlamaGrammar
 from llama_cpp.llama_grammar import json_schema_to_gbnf
+from opentelemetry import trace
 from pydantic import ValidationError
 
 from service.contract import Analysis, AnomalyReport, Diagnosis
@@ -17,6 +18,9 @@ from service.prompt import build_messages
 
 CONFIDENCE_STEPS = [round(i * 0.05, 2) for i in range(21)]
 PLAIN_JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F]'
+
+
+tracer = trace.get_tracer("whyslow.service")
 
 
 class ModelOutputError(RuntimeError):
@@ -60,7 +64,12 @@ class Analyzer:
 
     def analyze(self, report: AnomalyReport) -> Analysis:
         started = time.perf_counter()
-        completion = self._runtime.complete(build_messages(report), self._grammar, self._max_tokens)
+        with tracer.start_as_current_span("llm.generate") as span:
+            messages = build_messages(report)
+            completion = self._runtime.complete(messages, self._grammar, self._max_tokens)
+            span.set_attribute("gen_ai.request.model", self._runtime.info.base)
+            span.set_attribute("gen_ai.usage.input_tokens", completion.prompt_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", completion.completion_tokens)
         try:
             diagnosis = Diagnosis.model_validate_json(completion.text)
         except ValidationError as exc:

@@ -26,7 +26,9 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.main import create_app
+    from service.tracing import configure_tracing
 
+    configure_tracing("whyslow-service")
     uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info")
     return 0
 

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 
 import pika
 import pytest
+from opentelemetry.instrumentation.pika import PikaInstrumentor
 
 from baselines.consumer import TelemetryConsumer
 from baselines.detect import Detector, DetectorConfig
@@ -28,16 +29,24 @@ def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "
 
 
 def publish(
-    settings: Settings, bodies: list[bytes | object], content_type: str = "application/json"
+    settings: Settings,
+    bodies: list[bytes | object],
+    content_type: str = "application/json",
+    routing_key: str = "test",
+    traced: bool = False,
 ) -> None:
-    """Publish each body (objects are JSON-encoded) with confirms, as a producer would."""
+    """Publish each body (objects are JSON-encoded) with confirms, as a producer would; with
+    ``traced``, through the OpenTelemetry pika instrumentation (a producer span per message,
+    its context in the headers)."""
     connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
     channel = connection.channel()
     channel.confirm_delivery()
-    properties = pika.BasicProperties(content_type=content_type, delivery_mode=2)
+    if traced:
+        PikaInstrumentor.instrument_channel(channel)
     for body in bodies:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        channel.basic_publish(settings.exchange, "test", data, properties)
+        properties = pika.BasicProperties(content_type=content_type, delivery_mode=2)
+        channel.basic_publish(settings.exchange, routing_key, data, properties)
     connection.close()
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pika
 import pytest
+from opentelemetry.trace import SpanKind
 
 from baselines.detect import DetectorConfig
 from baselines.forward import Forwarder
@@ -83,23 +84,25 @@ def test_malformed_messages_land_in_the_dead_letter_queue_with_the_reason(amqp_s
 
 
 @pytest.mark.slow
-def test_an_injected_incident_reaches_the_service_and_is_analysed(
-    amqp_settings, live_service
+def test_an_injected_incident_reaches_the_service_and_is_analysed_in_one_trace(
+    amqp_settings, live_service, spans
 ) -> None:
-    """Four days of traffic through the broker; the CPU incident on day 4 is flagged,
-    POSTed to /v1/analyze, and comes back as a valid Analysis for that report."""
+    """Four days of traffic through the broker, published as an instrumented producer
+    would; the CPU incident on day 4 is flagged, POSTed to /v1/analyze and comes back as a
+    valid Analysis, and one trace links the producer, the consumer and the analysis."""
     week_start = last_full_week_start(datetime.now(UTC))
     incident = demo_incidents(week_start)[0]
     analysed: list[tuple[AnomalyReport, Analysis]] = []
     forwarder = Forwarder(live_service, 60, lambda r, a: analysed.append((r, a))).start()
     minutes = int((incident.end - week_start).total_seconds() // 60) + 30
+    spans.clear()
     with running_consumer(amqp_settings, DetectorConfig(), forwarder):
         batches = list(telemetry(week_start, [incident], minutes=minutes))
         messages = [
             [event for batch in batches[i : i + 30] for event in batch]
             for i in range(0, minutes, 30)
         ]
-        publish(amqp_settings, messages)
+        publish(amqp_settings, messages, traced=True)
         wait_for(lambda: analysed, 120, "an analysis")
     forwarder.close()
     ((report, analysis),) = analysed
@@ -108,3 +111,16 @@ def test_an_injected_incident_reaches_the_service_and_is_analysed(
     assert (analysis.service, analysis.operation) == (report.service, report.operation)
     Analysis.model_validate(analysis.model_dump())
     assert forwarder.stats.refused == 0 and forwarder.stats.forwarded == 1
+
+    finished = spans.get_finished_spans()
+    (served,) = [
+        s
+        for s in finished
+        if s.kind == SpanKind.SERVER and s.attributes.get("http.route") == "/v1/analyze"
+    ]
+    trace_id = served.context.trace_id
+    in_trace = {(s.kind, s.name) for s in finished if s.context.trace_id == trace_id}
+    assert any(kind == SpanKind.PRODUCER for kind, _ in in_trace), in_trace
+    assert (SpanKind.CONSUMER, f"{amqp_settings.queue} process") in in_trace
+    assert (SpanKind.INTERNAL, "whyslow.analysis") in in_trace
+    assert (SpanKind.INTERNAL, "llm.generate") in in_trace

@@ -3,7 +3,6 @@ types and encoders, so the tests read what real instrumentation produces."""
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
@@ -18,9 +17,6 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from baselines.ingest.json_events import MalformedMessage, ParsedBatch
@@ -31,6 +27,7 @@ from baselines.ingest.otlp import (
     parse_otlp_traces,
 )
 from service.contract import MetricSample, SpanEvent
+from tests.otlp import record_spans, to_otlp_json
 
 T0 = 1_763_283_600_000_000_000
 """2025-11-16T09:00:00Z in nanoseconds."""
@@ -44,18 +41,6 @@ RESOURCE = {
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def record_spans(
-    build: Callable[[Any], None], resource: dict[str, Any] | None = None
-) -> list[ReadableSpan]:
-    """Spans recorded through the SDK, as an instrumented app would finish them."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource(RESOURCE if resource is None else resource))
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    build(provider.get_tracer("test.otlp"))
-    provider.shutdown()
-    return list(exporter.get_finished_spans())
 
 
 def timed(
@@ -76,27 +61,6 @@ def timed(
     if error is not None:
         span.set_status(Status(StatusCode.ERROR, error))
     span.end(end_time=T0 + int((start_ms + duration_ms) * MS))
-
-
-def to_otlp_json(request: Message) -> bytes:
-    """OTLP/JSON as the Collector writes it: the protobuf JSON mapping (camelCase names,
-    64-bit integers as strings) but enums as integers and trace/span ids as hex, not the
-    base64 ``json_format`` would write."""
-    payload = MessageToDict(request, use_integers_for_enums=True)
-
-    def hex_ids(node: Any) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key in ("traceId", "spanId", "parentSpanId") and isinstance(value, str):
-                    node[key] = base64.b64decode(value).hex()
-                else:
-                    hex_ids(value)
-        elif isinstance(node, list):
-            for item in node:
-                hex_ids(item)
-
-    hex_ids(payload)
-    return json.dumps(payload).encode()
 
 
 def both(request: Message) -> Iterator[tuple[bytes, str]]:
@@ -190,7 +154,7 @@ def assert_valid(batch: ParsedBatch) -> None:
 
 @pytest.mark.parametrize("encoding", ["proto", "json"])
 def test_spans_map_kind_duration_status_peer_and_evidence(encoding: str) -> None:
-    spans = record_spans(mixed_spans)
+    spans = record_spans(mixed_spans, RESOURCE)
     body = dict((e, b) for b, e in both(encode_spans(spans)))[encoding]
     batch = parse_otlp_traces(body, encoding)  # type: ignore[arg-type]
     assert not batch.rejected
@@ -233,7 +197,7 @@ def test_spans_map_kind_duration_status_peer_and_evidence(encoding: str) -> None
 
 
 def test_protobuf_and_json_give_identical_events() -> None:
-    request = encode_spans(record_spans(mixed_spans))
+    request = encode_spans(record_spans(mixed_spans, RESOURCE))
     (proto, _), (otlp_json, _) = both(request)
     from_proto = parse_otlp_traces(proto, "proto")
     from_json = parse_otlp_traces(otlp_json, "json")
@@ -243,7 +207,7 @@ def test_protobuf_and_json_give_identical_events() -> None:
 
 
 def test_json_ids_are_hex_as_the_collector_writes_them() -> None:
-    spans = record_spans(lambda t: timed(t, "POST /pay", SpanKind.SERVER, 0, 5))
+    spans = record_spans(lambda t: timed(t, "POST /pay", SpanKind.SERVER, 0, 5), RESOURCE)
     body = to_otlp_json(encode_spans(spans))
     raw = json.loads(body)["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
     assert len(raw["traceId"]) == 32 and len(raw["spanId"]) == 16
@@ -262,7 +226,9 @@ def test_json_ids_are_hex_as_the_collector_writes_them() -> None:
 
 
 def test_json_enum_names_and_numeric_integers_are_accepted() -> None:
-    spans = record_spans(lambda t: timed(t, "GET /a", SpanKind.SERVER, 0, 5, error="boom"))
+    spans = record_spans(
+        lambda t: timed(t, "GET /a", SpanKind.SERVER, 0, 5, error="boom"), RESOURCE
+    )
     payload = MessageToDict(encode_spans(spans))  # enum names, ids in base64
     span = payload["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
     assert span["kind"] == "SPAN_KIND_SERVER"
@@ -273,7 +239,7 @@ def test_json_enum_names_and_numeric_integers_are_accepted() -> None:
 
 
 def test_a_span_ending_before_it_starts_is_rejected_by_name_and_the_rest_kept() -> None:
-    request = encode_spans(record_spans(mixed_spans))
+    request = encode_spans(record_spans(mixed_spans, RESOURCE))
     bad = request.resource_spans[0].scope_spans[0].spans[1]
     bad.end_time_unix_nano = bad.start_time_unix_nano - 1000
     for body, encoding in both(request):
@@ -295,7 +261,9 @@ def test_a_span_ending_before_it_starts_is_rejected_by_name_and_the_rest_kept() 
     ],
 )
 def test_invalid_span_fields_are_named(change: dict[str, Any], field: str) -> None:
-    request = encode_spans(record_spans(lambda t: timed(t, "GET /a", SpanKind.SERVER, 0, 5)))
+    request = encode_spans(
+        record_spans(lambda t: timed(t, "GET /a", SpanKind.SERVER, 0, 5), RESOURCE)
+    )
     span = request.resource_spans[0].scope_spans[0].spans[0]
     for key, value in change.items():
         setattr(span, key, value)
@@ -308,7 +276,7 @@ def test_invalid_span_fields_are_named(change: dict[str, Any], field: str) -> No
 
 def test_a_malformed_json_span_is_rejected_alone() -> None:
     spans = record_spans(
-        lambda t: [timed(t, n, SpanKind.SERVER, 0, 5) for n in ("GET /a", "GET /b")]
+        lambda t: [timed(t, n, SpanKind.SERVER, 0, 5) for n in ("GET /a", "GET /b")], RESOURCE
     )
     payload = json.loads(to_otlp_json(encode_spans(spans)))
     payload["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["endTimeUnixNano"] = "soon"
@@ -500,7 +468,7 @@ def test_a_non_finite_value_is_rejected() -> None:
 
 
 def test_dispatch_by_routing_key_and_content_type() -> None:
-    spans = encode_spans(record_spans(mixed_spans))
+    spans = encode_spans(record_spans(mixed_spans, RESOURCE))
     metrics = collect_metrics(host_metrics)
     expected_spans = parse_otlp_traces(spans.SerializeToString(), "proto").events
     for content_type in ("application/x-protobuf", "application/protobuf", ""):

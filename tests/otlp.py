@@ -1,0 +1,47 @@
+"""Building OTLP messages with the OpenTelemetry SDK's own types, as an instrumented app and
+the Collector would."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+
+def record_spans(build: Callable[[Any], None], resource: dict[str, Any]) -> list[ReadableSpan]:
+    """Spans recorded through the SDK, as an instrumented app would finish them."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource(resource))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    build(provider.get_tracer("test.otlp"))
+    provider.shutdown()
+    return list(exporter.get_finished_spans())
+
+
+def to_otlp_json(request: Message) -> bytes:
+    """OTLP/JSON as the Collector writes it: the protobuf JSON mapping (camelCase names,
+    64-bit integers as strings) but enums as integers and trace/span ids as hex, not the
+    base64 ``json_format`` would write."""
+    payload = MessageToDict(request, use_integers_for_enums=True)
+
+    def hex_ids(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("traceId", "spanId", "parentSpanId") and isinstance(value, str):
+                    node[key] = base64.b64decode(value).hex()
+                else:
+                    hex_ids(value)
+        elif isinstance(node, list):
+            for item in node:
+                hex_ids(item)
+
+    hex_ids(payload)
+    return json.dumps(payload).encode()
