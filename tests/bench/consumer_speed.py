@@ -1,0 +1,205 @@
+"""Throughput of the consumer through the real broker, against a raw pika consumer that only
+acknowledges the same messages, measured in the same run.
+
+    .venv/bin/python tests/bench/consumer_speed.py [--spans 200000]
+
+Two workloads: batched OTLP protobuf (1,000 spans per message, as the Collector's batch
+processor sends them) and JSON events (one message of 50 events each). whyslow runs in its
+exactly-once mode (a SQLite checkpoint before each acknowledgement) and without a store.
+Target (issue): >= 50,000 spans/s with batched OTLP and >= 0.8 of the raw-consume rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pika
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from baselines.consumer import TelemetryConsumer
+from baselines.detect import Detector, DetectorConfig
+from baselines.forward import Forwarder
+from baselines.settings import Settings
+from baselines.store import open_store
+from baselines.synthetic import last_full_week_start, telemetry
+from baselines.topology import declare_topology
+
+
+def otlp_messages(spans: int) -> list[bytes]:
+    """Synthetic week-seasonal spans of three services, 1,000 per OTLP request."""
+    start = last_full_week_start(datetime.now(UTC))
+    events = []
+    for minute in telemetry(start, [], minutes=10 * 1440, peak_per_minute=60):
+        events += [e for e in minute if "metric" not in e]
+        if len(events) >= spans:
+            break
+    events = events[:spans]
+    messages = []
+    for i in range(0, len(events), 1000):
+        recorded = []
+        for service in ("checkout", "exchange-api", "search"):
+            exporter = InMemorySpanExporter()
+            provider = TracerProvider(resource=Resource({"service.name": service}))
+            provider.add_span_processor(SimpleSpanProcessor(exporter))
+            tracer = provider.get_tracer("bench")
+            for e in events[i : i + 1000]:
+                if e["service"] != service:
+                    continue
+                end = round(e["timestamp"] * 1e9)
+                kind = SpanKind.SERVER if e["kind"] == "server" else SpanKind.CLIENT
+                span = tracer.start_span(
+                    e["operation"],
+                    kind=kind,
+                    start_time=end - round(e["duration_ms"] * 1e6),
+                    attributes={"peer.service": e["peer_service"]} if "peer_service" in e else None,
+                )
+                span.end(end_time=end)
+            recorded += exporter.get_finished_spans()
+        messages.append(encode_spans(recorded).SerializeToString())
+    return messages
+
+
+def json_messages(events_total: int) -> list[bytes]:
+    start = last_full_week_start(datetime.now(UTC))
+    events = []
+    for minute in telemetry(start, [], minutes=10 * 1440, peak_per_minute=60):
+        events += minute
+        if len(events) >= events_total:
+            break
+    events = events[:events_total]
+    return [json.dumps(events[i : i + 50]).encode() for i in range(0, len(events), 50)]
+
+
+def fill(settings: Settings, messages: list[bytes], routing_key: str, content_type: str) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
+    channel = connection.channel()
+    declare_topology(channel, settings)
+    channel.queue_purge(settings.queue)
+    channel.confirm_delivery()
+    properties = pika.BasicProperties(content_type=content_type, delivery_mode=2)
+    for body in messages:
+        channel.basic_publish(settings.exchange, routing_key, body, properties)
+    connection.close()
+
+
+def raw_consume(settings: Settings, count: int) -> float:
+    """Seconds for a bare pika consumer to receive and ack ``count`` messages."""
+    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
+    channel = connection.channel()
+    channel.basic_qos(prefetch_count=settings.prefetch)
+    seen = 0
+    started = time.perf_counter()
+
+    def on_message(ch, method, properties, body) -> None:
+        nonlocal seen
+        ch.basic_ack(method.delivery_tag)
+        seen += 1
+        if seen == count:
+            ch.stop_consuming()
+
+    channel.basic_consume(settings.queue, on_message)
+    channel.start_consuming()
+    elapsed = time.perf_counter() - started
+    connection.close()
+    return elapsed
+
+
+def whyslow_consume(settings: Settings, count: int, store_url: str | None) -> float:
+    store = open_store(store_url) if store_url else None
+    forwarder = Forwarder(settings.service_url, 5).start()
+    consumer = TelemetryConsumer(settings, lambda: Detector(DetectorConfig()), forwarder, store)
+    thread = threading.Thread(target=consumer.run, daemon=True)
+    started = time.perf_counter()
+    thread.start()
+    while consumer.stats.messages < count:
+        time.sleep(0.005)
+    consumer.stop()
+    thread.join()
+    elapsed = time.perf_counter() - started
+    forwarder.close()
+    if store:
+        store.close()
+    return elapsed
+
+
+def run(
+    label: str,
+    messages: list[bytes],
+    units: int,
+    routing_key: str,
+    content_type: str,
+    settings: Settings,
+    tmp: Path,
+) -> None:
+    fill(settings, messages, routing_key, content_type)
+    raw = raw_consume(settings, len(messages))
+    print(
+        f"{label}: raw pika, ack only: {units / raw:>10,.0f}/s ({len(messages) / raw:,.0f} msgs/s)"
+    )
+    for mode, url in (
+        ("no store", None),
+        ("exactly-once, SQLite", f"sqlite:///{tmp / f'{uuid.uuid4().hex}.db'}"),
+    ):
+        fill(settings, messages, routing_key, content_type)
+        ours = whyslow_consume(settings, len(messages), url)
+        print(f"{label}: whyslow ({mode}): {units / ours:>10,.0f}/s, ratio to raw {raw / ours:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spans", type=int, default=200_000)
+    args = parser.parse_args()
+    suffix = uuid.uuid4().hex[:8]
+    settings = Settings(
+        exchange=f"bench.{suffix}",
+        queue=f"bench.{suffix}",
+        dead_letter_exchange=f"bench.{suffix}.dlx",
+        dead_letter_queue=f"bench.{suffix}.dlq",
+        checkpoint_seconds=1.0,
+    )
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            otlp = otlp_messages(args.spans)
+            run(
+                "OTLP protobuf, 1000 spans/msg",
+                otlp,
+                args.spans,
+                "otlp_spans",
+                "",
+                settings,
+                Path(tmp),
+            )
+            events = json_messages(args.spans // 2)
+            run(
+                "JSON, 50 events/msg",
+                events,
+                args.spans // 2,
+                "json",
+                "application/json",
+                settings,
+                Path(tmp),
+            )
+    finally:
+        connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
+        channel = connection.channel()
+        for queue in (settings.queue, settings.dead_letter_queue):
+            channel.queue_delete(queue)
+        for exchange in (settings.exchange, settings.dead_letter_exchange):
+            channel.exchange_delete(exchange)
+        connection.close()
+
+
+if __name__ == "__main__":
+    main()
