@@ -105,6 +105,7 @@ class TelemetryConsumer:
         self._applied: list[str] = []  # digests since the last acknowledgement
         self._checkpointed: set[str] = set()  # digests in the restored checkpoint
         self._services: set[str] = set()
+        self._active = False  # restored and receiving; a standby never checkpoints
         self.stats = ConsumerStats()
         self.ready = threading.Event()
 
@@ -114,7 +115,9 @@ class TelemetryConsumer:
         """Consume until stopped, reconnecting with backoff when the broker goes away.
 
         A corrupt or foreign snapshot raises (StoreError, SnapshotFormatError): starting
-        from empty baselines would silently throw weeks of learning away."""
+        from empty baselines would silently throw weeks of learning away. It is read once
+        here, so a consumer refuses to start (even as a standby) rather than later."""
+        self._restore()
         delay = 0.5
         while not self._stopping.is_set():
             try:
@@ -134,8 +137,8 @@ class TelemetryConsumer:
 
     def _consume(self) -> None:
         connection = pika.BlockingConnection(pika.URLParameters(self._settings.amqp_url))
+        self._active = False  # restore when the first message shows this consumer is active
         try:
-            self._restore()
             channel = connection.channel()
             channel.confirm_delivery()
             declare_topology(channel, self._settings)
@@ -170,7 +173,7 @@ class TelemetryConsumer:
 
     def _restore(self) -> None:
         """Back to the last checkpoint: what was applied since is not acknowledged and
-        comes again."""
+        comes again. Runs on the first delivery after every (re)connection."""
         self.detector = self._new_detector()
         self._unacked, self._unacked_count, self._applied = None, 0, []
         if self._store is None:
@@ -192,7 +195,7 @@ class TelemetryConsumer:
 
     def checkpoint(self) -> None:
         """Save the changed baselines and this consumer's record, in one transaction."""
-        if self._store is None:
+        if self._store is None or not self._active:
             return
         changed = self.detector.take_changed()
         self._services |= changed
@@ -225,6 +228,11 @@ class TelemetryConsumer:
         properties: BasicProperties,
         body: bytes,
     ) -> None:
+        if not self._active:
+            # With a single active consumer per queue, the first delivery is the moment
+            # this consumer takes over: only now is the last checkpoint the right one.
+            self._restore()
+            self._active = True
         self.stats.messages += 1
         digest = hashlib.sha256(method.routing_key.encode() + b"\0" + body).hexdigest()[:32]
         headers = properties.headers or {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
@@ -28,7 +29,13 @@ class Settings(BaseSettings):
     dead_letter_queue: str = Field(
         "whyslow.telemetry.dlq", description="Queue bound to the dead-letter exchange."
     )
-    prefetch: int = Field(200, ge=1, description="Unacknowledged messages held by the consumer.")
+    prefetch: int = Field(200, ge=2, description="Unacknowledged messages held by the consumer.")
+    queue_type: Literal["quorum", "classic"] = Field(
+        "quorum", description="Quorum (replicated, delivery limit) or classic telemetry queue."
+    )
+    delivery_limit: int = Field(
+        20, ge=1, description="Quorum queues: deliveries before the broker dead-letters a message."
+    )
     service_url: str = Field(
         "http://127.0.0.1:8000", description="Base URL of the whyslow service (POST /v1/analyze)."
     )

@@ -13,16 +13,23 @@ ROUTING_KEY_HEADER = "x-whyslow-routing-key"
 
 
 def declare_topology(channel: BlockingChannel, settings: Settings) -> None:
-    """Topic exchange -> durable telemetry queue; rejected messages -> DLX -> DLQ."""
+    """Topic exchange -> durable telemetry queue (quorum, single active consumer by
+    default); unparseable messages -> DLX -> DLQ. Re-declaring an existing queue with other
+    arguments is refused by the broker (PRECONDITION_FAILED): delete it or set
+    WHYSLOW_QUEUE_TYPE to what it is."""
     channel.exchange_declare(settings.exchange, exchange_type="topic", durable=True)
     channel.exchange_declare(settings.dead_letter_exchange, exchange_type="fanout", durable=True)
     channel.queue_declare(settings.dead_letter_queue, durable=True)
     channel.queue_bind(settings.dead_letter_queue, settings.dead_letter_exchange)
-    channel.queue_declare(
-        settings.queue,
-        durable=True,
-        arguments={"x-dead-letter-exchange": settings.dead_letter_exchange},
-    )
+    arguments: dict[str, object] = {"x-dead-letter-exchange": settings.dead_letter_exchange}
+    if settings.queue_type == "quorum":
+        # replicated; a message redelivered this often (it crashes every consumer) is
+        # dead-lettered by the broker instead of looping forever
+        arguments |= {"x-queue-type": "quorum", "x-delivery-limit": settings.delivery_limit}
+    # one consumer at a time per queue: others wait as hot standbys and take over, from the
+    # shared store, when it goes away
+    arguments["x-single-active-consumer"] = True
+    channel.queue_declare(settings.queue, durable=True, arguments=arguments)
     channel.queue_bind(settings.queue, settings.exchange, routing_key="#")
 
 

@@ -15,7 +15,7 @@ from baselines.store import SnapshotCorrupt, open_store
 from baselines.synthetic import demo_incidents, last_full_week_start, telemetry
 from service.contract import TELEMETRY_EVENT
 from tests.baselines.conftest import Backend
-from tests.helpers import publish, running_consumer, wait_for
+from tests.helpers import declare, publish, running_consumer, wait_for
 
 WEEK_START = last_full_week_start(datetime(2026, 11, 23, tzinfo=UTC))
 
@@ -108,3 +108,44 @@ def test_a_restarted_consumer_resumes_from_its_checkpoint_and_refuses_a_corrupt_
     store.close()
     rows = backend.sql("SELECT payload FROM whyslow_baselines WHERE service = %s", "checkout")
     assert rows[0][0] == b"garbage"  # refused, not reset
+
+
+@pytest.mark.slow
+def test_a_standby_consumer_takes_over_from_the_shared_store(
+    amqp_settings, backend: Backend
+) -> None:
+    """Two consumers on one queue (single active consumer): the standby receives nothing
+    while the first is active, never checkpoints, and when the first stops takes over
+    from its checkpoint; every event is applied once across both."""
+    settings = amqp_settings.model_copy(update={"store_url": backend.url})
+    events = [e for batch in telemetry(WEEK_START, [], minutes=240) for e in batch]
+    half = len(events) // 2
+    declare(settings)
+    forwarder = Forwarder(settings.service_url, 5).start()
+    stores = [open_store(backend.url), open_store(backend.url)]
+    first_half, second_half = events[:half], events[half:]
+    with (
+        running_consumer(settings, DetectorConfig(), forwarder, stores[0]) as first,
+        running_consumer(settings, DetectorConfig(), forwarder, stores[1]) as standby,
+    ):
+        publish(settings, [first_half[i : i + 500] for i in range(0, len(first_half), 500)])
+        wait_for(
+            lambda: first.detector.stats.spans + first.detector.stats.metrics == half,
+            60,
+            "the first half",
+        )
+        assert standby.stats.messages == 0 and standby.stats.checkpoints == 0
+        first.stop()
+        wait_for(lambda: not first.ready.is_set(), 30, "the first consumer to stop")
+        publish(settings, [second_half[i : i + 500] for i in range(0, len(second_half), 500)])
+        wait_for(
+            lambda: standby.detector.stats.spans + standby.detector.stats.metrics == len(events),
+            60,
+            "the standby to apply the rest on top of the first half",
+        )
+    forwarder.close()
+    for store in stores:
+        store.close()
+    assert first.detector.profile_p95("checkout", "POST /checkout").history < (
+        standby.detector.profile_p95("checkout", "POST /checkout").history
+    )
