@@ -16,6 +16,7 @@ def _consume(args: argparse.Namespace, settings: Settings) -> int:
     from baselines.consumer import TelemetryConsumer
     from baselines.detect import Detector
     from baselines.forward import Forwarder
+    from baselines.metrics import serve_metrics
     from baselines.snapshot import SnapshotFormatError
     from baselines.store import StoreError, open_store
     from baselines.topology import broker_problem
@@ -35,6 +36,8 @@ def _consume(args: argparse.Namespace, settings: Settings) -> int:
     consumer = TelemetryConsumer(
         settings, lambda: Detector(settings.detector_config()), forwarder, store
     )
+    if settings.metrics_port:
+        serve_metrics(consumer, settings.metrics_port)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: consumer.stop())
     try:

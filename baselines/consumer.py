@@ -47,6 +47,7 @@ tracer = trace.get_tracer("whyslow.consumer")
 
 JSON_TYPES = {"", "application/json", "text/json"}
 STATUS_EVERY_S = 30.0
+LAG_EVERY_S = 5.0
 
 
 @dataclass
@@ -96,7 +97,7 @@ class TelemetryConsumer:
         self._settings = settings
         self._new_detector = new_detector
         self.detector = new_detector()
-        self._forwarder = forwarder
+        self.forwarder = forwarder
         self._store = store
         self._record_key = CONSUMER_KEY_PREFIX + settings.queue
         self._stopping = threading.Event()
@@ -106,6 +107,8 @@ class TelemetryConsumer:
         self._checkpointed: set[str] = set()  # digests in the restored checkpoint
         self._services: set[str] = set()
         self._active = False  # restored and receiving; a standby never checkpoints
+        self.lag = 0
+        """Messages ready in the queue, as last seen (for /metrics)."""
         self.stats = ConsumerStats()
         self.ready = threading.Event()
 
@@ -131,6 +134,11 @@ class TelemetryConsumer:
                 self._stopping.wait(wait)
                 delay *= 2
 
+    @property
+    def active(self) -> bool:
+        """Receiving messages (the queue's single active consumer), restored."""
+        return self._active
+
     def stop(self) -> None:
         """Finish the message in hand, checkpoint, acknowledge, close; safe from any thread."""
         self._stopping.set()
@@ -146,8 +154,8 @@ class TelemetryConsumer:
             channel.basic_consume(self._settings.queue, self._on_message)
             self.ready.set()
             log.info("consuming %s", self._settings.queue)
-            last_status = last_commit = time.monotonic()
-            outbox_seen = self._forwarder.changes
+            last_status = last_commit = last_lag = time.monotonic()
+            outbox_seen = self.forwarder.changes
             while not self._stopping.is_set() and connection.is_open:
                 connection.process_data_events(time_limit=0.2)
                 now = time.monotonic()
@@ -155,13 +163,17 @@ class TelemetryConsumer:
                 if (
                     self._unacked is not None
                     and (due or self._unacked_count >= self._settings.prefetch // 2)
-                ) or (due and self._forwarder.changes != outbox_seen):
-                    outbox_seen = self._forwarder.changes
+                ) or (due and self.forwarder.changes != outbox_seen):
+                    outbox_seen = self.forwarder.changes
                     self._commit(channel)
                     last_commit = now
                 if now - last_status >= STATUS_EVERY_S:
                     last_status = now
                     self._log_status()
+                if now - last_lag >= LAG_EVERY_S:
+                    last_lag = now
+                    declared = channel.queue_declare(self._settings.queue, passive=True)
+                    self.lag = declared.method.message_count
             if connection.is_open and self._unacked is not None:
                 self._commit(channel)
         finally:
@@ -191,7 +203,7 @@ class TelemetryConsumer:
             self.detector.load_stream_state(record.stream)
             self._checkpointed = set(record.applied)
             for report_json, carrier in record.outbox:
-                self._forwarder.submit(AnomalyReport.model_validate_json(report_json), carrier)
+                self.forwarder.submit(AnomalyReport.model_validate_json(report_json), carrier)
 
     def checkpoint(self) -> None:
         """Save the changed baselines and this consumer's record, in one transaction."""
@@ -203,7 +215,7 @@ class TelemetryConsumer:
             stream=self.detector.stream_state(),
             outbox=[
                 (p.report.model_dump_json(exclude_none=True), p.carrier)
-                for p in self._forwarder.pending()
+                for p in self.forwarder.pending()
             ],
             applied=self._applied,
             services=sorted(self._services),
@@ -275,7 +287,7 @@ class TelemetryConsumer:
                 channel, method, properties, rejected_body, reason, digest, "application/json"
             )
         for report in self.detector.observe(batch.events):
-            self._forwarder.submit(report)
+            self.forwarder.submit(report)
 
     def _dead_letter(
         self,
@@ -307,7 +319,7 @@ class TelemetryConsumer:
         self.stats.dead_lettered += 1
 
     def _log_status(self) -> None:
-        d, f = self.detector.stats, self._forwarder.stats
+        d, f = self.detector.stats, self.forwarder.stats
         series, size = self.detector.memory()
         log.info(
             f"{self.stats.messages} messages: {d.spans} spans and {d.metrics} metrics applied, "

@@ -79,6 +79,9 @@ class Settings(BaseSettings):
         description="Where baselines are checkpointed: sqlite:///path or postgresql://...; "
         "default: a SQLite file in the data directory.",
     )
+    metrics_port: int = Field(
+        9464, ge=0, le=65535, description="Port of the consumer's /metrics; 0 turns it off."
+    )
     checkpoint_seconds: float = Field(
         60.0, gt=0, description="How often changed baselines are checkpointed."
     )

@@ -89,6 +89,7 @@ def test_chaos_every_event_applied_once_and_every_anomaly_analysed_once(
         "WHYSLOW_SERVICE_URL": f"http://127.0.0.1:{port}",
         "WHYSLOW_CHECKPOINT_SECONDS": "0.5",
         "WHYSLOW_PREFETCH": "50",
+        "WHYSLOW_METRICS_PORT": "0",
     }
     logs = tmp_path / "logs"
     logs.mkdir()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import numpy as np
 import pika
 import pytest
@@ -124,3 +125,28 @@ def test_an_injected_incident_reaches_the_service_and_is_analysed_in_one_trace(
     assert (SpanKind.CONSUMER, f"{amqp_settings.queue} process") in in_trace
     assert (SpanKind.INTERNAL, "whyslow.analysis") in in_trace
     assert (SpanKind.INTERNAL, "llm.generate") in in_trace
+
+
+def test_metrics_report_what_the_consumer_did(amqp_settings) -> None:
+    from baselines.demo import free_port
+    from baselines.metrics import serve_metrics
+
+    forwarder = Forwarder(amqp_settings.service_url, 5).start()
+    good = {
+        "service": "cart",
+        "operation": "GET /cart",
+        "duration_ms": 5,
+        "timestamp": "2026-11-16T09:00:00Z",
+    }
+    port = free_port()
+    with running_consumer(amqp_settings, DetectorConfig(), forwarder) as consumer:
+        assert serve_metrics(consumer, port, "127.0.0.1")
+        assert not serve_metrics(consumer, port, "127.0.0.1")  # taken: a warning, not a crash
+        publish(amqp_settings, [[good] * 7, b"garbage"])
+        wait_for(lambda: consumer.stats.messages == 2, 30, "two messages")
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    forwarder.close()
+    assert 'whyslow_consumer_events_applied_total{kind="span"} 7.0' in text
+    assert "whyslow_consumer_dead_lettered_total 1.0" in text
+    assert "whyslow_consumer_active 1.0" in text
+    assert "whyslow_forwarder_outbox 0.0" in text

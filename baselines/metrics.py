@@ -1,0 +1,92 @@
+"""The consumer's numbers in Prometheus text on ``/metrics``: read from its own counters at
+scrape time, so nothing is counted twice. Rates (events/s) are ``rate()`` of the counters.
+Counters come from the checkpoint after a restart, so they continue; a rollback to the last
+checkpoint after a broker failure can step them back, which Prometheus reads as a reset."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from baselines.consumer import TelemetryConsumer
+
+log = logging.getLogger(__name__)
+
+
+class ConsumerCollector(Collector):
+    def __init__(self, consumer: TelemetryConsumer) -> None:
+        self._consumer = consumer
+
+    def collect(self) -> Iterator[Metric]:
+        consumer = self._consumer
+        c, d = consumer.stats, consumer.detector.stats
+        f = consumer.forwarder.stats
+
+        def counter(name: str, text: str, value: float) -> CounterMetricFamily:
+            return CounterMetricFamily(f"whyslow_{name}", text, value=value)
+
+        yield counter("consumer_messages", "Messages received.", c.messages)
+        applied = CounterMetricFamily(
+            "whyslow_consumer_events_applied", "Events applied to baselines.", labels=["kind"]
+        )
+        applied.add_metric(["span"], d.spans)
+        applied.add_metric(["metric"], d.metrics)
+        yield applied
+        dropped = CounterMetricFamily(
+            "whyslow_consumer_events_not_applied",
+            "Events counted and not applied.",
+            labels=["reason"],
+        )
+        for reason, value in (("late", d.late), ("future", d.future), ("overflow", d.overflow)):
+            dropped.add_metric([reason], value)
+        yield dropped
+        yield counter("consumer_dead_lettered", "Messages sent to the DLQ.", c.dead_lettered)
+        yield counter(
+            "consumer_redelivered_skipped",
+            "Redelivered messages already applied.",
+            c.redelivered_skipped,
+        )
+        yield counter("consumer_checkpoints", "Checkpoints committed.", c.checkpoints)
+        yield counter("consumer_windows_closed", "Windows judged.", d.windows_closed)
+        yield counter("consumer_flagged", "Anomalies flagged.", d.flagged)
+        yield counter("forwarder_forwarded", "Reports analysed by the service.", f.forwarded)
+        yield counter("forwarder_retries", "Delivery attempts that will be retried.", f.retried)
+        yield counter("forwarder_refused", "Reports the service refused (4xx).", f.refused)
+        series, size = consumer.detector.memory()
+        for name, text, value in (
+            (
+                "forwarder_outbox",
+                "Reports waiting for delivery.",
+                len(consumer.forwarder.pending()),
+            ),
+            ("consumer_lag_messages", "Messages ready in the queue.", consumer.lag),
+            (
+                "consumer_active",
+                "1 while this consumer is the queue's active one.",
+                int(consumer.active),
+            ),
+            ("consumer_series", "Series with a baseline.", series),
+            ("consumer_baseline_bytes", "Memory held by the baselines.", size),
+        ):
+            yield GaugeMetricFamily(f"whyslow_{name}", text, value=value)
+
+
+def serve_metrics(consumer: TelemetryConsumer, port: int, host: str = "0.0.0.0") -> bool:
+    """Serve ``/metrics`` from a daemon thread for the life of the process; a port in use
+    is a warning (a second consumer on the host), not a reason to stop consuming."""
+    registry = CollectorRegistry()
+    registry.register(ConsumerCollector(consumer))
+    try:
+        start_http_server(port, host, registry=registry)
+    except OSError as exc:
+        log.warning(
+            "no /metrics: cannot listen on %s:%d (%s); set WHYSLOW_METRICS_PORT", host, port, exc
+        )
+        return False
+    return True
