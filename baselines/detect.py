@@ -289,7 +289,7 @@ class Detector:
             and base.history >= th.min_history
             and len(agg.durations) >= cfg.min_window_count
         ]
-        reports = []
+        flagged: dict[str, list[WindowFacts]] = {}
         if judged:  # all series of the window in one vectorised step
             states = [self._series[key] for key in judged]
             p95 = np.array([summaries[key][1] for key in judged])
@@ -303,14 +303,15 @@ class Detector:
             for i, (key, state) in enumerate(zip(judged, states, strict=True)):
                 state.gate.last_over = bool(over[i])
                 if state.gate.step(end, bool(exceeds[i]), bool(calm[i]), th):
-                    self.stats.flagged += 1
                     facts = self._facts(
                         key, start, hour, float(score[i]), window, summaries, usual, metrics
                     )
-                    reports.append(build_report(facts))
+                    flagged.setdefault(key[0], []).append(facts)
                 if state.gate.open:
                     state.gate.keep_offsets(offsets[i : i + 1])
         alerting = {key[0] for key in window.spans if self._series[key].gate.open}
+        reports = [build_report(*_coalesce(group)) for group in flagged.values()]
+        self.stats.flagged += len(reports)
 
         for key, agg in window.spans.items():
             if key[0] not in alerting:
@@ -370,6 +371,12 @@ class Detector:
             )[:MAX_EVIDENCE],
             trace_ids=[trace for _, trace in sorted(agg.slowest, reverse=True)],
         )
+
+
+def _coalesce(group: list[WindowFacts]) -> tuple[WindowFacts, list[WindowFacts]]:
+    """One report for a service's operations flagged together: the worst leads."""
+    group = sorted(group, key=lambda facts: facts.score, reverse=True)
+    return group[0], group[1:]
 
 
 def _summarise(durations: list[float]) -> tuple[float, float, float]:

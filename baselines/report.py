@@ -13,6 +13,7 @@ from service.contract import (
     Deviation,
     Downstream,
     LatencySummary,
+    RelatedOperation,
     Window,
     report_id,
 )
@@ -53,7 +54,7 @@ def _round(value: float | None, digits: int = 1) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def build_report(facts: WindowFacts) -> AnomalyReport:
+def build_report(facts: WindowFacts, related: list[WindowFacts] | None = None) -> AnomalyReport:
     ratio = facts.p95 / facts.baseline.usual
     context: dict[str, object] = {
         "request_rate": _round(facts.count / facts.seconds, 2),
@@ -97,4 +98,12 @@ def build_report(facts: WindowFacts) -> AnomalyReport:
         context=Context.model_validate(context),
         evidence=facts.evidence,
         trace_ids=facts.trace_ids,
+        related=[
+            RelatedOperation(
+                operation=other.operation,
+                p95_ms=round(other.p95, 1),
+                baseline_p95_ms=round(other.baseline.usual, 1),
+            )
+            for other in related or []
+        ],
     )

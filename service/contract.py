@@ -153,6 +153,14 @@ class Context(Strict):
     downstream: Annotated[list[Downstream], Field(max_length=20)] = []
 
 
+class RelatedOperation(Strict):
+    """Another operation of the same service flagged in the same window."""
+
+    operation: Name
+    p95_ms: NonNegative
+    baseline_p95_ms: NonNegative
+
+
 class AnomalyReport(Strict):
     """A flagged window, with its baseline and context. Only ``service``, ``operation`` and
     ``latency_ms.p95`` are required, so a person can post one by hand."""
@@ -172,6 +180,14 @@ class AnomalyReport(Strict):
         Field(max_length=8, description="Untrusted text from exemplar spans and logs."),
     ] = []
     trace_ids: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=20)] = []
+    related: Annotated[
+        list[RelatedOperation],
+        Field(
+            max_length=20,
+            description="Other operations of the service flagged in the same window: one "
+            "root, one report.",
+        ),
+    ] = []
 
     @property
     def anomaly_id(self) -> str:

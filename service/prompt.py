@@ -115,6 +115,11 @@ def build_messages(report: AnomalyReport) -> list[dict[str, str]]:
             f"window: {report.window.start:%Y-%m-%d %H:%M} UTC, {report.window.count} requests"
         )
     lines += [s.line() for s in signals]
+    for other in report.related:
+        lines.append(
+            f"also slow: {_clean(other.operation)} p95 {_num(other.p95_ms)}ms vs usual "
+            f"{_num(other.baseline_p95_ms)}ms"
+        )
     if report.context.deployed_minutes_ago is not None:
         lines.append(f"last deploy: {_num(report.context.deployed_minutes_ago)} minutes ago")
     if report.evidence:

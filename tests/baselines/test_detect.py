@@ -65,3 +65,36 @@ def test_unknown_series_by_the_thousand_are_capped_and_counted() -> None:
     assert series == 100
     assert detector.stats.overflow == 4900
     assert detector.stats.spans == 150
+
+
+def test_operations_of_one_service_flagged_together_give_one_report() -> None:
+    import numpy as np
+
+    from service.prompt import build_messages
+
+    rng = np.random.default_rng(5)
+    start = datetime(2026, 11, 9, tzinfo=UTC)
+    slow_from, slow_to = 2 * 1440 + 600, 2 * 1440 + 620  # day 3, 10:00 to 10:20
+    detector = Detector(DetectorConfig())
+    reports = []
+    for minute in range(3 * 1440):
+        factor = 5.0 if slow_from <= minute < slow_to else 1.0
+        batch = [
+            SpanEvent(
+                service="shop",
+                operation=op,
+                duration_ms=base * factor * d,
+                timestamp=start + timedelta(minutes=minute, seconds=float(s)),
+            )
+            for op, base in (("GET /a", 40.0), ("GET /b", 90.0))
+            for d, s in zip(rng.lognormal(0, 0.2, 20), np.sort(rng.uniform(0, 59, 20)), strict=True)
+        ]
+        reports += detector.observe(batch)
+    ((report,),) = [reports]
+    assert report.window.start >= start + timedelta(minutes=slow_from)
+    assert [r.operation for r in report.related] == [
+        "GET /b" if report.operation == "GET /a" else "GET /a"
+    ]
+    assert report.related[0].p95_ms > 3 * report.related[0].baseline_p95_ms
+    assert detector.stats.flagged == 1
+    assert "also slow: GET /" in build_messages(report)[1]["content"]
