@@ -186,10 +186,10 @@ class TelemetryConsumer:
     def _restore(self) -> None:
         """Back to the last checkpoint: what was applied since is not acknowledged and
         comes again. Runs on the first delivery after every (re)connection."""
-        self.detector = self._new_detector()
         self._unacked, self._unacked_count, self._applied = None, 0, []
         if self._store is None:
-            return
+            return  # no checkpoint to go back to: what was applied was acknowledged
+        self.detector = self._new_detector()
         record_payload = self._store.load([self._record_key]).get(self._record_key)
         record = ConsumerRecord.decode(record_payload) if record_payload else None
         services = (
@@ -199,9 +199,9 @@ class TelemetryConsumer:
         )
         restore(self.detector, self._store.load(services))
         self._services = set(services)
+        self._checkpointed = set(record.applied) if record else set()
         if record is not None:
             self.detector.load_stream_state(record.stream)
-            self._checkpointed = set(record.applied)
             for report_json, carrier in record.outbox:
                 self.forwarder.submit(AnomalyReport.model_validate_json(report_json), carrier)
 
