@@ -51,6 +51,21 @@ def _consume(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _route(args: argparse.Namespace, settings: Settings) -> int:
+    from baselines.router import Router
+    from baselines.topology import broker_problem
+
+    problem = broker_problem(settings.amqp_url)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
+    router = Router(settings, args.shards)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: router.stop())
+    router.run()
+    return 0
+
+
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from baselines.replay import ReplayInputError, replay_files
 
@@ -86,7 +101,12 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="whyslow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("consume", help="consume telemetry from RabbitMQ and forward anomalies")
+    consume = sub.add_parser("consume", help="consume telemetry and forward anomalies")
+    consume.add_argument(
+        "--shard", type=int, help="read this shard's queue (behind `whyslow route`)"
+    )
+    route = sub.add_parser("route", help="split the ingest queue into shards by service")
+    route.add_argument("--shards", type=int, required=True, help="how many shard consumers")
     replay = sub.add_parser("replay", help="backtest the detector on a timestamp,value CSV")
     replay.add_argument("--input", type=Path, required=True, help="CSV with a header row")
     replay.add_argument("--output", type=Path, required=True, help="where to write the scores")
@@ -99,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"consume": _consume, "replay": _replay, "demo": _demo}
+COMMANDS = {"consume": _consume, "route": _route, "replay": _replay, "demo": _demo}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,4 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("pika").setLevel(logging.CRITICAL)
     if args.command == "demo":
         logging.getLogger().setLevel(logging.WARNING)
-    return COMMANDS[args.command](args, Settings())
+    settings = Settings()
+    if getattr(args, "shard", None) is not None:
+        settings = settings.model_copy(update={"shard": args.shard})
+    return COMMANDS[args.command](args, settings)

@@ -21,6 +21,7 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +40,7 @@ from baselines.ingest.otlp import parse_otlp
 from baselines.settings import Settings
 from baselines.snapshot import CONSUMER_KEY_PREFIX, ConsumerRecord, checkpoint, restore
 from baselines.store import BaselineStore
-from baselines.topology import ERROR_HEADER, ROUTING_KEY_HEADER, declare_topology
+from baselines.topology import dead_letter, declare_topology
 from service.contract import AnomalyReport
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,9 @@ tracer = trace.get_tracer("whyslow.consumer")
 
 JSON_TYPES = {"", "application/json", "text/json"}
 STATUS_EVERY_S = 30.0
+RECENT_IDS = 2000
+"""Ids of the last messages applied, kept in the checkpoint to drop a duplicate: well over a
+prefetch window, which bounds how far back a redelivery or a router's resend can be."""
 LAG_EVERY_S = 5.0
 
 
@@ -99,12 +103,13 @@ class TelemetryConsumer:
         self.detector = new_detector()
         self.forwarder = forwarder
         self._store = store
-        self._record_key = CONSUMER_KEY_PREFIX + settings.queue
+        self._queue = settings.consumed_queue()
+        self._record_key = CONSUMER_KEY_PREFIX + self._queue
         self._stopping = threading.Event()
         self._unacked: int | None = None  # delivery tag of the newest unacknowledged message
         self._unacked_count = 0
-        self._applied: list[str] = []  # digests since the last acknowledgement
-        self._checkpointed: set[str] = set()  # digests in the restored checkpoint
+        self._recent: deque[str] = deque(maxlen=RECENT_IDS)  # ids of applied messages
+        self._recent_set: set[str] = set()
         self._services: set[str] = set()
         self._active = False  # restored and receiving; a standby never checkpoints
         self.lag = 0
@@ -151,9 +156,9 @@ class TelemetryConsumer:
             channel.confirm_delivery()
             declare_topology(channel, self._settings)
             channel.basic_qos(prefetch_count=self._settings.prefetch)
-            channel.basic_consume(self._settings.queue, self._on_message)
+            channel.basic_consume(self._queue, self._on_message)
             self.ready.set()
-            log.info("consuming %s", self._settings.queue)
+            log.info("consuming %s", self._queue)
             last_status = last_commit = last_lag = time.monotonic()
             outbox_seen = self.forwarder.changes
             while not self._stopping.is_set() and connection.is_open:
@@ -172,7 +177,7 @@ class TelemetryConsumer:
                     self._log_status()
                 if now - last_lag >= LAG_EVERY_S:
                     last_lag = now
-                    declared = channel.queue_declare(self._settings.queue, passive=True)
+                    declared = channel.queue_declare(self._queue, passive=True)
                     self.lag = declared.method.message_count
             if connection.is_open and self._unacked is not None:
                 self._commit(channel)
@@ -186,7 +191,7 @@ class TelemetryConsumer:
     def _restore(self) -> None:
         """Back to the last checkpoint: what was applied since is not acknowledged and
         comes again. Runs on the first delivery after every (re)connection."""
-        self._unacked, self._unacked_count, self._applied = None, 0, []
+        self._unacked, self._unacked_count = None, 0
         if self._store is None:
             return  # no checkpoint to go back to: what was applied was acknowledged
         self.detector = self._new_detector()
@@ -199,7 +204,8 @@ class TelemetryConsumer:
         )
         restore(self.detector, self._store.load(services))
         self._services = set(services)
-        self._checkpointed = set(record.applied) if record else set()
+        self._recent = deque(record.applied if record else [], maxlen=RECENT_IDS)
+        self._recent_set = set(self._recent)
         if record is not None:
             self.detector.load_stream_state(record.stream)
             for report_json, carrier in record.outbox:
@@ -217,7 +223,7 @@ class TelemetryConsumer:
                 (p.report.model_dump_json(exclude_none=True), p.carrier)
                 for p in self.forwarder.pending()
             ],
-            applied=self._applied,
+            applied=list(self._recent),
             services=sorted(self._services),
         )
         payloads = checkpoint(self.detector, changed)
@@ -229,7 +235,7 @@ class TelemetryConsumer:
         self.checkpoint()
         if self._unacked is not None:
             channel.basic_ack(self._unacked, multiple=True)
-        self._unacked, self._unacked_count, self._applied = None, 0, []
+        self._unacked, self._unacked_count = None, 0
 
     # ------------------------------------------------------------------ messages
 
@@ -250,15 +256,21 @@ class TelemetryConsumer:
         headers = properties.headers or {}
         parent = propagate.extract(headers, getter=HEADERS)
         with tracer.start_as_current_span(
-            f"{self._settings.queue} process", context=parent, kind=trace.SpanKind.CONSUMER
+            f"{self._queue} process", context=parent, kind=trace.SpanKind.CONSUMER
         ) as span:
             span.set_attribute("messaging.system", "rabbitmq")
-            span.set_attribute("messaging.destination.name", self._settings.queue)
-            if method.redelivered and digest in self._checkpointed:
-                self.stats.redelivered_skipped += 1  # applied before the crash, checkpointed
+            span.set_attribute("messaging.destination.name", self._queue)
+            key = properties.message_id or digest
+            # A redelivery after a crash, or a copy the router sent twice (same id): applied
+            # already if its id is among the recent ones the checkpoint restored.
+            if key in self._recent_set and (method.redelivered or properties.message_id):
+                self.stats.redelivered_skipped += 1
             else:
                 self._apply(channel, method, properties, body, digest)
-        self._applied.append(digest)
+                if len(self._recent) == RECENT_IDS:
+                    self._recent_set.discard(self._recent[0])
+                self._recent.append(key)
+                self._recent_set.add(key)
         if self._store is None:
             channel.basic_ack(method.delivery_tag)
         else:
@@ -299,22 +311,16 @@ class TelemetryConsumer:
         digest: str,
         content_type: str | None = None,
     ) -> None:
-        """Publish to the DLX with the reason, confirmed before the original is acked."""
         log.warning("dead-lettering a message from %r: %s", method.routing_key, reason[:300])
-        headers = dict(properties.headers or {})
-        headers[ERROR_HEADER] = reason[:1000]
-        headers[ROUTING_KEY_HEADER] = method.routing_key
-        channel.basic_publish(
-            self._settings.dead_letter_exchange,
-            self._settings.queue,
+        dead_letter(
+            channel,
+            self._settings,
+            method.routing_key,
+            properties,
             body,
-            BasicProperties(
-                content_type=content_type or properties.content_type,
-                headers=headers,
-                delivery_mode=pika.DeliveryMode.Persistent,
-                message_id=digest,
-                timestamp=int(time.time()),
-            ),
+            reason,
+            digest,
+            content_type,
         )
         self.stats.dead_lettered += 1
 

@@ -15,6 +15,10 @@ from baselines.store import default_store_url
 from service.settings import default_data_dir
 
 
+def shard_queue(queue: str, shard: int) -> str:
+    return f"{queue}.shard.{shard}"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WHYSLOW_", extra="ignore")
 
@@ -28,6 +32,12 @@ class Settings(BaseSettings):
     )
     dead_letter_queue: str = Field(
         "whyslow.telemetry.dlq", description="Queue bound to the dead-letter exchange."
+    )
+    shard_exchange: str = Field(
+        "whyslow.shards", description="Where `whyslow route` sends each shard's events."
+    )
+    shard: int | None = Field(
+        None, ge=0, description="The shard this consumer reads, behind `whyslow route`."
     )
     prefetch: int = Field(200, ge=2, description="Unacknowledged messages held by the consumer.")
     queue_type: Literal["quorum", "classic"] = Field(
@@ -85,6 +95,10 @@ class Settings(BaseSettings):
     checkpoint_seconds: float = Field(
         60.0, gt=0, description="How often changed baselines are checkpointed."
     )
+
+    def consumed_queue(self) -> str:
+        """The queue this consumer reads: the ingest queue, or its shard's."""
+        return self.queue if self.shard is None else shard_queue(self.queue, self.shard)
 
     def resolved_store_url(self) -> str:
         return self.store_url or default_store_url(self.data_dir)

@@ -104,8 +104,8 @@ CONSUMER_KEY_PREFIX = "whyslow:consumer:"
 class ConsumerRecord:
     """What a consumer checkpoints besides the services' baselines, in the same
     transaction: the stream state of its detector, the reports not yet delivered (with
-    their trace context), digests of the messages applied but not yet acknowledged (a
-    redelivered one of those is skipped), and the services it owns."""
+    their trace context), the ids of the last messages applied (a redelivered one, or a
+    copy the router sent twice, is skipped), and the services it owns."""
 
     stream: dict[str, Any]
     outbox: list[tuple[str, dict[str, str]]]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
-from baselines.settings import Settings
+from baselines.settings import Settings, shard_queue
 
 ERROR_HEADER = "x-whyslow-error"
 ROUTING_KEY_HEADER = "x-whyslow-routing-key"
@@ -21,6 +23,22 @@ def declare_topology(channel: BlockingChannel, settings: Settings) -> None:
     channel.exchange_declare(settings.dead_letter_exchange, exchange_type="fanout", durable=True)
     channel.queue_declare(settings.dead_letter_queue, durable=True)
     channel.queue_bind(settings.dead_letter_queue, settings.dead_letter_exchange)
+    channel.queue_declare(settings.queue, durable=True, arguments=_queue_arguments(settings))
+    channel.queue_bind(settings.queue, settings.exchange, routing_key="#")
+    if settings.shard is not None:
+        declare_shard(channel, settings, settings.shard)
+
+
+def declare_shard(channel: BlockingChannel, settings: Settings, shard: int) -> str:
+    """A shard's queue, bound to the shard exchange by the shard's number; returns it."""
+    channel.exchange_declare(settings.shard_exchange, exchange_type="direct", durable=True)
+    queue = shard_queue(settings.queue, shard)
+    channel.queue_declare(queue, durable=True, arguments=_queue_arguments(settings))
+    channel.queue_bind(queue, settings.shard_exchange, routing_key=str(shard))
+    return queue
+
+
+def _queue_arguments(settings: Settings) -> dict[str, object]:
     arguments: dict[str, object] = {"x-dead-letter-exchange": settings.dead_letter_exchange}
     if settings.queue_type == "quorum":
         # replicated; a message redelivered this often (it crashes every consumer) is
@@ -29,8 +47,7 @@ def declare_topology(channel: BlockingChannel, settings: Settings) -> None:
     # one consumer at a time per queue: others wait as hot standbys and take over, from the
     # shared store, when it goes away
     arguments["x-single-active-consumer"] = True
-    channel.queue_declare(settings.queue, durable=True, arguments=arguments)
-    channel.queue_bind(settings.queue, settings.exchange, routing_key="#")
+    return arguments
 
 
 def broker_problem(amqp_url: str) -> str | None:
@@ -44,3 +61,32 @@ def broker_problem(amqp_url: str) -> str | None:
             "`rabbitmq-server -detached` (Debian: `apt-get install rabbitmq-server`), or point "
             "WHYSLOW_AMQP_URL at a running broker."
         )
+
+
+def dead_letter(
+    channel: BlockingChannel,
+    settings: Settings,
+    routing_key: str,
+    properties: pika.BasicProperties,
+    body: bytes,
+    reason: str,
+    message_id: str,
+    content_type: str | None = None,
+) -> None:
+    """Publish to the DLX with the reason in a header (confirmed, on a confirm channel);
+    the message id lets a DLQ reader drop the duplicate a crash can cause."""
+    headers = dict(properties.headers or {})
+    headers[ERROR_HEADER] = reason[:1000]
+    headers[ROUTING_KEY_HEADER] = routing_key
+    channel.basic_publish(
+        settings.dead_letter_exchange,
+        settings.queue,
+        body,
+        pika.BasicProperties(
+            content_type=content_type or properties.content_type,
+            headers=headers,
+            delivery_mode=pika.DeliveryMode.Persistent,
+            message_id=message_id,
+            timestamp=int(time.time()),
+        ),
+    )

@@ -13,13 +13,14 @@ commands:
   serve     run the analysis API (uvicorn)
   model     prepare the embedded model and print its path
   consume   consume telemetry from RabbitMQ and forward anomalies
+  route     split the ingest queue into shards by service (scale-out)
   replay    backtest the detector on a timestamp,value CSV
   demo      run service + consumer on a synthetic week with two incidents
   train     the training pipeline (dataset, LoRA, merge, GGUF, eval)
 
 `whyslow COMMAND --help` for the options of one command."""
 
-ELSEWHERE = {"consume": "baselines.cli", "replay": "baselines.cli", "demo": "baselines.cli"}
+ELSEWHERE = dict.fromkeys(("consume", "route", "replay", "demo"), "baselines.cli")
 
 
 def _serve(args: argparse.Namespace) -> int:
