@@ -1,31 +1,57 @@
-"""Each anomaly is analysed once: a repeated id (a retried POST, a consumer that restarted
-between delivery and checkpoint, an alert storm) gets the stored analysis, marked
-``cached``; a request for an id being analysed right now waits for that analysis instead
-of starting a second one."""
+"""Turning a report into an Analysis, once, in bounded time, grounded, never a 500.
+
+- Once per id: a repeated id (a retried POST, a consumer that restarted between delivery
+  and checkpoint, an alert storm) gets the stored analysis, marked ``cached``; a request
+  for an id being analysed right now waits for that analysis instead of starting another.
+- Bounded: requests queue for the one model; past ``queue_limit`` waiting, Overloaded (the
+  route answers 503 with Retry-After) instead of an unbounded pile-up.
+- In time: each request has a deadline; waiting or generating past it, or a model that
+  failed to load or to answer, gives the rule engine's answer (``grounding: rules``), which
+  is not stored, so the next request for that id tries the model again.
+- Grounded: prose citing numbers the report does not contain is generated again once (with
+  sampling), then degraded to the rule engine's text for the model's cause.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
+from typing import Literal
 
 from opentelemetry import trace
 
-from service.analyze import Analyzer
-from service.contract import Analysis, AnomalyReport
+from service import rules
+from service.analyze import Analyzer, ModelOutputError
+from service.contract import Analysis, AnomalyReport, Diagnosis
+from service.grounding import report_numbers, ungrounded
+from service.model.runtime import ModelBusy
 from service.store import AnalysisStore
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("whyslow.service")
 
+Grounding = Literal["grounded", "regenerated", "degraded", "rules"]
+
+
+class Overloaded(RuntimeError):
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"the model queue is full; retry in {retry_after_s}s")
+        self.retry_after_s = retry_after_s
+
 
 class Analyses:
-    def __init__(self, store: AnalysisStore) -> None:
+    def __init__(self, store: AnalysisStore, queue_limit: int, timeout_s: float) -> None:
         self._store = store
+        self._queue_limit = queue_limit
+        self._timeout_s = timeout_s
         self._lock = threading.Lock()
         self._in_flight: dict[str, threading.Event] = {}
+        self._waiting = 0
+        self._typical_s = 3.0  # moving average of a model answer, for Retry-After
 
-    def analyze(self, report: AnomalyReport, analyzer: Analyzer) -> Analysis:
+    def analyze(self, report: AnomalyReport, analyzer: Analyzer | None) -> Analysis:
         key = report.anomaly_id
         while True:
             started = time.perf_counter()
@@ -36,25 +62,87 @@ class Analyses:
             with self._lock:
                 running = self._in_flight.get(key)
                 if running is None:
+                    self._admit()
                     self._in_flight[key] = threading.Event()
                     break
             running.wait()
         try:
-            with tracer.start_as_current_span("whyslow.analysis") as span:
-                span.set_attribute("whyslow.anomaly_id", key)
-                span.set_attribute("whyslow.service", report.service)
-                analysis = analyzer.analyze(report)
-                span.set_attribute("whyslow.probable_cause", analysis.probable_cause.value)
-            self._store.put(report, analysis)
-            log.info(
-                "analysed %s (%s %s) in %.0f ms: %s",
-                key,
-                report.service,
-                report.operation,
-                analysis.latency_ms,
-                analysis.probable_cause.value,
-            )
-            return analysis
+            return self._analyze(report, analyzer, started)
         finally:
             with self._lock:
+                self._waiting -= 1
                 self._in_flight.pop(key).set()
+
+    def _admit(self) -> None:
+        """Called under the lock: count the request in, or refuse it."""
+        if self._waiting >= self._queue_limit:
+            raise Overloaded(max(1, math.ceil(self._waiting * self._typical_s)))
+        self._waiting += 1
+
+    def _analyze(
+        self, report: AnomalyReport, analyzer: Analyzer | None, started: float
+    ) -> Analysis:
+        deadline = time.monotonic() + self._timeout_s
+        with tracer.start_as_current_span("whyslow.analysis") as span:
+            span.set_attribute("whyslow.anomaly_id", report.anomaly_id)
+            span.set_attribute("whyslow.service", report.service)
+            grounding: Grounding = "rules"
+            bad: list[str] = []
+            model = rules.RULES_MODEL
+            if analyzer is not None:
+                try:
+                    diagnosis, grounding, bad = self._model(report, analyzer, deadline)
+                    model = analyzer.runtime.info
+                except (ModelBusy, ModelOutputError) as exc:
+                    log.warning("%s: the rule engine answers: %s", report.anomaly_id, exc)
+                except Exception:  # a model error must not become a 500
+                    log.exception("%s: model failed; the rule engine answers", report.anomaly_id)
+            if grounding == "rules":
+                diagnosis = rules.diagnose(report)
+            span.set_attribute("whyslow.grounding", grounding)
+            span.set_attribute("whyslow.probable_cause", diagnosis.probable_cause.value)
+        elapsed = time.perf_counter() - started
+        analysis = Analysis(
+            **diagnosis.model_dump(),
+            anomaly_id=report.anomaly_id,
+            service=report.service,
+            operation=report.operation,
+            model=model,
+            latency_ms=round(elapsed * 1000, 1),
+            grounding=grounding,
+            ungrounded_numbers=bad,
+        )
+        if grounding != "rules":
+            self._typical_s = 0.8 * self._typical_s + 0.2 * elapsed
+            self._store.put(report, analysis)
+        log.info(
+            "analysed %s (%s %s) in %.0f ms: %s, %s",
+            report.anomaly_id,
+            report.service,
+            report.operation,
+            analysis.latency_ms,
+            analysis.probable_cause.value,
+            grounding,
+        )
+        return analysis
+
+    def _model(
+        self, report: AnomalyReport, analyzer: Analyzer, deadline: float
+    ) -> tuple[Diagnosis, Grounding, list[str]]:
+        allowed = report_numbers(report)
+        first = analyzer.diagnose(report, deadline)
+        bad = ungrounded(f"{first.summary} {first.explanation}", allowed)
+        if not bad:
+            return first, "grounded", []
+        try:
+            second = analyzer.diagnose(report, deadline, temperature=0.7, seed=1)
+            if not ungrounded(f"{second.summary} {second.explanation}", allowed):
+                return second, "regenerated", bad
+        except (ModelBusy, ModelOutputError):
+            pass
+        summary, explanation = rules.explain(report, first.probable_cause, None)
+        return (
+            first.model_copy(update={"summary": summary, "explanation": explanation}),
+            ("degraded"),
+            bad,
+        )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from typing import Any
 
 from llama_cpp import LlamaGrammar
@@ -12,7 +11,7 @@ from llama_cpp.llama_grammar import json_schema_to_gbnf
 from opentelemetry import trace
 from pydantic import ValidationError
 
-from service.contract import Analysis, AnomalyReport, Diagnosis
+from service.contract import AnomalyReport, Diagnosis
 from service.model.runtime import ModelRuntime
 from service.prompt import build_messages
 
@@ -62,26 +61,26 @@ class Analyzer:
     def runtime(self) -> ModelRuntime:
         return self._runtime
 
-    def analyze(self, report: AnomalyReport) -> Analysis:
-        started = time.perf_counter()
+    def diagnose(
+        self,
+        report: AnomalyReport,
+        deadline: float,
+        temperature: float = 0.0,
+        seed: int | None = None,
+    ) -> Diagnosis:
+        """The model's diagnosis; ModelOutputError if it did not form one in time."""
         with tracer.start_as_current_span("llm.generate") as span:
             messages = build_messages(report)
-            completion = self._runtime.complete(messages, self._grammar, self._max_tokens)
+            completion = self._runtime.complete(
+                messages, self._grammar, self._max_tokens, deadline, temperature, seed
+            )
             span.set_attribute("gen_ai.request.model", self._runtime.info.base)
             span.set_attribute("gen_ai.usage.input_tokens", completion.prompt_tokens)
             span.set_attribute("gen_ai.usage.output_tokens", completion.completion_tokens)
         try:
-            diagnosis = Diagnosis.model_validate_json(completion.text)
+            return Diagnosis.model_validate_json(completion.text)
         except ValidationError as exc:
             raise ModelOutputError(
                 f"model answer is not a valid diagnosis (finish: {completion.finish_reason}, "
                 f"{completion.completion_tokens} tokens): {exc.errors(include_url=False)[:2]}"
             ) from exc
-        return Analysis(
-            **diagnosis.model_dump(),
-            anomaly_id=report.anomaly_id,
-            service=report.service,
-            operation=report.operation,
-            model=self._runtime.info,
-            latency_ms=round((time.perf_counter() - started) * 1000, 1),
-        )

@@ -255,3 +255,13 @@ class Analysis(Diagnosis):
     model: ModelInfo
     latency_ms: NonNegative = Field(description="Time spent producing this analysis.")
     cached: bool = False
+    grounding: Literal["grounded", "regenerated", "degraded", "rules"] = Field(
+        "grounded",
+        description="grounded: the model's text cites only the report's numbers; "
+        "regenerated: its first answer did not, the second does; degraded: neither did, "
+        "the cause is the model's and the text the rule engine's; rules: the model could "
+        "not answer (not loaded, failed, too slow) and the rule engine did.",
+    )
+    ungrounded_numbers: list[str] = Field(
+        [], description="Numbers the model wrote that the report does not contain."
+    )

@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.loader = loader
-    app.state.analyses = Analyses(store)
+    app.state.analyses = Analyses(store, settings.queue_limit, settings.request_timeout_s)
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz")
     app.include_router(health.router)
     app.include_router(analyze.router)

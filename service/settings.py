@@ -38,6 +38,12 @@ class Settings(BaseSettings):
         1.3, ge=1.0, description="Penalty on repeated tokens; stops small models looping."
     )
     seed: int = Field(0, description="Sampling seed; decoding is greedy, so answers repeat.")
+    queue_limit: int = Field(
+        8, ge=1, description="Requests waiting for the model before new ones get a 503."
+    )
+    request_timeout_s: float = Field(
+        60.0, gt=0, description="Deadline of one analysis; past it the rule engine answers."
+    )
     store_url: str | None = Field(
         None,
         description="Where analyses are kept: sqlite:///path or postgresql://...; default: "

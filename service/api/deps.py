@@ -15,10 +15,11 @@ def get_loader(request: Request) -> ModelLoader:
     return request.app.state.loader
 
 
-def get_analyzer(loader: Annotated[ModelLoader, Depends(get_loader)]) -> Analyzer:
-    if loader.analyzer is None:
-        detail = loader.error or "the model is still loading"
-        raise HTTPException(503, detail=detail, headers={"Retry-After": "5"})
+def get_analyzer(loader: Annotated[ModelLoader, Depends(get_loader)]) -> Analyzer | None:
+    """The loaded model; None if it failed to load (the rule engine answers); 503 while it
+    is still loading."""
+    if loader.analyzer is None and loader.error is None:
+        raise HTTPException(503, detail="the model is still loading", headers={"Retry-After": "5"})
     return loader.analyzer
 
 
@@ -28,4 +29,4 @@ def get_analyses(request: Request) -> Analyses:
 
 LoaderDep = Annotated[ModelLoader, Depends(get_loader)]
 AnalysesDep = Annotated[Analyses, Depends(get_analyses)]
-AnalyzerDep = Annotated[Analyzer, Depends(get_analyzer)]
+AnalyzerDep = Annotated[Analyzer | None, Depends(get_analyzer)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,10 @@ import llama_cpp
 from llama_cpp import Llama, LlamaGrammar
 
 from service.contract import ModelInfo
+
+
+class ModelBusy(RuntimeError):
+    """The model could not take the request before its deadline."""
 
 
 @dataclass(frozen=True)
@@ -47,22 +52,45 @@ class ModelRuntime:
         )
 
     def complete(
-        self, messages: list[dict[str, str]], grammar: LlamaGrammar, max_tokens: int
+        self,
+        messages: list[dict[str, str]],
+        grammar: LlamaGrammar,
+        max_tokens: int,
+        deadline: float,
+        temperature: float = 0.0,
+        seed: int | None = None,
     ) -> Completion:
-        """Greedy, grammar-constrained chat completion."""
-        with self._lock:
-            result = self._llm.create_chat_completion(
+        """Grammar-constrained chat completion, finished by ``deadline`` (monotonic time):
+        waiting for the model past it, or generating past it (streamed, so it can stop
+        between two tokens), raises ModelBusy."""
+        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise ModelBusy("the model was busy until the request's deadline")
+        try:
+            stream = self._llm.create_chat_completion(
                 messages=messages,  # type: ignore[arg-type]
                 grammar=grammar,
-                temperature=0.0,
+                temperature=temperature,
+                seed=seed,
                 max_tokens=max_tokens,
                 repeat_penalty=self._repeat_penalty,
+                stream=True,
             )
-        choice = result["choices"][0]  # type: ignore[index]
-        usage = result["usage"]  # type: ignore[index]
+            parts: list[str] = []
+            finish = ""
+            for chunk in stream:  # type: ignore[union-attr]
+                choice = chunk["choices"][0]
+                if content := choice["delta"].get("content"):
+                    parts.append(content)
+                finish = choice.get("finish_reason") or finish
+                if time.monotonic() > deadline:
+                    stream.close()  # type: ignore[union-attr]
+                    raise ModelBusy("generation ran past the request's deadline")
+            prompt_tokens = self._llm.n_tokens - len(parts)
+        finally:
+            self._lock.release()
         return Completion(
-            text=choice["message"]["content"] or "",
-            finish_reason=choice["finish_reason"] or "",
-            prompt_tokens=usage["prompt_tokens"],
-            completion_tokens=usage["completion_tokens"],
+            text="".join(parts),
+            finish_reason=finish,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=len(parts),
         )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
-from service.contract import Analysis, ProbableCause
+from service.contract import Analysis, AnomalyReport, ProbableCause
+from service.grounding import report_numbers, ungrounded
 
 FULL_REPORT = {
     "id": "r-1",
@@ -75,6 +78,12 @@ def test_every_answer_validates_against_the_analysis_schema(live_service: str, r
     assert analysis.model.base.endswith(".gguf") and analysis.latency_ms > 0
     if "id" in report:
         assert analysis.anomaly_id == report["id"]
+    # whatever path produced it, the prose cites only the report's numbers
+    parsed = AnomalyReport.model_validate(report)
+    prose = f"{analysis.summary} {analysis.explanation}"
+    assert ungrounded(prose, report_numbers(parsed)) == []
+    assert analysis.grounding in ("grounded", "regenerated", "degraded")
+    assert (analysis.grounding == "grounded") == (not analysis.ungrounded_numbers)
 
 
 def test_a_minimal_report_without_id_gets_a_stable_one(live_service: str) -> None:
@@ -141,3 +150,66 @@ def test_a_repeated_id_is_analysed_once(live_service: str, service_settings) -> 
     assert {b.model_dump_json(exclude={"cached", "latency_ms"}) for b in bodies} == {
         first.model_dump_json(exclude={"cached", "latency_ms"})
     }
+
+
+def client_for(settings):
+    from fastapi.testclient import TestClient
+
+    from service.main import create_app
+
+    return TestClient(create_app(settings))
+
+
+def wait_loaded(client) -> None:
+    loader = client.app.state.loader
+    deadline = time.monotonic() + 60
+    while loader.analyzer is None and loader.error is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_a_model_that_failed_to_load_leaves_the_rule_engine_answering(tmp_path) -> None:
+    from service.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, model_path=tmp_path / "missing.gguf")
+    with client_for(settings) as client:
+        wait_loaded(client)
+        assert client.get("/readyz").json()["status"] == "failed"
+        response = client.post("/v1/analyze", json=MINIMAL_REPORT)
+    assert response.status_code == 200
+    analysis = Analysis.model_validate_json(response.content)
+    assert (analysis.model.base, analysis.grounding) == ("rules", "rules")
+    assert analysis.probable_cause == ProbableCause.unknown or analysis.summary
+
+
+@pytest.mark.slow
+def test_past_its_deadline_a_request_gets_the_rules_answer_and_it_is_not_stored(
+    tmp_path, service_settings
+) -> None:
+    settings = service_settings.model_copy(update={"data_dir": tmp_path, "request_timeout_s": 0.05})
+    with client_for(settings) as client:
+        wait_loaded(client)
+        first = client.post("/v1/analyze", json=FULL_REPORT | {"id": "late"}).json()
+        second = client.post("/v1/analyze", json=FULL_REPORT | {"id": "late"}).json()
+    assert first["grounding"] == "rules" and first["model"]["base"] == "rules"
+    assert second["cached"] is False  # a rules answer is not kept: the next try asks the model
+
+
+@pytest.mark.slow
+def test_past_the_queue_bound_requests_get_503_with_retry_after(tmp_path, service_settings) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = service_settings.model_copy(update={"data_dir": tmp_path, "queue_limit": 1})
+    with client_for(settings) as client:
+        wait_loaded(client)
+        with ThreadPoolExecutor(6) as pool:
+            responses = list(
+                pool.map(
+                    lambda i: client.post("/v1/analyze", json=FULL_REPORT | {"id": f"load-{i}"}),
+                    range(6),
+                )
+            )
+    codes = sorted(r.status_code for r in responses)
+    assert set(codes) == {200, 503} and codes.count(200) >= 1
+    for r in responses:
+        if r.status_code == 503:
+            assert int(r.headers["retry-after"]) >= 1 and "queue is full" in r.json()["detail"]

@@ -1,6 +1,6 @@
 from fastapi import APIRouter, HTTPException
 
-from service.analyze import ModelOutputError
+from service.analyses import Overloaded
 from service.api.deps import AnalysesDep, AnalyzerDep
 from service.contract import Analysis, AnomalyReport
 
@@ -10,8 +10,10 @@ router = APIRouter(prefix="/v1", tags=["analysis"])
 @router.post(
     "/analyze",
     responses={
-        502: {"description": "The model produced no valid diagnosis."},
-        503: {"description": "The model is not loaded yet; retry after the given delay."},
+        503: {
+            "description": "The model is still loading, or its queue is full; retry after "
+            "the Retry-After delay."
+        },
     },
 )
 def analyze(report: AnomalyReport, analyzer: AnalyzerDep, analyses: AnalysesDep) -> Analysis:
@@ -19,5 +21,7 @@ def analyze(report: AnomalyReport, analyzer: AnalyzerDep, analyses: AnalysesDep)
     report whose id was analysed before gets that analysis back (``cached``: true)."""
     try:
         return analyses.analyze(report, analyzer)
-    except ModelOutputError as exc:
-        raise HTTPException(502, detail=str(exc)) from exc
+    except Overloaded as exc:
+        raise HTTPException(
+            503, detail=str(exc), headers={"Retry-After": str(exc.retry_after_s)}
+        ) from exc

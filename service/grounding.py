@@ -1,0 +1,62 @@
+"""The grounding guard: a number in a diagnosis's prose must be one the report gave (or one
+derived from it, as the prompt shows it: ratios, rates).
+
+Small models invent plausible measurements ("p95 432 ms vs usual 108 ms") that an on-call
+engineer would act on. A number matches when it equals a report number at the precision it
+is written with (``946`` matches 945.5, ``4.7`` matches 4.72); integers up to 10 pass,
+since they count things ("3 steps") rather than measure them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from service.contract import AnomalyReport
+from service.prompt import derived_signals
+
+NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?")
+SMALL = 10
+
+
+def _numbers(value: object) -> Iterator[float]:
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int | float):
+        yield float(value)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _numbers(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _numbers(item)
+    elif isinstance(value, str):
+        yield from (float(n) for n in NUMBER.findall(value))
+
+
+def report_numbers(report: AnomalyReport) -> set[float]:
+    """Every number of the report, and those the prompt derives from it."""
+    numbers = set(_numbers(report.model_dump(mode="json")))
+    for signal in derived_signals(report):
+        numbers.add(signal.observed)
+        if signal.usual:
+            numbers.add(signal.observed / signal.usual)
+            numbers.add(abs(signal.observed - signal.usual))
+    for rate in (report.context.error_rate, report.context.error_rate_baseline):
+        if rate is not None:
+            numbers.add(rate * 100)
+    return numbers
+
+
+def ungrounded(text: str, allowed: set[float]) -> list[str]:
+    """The numbers of ``text`` that the report does not support."""
+    found = []
+    for token in NUMBER.findall(text):
+        value = float(token)
+        if value.is_integer() and value <= SMALL:
+            continue
+        decimals = len(token.split(".")[1]) if "." in token else 0
+        tolerance = 0.5 * 10**-decimals + 1e-9
+        if not any(abs(value - number) <= tolerance for number in allowed):
+            found.append(token)
+    return found

@@ -1,0 +1,51 @@
+from service.contract import AnomalyReport
+from service.grounding import report_numbers, ungrounded
+
+REPORT = AnomalyReport.model_validate(
+    {
+        "service": "exchange-api",
+        "operation": "GET /rates",
+        "latency_ms": {"p95": 554.9},
+        "baseline": {
+            "hour_of_week": 106,
+            "p50": 60,
+            "p95": 89.1,
+            "samples": 180,
+            "level": "hour_of_day",
+        },
+        "context": {
+            "cpu_pct": 9.4,
+            "cpu_baseline_pct": 40.3,
+            "error_rate": 0.25,
+            "downstream": [
+                {
+                    "service": "fx-provider",
+                    "operation": "GET /quote",
+                    "p95_ms": 535.6,
+                    "baseline_p95_ms": 65.5,
+                }
+            ],
+        },
+    }
+)
+
+
+def test_numbers_from_the_report_and_derived_from_it_are_grounded() -> None:
+    allowed = report_numbers(REPORT)
+    text = (
+        "p95 555 ms vs usual 89.1 ms (6.2x); fx-provider 535.6 ms vs 65.5 ms, 8.2x slower; "
+        "CPU 9.4% vs 40.3%; errors 25%; 3 steps"
+    )
+    assert ungrounded(text, allowed) == []
+
+
+def test_invented_numbers_are_caught() -> None:
+    allowed = report_numbers(REPORT)
+    text = "The p95 of 432ms vs usual 108 ms is a 7.6X rise; CPU at 97%."
+    assert ungrounded(text, allowed) == ["432", "108", "7.6", "97"]
+
+
+def test_precision_is_the_one_written() -> None:
+    allowed = report_numbers(REPORT)
+    assert ungrounded("about 550 ms", allowed) == ["550"]  # 554.9 is not 550
+    assert ungrounded("554.9 ms, 554.90 ms", allowed) == []
