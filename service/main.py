@@ -6,9 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from service.analyses import Analyses
+from service.api.middleware import ApiKeys, BodyLimit
 from service.api.routes import analyze, health
 from service.model.loader import ModelLoader
 from service.settings import Settings
@@ -34,6 +36,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.loader = loader
     app.state.analyses = Analyses(store, settings.queue_limit, settings.request_timeout_s)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    if settings.keys():
+        app.add_middleware(ApiKeys, keys=settings.keys())
+    if settings.origins():
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.origins(),
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "x-api-key", "content-type"],
+        )
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz")
     app.include_router(health.router)
     app.include_router(analyze.router)

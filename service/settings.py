@@ -44,11 +44,26 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(
         60.0, gt=0, description="Deadline of one analysis; past it the rule engine answers."
     )
+    api_keys: str = Field(
+        "",
+        description="Comma-separated API keys; when set, every endpoint but /healthz and "
+        "/readyz needs one (Authorization: Bearer KEY or X-API-Key: KEY).",
+    )
+    max_body_bytes: int = Field(65_536, ge=1024, description="Larger request bodies get a 413.")
+    cors_origins: str = Field(
+        "", description="Comma-separated origins allowed to call the API from a browser."
+    )
     store_url: str | None = Field(
         None,
         description="Where analyses are kept: sqlite:///path or postgresql://...; default: "
         "a SQLite file in the data directory.",
     )
+
+    def keys(self) -> list[str]:
+        return [key.strip() for key in self.api_keys.split(",") if key.strip()]
+
+    def origins(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
     def resolved_store_url(self) -> str:
         return self.store_url or f"sqlite:///{self.data_dir / 'analyses.db'}"
