@@ -11,7 +11,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from service.analyses import Analyses
 from service.api.middleware import ApiKeys, BodyLimit
-from service.api.routes import analyze, health
+from service.api.routes import analyze, anomalies, health
 from service.model.loader import ModelLoader
 from service.settings import Settings
 from service.store import AnalysisStore
@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.loader = loader
+    app.state.store = store
     app.state.analyses = Analyses(store, settings.queue_limit, settings.request_timeout_s)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     if settings.keys():
@@ -49,4 +50,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz")
     app.include_router(health.router)
     app.include_router(analyze.router)
+    app.include_router(anomalies.router)
     return app

@@ -74,6 +74,54 @@ class AnalysisStore:
             )
         return cursor.rowcount == 1
 
+    def record(self, anomaly_id: str) -> tuple[AnomalyReport, Analysis] | None:
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT report, analysis FROM whyslow_analyses WHERE anomaly_id = {self._mark}",
+                (anomaly_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        return AnomalyReport.model_validate_json(row[0]), Analysis.model_validate_json(row[1])
+
+    def search(
+        self,
+        service: str | None = None,
+        cause: str | None = None,
+        severity: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[Analysis], int]:
+        """Analyses matching every given filter, newest first, and how many match in all."""
+        clauses, params = [], []
+        for column, value in (
+            ("service", service),
+            ("probable_cause", cause),
+            ("severity", severity),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = {self._mark}")
+                params.append(value)
+        if since is not None:
+            clauses.append(f"created_at >= {self._mark}")
+            params.append(since.astimezone(UTC).isoformat())
+        if until is not None:
+            clauses.append(f"created_at < {self._mark}")
+            params.append(until.astimezone(UTC).isoformat())
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._lock:
+            total = self._conn.execute(
+                f"SELECT count(*) FROM whyslow_analyses {where}", params
+            ).fetchone()[0]
+            rows = self._conn.execute(
+                f"SELECT analysis FROM whyslow_analyses {where} "
+                f"ORDER BY created_at DESC, anomaly_id LIMIT {self._mark} OFFSET {self._mark}",
+                [*params, limit, offset],
+            ).fetchall()
+        return [Analysis.model_validate_json(row[0]) for row in rows], int(total)
+
     def count(self) -> int:
         with self._lock:
             return int(self._conn.execute("SELECT count(*) FROM whyslow_analyses").fetchone()[0])

@@ -9,6 +9,7 @@ from fastapi import Depends, HTTPException, Request
 from service.analyses import Analyses
 from service.analyze import Analyzer
 from service.model.loader import ModelLoader
+from service.store import AnalysisStore
 
 
 def get_loader(request: Request) -> ModelLoader:
@@ -27,6 +28,11 @@ def get_analyses(request: Request) -> Analyses:
     return request.app.state.analyses
 
 
+def get_store(request: Request) -> AnalysisStore:
+    return request.app.state.store
+
+
 LoaderDep = Annotated[ModelLoader, Depends(get_loader)]
+StoreDep = Annotated[AnalysisStore, Depends(get_store)]
 AnalysesDep = Annotated[Analyses, Depends(get_analyses)]
 AnalyzerDep = Annotated[Analyzer | None, Depends(get_analyzer)]

@@ -1,0 +1,59 @@
+"""The read API dashboards use: recent diagnoses, filtered and paginated, and one in full."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel
+
+from service.api.deps import StoreDep
+from service.contract import Analysis, AnomalyReport, ProbableCause, Severity
+
+router = APIRouter(prefix="/v1/anomalies", tags=["anomalies"])
+
+
+class AnomalyPage(BaseModel):
+    items: list[Analysis]
+    total: int
+    limit: int
+    offset: int
+
+
+class AnomalyRecord(BaseModel):
+    report: AnomalyReport
+    analysis: Analysis
+
+
+@router.get("")
+def list_anomalies(
+    store: StoreDep,
+    service: str | None = None,
+    cause: ProbableCause | None = None,
+    severity: Severity | None = None,
+    since: Annotated[datetime | None, Query(description="Analysed at or after (RFC 3339).")] = None,
+    until: Annotated[datetime | None, Query(description="Analysed before (RFC 3339).")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> AnomalyPage:
+    """Analysed anomalies, newest first."""
+    items, total = store.search(
+        service,
+        cause.value if cause else None,
+        severity.value if severity else None,
+        since,
+        until,
+        limit,
+        offset,
+    )
+    return AnomalyPage(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get("/{anomaly_id}", responses={404: {"description": "No analysis with this id."}})
+def get_anomaly(anomaly_id: str, store: StoreDep) -> AnomalyRecord:
+    """One anomaly: the report as received and its analysis."""
+    record = store.record(anomaly_id)
+    if record is None:
+        raise HTTPException(404, detail=f"no analysed anomaly {anomaly_id!r}")
+    return AnomalyRecord(report=record[0], analysis=record[1])
