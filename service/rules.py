@@ -113,24 +113,34 @@ def explain(
     return summary[:160], explanation[:400]
 
 
+def _slowest_dependency(report: AnomalyReport) -> str:
+    calls = [d for d in report.context.downstream if d.baseline_p95_ms]
+    if not calls:
+        return "the dependency"
+    worst = max(calls, key=lambda d: d.p95_ms / (d.baseline_p95_ms or 1))
+    return f"{worst.service} {worst.operation}"
+
+
+def actions_for(report: AnomalyReport, cause: ProbableCause) -> list[str]:
+    """The cause's actions, naming this service, operation and slowest dependency."""
+    return [
+        action.format(
+            service=report.service,
+            operation=report.operation,
+            dependency=_slowest_dependency(report),
+        )[:100]
+        for action in ACTIONS[cause]
+    ]
+
+
 def diagnose(report: AnomalyReport) -> Diagnosis:
     cause, evidence = decide(report)
     summary, explanation = explain(report, cause, evidence)
-    dependency = (
-        evidence.name.removeprefix("downstream ").removesuffix(" p95")
-        if cause is ProbableCause.downstream_dependency and evidence
-        else "the dependency"
-    )
-    actions = [
-        a.format(service=report.service, operation=report.operation, dependency=dependency)[:100]
-        for a in ACTIONS[cause]
-    ]
-    confidence = 0.6 if evidence is not None else 0.3
     return Diagnosis(
         probable_cause=cause,
         severity=severity_of(report),
-        confidence=confidence,
+        confidence=0.6 if evidence is not None else 0.3,
         summary=summary,
         explanation=explanation,
-        recommended_actions=actions,
+        recommended_actions=actions_for(report, cause),
     )

@@ -26,6 +26,15 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS whyslow_analyses (
 )"""
 
 
+FEEDBACK_SCHEMA = """CREATE TABLE IF NOT EXISTS whyslow_feedback (
+    anomaly_id TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    right_cause TEXT,
+    note TEXT
+)"""
+
+
 class AnalysisStore:
     """One connection, used under a lock (requests run in a thread pool)."""
 
@@ -44,6 +53,7 @@ class AnalysisStore:
             self._mark = "?"
         with self._lock:
             self._conn.execute(SCHEMA)
+            self._conn.execute(FEEDBACK_SCHEMA)
 
     def get(self, anomaly_id: str) -> Analysis | None:
         with self._lock:
@@ -121,6 +131,29 @@ class AnalysisStore:
                 [*params, limit, offset],
             ).fetchall()
         return [Analysis.model_validate_json(row[0]) for row in rows], int(total)
+
+    def add_feedback(
+        self, anomaly_id: str, verdict: str, right_cause: str | None, note: str | None
+    ) -> None:
+        m = self._mark
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO whyslow_feedback (anomaly_id, created_at, verdict, right_cause, "
+                f"note) VALUES ({m}, {m}, {m}, {m}, {m})",
+                (anomaly_id, datetime.now(UTC).isoformat(), verdict, right_cause, note),
+            )
+
+    def feedback(self) -> list[tuple[AnomalyReport, Analysis, str, str | None]]:
+        """(report, analysis, verdict, right cause) of every feedback, oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT a.report, a.analysis, f.verdict, f.right_cause FROM whyslow_feedback f "
+                "JOIN whyslow_analyses a ON a.anomaly_id = f.anomaly_id ORDER BY f.created_at"
+            ).fetchall()
+        return [
+            (AnomalyReport.model_validate_json(r), Analysis.model_validate_json(a), v, c)
+            for r, a, v, c in rows
+        ]
 
     def count(self) -> int:
         with self._lock:

@@ -92,3 +92,44 @@ def test_one_anomaly_in_full_and_errors(tmp_path) -> None:
         assert missing.status_code == 404 and "nope" in missing.json()["detail"]
         assert client.get("/v1/anomalies", params={"cause": "gremlins"}).status_code == 422
         assert client.get("/v1/anomalies", params={"limit": 0}).status_code == 422
+
+
+def test_feedback_is_kept_and_exports_as_valid_training_samples(tmp_path) -> None:
+    import json
+
+    from service.contract import Diagnosis, ProbableCause
+    from service.grounding import report_numbers, ungrounded
+    from service.prompt import SYSTEM_PROMPT, build_messages
+
+    settings = stored(tmp_path)
+    with TestClient(create_app(settings)) as client:
+        ok = client.post("/v1/anomalies/a0/feedback", json={"verdict": "correct"})
+        wrong = client.post(
+            "/v1/anomalies/a3/feedback",
+            json={"verdict": "wrong", "right_cause": "recent_deployment", "note": "v2.4 rollout"},
+        )
+        assert (ok.status_code, wrong.status_code) == (201, 201)
+        bad = client.post("/v1/anomalies/a1/feedback", json={"verdict": "wrong"})
+        assert bad.status_code == 422 and "right_cause is required" in bad.text
+        assert (
+            client.post("/v1/anomalies/zz/feedback", json={"verdict": "correct"}).status_code == 404
+        )
+        export = client.get("/v1/feedback/export")
+    lines = export.text.splitlines()
+    assert export.status_code == 200 and len(lines) == 2
+    store = AnalysisStore(settings.resolved_store_url())
+    reports = {rid: store.record(rid) for rid in ("a0", "a3")}
+    store.close()
+    for line, (rid, expected_cause) in zip(
+        lines,
+        [("a0", reports["a0"][1].probable_cause), ("a3", ProbableCause.recent_deployment)],
+        strict=True,
+    ):
+        messages = json.loads(line)["messages"]
+        assert [m["role"] for m in messages] == ["system", "user", "assistant"]
+        report = reports[rid][0]
+        assert messages[0]["content"] == SYSTEM_PROMPT
+        assert messages[1]["content"] == build_messages(report)[1]["content"]
+        answer = Diagnosis.model_validate_json(messages[2]["content"])
+        assert answer.probable_cause == expected_cause
+        assert ungrounded(f"{answer.summary} {answer.explanation}", report_numbers(report)) == []

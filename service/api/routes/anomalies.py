@@ -6,10 +6,12 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
 from service.api.deps import StoreDep
 from service.contract import Analysis, AnomalyReport, ProbableCause, Severity
+from service.feedback import Feedback, training_sample
 
 router = APIRouter(prefix="/v1/anomalies", tags=["anomalies"])
 
@@ -57,3 +59,27 @@ def get_anomaly(anomaly_id: str, store: StoreDep) -> AnomalyRecord:
     if record is None:
         raise HTTPException(404, detail=f"no analysed anomaly {anomaly_id!r}")
     return AnomalyRecord(report=record[0], analysis=record[1])
+
+
+@router.post(
+    "/{anomaly_id}/feedback",
+    status_code=201,
+    responses={404: {"description": "No analysis with this id."}},
+)
+def give_feedback(anomaly_id: str, feedback: Feedback, store: StoreDep) -> Feedback:
+    """Say whether a diagnosis was right (and if not, what the cause was): kept, and
+    exported as training samples by GET /v1/feedback/export."""
+    if store.record(anomaly_id) is None:
+        raise HTTPException(404, detail=f"no analysed anomaly {anomaly_id!r}")
+    cause = feedback.right_cause.value if feedback.right_cause else None
+    store.add_feedback(anomaly_id, feedback.verdict, cause, feedback.note)
+    return feedback
+
+
+export_router = APIRouter(prefix="/v1/feedback", tags=["anomalies"])
+
+
+@export_router.get("/export", response_class=PlainTextResponse)
+def export_feedback(store: StoreDep) -> str:
+    """Every feedback as a chat-format training sample, one JSON object per line."""
+    return "".join(training_sample(*row) + "\n" for row in store.feedback())
