@@ -50,6 +50,10 @@ class Analyses:
         self._in_flight: dict[str, threading.Event] = {}
         self._waiting = 0
         self._typical_s = 3.0  # moving average of a model answer, for Retry-After
+        self.outcomes: dict[str, int] = dict.fromkeys(
+            ("grounded", "regenerated", "degraded", "rules", "cached", "overloaded"), 0
+        )
+        """Answers by how they were produced, since start (for /metrics)."""
 
     def analyze(self, report: AnomalyReport, analyzer: Analyzer | None) -> Analysis:
         key = report.anomaly_id
@@ -57,6 +61,7 @@ class Analyses:
             started = time.perf_counter()
             stored = self._store.get(key)
             if stored is not None:
+                self.outcomes["cached"] += 1
                 elapsed = round((time.perf_counter() - started) * 1000, 1)
                 return stored.model_copy(update={"cached": True, "latency_ms": elapsed})
             with self._lock:
@@ -73,9 +78,14 @@ class Analyses:
                 self._waiting -= 1
                 self._in_flight.pop(key).set()
 
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
     def _admit(self) -> None:
         """Called under the lock: count the request in, or refuse it."""
         if self._waiting >= self._queue_limit:
+            self.outcomes["overloaded"] += 1
             raise Overloaded(max(1, math.ceil(self._waiting * self._typical_s)))
         self._waiting += 1
 
@@ -112,6 +122,7 @@ class Analyses:
             grounding=grounding,
             ungrounded_numbers=bad,
         )
+        self.outcomes[grounding] += 1
         if grounding != "rules":
             self._typical_s = 0.8 * self._typical_s + 0.2 * elapsed
             self._store.put(report, analysis)

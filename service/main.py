@@ -10,6 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from service.analyses import Analyses
+from service.api.metrics import install_metrics
 from service.api.middleware import ApiKeys, BodyLimit
 from service.api.routes import analyze, anomalies, health
 from service.model.loader import ModelLoader
@@ -36,7 +37,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.loader = loader
     app.state.store = store
-    app.state.analyses = Analyses(store, settings.queue_limit, settings.request_timeout_s)
+    app.state.analyses = analyses = Analyses(
+        store, settings.queue_limit, settings.request_timeout_s
+    )
+    install_metrics(app, analyses, loader)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     if settings.keys():
         app.add_middleware(ApiKeys, keys=settings.keys())

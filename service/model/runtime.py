@@ -46,6 +46,9 @@ class ModelRuntime:
         )
         self._lock = threading.Lock()
         self._repeat_penalty = repeat_penalty
+        self.tokens = {"prompt": 0, "completion": 0}
+        """Tokens read and written since start (for /metrics: tokens per second)."""
+        self.generating_s = 0.0
         self.info = ModelInfo(
             base=path.name,
             quantization=_quantization_name(self._llm.metadata.get("general.file_type")),
@@ -77,6 +80,7 @@ class ModelRuntime:
             )
             parts: list[str] = []
             finish = ""
+            started = time.monotonic()
             for chunk in stream:  # type: ignore[union-attr]
                 choice = chunk["choices"][0]
                 if content := choice["delta"].get("content"):
@@ -86,6 +90,9 @@ class ModelRuntime:
                     stream.close()  # type: ignore[union-attr]
                     raise ModelBusy("generation ran past the request's deadline")
             prompt_tokens = self._llm.n_tokens - len(parts)
+            self.tokens["prompt"] += prompt_tokens
+            self.tokens["completion"] += len(parts)
+            self.generating_s += time.monotonic() - started
         finally:
             self._lock.release()
         return Completion(

@@ -213,3 +213,31 @@ def test_past_the_queue_bound_requests_get_503_with_retry_after(tmp_path, servic
     for r in responses:
         if r.status_code == 503:
             assert int(r.headers["retry-after"]) >= 1 and "queue is full" in r.json()["detail"]
+
+
+@pytest.mark.slow
+def test_metrics_count_requests_answers_and_tokens(live_service: str) -> None:
+    import re
+
+    httpx.post(f"{live_service}/v1/analyze", json=FULL_REPORT | {"id": "metrics"}, timeout=120)
+    httpx.get(f"{live_service}/no/such/path/123")
+    text = httpx.get(f"{live_service}/metrics").text
+
+    def value(pattern: str) -> float:
+        match = re.search(pattern + r" ([0-9.e+]+)", text)
+        assert match, pattern
+        return float(match.group(1))
+
+    assert (
+        value(r'whyslow_http_requests_total\{method="POST",route="/v1/analyze",status="200"\}') >= 1
+    )
+    assert value(r'whyslow_http_requests_total\{method="GET",route="unmatched",status="404"\}') >= 1
+    assert value(r'whyslow_model_tokens_total\{kind="completion"\}') > 0
+    assert value(r"whyslow_model_generation_seconds_total") > 0
+    assert value(r"whyslow_model_ready") == 1
+    produced = sum(
+        value(rf'whyslow_analyses_total\{{outcome="{o}"\}}')
+        for o in ("grounded", "regenerated", "degraded")
+    )
+    assert produced >= 1
+    assert "/no/such/path" not in text  # raw paths never become label values

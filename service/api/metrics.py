@@ -1,0 +1,87 @@
+"""``/metrics`` in Prometheus text: requests and their latency per route, and what the model
+did (answers by grounding, cache hits, 503s, queue depth, tokens and generation time, from
+which tokens/s is ``rate(tokens) / rate(generation seconds)``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterator
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from service.analyses import Analyses
+from service.model.loader import ModelLoader
+
+
+class ModelCollector(Collector):
+    def __init__(self, analyses: Analyses, loader: ModelLoader) -> None:
+        self._analyses = analyses
+        self._loader = loader
+
+    def collect(self) -> Iterator[Metric]:
+        answers = CounterMetricFamily(
+            "whyslow_analyses", "Answers by how they were produced.", labels=["outcome"]
+        )
+        for outcome, count in self._analyses.outcomes.items():
+            answers.add_metric([outcome], count)
+        yield answers
+        yield GaugeMetricFamily(
+            "whyslow_model_queue",
+            "Requests waiting for or using the model.",
+            value=self._analyses.waiting,
+        )
+        analyzer = self._loader.analyzer
+        yield GaugeMetricFamily(
+            "whyslow_model_ready", "1 once the model is loaded.", value=int(analyzer is not None)
+        )
+        if analyzer is not None:
+            runtime = analyzer.runtime
+            tokens = CounterMetricFamily("whyslow_model_tokens", "Tokens.", labels=["kind"])
+            for kind, count in runtime.tokens.items():
+                tokens.add_metric([kind], count)
+            yield tokens
+            yield CounterMetricFamily(
+                "whyslow_model_generation_seconds",
+                "Time spent generating.",
+                value=runtime.generating_s,
+            )
+
+
+def install_metrics(app: FastAPI, analyses: Analyses, loader: ModelLoader) -> None:
+    registry = CollectorRegistry()
+    registry.register(ModelCollector(analyses, loader))
+    requests = Counter(
+        "whyslow_http_requests", "HTTP requests.", ["route", "method", "status"], registry=registry
+    )
+    latency = Histogram(
+        "whyslow_http_request_seconds",
+        "HTTP request latency.",
+        ["route"],
+        registry=registry,
+        buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    )
+
+    @app.middleware("http")
+    async def measure(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")  # the template: bounded label values
+        requests.labels(path, request.method, str(response.status_code)).inc()
+        latency.labels(path).observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
