@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -32,11 +33,31 @@ def _as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _not_epoch(value: object) -> object:
+    if isinstance(value, int | float | bool):
+        raise ValueError("expected an RFC 3339 date-time, e.g. 2026-11-16T09:00:00Z")
+    return value
+
+
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+"""RFC 3339 text, or epoch seconds (telemetry producers send either)."""
+Rfc3339 = Annotated[datetime, AfterValidator(_as_utc), BeforeValidator(_not_epoch)]
+"""RFC 3339 text only (reports: what a person or a dashboard writes and reads)."""
 Name = Annotated[str, Field(min_length=1, max_length=200)]
-NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
-Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+def _not_text(value: object) -> object:
+    if isinstance(value, str | bytes | bool):
+        raise ValueError(f"expected a number, got {type(value).__name__}")
+    return value
+
+
+# Numbers are numbers: "12.5" as text is refused, not coerced; an int is a fine float, and
+# 3.0 a fine count (JSON Schema's integer).
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)]
+Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False, strict=True)]
+Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False, strict=True)]
+Count = Annotated[int, Field(ge=0), BeforeValidator(_not_text)]
 
 
 class Strict(BaseModel):
@@ -97,9 +118,9 @@ TELEMETRY_EVENT = TypeAdapter(TelemetryEvent)
 
 
 class Window(Strict):
-    start: UtcDatetime
-    end: UtcDatetime
-    count: Annotated[int, Field(ge=0)]
+    start: Rfc3339
+    end: Rfc3339
+    count: Count
 
     @model_validator(mode="after")
     def _ordered(self) -> Window:
@@ -117,10 +138,10 @@ class LatencySummary(Strict):
 class BaselineRef(Strict):
     """Which baseline the window was compared with, and how much history stood behind it."""
 
-    hour_of_week: Annotated[int, Field(ge=0, le=167)]
+    hour_of_week: Annotated[int, Field(ge=0, le=167), BeforeValidator(_not_text)]
     p50: NonNegative
     p95: NonNegative
-    samples: Annotated[int, Field(ge=0)]
+    samples: Count
     level: Literal["hour_of_week", "hour_of_day", "global"]
 
 

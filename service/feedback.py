@@ -9,27 +9,32 @@ wrong, the right cause with the rule engine's grounded text for it. Chat JSONL, 
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from service import rules
 from service.contract import Analysis, AnomalyReport, Diagnosis, ProbableCause
 from service.prompt import build_messages
 
 
-class Feedback(BaseModel):
-    verdict: Literal["correct", "wrong"]
-    right_cause: ProbableCause | None = Field(
-        None, description="Required when the verdict is 'wrong'."
-    )
+class CorrectVerdict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    verdict: Literal["correct"]
     note: str | None = Field(None, max_length=1000)
 
-    @model_validator(mode="after")
-    def _cause_when_wrong(self) -> Feedback:
-        if self.verdict == "wrong" and self.right_cause is None:
-            raise ValueError("right_cause is required when the verdict is 'wrong'")
-        return self
+
+class WrongVerdict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    verdict: Literal["wrong"]
+    right_cause: ProbableCause = Field(description="What the cause really was.")
+    note: str | None = Field(None, max_length=1000)
+
+
+Feedback = Annotated[CorrectVerdict | WrongVerdict, Field(discriminator="verdict")]
+"""A verdict on a diagnosis; 'wrong' needs the right cause (the schema says so too)."""
 
 
 def expected_answer(

@@ -23,7 +23,9 @@ class ModelLoader:
         self.error: str | None = None
 
     def start(self) -> None:
-        self._thread.start()
+        """Begin loading, once: an app may go through more than one lifespan."""
+        if self._thread.ident is None:
+            self._thread.start()
 
     def wait(self, timeout: float | None = None) -> bool:
         self._thread.join(timeout)

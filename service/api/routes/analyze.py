@@ -10,6 +10,7 @@ router = APIRouter(prefix="/v1", tags=["analysis"])
 @router.post(
     "/analyze",
     responses={
+        400: {"description": "The body is not UTF-8 JSON."},
         503: {
             "description": "The model is still loading, or its queue is full; retry after "
             "the Retry-After delay."

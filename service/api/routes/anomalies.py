@@ -7,13 +7,24 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator
 
 from service.api.deps import StoreDep
 from service.contract import Analysis, AnomalyReport, ProbableCause, Severity
-from service.feedback import Feedback, training_sample
+from service.feedback import Feedback, WrongVerdict, training_sample
 
 router = APIRouter(prefix="/v1/anomalies", tags=["anomalies"])
+
+
+def _rfc3339(value: object) -> object:
+    """A date-time as RFC 3339 text: a bare number is refused, not read as epoch seconds."""
+    if not isinstance(value, str) or "T" not in value.upper():
+        raise ValueError("expected an RFC 3339 date-time, e.g. 2026-11-16T09:00:00Z")
+    return value
+
+
+Rfc3339 = Annotated[datetime, BeforeValidator(_rfc3339)]
+UNDECODABLE = {400: {"description": "The body is not UTF-8 JSON."}}
 
 
 class AnomalyPage(BaseModel):
@@ -34,10 +45,10 @@ def list_anomalies(
     service: str | None = None,
     cause: ProbableCause | None = None,
     severity: Severity | None = None,
-    since: Annotated[datetime | None, Query(description="Analysed at or after (RFC 3339).")] = None,
-    until: Annotated[datetime | None, Query(description="Analysed before (RFC 3339).")] = None,
+    since: Annotated[Rfc3339 | None, Query(description="Analysed at or after.")] = None,
+    until: Annotated[Rfc3339 | None, Query(description="Analysed before.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> AnomalyPage:
     """Analysed anomalies, newest first."""
     items, total = store.search(
@@ -64,14 +75,14 @@ def get_anomaly(anomaly_id: str, store: StoreDep) -> AnomalyRecord:
 @router.post(
     "/{anomaly_id}/feedback",
     status_code=201,
-    responses={404: {"description": "No analysis with this id."}},
+    responses={404: {"description": "No analysis with this id."}, **UNDECODABLE},
 )
 def give_feedback(anomaly_id: str, feedback: Feedback, store: StoreDep) -> Feedback:
     """Say whether a diagnosis was right (and if not, what the cause was): kept, and
     exported as training samples by GET /v1/feedback/export."""
     if store.record(anomaly_id) is None:
         raise HTTPException(404, detail=f"no analysed anomaly {anomaly_id!r}")
-    cause = feedback.right_cause.value if feedback.right_cause else None
+    cause = feedback.right_cause.value if isinstance(feedback, WrongVerdict) else None
     store.add_feedback(anomaly_id, feedback.verdict, cause, feedback.note)
     return feedback
 
