@@ -1,5 +1,8 @@
 """Turning a report into an Analysis, once, in bounded time, grounded, never a 500.
 
+- Alert storms: a report with the fingerprint of one analysed less than ``cache_ttl_s``
+  ago (same service, operation, tagged signals, evidence: the same situation, whatever the
+  exact numbers) gets that diagnosis under its own id, marked ``cached``, in milliseconds.
 - Once per id: a repeated id (a retried POST, a consumer that restarted between delivery
   and checkpoint, an alert storm) gets the stored analysis, marked ``cached``; a request
   for an id being analysed right now waits for that analysis instead of starting another.
@@ -14,10 +17,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import threading
 import time
+from collections import OrderedDict
 from typing import Literal
 
 from opentelemetry import trace
@@ -27,12 +32,24 @@ from service.analyze import Analyzer, ModelOutputError
 from service.contract import Analysis, AnomalyReport, Diagnosis
 from service.grounding import report_numbers, ungrounded
 from service.model.runtime import ModelBusy
+from service.prompt import derived_signals
 from service.store import AnalysisStore
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("whyslow.service")
 
 Grounding = Literal["grounded", "regenerated", "degraded", "rules"]
+
+
+MAX_FINGERPRINTS = 10_000
+
+
+def fingerprint(report: AnomalyReport) -> str:
+    """The situation, not the numbers: what the prompt tags, with the free text."""
+    facts = [report.service, report.operation]
+    facts += [f"{s.name}={s.tag.split()[-1]}" for s in derived_signals(report)]  # no ratio
+    facts += sorted(report.evidence) + sorted(r.operation for r in report.related)
+    return hashlib.sha256("\x00".join(facts).encode()).hexdigest()
 
 
 class Overloaded(RuntimeError):
@@ -42,8 +59,12 @@ class Overloaded(RuntimeError):
 
 
 class Analyses:
-    def __init__(self, store: AnalysisStore, queue_limit: int, timeout_s: float) -> None:
+    def __init__(
+        self, store: AnalysisStore, queue_limit: int, timeout_s: float, cache_ttl_s: float
+    ) -> None:
         self._store = store
+        self._cache_ttl_s = cache_ttl_s
+        self._recent: OrderedDict[str, tuple[float, Analysis]] = OrderedDict()
         self._queue_limit = queue_limit
         self._timeout_s = timeout_s
         self._lock = threading.Lock()
@@ -65,6 +86,10 @@ class Analyses:
                 elapsed = round((time.perf_counter() - started) * 1000, 1)
                 return stored.model_copy(update={"cached": True, "latency_ms": elapsed})
             with self._lock:
+                seen = self._recent.get(fingerprint(report))
+                if seen is not None and time.monotonic() - seen[0] < self._cache_ttl_s:
+                    self.outcomes["cached"] += 1
+                    return self._reuse(report, seen[1], started)
                 running = self._in_flight.get(key)
                 if running is None:
                     self._admit()
@@ -77,6 +102,17 @@ class Analyses:
             with self._lock:
                 self._waiting -= 1
                 self._in_flight.pop(key).set()
+
+    def _reuse(self, report: AnomalyReport, earlier: Analysis, started: float) -> Analysis:
+        analysis = earlier.model_copy(
+            update={
+                "anomaly_id": report.anomaly_id,
+                "cached": True,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+            }
+        )
+        self._store.put(report, analysis)  # a repeat of this id is then a plain lookup
+        return analysis
 
     @property
     def waiting(self) -> int:
@@ -126,6 +162,11 @@ class Analyses:
         if grounding != "rules":
             self._typical_s = 0.8 * self._typical_s + 0.2 * elapsed
             self._store.put(report, analysis)
+            with self._lock:
+                self._recent[fingerprint(report)] = (time.monotonic(), analysis)
+                self._recent.move_to_end(fingerprint(report))
+                while len(self._recent) > MAX_FINGERPRINTS:
+                    self._recent.popitem(last=False)
         log.info(
             "analysed %s (%s %s) in %.0f ms: %s, %s",
             report.anomaly_id,

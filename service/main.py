@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.loader = loader
     app.state.store = store
     app.state.analyses = analyses = Analyses(
-        store, settings.queue_limit, settings.request_timeout_s
+        store, settings.queue_limit, settings.request_timeout_s, settings.cache_ttl_s
     )
     install_metrics(app, analyses, loader)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(
         60.0, gt=0, description="Deadline of one analysis; past it the rule engine answers."
     )
+    cache_ttl_s: float = Field(
+        600.0, ge=0, description="A report like one analysed this recently gets its diagnosis."
+    )
     api_keys: str = Field(
         "",
         description="Comma-separated API keys; when set, every endpoint but /healthz and "

@@ -129,7 +129,7 @@ def test_a_repeated_id_is_analysed_once(live_service: str, service_settings) -> 
 
     from service.store import AnalysisStore
 
-    report = FULL_REPORT | {"id": "repeat-me"}
+    report = FULL_REPORT | {"id": "repeat-me", "evidence": ["a situation of its own"]}
     store = AnalysisStore(service_settings.resolved_store_url())
     before = store.count()
     with ThreadPoolExecutor(3) as pool:
@@ -241,3 +241,27 @@ def test_metrics_count_requests_answers_and_tokens(live_service: str) -> None:
     )
     assert produced >= 1
     assert "/no/such/path" not in text  # raw paths never become label values
+
+
+@pytest.mark.slow
+def test_an_alert_storm_reuses_the_diagnosis_of_the_same_situation(live_service: str) -> None:
+    storm = FULL_REPORT | {"evidence": ["ThreadPoolExhausted: storm"]}
+    first = Analysis.model_validate_json(
+        httpx.post(
+            f"{live_service}/v1/analyze", json=storm | {"id": "storm-1"}, timeout=120
+        ).content
+    )
+    # the next window of the same incident: other numbers, the same signals and text
+    again = storm | {"id": "storm-2", "latency_ms": {"p95": 812}}
+    second = Analysis.model_validate_json(
+        httpx.post(f"{live_service}/v1/analyze", json=again, timeout=120).content
+    )
+    assert second.cached and second.anomaly_id == "storm-2"
+    assert second.probable_cause == first.probable_cause and second.summary == first.summary
+    other = storm | {"id": "storm-3", "context": {"cpu_pct": 40, "cpu_baseline_pct": 45}}
+    third = Analysis.model_validate_json(
+        httpx.post(f"{live_service}/v1/analyze", json=other, timeout=120).content
+    )
+    assert not third.cached  # another situation: analysed
+    stored = httpx.get(f"{live_service}/v1/anomalies/storm-2").json()
+    assert stored["analysis"]["anomaly_id"] == "storm-2"
