@@ -44,9 +44,10 @@ Grounding = Literal["grounded", "regenerated", "degraded", "rules"]
 MAX_FINGERPRINTS = 10_000
 
 
-def fingerprint(report: AnomalyReport) -> str:
-    """The situation, not the numbers: what the prompt tags, with the free text."""
-    facts = [report.service, report.operation]
+def fingerprint(report: AnomalyReport, adapter: str | None = None) -> str:
+    """The situation, not the numbers: what the prompt tags, with the free text (and who
+    asks: another adapter may see it otherwise)."""
+    facts = [adapter or "", report.service, report.operation]
     facts += [f"{s.name}={s.tag.split()[-1]}" for s in derived_signals(report)]  # no ratio
     facts += sorted(report.evidence) + sorted(r.operation for r in report.related)
     return hashlib.sha256("\x00".join(facts).encode()).hexdigest()
@@ -76,7 +77,9 @@ class Analyses:
         )
         """Answers by how they were produced, since start (for /metrics)."""
 
-    def analyze(self, report: AnomalyReport, analyzer: Analyzer | None) -> Analysis:
+    def analyze(
+        self, report: AnomalyReport, analyzer: Analyzer | None, adapter: str | None = None
+    ) -> Analysis:
         key = report.anomaly_id
         while True:
             started = time.perf_counter()
@@ -86,7 +89,7 @@ class Analyses:
                 elapsed = round((time.perf_counter() - started) * 1000, 1)
                 return stored.model_copy(update={"cached": True, "latency_ms": elapsed})
             with self._lock:
-                seen = self._recent.get(fingerprint(report))
+                seen = self._recent.get(fingerprint(report, adapter))
                 if seen is not None and time.monotonic() - seen[0] < self._cache_ttl_s:
                     self.outcomes["cached"] += 1
                     return self._reuse(report, seen[1], started)
@@ -97,7 +100,7 @@ class Analyses:
                     break
             running.wait()
         try:
-            return self._analyze(report, analyzer, started)
+            return self._analyze(report, analyzer, started, adapter)
         finally:
             with self._lock:
                 self._waiting -= 1
@@ -126,7 +129,11 @@ class Analyses:
         self._waiting += 1
 
     def _analyze(
-        self, report: AnomalyReport, analyzer: Analyzer | None, started: float
+        self,
+        report: AnomalyReport,
+        analyzer: Analyzer | None,
+        started: float,
+        adapter: str | None,
     ) -> Analysis:
         deadline = time.monotonic() + self._timeout_s
         with tracer.start_as_current_span("whyslow.analysis") as span:
@@ -137,8 +144,8 @@ class Analyses:
             model = rules.RULES_MODEL
             if analyzer is not None:
                 try:
-                    diagnosis, grounding, bad = self._model(report, analyzer, deadline)
-                    model = analyzer.runtime.info
+                    diagnosis, grounding, bad = self._model(report, analyzer, deadline, adapter)
+                    model = analyzer.runtime.info.model_copy(update={"adapter": adapter})
                 except (ModelBusy, ModelOutputError) as exc:
                     log.warning("%s: the rule engine answers: %s", report.anomaly_id, exc)
                 except Exception:  # a model error must not become a 500
@@ -162,9 +169,10 @@ class Analyses:
         if grounding != "rules":
             self._typical_s = 0.8 * self._typical_s + 0.2 * elapsed
             self._store.put(report, analysis)
+            key = fingerprint(report, adapter)
             with self._lock:
-                self._recent[fingerprint(report)] = (time.monotonic(), analysis)
-                self._recent.move_to_end(fingerprint(report))
+                self._recent[key] = (time.monotonic(), analysis)
+                self._recent.move_to_end(key)
                 while len(self._recent) > MAX_FINGERPRINTS:
                     self._recent.popitem(last=False)
         log.info(
@@ -179,15 +187,15 @@ class Analyses:
         return analysis
 
     def _model(
-        self, report: AnomalyReport, analyzer: Analyzer, deadline: float
+        self, report: AnomalyReport, analyzer: Analyzer, deadline: float, adapter: str | None
     ) -> tuple[Diagnosis, Grounding, list[str]]:
         allowed = report_numbers(report)
-        first = analyzer.diagnose(report, deadline)
+        first = analyzer.diagnose(report, deadline, adapter=adapter)
         bad = ungrounded(f"{first.summary} {first.explanation}", allowed)
         if not bad:
             return first, "grounded", []
         try:
-            second = analyzer.diagnose(report, deadline, temperature=0.7, seed=1)
+            second = analyzer.diagnose(report, deadline, 0.7, 1, adapter)
             if not ungrounded(f"{second.summary} {second.explanation}", allowed):
                 return second, "regenerated", bad
         except (ModelBusy, ModelOutputError):

@@ -67,12 +67,13 @@ class Analyzer:
         deadline: float,
         temperature: float = 0.0,
         seed: int | None = None,
+        adapter: str | None = None,
     ) -> Diagnosis:
         """The model's diagnosis; ModelOutputError if it did not form one in time."""
         with tracer.start_as_current_span("llm.generate") as span:
             messages = build_messages(report)
             completion = self._runtime.complete(
-                messages, self._grammar, self._max_tokens, deadline, temperature, seed
+                messages, self._grammar, self._max_tokens, deadline, temperature, seed, adapter
             )
             span.set_attribute("gen_ai.request.model", self._runtime.info.base)
             span.set_attribute("gen_ai.usage.input_tokens", completion.prompt_tokens)

@@ -12,7 +12,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from service.analyses import Analyses
 from service.api.metrics import install_metrics
 from service.api.middleware import ApiKeys, BodyLimit
-from service.api.routes import analyze, anomalies, health
+from service.api.routes import analyze, anomalies, health, models
 from service.model.loader import ModelLoader
 from service.settings import Settings
 from service.store import AnalysisStore
@@ -55,5 +55,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(analyze.router)
     app.include_router(anomalies.router)
+    app.include_router(models.router)
     app.include_router(anomalies.export_router)
     return app

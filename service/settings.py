@@ -56,11 +56,19 @@ class Settings(BaseSettings):
     cors_origins: str = Field(
         "", description="Comma-separated origins allowed to call the API from a browser."
     )
+    adapters_dir: Path | None = Field(
+        None,
+        description="LoRA adapters (NAME.gguf) selectable per request; default: "
+        "the data directory's adapters/ folder.",
+    )
     store_url: str | None = Field(
         None,
         description="Where analyses are kept: sqlite:///path or postgresql://...; default: "
         "a SQLite file in the data directory.",
     )
+
+    def resolved_adapters_dir(self) -> Path:
+        return self.adapters_dir or self.data_dir / "adapters"
 
     def keys(self) -> list[str]:
         return [key.strip() for key in self.api_keys.split(",") if key.strip()]

@@ -39,7 +39,9 @@ class ModelLoader:
         s = self._settings
         try:
             path = self.model_path()
-            runtime = ModelRuntime(path, s.n_ctx, s.n_threads, s.seed, s.repeat_penalty)
+            runtime = ModelRuntime(
+                path, s.n_ctx, s.n_threads, s.seed, s.repeat_penalty, s.resolved_adapters_dir()
+            )
             self.analyzer = Analyzer(runtime, s.max_tokens)
             log.info("model ready: %s (%s)", path, runtime.info.quantization)
         except Exception as exc:  # reported on /readyz, the process stays up to say so

@@ -11,6 +11,7 @@ import llama_cpp
 from llama_cpp import Llama, LlamaGrammar
 
 from service.contract import ModelInfo
+from service.model.adapters import Adapters
 
 
 class ModelBusy(RuntimeError):
@@ -37,7 +38,13 @@ def _quantization_name(file_type: str | None) -> str:
 
 class ModelRuntime:
     def __init__(
-        self, path: Path, n_ctx: int, n_threads: int, seed: int, repeat_penalty: float
+        self,
+        path: Path,
+        n_ctx: int,
+        n_threads: int,
+        seed: int,
+        repeat_penalty: float,
+        adapters_dir: Path | None = None,
     ) -> None:
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path}")
@@ -49,6 +56,7 @@ class ModelRuntime:
         self.tokens = {"prompt": 0, "completion": 0}
         """Tokens read and written since start (for /metrics: tokens per second)."""
         self.generating_s = 0.0
+        self.adapters = Adapters(adapters_dir, self._llm)
         self.info = ModelInfo(
             base=path.name,
             quantization=_quantization_name(self._llm.metadata.get("general.file_type")),
@@ -62,6 +70,7 @@ class ModelRuntime:
         deadline: float,
         temperature: float = 0.0,
         seed: int | None = None,
+        adapter: str | None = None,
     ) -> Completion:
         """Grammar-constrained chat completion, finished by ``deadline`` (monotonic time):
         waiting for the model past it, or generating past it (streamed, so it can stop
@@ -69,6 +78,7 @@ class ModelRuntime:
         if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise ModelBusy("the model was busy until the request's deadline")
         try:
+            self.adapters.use(adapter)
             stream = self._llm.create_chat_completion(
                 messages=messages,  # type: ignore[arg-type]
                 grammar=grammar,

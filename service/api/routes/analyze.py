@@ -1,4 +1,6 @@
-from fastapi import APIRouter, HTTPException
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException
 
 from service.analyses import Overloaded
 from service.api.deps import AnalysesDep, AnalyzerDep
@@ -17,11 +19,25 @@ router = APIRouter(prefix="/v1", tags=["analysis"])
         },
     },
 )
-def analyze(report: AnomalyReport, analyzer: AnalyzerDep, analyses: AnalysesDep) -> Analysis:
+def analyze(
+    report: AnomalyReport,
+    analyzer: AnalyzerDep,
+    analyses: AnalysesDep,
+    adapter: Annotated[
+        str | None,
+        Header(
+            alias="X-Whyslow-Adapter", description="LoRA adapter to answer with (GET /v1/models)."
+        ),
+    ] = None,
+) -> Analysis:
     """Diagnose one anomaly: the probable cause first, then a grounded explanation. A
     report whose id was analysed before gets that analysis back (``cached``: true)."""
+    if adapter is not None and analyzer is not None:
+        known = analyzer.runtime.adapters.names()
+        if adapter not in known:
+            raise HTTPException(422, detail=f"unknown adapter {adapter!r}; known: {known}")
     try:
-        return analyses.analyze(report, analyzer)
+        return analyses.analyze(report, analyzer, adapter)
     except Overloaded as exc:
         raise HTTPException(
             503, detail=str(exc), headers={"Retry-After": str(exc.retry_after_s)}

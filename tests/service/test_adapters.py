@@ -1,0 +1,100 @@
+"""LoRA adapters swapped at runtime on one loaded base, with the real model."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from service.analyze import Analyzer
+from service.contract import AnomalyReport
+from service.main import create_app
+from service.model.embedded import prepare_embedded, shipped_gguf
+from service.model.runtime import ModelRuntime
+from tests.service.test_api import FULL_REPORT
+
+
+def write_adapter(path: Path, seed: int, rank: int = 8, scale: float = 0.05) -> None:
+    """A LoRA adapter in llama.cpp's GGUF form for the embedded base: lora_a [r, in] and
+    lora_b [out, r] on every layer's q and v projections, random but seeded."""
+    base = gguf.GGUFReader(str(shipped_gguf()))
+    layers = int(base.fields["llama.block_count"].contents())
+    hidden = int(base.fields["llama.embedding_length"].contents())
+    heads = int(base.fields["llama.attention.head_count"].contents())
+    kv_dim = hidden // heads * int(base.fields["llama.attention.head_count_kv"].contents())
+    rng = np.random.default_rng(seed)
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_string("general.type", "adapter")
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", float(rank))
+    for layer in range(layers):
+        for name, out in (("attn_q", hidden), ("attn_v", kv_dim)):
+            a = rng.normal(0, scale, (rank, hidden)).astype(np.float32)
+            b = rng.normal(0, scale, (out, rank)).astype(np.float32)
+            writer.add_tensor(f"blk.{layer}.{name}.weight.lora_a", a)
+            writer.add_tensor(f"blk.{layer}.{name}.weight.lora_b", b)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+@pytest.fixture(scope="module")
+def adapters_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("adapters")
+    write_adapter(directory / "team-a.gguf", seed=1)
+    write_adapter(directory / "team-b.gguf", seed=2)
+    return directory
+
+
+@pytest.mark.slow
+def test_adapters_answer_differently_and_switching_back_restores_exactly(
+    adapters_dir: Path, service_settings
+) -> None:
+    runtime = ModelRuntime(
+        prepare_embedded(service_settings.data_dir), 2048, 2, 0, 1.3, adapters_dir
+    )
+    analyzer = Analyzer(runtime, 1400)
+    report = AnomalyReport.model_validate(FULL_REPORT)
+
+    def answer(adapter: str | None) -> str:
+        diagnosis = analyzer.diagnose(report, time.monotonic() + 120, adapter=adapter)
+        return diagnosis.model_dump_json()
+
+    base, a, b = answer(None), answer("team-a"), answer("team-b")
+    assert len({base, a, b}) == 3
+    started = time.perf_counter()
+    runtime.adapters.use("team-a")
+    switch_ms = (time.perf_counter() - started) * 1000
+    assert answer("team-a") == a and answer(None) == base and answer("team-b") == b
+    print(f"\nswitch to a loaded adapter: {switch_ms:.3f} ms")
+
+
+def test_models_lists_adapters_and_an_unknown_one_is_refused(
+    adapters_dir, service_settings, tmp_path
+) -> None:
+    settings = service_settings.model_copy(
+        update={"data_dir": tmp_path, "adapters_dir": adapters_dir}
+    )
+    with TestClient(create_app(settings)) as client:
+        deadline = time.monotonic() + 60
+        while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        models = client.get("/v1/models").json()
+        assert models["adapters"] == ["team-a", "team-b"]
+        assert models["base"]["quantization"] == "Q8_0"
+        refused = client.post(
+            "/v1/analyze", json=FULL_REPORT, headers={"X-Whyslow-Adapter": "team-z"}
+        )
+        assert refused.status_code == 422 and "team-z" in refused.json()["detail"]
+        answered = client.post(
+            "/v1/analyze",
+            json=FULL_REPORT | {"id": "adapter-b"},
+            headers={"X-Whyslow-Adapter": "team-b"},
+        )
+        assert answered.status_code == 200
+        assert answered.json()["model"]["adapter"] == "team-b"
