@@ -1,0 +1,153 @@
+"""Latency and memory of the service with the embedded model, each against a reference
+measured in the same run.
+
+    .venv/bin/python tests/bench/service_speed.py [--reports 12]
+
+- ``POST /v1/analyze`` (in-process HTTP) on fresh reports, against raw llama-cpp-python
+  generating the same prompt, grammar and token count (target <= 1.05x), and against the
+  naive path that evaluates the whole prompt afresh each call (target <= 0.4x);
+- a cache hit (the same id again; target p95 <= 10 ms);
+- adapter load and switch (target <= 20 ms and <= 1 ms);
+- resident memory with the model loaded (target <= 400 MB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from service.analyze import build_grammar
+from service.contract import AnomalyReport
+from service.main import create_app
+from service.prompt import build_messages
+from service.settings import Settings
+
+
+def reports(count: int) -> list[dict]:
+    """Distinct reports in the shape the consumer sends (numbers vary, tags too)."""
+    out = []
+    for i in range(count):
+        out.append(
+            {
+                "id": f"bench-{i}",
+                "service": ["checkout", "exchange-api", "search"][i % 3],
+                "operation": "POST /checkout",
+                "window": {
+                    "start": "2026-11-12T14:00:00Z",
+                    "end": "2026-11-12T14:01:00Z",
+                    "count": 40 + i,
+                },
+                "latency_ms": {"p50": 300 + i, "p95": 700 + 13 * i, "p99": 990 + i},
+                "baseline": {
+                    "hour_of_week": 86,
+                    "p50": 110,
+                    "p95": 200 + i,
+                    "samples": 180,
+                    "level": "hour_of_day",
+                },
+                "context": {
+                    "cpu_pct": 60 + (i * 7) % 40,
+                    "cpu_baseline_pct": 45,
+                    "request_rate": 10 + i,
+                    "request_rate_baseline": 12,
+                    "downstream": [
+                        {
+                            "service": "payments",
+                            "operation": "POST /charge",
+                            "p95_ms": 60 + 30 * (i % 4),
+                            "baseline_p95_ms": 53,
+                        }
+                    ],
+                },
+            }
+        )
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reports", type=int, default=12)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(data_dir=Path(tmp), cache_ttl_s=0)
+        with TestClient(create_app(settings)) as client:
+            while client.get("/readyz").status_code != 200:
+                time.sleep(0.05)
+            analyzer = client.app.state.loader.analyzer
+            runtime = analyzer.runtime
+            llm = runtime._llm
+            grammar = build_grammar()
+            served, raw, naive, tokens, regenerated = [], [], [], [], 0
+            for report in reports(args.reports):
+                before = runtime.tokens["completion"]
+                started = time.perf_counter()
+                answer = client.post("/v1/analyze", json=report).json()
+                served.append(time.perf_counter() - started)
+                generated = runtime.tokens["completion"] - before
+                regenerated += answer["grounding"] in ("regenerated", "degraded")
+                messages = build_messages(AnomalyReport.model_validate(report))
+                for timings, fresh in ((raw, False), (naive, True)):
+                    if fresh:
+                        llm.reset()  # no prefix reuse: the first version's path
+                    started = time.perf_counter()
+                    out = llm.create_chat_completion(
+                        messages=messages,
+                        grammar=grammar,
+                        temperature=0.0,
+                        max_tokens=generated,
+                        repeat_penalty=1.3,
+                    )
+                    timings.append(time.perf_counter() - started)
+                tokens.append(out["usage"]["completion_tokens"])
+            hits = []
+            for report in reports(args.reports):
+                started = time.perf_counter()
+                assert client.post("/v1/analyze", json=report).json()["cached"]
+                hits.append(time.perf_counter() - started)
+            memory = rss_mb()
+
+    ratio = statistics.median(served) / statistics.median(raw)
+    print(
+        f"/v1/analyze over HTTP: p50 {statistics.median(served) * 1000:.0f} ms, "
+        f"p95 {percentile(served, 0.95) * 1000:.0f} ms ({args.reports} reports, "
+        f"{regenerated} needed a second generation for grounding)"
+    )
+    print(
+        f"raw llama-cpp-python, same prompt and tokens (median {statistics.median(tokens):.0f}"
+        f" tokens): p50 {statistics.median(raw) * 1000:.0f} ms -> ratio {ratio:.2f} "
+        f"(target <= 1.05)"
+    )
+    print(
+        f"naive, prompt evaluated afresh: p50 {statistics.median(naive) * 1000:.0f} ms -> raw "
+        f"with prefix reuse is {statistics.median(raw) / statistics.median(naive):.2f}x of it, "
+        f"the service {statistics.median(served) / statistics.median(naive):.2f}x "
+        f"(target <= 0.4)"
+    )
+    print(
+        f"cache hit: p50 {statistics.median(hits) * 1000:.1f} ms, p95 "
+        f"{percentile(hits, 0.95) * 1000:.1f} ms (target p95 <= 10 ms)"
+    )
+    print(f"resident memory with the model loaded: {memory:.0f} MB (target <= 400 MB)")
+    print(json.dumps({"served_s": served, "raw_s": raw, "naive_s": naive}))
+
+
+if __name__ == "__main__":
+    main()
