@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,6 +24,21 @@ class Settings(BaseSettings):
     )
     model_path: Path | None = Field(
         None, description="A GGUF file to serve instead of the embedded SmolLM2 model."
+    )
+    backend: Literal["local", "openai"] = Field(
+        "local",
+        description="local: llama.cpp in this process; openai: an OpenAI-compatible "
+        "server (WHYSLOW_OPENAI_BASE_URL).",
+    )
+    openai_base_url: str = Field(
+        "http://127.0.0.1:8080/v1", description="Base URL of the OpenAI-compatible API."
+    )
+    openai_model: str = Field("whyslow", description="Model name to ask that server for.")
+    openai_api_key: str | None = Field(None, description="Bearer token for that server.")
+    openai_response_format: Literal["json_schema", "json_object"] = Field(
+        "json_schema",
+        description="json_schema (OpenAI, vLLM) or json_object with a schema "
+        "(llama.cpp server, llama-cpp-python's server).",
     )
     n_ctx: int = Field(2048, ge=512, description="Context window of the model, in tokens.")
     n_threads: int = Field(

@@ -7,8 +7,9 @@ import logging
 import threading
 from pathlib import Path
 
-from service.analyze import Analyzer
+from service.analyze import Analyzer, generation_schema
 from service.model.embedded import prepare_embedded
+from service.model.remote import OpenAIRuntime
 from service.model.runtime import ModelRuntime
 from service.settings import Settings
 
@@ -38,12 +39,27 @@ class ModelLoader:
     def _load(self) -> None:
         s = self._settings
         try:
-            path = self.model_path()
-            runtime = ModelRuntime(
-                path, s.n_ctx, s.n_threads, s.seed, s.repeat_penalty, s.resolved_adapters_dir()
-            )
-            self.analyzer = Analyzer(runtime, s.max_tokens)
-            log.info("model ready: %s (%s)", path, runtime.info.quantization)
+            if s.backend == "openai":
+                runtime: ModelRuntime | OpenAIRuntime = OpenAIRuntime(
+                    s.openai_base_url,
+                    s.openai_model,
+                    generation_schema(),
+                    s.openai_response_format,
+                    s.openai_api_key,
+                )
+                where = s.openai_base_url
+            else:
+                where = str(self.model_path())
+                runtime = ModelRuntime(
+                    Path(where),
+                    s.n_ctx,
+                    s.n_threads,
+                    s.seed,
+                    s.repeat_penalty,
+                    s.resolved_adapters_dir(),
+                )
+            self.analyzer = Analyzer(runtime, s.max_tokens)  # type: ignore[arg-type]
+            log.info("model ready: %s (%s)", where, runtime.info.quantization)
         except Exception as exc:  # reported on /readyz, the process stays up to say so
             self.error = f"{type(exc).__name__}: {exc}"
             log.error("model failed to load: %s", self.error)

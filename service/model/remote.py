@@ -1,0 +1,102 @@
+"""A model served elsewhere, behind an OpenAI-compatible chat API (llama.cpp server, Ollama,
+vLLM, llama-cpp-python's server): for teams that already run one, or outgrow one machine.
+
+The same contract as the local runtime: the Diagnosis schema is sent as the response
+format (``json_schema`` as OpenAI and vLLM take it, or ``json_object`` with a ``schema`` as
+llama.cpp's servers do), the answer is validated, grounded and, failing that, replaced by
+the rule engine's, exactly as for the local model.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import httpx
+
+from service.contract import ModelInfo
+from service.model.runtime import Completion, ModelBusy
+
+ResponseFormat = Literal["json_schema", "json_object"]
+
+
+class NoAdapters:
+    """Adapters live with the model's server; none are selectable through this one."""
+
+    current: str | None = None
+
+    def names(self) -> list[str]:
+        return []
+
+    def use(self, name: str | None) -> None:
+        if name is not None:
+            raise KeyError(name)
+
+
+class OpenAIRuntime:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        schema: dict[str, Any],
+        response_format: ResponseFormat,
+        api_key: str | None = None,
+    ) -> None:
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers)
+        self._model = model
+        self._format: dict[str, Any] = (
+            {
+                "type": "json_schema",
+                "json_schema": {"name": "diagnosis", "schema": schema, "strict": True},
+            }
+            if response_format == "json_schema"
+            else {"type": "json_object", "schema": schema}
+        )
+        self.adapters = NoAdapters()
+        self.info = ModelInfo(base=f"openai:{model}", quantization="remote")
+        self.tokens = {"prompt": 0, "completion": 0}
+        self.generating_s = 0.0
+
+    def complete(
+        self,
+        messages: list[dict[str, str]],
+        grammar: object,
+        max_tokens: int,
+        deadline: float,
+        temperature: float = 0.0,
+        seed: int | None = None,
+        adapter: str | None = None,
+    ) -> Completion:
+        """One chat completion; ``grammar`` is the local runtime's, unused here."""
+        self.adapters.use(adapter)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ModelBusy("no time left before the request's deadline")
+        body: dict[str, Any] = {
+            "model": self._model,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "response_format": self._format,
+        }
+        if seed is not None:
+            body["seed"] = seed
+        started = time.monotonic()
+        try:
+            response = self._client.post("/chat/completions", json=body, timeout=remaining)
+            response.raise_for_status()
+        except httpx.TimeoutException as exc:
+            raise ModelBusy(f"the model server did not answer in time: {exc!r}") from exc
+        self.generating_s += time.monotonic() - started
+        result = response.json()
+        usage = result.get("usage") or {}
+        self.tokens["prompt"] += usage.get("prompt_tokens", 0)
+        self.tokens["completion"] += usage.get("completion_tokens", 0)
+        choice = result["choices"][0]
+        return Completion(
+            text=choice["message"].get("content") or "",
+            finish_reason=choice.get("finish_reason") or "",
+            prompt_tokens=usage.get("prompt_tokens", 0),
+            completion_tokens=usage.get("completion_tokens", 0),
+        )
