@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +29,8 @@ from service.main import create_app
 from service.model.adapters import Adapters
 from service.prompt import build_messages
 from service.settings import Settings
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo: test helpers
 from tests.service.test_adapters import write_adapter
 
 
