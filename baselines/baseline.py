@@ -209,6 +209,18 @@ class SeasonalProfile:
         spread = MAD_TO_SIGMA * row_medians(np.abs(rows - center[:, None]), filled)
         return center, spread
 
+    def bucket_usuals(self) -> tuple[list[float | None], list[int]]:
+        """Each hour-of-week bucket's usual value (its median, in the series' units; None
+        when empty) and how many values stand behind it: the profile a dashboard draws."""
+        counts = np.minimum(self._written, self.depth)
+        usual: list[float | None] = [None] * HOURS_PER_WEEK
+        filled = np.flatnonzero(counts > 0)
+        if filled.size:
+            centers, _ = self._robust_rows(filled)
+            for how, center in zip(filled.tolist(), centers.tolist(), strict=True):
+                usual[how] = round(self.to_units(center), 3)
+        return usual, counts.tolist()
+
     def working(self, values: np.ndarray) -> np.ndarray:
         """Values in the profile's working units."""
         return np.log(np.maximum(values, LOG_FLOOR)) if self.log else values

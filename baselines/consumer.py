@@ -38,7 +38,13 @@ from baselines.forward import Forwarder
 from baselines.ingest.json_events import MalformedMessage, ParsedBatch, parse_json_events
 from baselines.ingest.otlp import parse_otlp
 from baselines.settings import Settings
-from baselines.snapshot import CONSUMER_KEY_PREFIX, ConsumerRecord, checkpoint, restore
+from baselines.snapshot import (
+    CONSUMER_KEY_PREFIX,
+    RESERVED_PREFIX,
+    ConsumerRecord,
+    checkpoint,
+    restore,
+)
 from baselines.store import BaselineStore
 from baselines.topology import dead_letter, declare_topology
 from service.contract import AnomalyReport
@@ -200,7 +206,7 @@ class TelemetryConsumer:
         services = (
             record.services
             if record
-            else [s for s in self._store.services() if not s.startswith(CONSUMER_KEY_PREFIX)]
+            else [s for s in self._store.services() if not s.startswith(RESERVED_PREFIX)]
         )
         restore(self.detector, self._store.load(services))
         self._services = set(services)

@@ -85,7 +85,11 @@ def _parts(archive: np.lib.npyio.NpzFile, prefix: str) -> dict[str, np.ndarray]:
 
 
 def checkpoint(detector: Detector, services: set[str]) -> dict[str, bytes]:
-    return {service: encode(*detector.export(service)) for service in services}
+    """Each service's baselines, and its readable profile beside them."""
+    payloads = {service: encode(*detector.export(service)) for service in services}
+    timezone = detector.config.timezone
+    payloads |= {PROFILE_KEY_PREFIX + s: profile(detector, s, timezone) for s in services}
+    return payloads
 
 
 def restore(detector: Detector, payloads: dict[str, bytes]) -> None:
@@ -96,8 +100,27 @@ def restore(detector: Detector, payloads: dict[str, bytes]) -> None:
             raise SnapshotFormatError(f"service {service!r}: {exc}") from exc
 
 
+RESERVED_PREFIX = "whyslow:"
+"""Store keys that are not a service's baselines start with this."""
 CONSUMER_KEY_PREFIX = "whyslow:consumer:"
 """Store key of a consumer's own record: this prefix and its queue's name."""
+PROFILE_KEY_PREFIX = "whyslow:profile:"
+"""Store key of a service's readable profile (JSON, for the service's API and minimal
+reports): this prefix and the service's name. The service reads these rows; keep the
+format in step with service/profiles.py."""
+
+
+def profile(detector: Detector, service: str, timezone: str) -> bytes:
+    """A service's week profile as JSON: per server operation, each hour-of-week's usual
+    p95 and p50 (ms) and the windows behind them."""
+    series, _ = detector.export(service)
+    operations = {}
+    for (_, operation, kind, _), state in series.items():
+        if kind in ("server", "consumer"):
+            p95, samples = state.p95.bucket_usuals()
+            p50, _ = state.p50.bucket_usuals()
+            operations[operation] = {"p95": p95, "p50": p50, "samples": samples}
+    return json.dumps({"service": service, "timezone": timezone, "operations": operations}).encode()
 
 
 @dataclass

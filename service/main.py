@@ -12,8 +12,9 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from service.analyses import Analyses
 from service.api.metrics import install_metrics
 from service.api.middleware import ApiKeys, BodyLimit
-from service.api.routes import analyze, anomalies, health, models
+from service.api.routes import analyze, anomalies, baselines, health, models
 from service.model.loader import ModelLoader
+from service.profiles import ProfileReader
 from service.settings import Settings
 from service.store import AnalysisStore
 
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.loader = loader
     app.state.store = store
+    app.state.profiles = ProfileReader(settings.resolved_baselines_url())
     app.state.analyses = analyses = Analyses(
         store, settings.queue_limit, settings.request_timeout_s, settings.cache_ttl_s
     )
@@ -56,5 +58,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(analyze.router)
     app.include_router(anomalies.router)
     app.include_router(models.router)
+    app.include_router(baselines.router)
     app.include_router(anomalies.export_router)
     return app

@@ -83,6 +83,15 @@ class Settings(BaseSettings):
         "a SQLite file in the data directory.",
     )
 
+    baselines_url: str | None = Field(
+        None,
+        description="The consumers' store, for baseline profiles; default: its default "
+        "SQLite file in the data directory.",
+    )
+
+    def resolved_baselines_url(self) -> str:
+        return self.baselines_url or f"sqlite:///{self.data_dir / 'baselines.db'}"
+
     def resolved_adapters_dir(self) -> Path:
         return self.adapters_dir or self.data_dir / "adapters"
 

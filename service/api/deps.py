@@ -9,6 +9,7 @@ from fastapi import Depends, HTTPException, Request
 from service.analyses import Analyses
 from service.analyze import Analyzer
 from service.model.loader import ModelLoader
+from service.profiles import ProfileReader
 from service.store import AnalysisStore
 
 
@@ -32,7 +33,12 @@ def get_store(request: Request) -> AnalysisStore:
     return request.app.state.store
 
 
+def get_profiles(request: Request) -> ProfileReader:
+    return request.app.state.profiles
+
+
 LoaderDep = Annotated[ModelLoader, Depends(get_loader)]
+ProfilesDep = Annotated[ProfileReader, Depends(get_profiles)]
 StoreDep = Annotated[AnalysisStore, Depends(get_store)]
 AnalysesDep = Annotated[Analyses, Depends(get_analyses)]
 AnalyzerDep = Annotated[Analyzer | None, Depends(get_analyzer)]

@@ -3,8 +3,9 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException
 
 from service.analyses import Overloaded
-from service.api.deps import AnalysesDep, AnalyzerDep
+from service.api.deps import AnalysesDep, AnalyzerDep, ProfilesDep
 from service.contract import Analysis, AnomalyReport
+from service.profiles import complete
 
 router = APIRouter(prefix="/v1", tags=["analysis"])
 
@@ -23,6 +24,7 @@ def analyze(
     report: AnomalyReport,
     analyzer: AnalyzerDep,
     analyses: AnalysesDep,
+    profiles: ProfilesDep,
     adapter: Annotated[
         str | None,
         Header(
@@ -31,11 +33,14 @@ def analyze(
     ] = None,
 ) -> Analysis:
     """Diagnose one anomaly: the probable cause first, then a grounded explanation. A
-    report whose id was analysed before gets that analysis back (``cached``: true)."""
+    report whose id was analysed before gets that analysis back (``cached``: true); one
+    without a baseline gets its operation's usual p95 from the consumers' profile."""
     if adapter is not None and analyzer is not None:
         known = analyzer.runtime.adapters.names()
         if adapter not in known:
             raise HTTPException(422, detail=f"unknown adapter {adapter!r}; known: {known}")
+    if report.baseline is None:  # a hand-posted report: the consumers' profile completes it
+        report = complete(report, profiles.get(report.service))
     try:
         return analyses.analyze(report, analyzer, adapter)
     except Overloaded as exc:

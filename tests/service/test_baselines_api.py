@@ -1,0 +1,48 @@
+"""Baseline profiles the consumers checkpoint, read by the service."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi.testclient import TestClient
+
+from baselines.detect import Detector, DetectorConfig
+from baselines.snapshot import checkpoint
+from baselines.store import open_store
+from baselines.synthetic import last_full_week_start, telemetry
+from service.contract import TELEMETRY_EVENT
+from service.main import create_app
+from service.settings import Settings
+
+WEEK = last_full_week_start(datetime(2026, 11, 23, tzinfo=UTC))
+
+
+def learnt(tmp_path) -> Settings:
+    detector = Detector(DetectorConfig())
+    for minute in telemetry(WEEK, [], minutes=3 * 1440):
+        detector.observe([TELEMETRY_EVENT.validate_python(e) for e in minute])
+    detector.flush()
+    store = open_store(f"sqlite:///{tmp_path / 'baselines.db'}")
+    store.save(checkpoint(detector, detector.take_changed()))
+    store.close()
+    return Settings(data_dir=tmp_path, model_path=tmp_path / "none.gguf")
+
+
+def test_the_service_serves_the_profile_and_completes_a_bare_report(tmp_path) -> None:
+    with TestClient(create_app(learnt(tmp_path))) as client:
+        profile = client.get("/v1/baselines/checkout").json()
+        p95 = profile["operations"]["POST /checkout"]["p95"]
+        assert len(p95) == 168 and profile["timezone"] == "UTC"
+        assert all(v is not None for v in p95[:72]) and all(v is None for v in p95[72:])
+        assert p95[14] > p95[3]  # Monday 14:00 is busier than Monday 03:00
+        assert "GET /quote" not in profile["operations"]  # client calls are not judged
+        assert client.get("/v1/baselines/nobody").status_code == 404
+
+        bare = {
+            "service": "checkout",
+            "operation": "POST /checkout",
+            "latency_ms": {"p95": 900},
+            "window": {"start": "2026-11-16T14:00:00Z", "end": "2026-11-16T14:01:00Z", "count": 20},
+        }
+        answer = client.post("/v1/analyze", json=bare).json()
+    assert f"vs usual {round(p95[14], 1):g}ms" in answer["summary"]  # Monday 14:00's usual
