@@ -23,6 +23,14 @@ from baselines.judge import IncidentGate
 
 PAYLOAD_VERSION = 1
 PROFILES = ("p95", "p50", "count", "error_rate")
+RESERVED_PREFIX = "whyslow:"
+"""Store keys that are not a service's baselines start with this."""
+CONSUMER_KEY_PREFIX = "whyslow:consumer:"
+"""Store key of a consumer's own record: this prefix and its queue's name."""
+PROFILE_KEY_PREFIX = "whyslow:profile:"
+"""Store key of a service's readable profile (JSON, for the service's API and minimal
+reports): this prefix and the service's name. The service reads these rows; keep the
+format in step with service/profiles.py."""
 
 
 class SnapshotFormatError(ValueError):
@@ -93,21 +101,14 @@ def checkpoint(detector: Detector, services: set[str]) -> dict[str, bytes]:
 
 
 def restore(detector: Detector, payloads: dict[str, bytes]) -> None:
+    """Install the services' baselines; rows that are not a service's are ignored."""
     for service, payload in payloads.items():
+        if service.startswith(RESERVED_PREFIX):
+            continue
         try:
             detector.install(*decode(payload))
         except SnapshotFormatError as exc:
             raise SnapshotFormatError(f"service {service!r}: {exc}") from exc
-
-
-RESERVED_PREFIX = "whyslow:"
-"""Store keys that are not a service's baselines start with this."""
-CONSUMER_KEY_PREFIX = "whyslow:consumer:"
-"""Store key of a consumer's own record: this prefix and its queue's name."""
-PROFILE_KEY_PREFIX = "whyslow:profile:"
-"""Store key of a service's readable profile (JSON, for the service's API and minimal
-reports): this prefix and the service's name. The service reads these rows; keep the
-format in step with service/profiles.py."""
 
 
 def profile(detector: Detector, service: str, timezone: str) -> bytes:
