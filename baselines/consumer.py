@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
 import threading
 import time
 from collections import deque
@@ -46,7 +45,7 @@ from baselines.snapshot import (
     restore,
 )
 from baselines.store import BaselineStore
-from baselines.topology import dead_letter, declare_topology
+from baselines.topology import dead_letter, declare_topology, run_reconnecting
 from service.contract import AnomalyReport
 
 log = logging.getLogger(__name__)
@@ -132,18 +131,7 @@ class TelemetryConsumer:
         from empty baselines would silently throw weeks of learning away. It is read once
         here, so a consumer refuses to start (even as a standby) rather than later."""
         self._restore()
-        delay = 0.5
-        while not self._stopping.is_set():
-            try:
-                self._consume()
-                delay = 0.5
-            except pika.exceptions.AMQPConnectionError as exc:
-                if self._stopping.is_set():
-                    break
-                wait = min(delay, 30.0) * random.uniform(0.5, 1.5)
-                log.warning("broker connection lost (%r); reconnecting in %.1fs", exc, wait)
-                self._stopping.wait(wait)
-                delay *= 2
+        run_reconnecting(self._consume, self._stopping)
 
     @property
     def active(self) -> bool:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
 import threading
 import zlib
 from dataclasses import dataclass
@@ -33,7 +32,12 @@ from pika.spec import Basic, BasicProperties
 from baselines.consumer import parse_message
 from baselines.ingest.json_events import MalformedMessage
 from baselines.settings import Settings
-from baselines.topology import dead_letter, declare_shard, declare_topology
+from baselines.topology import (
+    dead_letter,
+    declare_shard,
+    declare_topology,
+    run_reconnecting,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +68,7 @@ class Router:
         self._stopping.set()
 
     def run(self) -> None:
-        delay = 0.5
-        while not self._stopping.is_set():
-            try:
-                self._route()
-                delay = 0.5
-            except pika.exceptions.AMQPConnectionError as exc:
-                if self._stopping.is_set():
-                    break
-                wait = min(delay, 30.0) * random.uniform(0.5, 1.5)
-                log.warning("broker connection lost (%r); reconnecting in %.1fs", exc, wait)
-                self._stopping.wait(wait)
-                delay *= 2
+        run_reconnecting(self._route, self._stopping)
 
     def _route(self) -> None:
         connection = pika.BlockingConnection(pika.URLParameters(self._settings.amqp_url))

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import random
+import threading
 import time
+from collections.abc import Callable
 
 import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
 from baselines.settings import Settings, shard_queue
+
+log = logging.getLogger(__name__)
 
 ERROR_HEADER = "x-whyslow-error"
 ROUTING_KEY_HEADER = "x-whyslow-routing-key"
@@ -90,3 +96,20 @@ def dead_letter(
             timestamp=int(time.time()),
         ),
     )
+
+
+def run_reconnecting(step: Callable[[], None], stopping: threading.Event) -> None:
+    """Call ``step`` (one connection's life) until ``stopping`` is set, reconnecting after a
+    lost broker with exponential backoff (0.5 s doubling to 30 s) and jitter."""
+    delay = 0.5
+    while not stopping.is_set():
+        try:
+            step()
+            delay = 0.5
+        except pika.exceptions.AMQPConnectionError as exc:
+            if stopping.is_set():
+                break
+            wait = min(delay, 30.0) * random.uniform(0.5, 1.5)
+            log.warning("broker connection lost (%r); reconnecting in %.1fs", exc, wait)
+            stopping.wait(wait)
+            delay *= 2
