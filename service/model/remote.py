@@ -88,6 +88,8 @@ class OpenAIRuntime:
             response.raise_for_status()
         except httpx.TimeoutException as exc:
             raise ModelBusy(f"the model server did not answer in time: {exc!r}") from exc
+        except httpx.TransportError as exc:
+            raise ModelBusy(f"the model server is unreachable: {exc!r}") from exc
         self.generating_s += time.monotonic() - started
         result = response.json()
         usage = result.get("usage") or {}

@@ -45,7 +45,9 @@ def test_answers_come_from_an_openai_compatible_server(service_settings, tmp_pat
     )
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+        while True:
+            assert server.poll() is None, "llama_cpp.server exited (is its [server] extra in?)"
+            assert time.monotonic() < deadline, "llama_cpp.server did not start in 120 s"
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
                     break
@@ -61,7 +63,9 @@ def test_answers_come_from_an_openai_compatible_server(service_settings, tmp_pat
             }
         )
         with TestClient(create_app(settings)) as client:
+            ready_by = time.monotonic() + 60
             while client.get("/readyz").status_code != 200:
+                assert time.monotonic() < ready_by, "the service did not become ready"
                 time.sleep(0.05)
             assert client.get("/v1/models").json()["base"]["base"] == "openai:smol"
             response = client.post("/v1/analyze", json=FULL_REPORT | {"id": "remote-1"})
