@@ -305,7 +305,6 @@ class TelemetryConsumer:
         digest: str,
         content_type: str | None = None,
     ) -> None:
-        log.warning("dead-lettering a message from %r: %s", method.routing_key, reason[:300])
         dead_letter(
             channel,
             self._settings,

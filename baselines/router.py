@@ -139,7 +139,6 @@ class Router:
         reason: str,
         digest: str,
     ) -> None:
-        log.warning("dead-lettering a message from %r: %s", method.routing_key, reason[:300])
         dead_letter(
             channel,
             self._settings,

@@ -81,6 +81,7 @@ def dead_letter(
 ) -> None:
     """Publish to the DLX with the reason in a header (confirmed, on a confirm channel);
     the message id lets a DLQ reader drop the duplicate a crash can cause."""
+    log.warning("dead-lettering a message from %r: %s", routing_key, reason[:300])
     headers = dict(properties.headers or {})
     headers[ERROR_HEADER] = reason[:1000]
     headers[ROUTING_KEY_HEADER] = routing_key

@@ -12,7 +12,7 @@ from opentelemetry import trace
 from pydantic import ValidationError
 
 from service.contract import AnomalyReport, Diagnosis
-from service.model.runtime import ModelRuntime
+from service.model.runtime import ModelBackend
 from service.prompt import build_messages
 
 CONFIDENCE_STEPS = [round(i * 0.05, 2) for i in range(21)]
@@ -52,13 +52,13 @@ def build_grammar() -> LlamaGrammar:
 
 
 class Analyzer:
-    def __init__(self, runtime: ModelRuntime, max_tokens: int) -> None:
+    def __init__(self, runtime: ModelBackend, max_tokens: int) -> None:
         self._runtime = runtime
         self._max_tokens = max_tokens
         self._grammar = build_grammar()
 
     @property
-    def runtime(self) -> ModelRuntime:
+    def runtime(self) -> ModelBackend:
         return self._runtime
 
     def diagnose(

@@ -10,7 +10,7 @@ from pathlib import Path
 from service.analyze import Analyzer, generation_schema
 from service.model.embedded import prepare_embedded
 from service.model.remote import OpenAIRuntime
-from service.model.runtime import ModelRuntime
+from service.model.runtime import ModelBackend, ModelRuntime
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class ModelLoader:
         s = self._settings
         try:
             if s.backend == "openai":
-                runtime: ModelRuntime | OpenAIRuntime = OpenAIRuntime(
+                runtime: ModelBackend = OpenAIRuntime(
                     s.openai_base_url,
                     s.openai_model,
                     generation_schema(),
@@ -58,7 +58,7 @@ class ModelLoader:
                     s.repeat_penalty,
                     s.resolved_adapters_dir(),
                 )
-            self.analyzer = Analyzer(runtime, s.max_tokens)  # type: ignore[arg-type]
+            self.analyzer = Analyzer(runtime, s.max_tokens)
             log.info("model ready: %s (%s)", where, runtime.info.quantization)
         except Exception as exc:  # reported on /readyz, the process stays up to say so
             self.error = f"{type(exc).__name__}: {exc}"

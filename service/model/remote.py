@@ -13,6 +13,7 @@ import time
 from typing import Any, Literal
 
 import httpx
+from llama_cpp import LlamaGrammar
 
 from service.contract import ModelInfo
 from service.model.runtime import Completion, ModelBusy
@@ -61,7 +62,7 @@ class OpenAIRuntime:
     def complete(
         self,
         messages: list[dict[str, str]],
-        grammar: object,
+        grammar: LlamaGrammar,
         max_tokens: int,
         deadline: float,
         temperature: float = 0.0,

@@ -6,12 +6,42 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import llama_cpp
 from llama_cpp import Llama, LlamaGrammar
 
 from service.contract import ModelInfo
 from service.model.adapters import Adapters
+
+
+class ModelBackend(Protocol):
+    """What an Analyzer needs of a model: the local runtime below, or a remote server
+    (service/model/remote.py)."""
+
+    info: ModelInfo
+    adapters: AdapterSelector
+    tokens: dict[str, int]
+    generating_s: float
+
+    def complete(
+        self,
+        messages: list[dict[str, str]],
+        grammar: LlamaGrammar,
+        max_tokens: int,
+        deadline: float,
+        temperature: float = 0.0,
+        seed: int | None = None,
+        adapter: str | None = None,
+    ) -> Completion: ...
+
+
+class AdapterSelector(Protocol):
+    current: str | None
+
+    def names(self) -> list[str]: ...
+
+    def use(self, name: str | None) -> None: ...
 
 
 class ModelBusy(RuntimeError):
