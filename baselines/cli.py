@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from baselines.settings import Settings
+from service.logs import configure_logging
 
 
 def _consume(args: argparse.Namespace, settings: Settings) -> int:
@@ -124,9 +125,7 @@ COMMANDS = {"consume": _consume, "route": _route, "replay": _replay, "demo": _de
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # pika logs expected reconnects as errors with tracebacks; the consumer says it in one line
-    logging.getLogger("pika").setLevel(logging.CRITICAL)
+    configure_logging()
     if args.command == "demo":
         logging.getLogger().setLevel(logging.WARNING)
     settings = Settings()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
+
+from service.logs import configure_logging
 
 USAGE = """usage: whyslow COMMAND [options]
 
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=8000)
     sub.add_parser("model", help="prepare the embedded model and print its path")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging()
     return {"serve": _serve, "model": _model}[args.command](args)
 
 
