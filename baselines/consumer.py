@@ -93,6 +93,45 @@ def parse_message(body: bytes, routing_key: str, content_type: str) -> ParsedBat
     return parse_json_events(body)
 
 
+def message_digest(routing_key: str, body: bytes) -> str:
+    """A message's identity when its producer gave none (the dead letters' message id)."""
+    return hashlib.sha256(routing_key.encode() + b"\0" + body).hexdigest()[:32]
+
+
+def parse_or_dead_letter(
+    channel: BlockingChannel,
+    settings: Settings,
+    method: Basic.Deliver,
+    properties: BasicProperties,
+    body: bytes,
+    digest: str,
+) -> tuple[ParsedBatch | None, int]:
+    """(the message's usable events, dead letters sent). A message that cannot be parsed
+    goes whole to the DLQ as it came (None); in a batch, the rejected items go there as a
+    JSON list and the rest is returned."""
+    content_type = (properties.content_type or "").split(";")[0].strip().lower()
+    try:
+        batch = parse_message(body, method.routing_key, content_type)
+    except MalformedMessage as exc:
+        dead_letter(channel, settings, method.routing_key, properties, body, str(exc), digest)
+        return None, 1
+    if not batch.rejected:
+        return batch, 0
+    rejected = json.dumps([item for item, _ in batch.rejected], default=str).encode()
+    reason = "; ".join(reason for _, reason in batch.rejected)
+    dead_letter(
+        channel,
+        settings,
+        method.routing_key,
+        properties,
+        rejected,
+        reason,
+        digest,
+        "application/json",
+    )
+    return batch, 1
+
+
 class TelemetryConsumer:
     """Run with ``run()`` (blocks); ``stop()`` may be called from any thread or a signal."""
 
@@ -246,7 +285,7 @@ class TelemetryConsumer:
             self._restore()
             self._active = True
         self.stats.messages += 1
-        digest = hashlib.sha256(method.routing_key.encode() + b"\0" + body).hexdigest()[:32]
+        digest = message_digest(method.routing_key, body)
         headers = properties.headers or {}
         parent = propagate.extract(headers, getter=HEADERS)
         with tracer.start_as_current_span(
@@ -279,43 +318,15 @@ class TelemetryConsumer:
         body: bytes,
         digest: str,
     ) -> None:
-        content_type = (properties.content_type or "").split(";")[0].strip().lower()
-        try:
-            batch = parse_message(body, method.routing_key, content_type)
-        except MalformedMessage as exc:
-            self._dead_letter(channel, method, properties, body, str(exc), digest)
+        batch, dead = parse_or_dead_letter(
+            channel, self._settings, method, properties, body, digest
+        )
+        self.stats.dead_lettered += dead
+        if batch is None:
             return
-        if batch.rejected:
-            self.stats.items_rejected += len(batch.rejected)
-            rejected_body = json.dumps([item for item, _ in batch.rejected], default=str).encode()
-            reason = "; ".join(reason for _, reason in batch.rejected)
-            self._dead_letter(
-                channel, method, properties, rejected_body, reason, digest, "application/json"
-            )
+        self.stats.items_rejected += len(batch.rejected)
         for report in self.detector.observe(batch.events):
             self.forwarder.submit(report)
-
-    def _dead_letter(
-        self,
-        channel: BlockingChannel,
-        method: Basic.Deliver,
-        properties: BasicProperties,
-        body: bytes,
-        reason: str,
-        digest: str,
-        content_type: str | None = None,
-    ) -> None:
-        dead_letter(
-            channel,
-            self._settings,
-            method.routing_key,
-            properties,
-            body,
-            reason,
-            digest,
-            content_type,
-        )
-        self.stats.dead_lettered += 1
 
     def _log_status(self) -> None:
         d, f = self.detector.stats, self.forwarder.stats

@@ -17,7 +17,6 @@ Changing N moves services between shards; their baselines follow through the sha
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -29,11 +28,9 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic, BasicProperties
 
-from baselines.consumer import parse_message
-from baselines.ingest.json_events import MalformedMessage
+from baselines.consumer import message_digest, parse_or_dead_letter
 from baselines.settings import Settings
 from baselines.topology import (
-    dead_letter,
     declare_shard,
     declare_topology,
     run_reconnecting,
@@ -97,18 +94,14 @@ class Router:
         body: bytes,
     ) -> None:
         self.stats.messages += 1
-        digest = hashlib.sha256(method.routing_key.encode() + b"\0" + body).hexdigest()[:32]
-        content_type = (properties.content_type or "").split(";")[0].strip().lower()
-        try:
-            batch = parse_message(body, method.routing_key, content_type)
-        except MalformedMessage as exc:
-            self._dead_letter(channel, method, properties, body, str(exc), digest)
+        digest = message_digest(method.routing_key, body)
+        batch, dead = parse_or_dead_letter(
+            channel, self._settings, method, properties, body, digest
+        )
+        self.stats.dead_lettered += dead
+        if batch is None:
             channel.basic_ack(method.delivery_tag)
             return
-        if batch.rejected:
-            rejected = json.dumps([item for item, _ in batch.rejected], default=str).encode()
-            reason = "; ".join(reason for _, reason in batch.rejected)
-            self._dead_letter(channel, method, properties, rejected, reason, digest)
         by_shard: dict[int, list[dict[str, object]]] = {}
         for event in batch.events:
             by_shard.setdefault(shard_of(event.service, self._shards), []).append(
@@ -129,24 +122,3 @@ class Router:
             self.stats.published += 1
         self.stats.events += len(batch.events)
         channel.basic_ack(method.delivery_tag)
-
-    def _dead_letter(
-        self,
-        channel: BlockingChannel,
-        method: Basic.Deliver,
-        properties: BasicProperties,
-        body: bytes,
-        reason: str,
-        digest: str,
-    ) -> None:
-        dead_letter(
-            channel,
-            self._settings,
-            method.routing_key,
-            properties,
-            body,
-            reason,
-            digest,
-            "application/json",
-        )
-        self.stats.dead_lettered += 1
