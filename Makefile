@@ -3,12 +3,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test install lint rabbitmq clean
+.PHONY: run test install install-train lint rabbitmq clean
 
 run: install rabbitmq
 	$(BIN)/whyslow demo
 
-test: install rabbitmq
+test: install-train rabbitmq
 	$(BIN)/pytest
 
 lint: install
@@ -20,6 +20,13 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml deploy/local/install.sh
 	VENV=$(VENV) deploy/local/install.sh
 	touch $@
+
+# The training pipeline's stack (CPU torch, transformers, peft): the tests need it.
+install-train: $(VENV)/.installed-train
+
+$(VENV)/.installed-train: pyproject.toml deploy/local/install.sh
+	VENV=$(VENV) EXTRAS=dev,train deploy/local/install.sh
+	touch $@ $(VENV)/.installed
 
 rabbitmq:
 	deploy/local/rabbitmq.sh

@@ -25,6 +25,11 @@ class Settings(BaseSettings):
     model_path: Path | None = Field(
         None, description="A GGUF file to serve instead of the embedded SmolLM2 model."
     )
+    tuned: bool = Field(
+        True,
+        description="Serve the embedded model with whyslow's fine-tuned adapter merged in "
+        "(false: the bare base, e.g. to compare).",
+    )
     backend: Literal["local", "openai"] = Field(
         "local",
         description="local: llama.cpp in this process; openai: an OpenAI-compatible "

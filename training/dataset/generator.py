@@ -1,0 +1,361 @@
+"""Seeded generator of realistic anomaly scenarios, each with the diagnosis it deserves.
+
+Every scenario follows ``policy.md``: a recipe sets up the signals (or the evidence, or the
+service) that decide the cause, adds background noise that does not, and writes the answer
+the way a good on-call note reads: the cause first, the deciding facts quoted with the
+prompt's own numbers, actions naming the service and the dependency. Recipes rotate, so
+any ``n`` is balanced across causes and patterns.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from service.contract import AnomalyReport, Diagnosis, ProbableCause
+from service.prompt import derived_signals
+from service.rules import severity_of
+from training.dataset.texts import ACTIONS, EVIDENCE, NOISE_EVIDENCE, explanation_for, fill
+
+C = ProbableCause
+
+GENERIC = [
+    ("orders-api", ["POST /orders", "GET /orders/{id}"], ("orders-db", "INSERT orders")),
+    ("inventory", ["GET /stock/{sku}", "PUT /stock"], ("inventory-db", "SELECT stock")),
+    ("user-profile", ["GET /users/{id}", "PATCH /users/{id}"], ("users-db", "SELECT users")),
+    ("catalog", ["GET /products", "GET /products/{id}"], ("catalog-cache", "GET")),
+    ("billing", ["POST /invoices", "GET /invoices/{id}"], ("tax-service", "POST /quote")),
+    ("auth", ["POST /token", "GET /userinfo"], ("ldap", "bind")),
+    ("ledger", ["POST /entries", "GET /balance"], ("ledger-db", "UPDATE accounts")),
+    ("pricing", ["GET /price/{sku}", "POST /price/batch"], ("rules-engine", "POST /evaluate")),
+    ("notifications", ["POST /notify", "consume notifications"], ("sms-gateway", "POST /send")),
+    ("media-resizer", ["POST /resize", "GET /thumb/{id}"], ("object-store", "GET object")),
+    ("shipping", ["POST /labels", "GET /rates"], ("carrier-api", "POST /shipments")),
+    ("recommendations", ["GET /recs/{user}", "POST /feedback"], ("feature-store", "GET")),
+]
+KNOWN = {
+    "exchange-api": (["GET /quote", "POST /convert"], ("fx-provider", "GET /rates")),
+    "checkout": (["POST /checkout", "POST /cart/pay"], ("payments-db", "SELECT orders")),
+    "search-api": (["GET /search", "GET /suggest"], ("search-index", "query")),
+    "email-worker": (["consume emails", "send email"], ("smtp-relay", "SEND")),
+    "edge-gateway": (["GET /api/*", "POST /api/*"], ("orders-api", "POST /orders")),
+}
+
+
+@dataclass
+class Draft:
+    """A scenario being built: the service, its facts, and the cause it must lead to."""
+
+    rng: random.Random
+    service: str
+    operation: str
+    dependency: tuple[str, str]
+    cause: ProbableCause
+    pattern: str
+    context: dict = field(default_factory=dict)
+    evidence: list[str] = field(default_factory=list)
+    confidence: float = 0.9
+
+    def pct(self, name: str, low: int, high: int, usual: tuple[int, int] = (25, 55)) -> None:
+        self.context[f"{name}_pct"] = self.rng.randint(low, high)
+        self.context[f"{name}_baseline_pct"] = self.rng.randint(*usual)
+
+    def quiet_pct(self, name: str) -> None:
+        usual = self.rng.randint(25, 60)
+        self.context[f"{name}_pct"] = max(1, usual + self.rng.randint(-6, 8))
+        self.context[f"{name}_baseline_pct"] = usual
+
+    def rate(self, factor: tuple[float, float]) -> None:
+        usual = self.rng.choice([40, 80, 120, 200, 350, 600, 900])
+        self.context["request_rate"] = round(usual * self.rng.uniform(*factor))
+        self.context["request_rate_baseline"] = usual
+
+    def queue(self, factor: tuple[float, float]) -> None:
+        usual = self.rng.randint(20, 200)
+        self.context["queue_depth"] = round(usual * self.rng.uniform(*factor))
+        self.context["queue_depth_baseline"] = usual
+
+    def downstream(self, factor: tuple[float, float]) -> None:
+        service, operation = self.dependency
+        usual = self.rng.choice([12, 20, 35, 60, 90, 150])
+        self.context.setdefault("downstream", []).append(
+            {
+                "service": service,
+                "operation": operation,
+                "p95_ms": round(usual * self.rng.uniform(*factor)),
+                "baseline_p95_ms": usual,
+            }
+        )
+
+    def background(self, *skip: str) -> None:
+        """Some quiet signals, as a real report has: they must not decide."""
+        for name in ("cpu", "memory"):
+            if name not in skip and f"{name}_pct" not in self.context and self.rng.random() < 0.7:
+                self.quiet_pct(name)
+        if "rate" not in skip and "request_rate" not in self.context and self.rng.random() < 0.6:
+            self.rate((0.9, 1.15))
+        if "downstream" not in skip and "downstream" not in self.context and (
+            self.rng.random() < 0.4
+        ):
+            self.downstream((0.9, 1.2))
+        if "errors" not in skip and self.rng.random() < 0.3:
+            usual = self.rng.choice([0.001, 0.002, 0.005])
+            self.context["error_rate"] = usual
+            self.context["error_rate_baseline"] = usual
+        if self.rng.random() < 0.2 and "deploy" not in skip:
+            self.context["deployed_minutes_ago"] = self.rng.randint(240, 4000)
+        if self.rng.random() < 0.25:
+            self.evidence.append(self.rng.choice(NOISE_EVIDENCE))
+
+    def say(self) -> None:
+        """Put decisive evidence of the cause first among the evidence texts."""
+        text = fill(self.rng.choice(EVIDENCE[self.cause]), self.dependency[0], self.rng)
+        self.evidence.insert(0, text)
+
+
+Recipe = Callable[[Draft], None]
+
+
+def cpu_clear(d: Draft) -> None:
+    d.pct("cpu", 86, 99)
+    d.background("cpu")
+
+
+def cpu_mixed(d: Draft) -> None:
+    d.pct("cpu", 91, 99)
+    d.downstream((1.25, 1.7))
+    d.background("cpu", "downstream", "rate")
+    d.confidence = 0.75
+
+
+def cpu_evidence(d: Draft) -> None:
+    d.quiet_pct("cpu")
+    d.say()
+    d.background("cpu")
+
+
+def downstream_clear(d: Draft) -> None:
+    d.downstream((2.5, 12))
+    d.background("downstream")
+
+
+def downstream_mixed(d: Draft) -> None:
+    d.downstream((2.5, 8))
+    d.queue((2.5, 8))
+    d.background("downstream")
+    d.confidence = 0.75
+
+
+def downstream_evidence(d: Draft) -> None:
+    d.say()
+    d.background("downstream")
+
+
+def memory_clear(d: Draft) -> None:
+    d.pct("memory", 86, 98, (35, 55))
+    d.background("memory")
+
+
+def memory_mixed(d: Draft) -> None:
+    d.pct("memory", 91, 99, (40, 58))
+    d.pct("cpu", 80, 97, (25, 45))
+    d.background("memory", "cpu", "rate")
+    d.confidence = 0.75
+
+
+def memory_evidence(d: Draft) -> None:
+    if d.rng.random() < 0.5:  # a number points elsewhere; the evidence wins
+        d.pct("cpu", 86, 97)
+    d.say()
+    d.background("memory", "cpu")
+
+
+def surge_clear(d: Draft) -> None:
+    d.rate((2.2, 5))
+    d.background("rate", "cpu")
+
+
+def surge_mixed(d: Draft) -> None:
+    d.rate((1.8, 4))
+    d.pct("cpu", 86, 98)
+    d.background("rate", "cpu")
+    d.confidence = 0.75
+
+
+def surge_evidence(d: Draft) -> None:
+    d.rate((1.0, 1.3))
+    d.say()
+    d.background("rate")
+
+
+def queue_clear(d: Draft) -> None:
+    d.queue((3, 20))
+    d.background("downstream")
+
+
+def queue_evidence(d: Draft) -> None:
+    d.say()
+    d.background()
+
+
+def deploy_quiet(d: Draft) -> None:
+    d.context["deployed_minutes_ago"] = d.rng.randint(3, 55)
+    d.background("deploy")
+    d.confidence = 0.6
+
+
+def deploy_evidence(d: Draft) -> None:
+    if d.rng.random() < 0.5:
+        d.pct("cpu", 86, 97)
+    d.context["deployed_minutes_ago"] = d.rng.randint(2, 40)
+    d.say()
+    d.background("deploy", "cpu")
+
+
+def network_evidence(d: Draft) -> None:
+    if d.rng.random() < 0.5:
+        d.context["error_rate"] = round(d.rng.uniform(0.03, 0.12), 3)
+        d.context["error_rate_baseline"] = 0.002
+    d.say()
+    d.background("errors")
+
+
+def unknown_quiet(d: Draft) -> None:
+    d.background("deploy")
+    d.confidence = 0.3
+
+
+def knowledge(d: Draft) -> None:
+    """A catalogue service whose quiet (or misleading) signals only its traits explain."""
+    if d.service == "exchange-api":
+        d.pct("cpu", 8, 20, (40, 60))  # CPU-bound, yet idle: it waits on fx-provider
+        d.background("cpu", "downstream")
+    elif d.service == "search-api":
+        d.context["memory_pct"] = d.rng.randint(80, 89)
+        d.context["memory_baseline_pct"] = d.context["memory_pct"] - d.rng.randint(4, 12)
+        d.background("memory", "cpu")
+    else:
+        d.background("downstream", "rate")
+    d.confidence = 0.75
+
+
+NONE: frozenset[str] = frozenset()
+RECIPES: list[tuple[ProbableCause, str, Recipe, str | None, frozenset[str]]] = [
+    # (cause, pattern, recipe, catalogue service, the signals the prompt must tag abnormal)
+    (C.local_cpu_saturation, "clear", cpu_clear, None, frozenset({"cpu"})),
+    (C.local_cpu_saturation, "mixed", cpu_mixed, None, frozenset({"cpu", "downstream"})),
+    (C.local_cpu_saturation, "evidence", cpu_evidence, None, NONE),
+    (C.downstream_dependency, "clear", downstream_clear, None, frozenset({"downstream"})),
+    (C.downstream_dependency, "mixed", downstream_mixed, None, frozenset({"downstream", "queue"})),
+    (C.downstream_dependency, "evidence", downstream_evidence, None, NONE),
+    (C.downstream_dependency, "service_knowledge", knowledge, "exchange-api", frozenset({"cpu"})),
+    (C.downstream_dependency, "service_knowledge", knowledge, "checkout", NONE),
+    (C.memory_pressure, "clear", memory_clear, None, frozenset({"memory"})),
+    (C.memory_pressure, "mixed", memory_mixed, None, frozenset({"memory", "cpu"})),
+    (C.memory_pressure, "evidence", memory_evidence, None, None),
+    (C.memory_pressure, "service_knowledge", knowledge, "search-api", NONE),
+    (C.traffic_surge, "clear", surge_clear, None, frozenset({"request"})),
+    (C.traffic_surge, "mixed", surge_mixed, None, frozenset({"request", "cpu"})),
+    (C.traffic_surge, "evidence", surge_evidence, None, NONE),
+    (C.queue_backlog, "clear", queue_clear, None, frozenset({"queue"})),
+    (C.queue_backlog, "evidence", queue_evidence, None, NONE),
+    (C.queue_backlog, "service_knowledge", knowledge, "email-worker", NONE),
+    (C.recent_deployment, "quiet", deploy_quiet, None, NONE),
+    (C.recent_deployment, "evidence", deploy_evidence, None, None),
+    (C.network_degradation, "evidence", network_evidence, None, None),
+    (C.network_degradation, "service_knowledge", knowledge, "edge-gateway", NONE),
+    (C.unknown, "quiet", unknown_quiet, None, NONE),
+    (C.unknown, "quiet", unknown_quiet, None, NONE),
+]
+"""None: the recipe may or may not add one misleading signal (cpu, error rate), which the
+evidence outweighs."""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    id: str
+    pattern: str
+    report: AnomalyReport
+    answer: Diagnosis
+
+
+def _draft(rng: random.Random, cause: ProbableCause, pattern: str, service: str | None) -> Draft:
+    if service is not None:
+        operations, dependency = KNOWN[service]
+    else:
+        service, operations, dependency = rng.choice(GENERIC)
+    return Draft(rng, service, rng.choice(operations), dependency, cause, pattern)
+
+
+def _report(rng: random.Random, d: Draft, index: int) -> AnomalyReport:
+    usual_p95 = rng.choice([25, 40, 60, 85, 120, 180, 250, 400, 650])
+    ratio = rng.choice([1.6, 1.9, 2.4, 3.1, 3.8, 4.5, 6.2, 8.5]) * rng.uniform(0.97, 1.03)
+    p95 = round(usual_p95 * ratio)
+    start = datetime(2026, 11, 2, tzinfo=UTC) + timedelta(hours=rng.randrange(0, 24 * 21))
+    hour = start.weekday() * 24 + start.hour
+    count = rng.randint(300, 40000)
+    return AnomalyReport.model_validate(
+        {
+            "id": f"gen-{index:05d}",
+            "service": d.service,
+            "operation": d.operation,
+            "window": {
+                "start": start.isoformat(),
+                "end": (start + timedelta(minutes=5)).isoformat(),
+                "count": count,
+            },
+            "latency_ms": {"p50": round(p95 * 0.45), "p95": p95, "p99": round(p95 * 1.6)},
+            "baseline": {
+                "hour_of_week": hour,
+                "p50": round(usual_p95 * 0.45),
+                "p95": usual_p95,
+                "samples": rng.randint(6, 40),
+                "level": "hour_of_week",
+            },
+            "deviation": {"ratio": round(p95 / usual_p95, 2), "score": 0.99},
+            "context": d.context,
+            "evidence": d.evidence[:8],
+        }
+    )
+
+
+def _abnormal(report: AnomalyReport) -> frozenset[str]:
+    """First words of the context signals the prompt tags abnormal (HIGHER or LOWER)."""
+    return frozenset(s.name.split(" ")[0] for s in derived_signals(report)[1:] if s.abnormal)
+
+
+def generate(n: int, seed: int) -> list[Scenario]:
+    rng = random.Random(seed)
+    scenarios: list[Scenario] = []
+    index = 0
+    while len(scenarios) < n:
+        cause, pattern, recipe, service, expect = RECIPES[len(scenarios) % len(RECIPES)]
+        for _ in range(200):
+            index += 1
+            d = _draft(rng, cause, pattern, service)
+            recipe(d)
+            report = _report(rng, d, index)
+            abnormal = _abnormal(report)
+            if abnormal == expect or (expect is None and abnormal <= {"cpu", "error"}):
+                break
+        else:  # pragma: no cover - every recipe meets its tags within a few tries
+            raise RuntimeError(f"recipe {recipe.__name__} never produced its signals")
+        answer = answer_for(report, d)
+        scenarios.append(Scenario(f"gen-{seed}-{len(scenarios):05d}", pattern, report, answer))
+    return scenarios
+
+
+def answer_for(report: AnomalyReport, d: Draft) -> Diagnosis:
+    summary, explanation = explanation_for(report, d.cause, d.pattern)
+    choices = d.rng.sample(ACTIONS[d.cause], k=min(3, len(ACTIONS[d.cause])))
+    actions = [a.format(service=d.service, dep=d.dependency[0], op=d.operation) for a in choices]
+    return Diagnosis(
+        probable_cause=d.cause,
+        severity=severity_of(report),
+        confidence=d.confidence,
+        summary=summary,
+        explanation=explanation,
+        recommended_actions=actions,
+    )

@@ -1,0 +1,121 @@
+"""Chat-format samples: the service's own prompt for a report, and the answer it deserves.
+
+A sample is ``{"messages": [system, user, assistant], "meta": {...}}``, the shape axolotl's
+``chat_template`` datasets read (extra keys are ignored there). ``meta`` keeps the report,
+so evaluation can run the rule engine and the grounding guard on the very same facts, and
+``data check`` can prove the prompt is the one the service would build today.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from service.contract import AnomalyReport, Diagnosis
+from service.prompt import build_messages
+from training.dataset.generator import Scenario, generate
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+COMBINED = DATA_DIR / "training-data-combined.jsonl"
+HANDWRITTEN = DATA_DIR / "handwritten.jsonl"
+HANDWRITTEN_HELDOUT = DATA_DIR / "handwritten-heldout.jsonl"
+HANDWRITTEN_HELDOUT_CHAT = DATA_DIR / "handwritten-heldout-chat.jsonl"
+HELDOUT = DATA_DIR / "heldout.jsonl"
+GENERATED_SEED, HELDOUT_SEED = 0, 1
+
+
+class DataError(ValueError):
+    """A data file that cannot be used; the message names the file and line."""
+
+
+class HandwrittenCase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    pattern: str
+    report: AnomalyReport
+    answer: Diagnosis
+
+
+def to_sample(scenario: Scenario, source: str) -> dict[str, Any]:
+    messages = build_messages(scenario.report)
+    messages.append({"role": "assistant", "content": scenario.answer.model_dump_json()})
+    return {
+        "messages": messages,
+        "meta": {
+            "id": scenario.id,
+            "source": source,
+            "pattern": scenario.pattern,
+            "cause": scenario.answer.probable_cause.value,
+            "report": scenario.report.model_dump(mode="json", exclude_none=True),
+        },
+    }
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise DataError(f"{path}: {exc.strerror}") from exc
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number}: not JSON: {exc.msg}") from exc
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{number}: expected an object, got {type(row).__name__}")
+        rows.append(row)
+    return rows
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    partial.replace(path)
+
+
+def handwritten(path: Path) -> list[Scenario]:
+    cases = []
+    for number, row in enumerate(read_jsonl(path), 1):
+        try:
+            case = HandwrittenCase.model_validate(row)
+        except ValidationError as exc:
+            raise DataError(f"{path}: case {number}: {exc.errors(include_url=False)[:2]}") from exc
+        cases.append(Scenario(case.id, case.pattern, case.report, case.answer))
+    return cases
+
+
+def combined(n_generated: int = 100, seed: int = GENERATED_SEED) -> list[dict[str, Any]]:
+    """The training file: generated scenarios plus the hand-written training cases."""
+    rows = [to_sample(s, "generated") for s in generate(n_generated, seed)]
+    rows += [to_sample(s, "handwritten") for s in handwritten(HANDWRITTEN)]
+    return rows
+
+
+def split(
+    rows: list[dict[str, Any]], val_set_size: float, seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(train, validation): a seeded shuffle, axolotl's meaning of val_set_size."""
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    count = int(val_set_size) if val_set_size >= 1 else round(len(rows) * val_set_size)
+    held = set(order[:count])
+    return [r for i, r in enumerate(rows) if i not in held], [rows[i] for i in sorted(held)]
+
+
+def fingerprint(rows: Iterable[dict[str, Any]]) -> str:
+    """sha256 of the samples' messages, the data hash a manifest records."""
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(json.dumps(row["messages"], sort_keys=True).encode())
+    return digest.hexdigest()

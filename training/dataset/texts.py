@@ -1,0 +1,270 @@
+"""The words of the generated scenarios: evidence texts, actions and explanations.
+
+Evidence reads like what exemplar spans and logs really carry. Answers quote the prompt's
+own lines, so every number they cite is one the model was given (the grounding guard), and
+contain no double quote or backslash, which the decoding grammar does not allow in text.
+"""
+
+from __future__ import annotations
+
+import random
+
+from service.contract import AnomalyReport, ProbableCause
+from service.prompt import Signal, derived_signals
+
+C = ProbableCause
+
+EVIDENCE: dict[ProbableCause, list[str]] = {
+    C.local_cpu_saturation: [
+        "ThreadPoolExecutor rejected task: all {n} workers busy, queue full",
+        "container cpu throttled: nr_throttled={big} throttled_time={s}s",
+        "event loop blocked for {ms} ms by a synchronous regex match",
+        "pricing rules compiled on every request: cache disabled",
+        "worker threads starved: {n} runnable, 0 idle",
+        "hot loop in JSON serialisation: {n}% of samples in encode()",
+        "CPU quota exceeded, cgroup cpu.stat throttled_usec={big}",
+        "request handler spinning on a lock: busy wait",
+        "bcrypt cost raised to 14: each login burns {ms} ms of CPU",
+        "profiler: {n}% of CPU in regex backtracking",
+    ],
+    C.downstream_dependency: [
+        "HikariPool-1 - Connection is not available, request timed out after {ms}ms",
+        "upstream request timeout calling {dep} after {ms} ms",
+        "slow query on {dep}: {s} s, full table scan",
+        "grpc DEADLINE_EXCEEDED from {dep}",
+        "connection pool exhausted: {n}/{n} in use, waiting for {dep}",
+        "504 Gateway Timeout from {dep}",
+        "{dep} responded in {ms} ms (SLO 200 ms)",
+        "lock wait timeout exceeded on {dep}; try restarting transaction",
+        "circuit breaker half-open for {dep}: calls timing out",
+        "read timed out waiting for {dep} response",
+    ],
+    C.memory_pressure: [
+        "java.lang.OutOfMemoryError: Java heap space",
+        "GC overhead limit exceeded",
+        "Full GC pause {ms} ms, heap {n}% after collection",
+        "container OOMKilled, restarted {k} times",
+        "MemoryError: unable to allocate array",
+        "kernel: Out of memory: Killed process {big} (java)",
+        "heap usage {n}% after GC, old generation full",
+        "swap in use: {n}% and rising, major page faults",
+        "fatal error: runtime: out of memory",
+        "stop-the-world GC pauses total {s} s in the last minute",
+    ],
+    C.traffic_surge: [
+        "crawler traffic from one ASN: {n}% of requests, user-agent python-requests",
+        "marketing campaign email sent at the top of the hour",
+        "rate limiter engaged: 429 returned to {n}% of clients",
+        "bot signups from new IP ranges, captcha failures rising",
+        "flash sale started: traffic from the mobile app spiking",
+        "retry storm from clients: {n}% of requests are retries",
+        "new client release polling every second instead of every minute",
+        "DDoS mitigation triggered at the edge",
+        "partner batch import hitting the API in parallel",
+        "TV advert aired: sessions up sharply",
+    ],
+    C.queue_backlog: [
+        "consumer lag {big} messages on partition {k}",
+        "redelivered messages: prefetch exhausted, consumers idle waiting for acks",
+        "queue backlog growing: publish rate above ack rate for {n} minutes",
+        "only 1 of {k} consumers connected after the rebalance",
+        "messages waiting in queue for {s} s before delivery",
+        "consumer group rebalancing, partitions unassigned",
+        "dead consumer: no ack for {n} minutes, messages piling up",
+        "ready messages {big}, unacked {n}",
+        "worker pool scaled to 0 by mistake, jobs queued",
+        "oldest message age {s} s in the jobs queue",
+    ],
+    C.recent_deployment: [
+        "version {ver} rolled out to 100% of pods",
+        "feature flag new-pricing-engine enabled by the latest deploy",
+        "config change deployed: cache TTL 600s to 5s",
+        "canary promoted: build {big} now serving all traffic",
+        "deploy {ver} switched the ORM to eager loading",
+        "release {ver} disabled the response cache",
+        "helm upgrade to chart {ver} completed",
+        "new build {big} enables verbose audit logging",
+        "rollout of {ver} finished, N+1 queries in the new code path",
+        "feature flag checkout-v2 turned on by deploy {ver}",
+    ],
+    C.network_degradation: [
+        "TLS handshake failed: connection reset by peer",
+        "DNS resolution timed out for {dep}.internal",
+        "TCP retransmits {n}% on eth0, packet loss between zones",
+        "read ECONNRESET from {dep}, socket hang up",
+        "SSL_ERROR_SYSCALL during handshake with {dep}",
+        "connect ETIMEDOUT to {dep}:443",
+        "packet loss {n}% on the inter-region link",
+        "MTU mismatch: fragmented packets dropped",
+        "getaddrinfo EAI_AGAIN {dep}.svc.cluster.local",
+        "broken pipe writing to {dep}: network unreachable",
+    ],
+}
+
+
+def fill(template: str, dep: str, rng: random.Random) -> str:
+    """An evidence template with plausible numbers, so no two scenarios read the same."""
+    return template.format(
+        dep=dep,
+        n=rng.randint(8, 96),
+        k=rng.randint(2, 9),
+        ms=rng.choice([1200, 2500, 5000, 8000, 15000, 30000]),
+        s=rng.randint(3, 90),
+        big=rng.randint(1000, 250000),
+        ver=f"{rng.randint(1, 9)}.{rng.randint(0, 40)}.{rng.randint(0, 9)}",
+    )
+
+
+NOISE_EVIDENCE = [
+    "GET 200 OK",
+    "cache miss for key user:session",
+    "span status: OK",
+    "retry attempt 1 succeeded",
+]
+
+ACTIONS: dict[ProbableCause, list[str]] = {
+    C.local_cpu_saturation: [
+        "Scale out {service} or raise its CPU limit",
+        "Profile the hottest code path of {op} on {service}",
+        "Look for a runaway job or retry loop on {service}",
+        "Shed or defer non-critical work on {service} until CPU recovers",
+    ],
+    C.downstream_dependency: [
+        "Check the health and latency of {dep}",
+        "Check {dep} for slow queries, locks or saturation",
+        "Tighten the timeout and add a circuit breaker from {service} to {dep}",
+        "Serve cached or degraded responses while {dep} is slow",
+    ],
+    C.memory_pressure: [
+        "Check {service} for a memory leak or an oversized cache",
+        "Look at GC pauses and heap usage of {service}",
+        "Raise the memory limit of {service} or scale it out",
+        "Restart the worst {service} instances to relieve memory",
+    ],
+    C.traffic_surge: [
+        "Scale out {service} for the extra traffic",
+        "Find the source of the surge on {op} and rate-limit it if abusive",
+        "Enable autoscaling headroom for {service}",
+    ],
+    C.queue_backlog: [
+        "Add consumers to drain the backlog of {service}",
+        "Check why the consumers of {service} slowed down",
+        "Raise the prefetch or batch size of {service} consumers",
+    ],
+    C.recent_deployment: [
+        "Compare the latest deploy of {service} with the previous version",
+        "Roll back {service} if the regression is confirmed",
+        "Check the feature flags and config changed by the deploy of {service}",
+    ],
+    C.network_degradation: [
+        "Check network latency and packet loss between {service} and {dep}",
+        "Check DNS and TLS errors on the hosts of {service}",
+        "Move traffic away from the degraded zone or link",
+    ],
+    C.unknown: [
+        "Open the slowest traces of {op} and compare them with normal ones",
+        "Check recent changes and dependencies of {service}",
+        "Add CPU, memory and downstream metrics for {service} to narrow it down",
+    ],
+}
+
+KNOWLEDGE = {
+    "exchange-api": "exchange-api is CPU-bound, so slow quotes with idle CPU mean it is waiting "
+    "on fx-provider",
+    "checkout": "checkout is I/O-bound and spends its time in payments-db, so with every local "
+    "signal quiet the database is the likely bottleneck",
+    "search-api": "search-api keeps a large in-heap index, so high memory means GC pauses "
+    "even before the memory line is tagged",
+    "email-worker": "email-worker latency includes the time mails wait in the emails queue, so "
+    "quiet local signals point at a backlog",
+    "edge-gateway": "edge-gateway fronts clients over the WAN, so with every local signal quiet "
+    "the network between regions is the likely cause",
+}
+
+NOUN = {
+    C.local_cpu_saturation: "CPU saturation",
+    C.downstream_dependency: "a slow dependency",
+    C.memory_pressure: "memory pressure",
+    C.traffic_surge: "a traffic surge",
+    C.queue_backlog: "a queue backlog",
+    C.recent_deployment: "the recent deploy",
+    C.network_degradation: "network trouble",
+    C.unknown: "an unknown cause",
+}
+
+VERDICT = {
+    C.local_cpu_saturation: "the process is CPU-bound",
+    C.downstream_dependency: "a dependency is slow",
+    C.memory_pressure: "memory pressure",
+    C.traffic_surge: "a traffic surge",
+    C.queue_backlog: "a queue backlog",
+    C.recent_deployment: "a recent deploy",
+    C.network_degradation: "network trouble",
+    C.unknown: "cause not identified",
+}
+
+
+def _find(signals: list[Signal], prefix: str) -> Signal | None:
+    return next((s for s in signals if s.name.startswith(prefix)), None)
+
+
+def _fact(signal: Signal) -> str:
+    """``cpu is 97% vs usual 45% (2.2x HIGHER)``: the prompt's line, as a clause."""
+    name, value = signal.line().split(": ", 1)
+    return f"{name} is {value}"
+
+
+def _quote(text: str) -> str:
+    clean = text.replace('"', "'").replace("\\", "/")
+    return clean if len(clean) <= 60 else clean[:57] + "..."
+
+
+def explanation_for(report: AnomalyReport, cause: ProbableCause, pattern: str) -> tuple[str, str]:
+    """(summary, explanation): the verdict, then the facts that decide it."""
+    signals = derived_signals(report)
+    latency = signals[0]
+    summary = (
+        f"{report.service} {report.operation} p95 is {latency.line().split(': ', 1)[1]}: "
+        f"{VERDICT[cause]}."
+    )[:160]
+    key = {
+        C.local_cpu_saturation: "cpu",
+        C.downstream_dependency: "downstream",
+        C.memory_pressure: "memory",
+        C.traffic_surge: "request rate",
+        C.queue_backlog: "queue depth",
+    }.get(cause)
+    signal = _find(signals, key) if key else None
+    parts: list[str] = []
+    if pattern == "evidence" and report.evidence:
+        quote = _quote(report.evidence[0])
+        parts.append(f"The spans say '{quote}', which points at {NOUN[cause]}.")
+        others = [s for s in signals[1:] if s.abnormal and (signal is None or s is not signal)]
+        if others:
+            parts.append(f"That {_fact(others[0])} is a side effect, not the cause.")
+    elif pattern == "service_knowledge":
+        parts.append(KNOWLEDGE[report.service] + ".")
+        if signal is not None:
+            parts.append(f"Observed: {_fact(signal)}.")
+    elif pattern == "mixed":
+        others = [s for s in signals[1:] if s.abnormal and s is not signal]
+        parts.append(f"The {_fact(signal)}, the root signal." if signal else "")
+        if others:
+            why = {
+                C.local_cpu_saturation: "the calls wait on the saturated process",
+                C.memory_pressure: "garbage collection burns the CPU",
+                C.traffic_surge: "the extra requests drive the CPU",
+                C.downstream_dependency: "the backlog builds behind the slow calls",
+            }[cause]
+            parts.append(f"The {_fact(others[0])} as a consequence: {why}.")
+    elif cause == C.recent_deployment:
+        minutes = report.context.deployed_minutes_ago
+        parts.append(
+            f"The last deploy was {minutes:g} minutes ago and no other signal stands out."
+        )
+    elif cause == C.unknown:
+        parts.append("No context signal stands out and no evidence names a cause.")
+    elif signal is not None:
+        parts.append(f"The {_fact(signal)} while the other signals are normal.")
+    explanation = " ".join(p for p in parts if p) or f"Latency points at {NOUN[cause]}."
+    return summary, explanation[:400]

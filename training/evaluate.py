@@ -1,0 +1,184 @@
+"""Scores models against the rule engine on the same reports, the way the service runs them.
+
+Each model is a GGUF served by the service's own runtime with the service's own prompt,
+grammar and token budget, so the numbers are what a user gets. Reported per model and data
+set: cause and severity accuracy, valid JSON, answers citing numbers the report does not
+have, actions naming the service or its dependency, tokens/s; cause accuracy per pattern,
+since the model must earn its place where rules are weak (mixed signals, evidence text,
+service knowledge).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from tqdm import tqdm
+
+from service import rules
+from service.analyze import build_grammar
+from service.contract import AnomalyReport, Diagnosis
+from service.grounding import report_numbers, ungrounded
+from service.model.runtime import ModelBackend
+from service.prompt import build_messages
+from training.dataset.samples import read_jsonl
+
+RULES = "rules"
+
+
+@dataclass
+class Case:
+    id: str
+    pattern: str
+    report: AnomalyReport
+    expected: Diagnosis
+
+
+@dataclass
+class Outcome:
+    case: str
+    pattern: str
+    valid: bool
+    cause_ok: bool = False
+    severity_ok: bool = False
+    ungrounded: list[str] = field(default_factory=list)
+    actions_specific: bool = False
+    tokens: int = 0
+    seconds: float = 0.0
+    cause: str | None = None
+
+
+def load_cases(path: Path) -> list[Case]:
+    cases = []
+    for row in read_jsonl(path):
+        meta = row.get("meta", {})
+        if "report" not in meta:
+            raise ValueError(f"{path}: a sample without meta.report cannot be evaluated")
+        cases.append(
+            Case(
+                meta.get("id", "?"),
+                meta.get("pattern", "?"),
+                AnomalyReport.model_validate(meta["report"]),
+                Diagnosis.model_validate_json(row["messages"][-1]["content"]),
+            )
+        )
+    return cases
+
+
+def score(case: Case, answer: Diagnosis | None, tokens: int = 0, seconds: float = 0.0) -> Outcome:
+    if answer is None:
+        return Outcome(case.id, case.pattern, valid=False, tokens=tokens, seconds=seconds)
+    allowed = report_numbers(case.report)
+    texts = [answer.summary, answer.explanation, *answer.recommended_actions]
+    names = {case.report.service, *(d.service for d in case.report.context.downstream)}
+    return Outcome(
+        case.id,
+        case.pattern,
+        valid=True,
+        cause_ok=answer.probable_cause == case.expected.probable_cause,
+        severity_ok=answer.severity == case.expected.severity,
+        ungrounded=[n for text in texts for n in ungrounded(text, allowed)],
+        actions_specific=any(n in a for a in answer.recommended_actions for n in names),
+        tokens=tokens,
+        seconds=seconds,
+        cause=answer.probable_cause.value,
+    )
+
+
+def run_model(runtime: ModelBackend, cases: list[Case], max_tokens: int, label: str) -> list[Outcome]:
+    grammar = build_grammar()
+    outcomes = []
+    for case in tqdm(cases, desc=label, unit="case"):
+        started = time.perf_counter()
+        completion = runtime.complete(
+            build_messages(case.report), grammar, max_tokens, time.monotonic() + 600
+        )
+        seconds = time.perf_counter() - started
+        try:
+            answer: Diagnosis | None = Diagnosis.model_validate_json(completion.text)
+        except ValidationError:
+            answer = None
+        outcomes.append(score(case, answer, completion.completion_tokens, seconds))
+    return outcomes
+
+
+def run_rules(cases: list[Case]) -> list[Outcome]:
+    return [score(case, rules.diagnose(case.report)) for case in cases]
+
+
+def summarise(outcomes: list[Outcome]) -> dict[str, Any]:
+    n = len(outcomes)
+    by_pattern: dict[str, list[Outcome]] = defaultdict(list)
+    for o in outcomes:
+        by_pattern[o.pattern].append(o)
+    seconds = sum(o.seconds for o in outcomes)
+    return {
+        "cases": n,
+        "cause_accuracy": sum(o.cause_ok for o in outcomes) / n,
+        "severity_accuracy": sum(o.severity_ok for o in outcomes) / n,
+        "valid_json": sum(o.valid for o in outcomes) / n,
+        "ungrounded_numbers": sum(len(o.ungrounded) for o in outcomes),
+        "actions_specific": sum(o.actions_specific for o in outcomes) / n,
+        "tokens_per_s": sum(o.tokens for o in outcomes) / seconds if seconds else None,
+        "seconds_per_answer": seconds / n if seconds else None,
+        "cause_accuracy_by_pattern": {
+            p: sum(o.cause_ok for o in group) / len(group) for p, group in sorted(by_pattern.items())
+        },
+    }
+
+
+def render(results: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """Markdown: one table per data set, one row per model (the rule engine included)."""
+    lines = []
+    for dataset, models in results.items():
+        patterns = sorted({p for s in models.values() for p in s["cause_accuracy_by_pattern"]})
+        lines += [
+            f"**{dataset}** ({next(iter(models.values()))['cases']} cases)",
+            "",
+            "| model | cause | severity | valid JSON | ungrounded numbers | actions name "
+            "service | tokens/s | s/answer | " + " | ".join(f"cause: {p}" for p in patterns) + " |",
+            "|---" * (8 + len(patterns)) + "|",
+        ]
+        for model, s in models.items():
+            speed = f"{s['tokens_per_s']:.1f}" if s["tokens_per_s"] else "-"
+            per = f"{s['seconds_per_answer']:.2f}" if s["seconds_per_answer"] else "-"
+            by = s["cause_accuracy_by_pattern"]
+            lines.append(
+                f"| {model} | {s['cause_accuracy']:.0%} | {s['severity_accuracy']:.0%} | "
+                f"{s['valid_json']:.0%} | {s['ungrounded_numbers']} | "
+                f"{s['actions_specific']:.0%} | {speed} | {per} | "
+                + " | ".join(f"{by[p]:.0%}" if p in by else "-" for p in patterns)
+                + " |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_report(
+    results: dict[str, dict[str, dict[str, Any]]],
+    details: dict[str, dict[str, list[Outcome]]],
+    out_dir: Path,
+) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    markdown = out_dir / "eval.md"
+    markdown.write_text(render(results))
+    raw = out_dir / "eval.json"
+    raw.write_text(
+        json.dumps(
+            {
+                "summary": results,
+                "cases": {
+                    d: {m: [asdict(o) for o in outs] for m, outs in per.items()}
+                    for d, per in details.items()
+                },
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    return markdown, raw
