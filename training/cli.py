@@ -155,24 +155,29 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from service.model.embedded import prepare_embedded
-    from service.model.tuned import prepare_tuned
     from service.model.runtime import ModelRuntime
+    from service.model.tuned import prepare_tuned
     from service.settings import Settings
     from training import evaluate
     from training.dataset import samples
 
     settings = Settings()
-    models = dict(spec.split("=", 1) for spec in args.model) if args.model else {
-        "base Q8_0": str(prepare_embedded(settings.data_dir)),
-        "tuned Q8_0": str(prepare_tuned(settings.data_dir)),
-    }
+    models = (
+        dict(spec.split("=", 1) for spec in args.model)
+        if args.model
+        else {
+            "base Q8_0": str(prepare_embedded(settings.data_dir)),
+            "tuned Q8_0": str(prepare_tuned(settings.data_dir)),
+        }
+    )
     datasets = args.data or [samples.HELDOUT, samples.HANDWRITTEN_HELDOUT_CHAT]
     cases = {path.stem: evaluate.load_cases(path) for path in datasets}
     results: dict = {name: {} for name in cases}
     details: dict = {name: {} for name in cases}
     for name, path in models.items():
-        runtime = ModelRuntime(Path(path), settings.n_ctx, settings.n_threads, settings.seed,
-                               settings.repeat_penalty)
+        runtime = ModelRuntime(
+            Path(path), settings.n_ctx, settings.n_threads, settings.seed, settings.repeat_penalty
+        )
         for dataset, items in cases.items():
             outcomes = evaluate.run_model(runtime, items, settings.max_tokens, f"{name} {dataset}")
             details[dataset][name] = outcomes
@@ -187,9 +192,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="whyslow train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser = argparse.ArgumentParser(
+        prog="whyslow train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     data = sub.add_parser("data", help="generate, build and check the chat-format dataset")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -199,8 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", type=Path, required=True)
     build = data_sub.add_parser("build", help="rebuild the committed training and held-out files")
     build.add_argument("--heldout", type=int, default=48, help="generated held-out samples")
-    chk = data_sub.add_parser("check", help="validate files; each is checked for leakage "
-                              "into the others")
+    chk = data_sub.add_parser(
+        "check", help="validate files; each is checked for leakage into the others"
+    )
     chk.add_argument("files", type=Path, nargs="+")
     data.set_defaults(func=cmd_data)
 
@@ -239,8 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_quantize)
 
     v = sub.add_parser("eval", help="score models and the rule engine on held-out cases")
-    v.add_argument("--model", action="append", metavar="NAME=GGUF",
-                   help="a model to score (repeatable; default: embedded base and tuned Q8_0)")
+    v.add_argument(
+        "--model",
+        action="append",
+        metavar="NAME=GGUF",
+        help="a model to score (repeatable; default: embedded base and tuned Q8_0)",
+    )
     v.add_argument("--data", action="append", type=Path, help="chat JSONL with meta.report")
     v.add_argument("--out", type=Path, default=Path("training/eval"))
     v.set_defaults(func=cmd_eval)
@@ -248,7 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
     from training.config import ConfigError
     from training.dataset.samples import DataError
 

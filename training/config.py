@@ -134,46 +134,87 @@ class TrainConfig:
 
         def kind(key: str, types: tuple[type, ...]) -> None:
             value = getattr(self, key)
-            ok = isinstance(value, bool) if types == (bool,) else (
-                isinstance(value, types) and not isinstance(value, bool)
+            ok = (
+                isinstance(value, bool)
+                if types == (bool,)
+                else (isinstance(value, types) and not isinstance(value, bool))
             )
             need(ok, key, f"must be {' or '.join(t.__name__ for t in types)}")
 
-        for key in ("load_in_8bit", "load_in_4bit", "peft_use_rslora", "train_on_inputs",
-                    "gradient_checkpointing"):
+        for key in (
+            "load_in_8bit",
+            "load_in_4bit",
+            "peft_use_rslora",
+            "train_on_inputs",
+            "gradient_checkpointing",
+        ):
             kind(key, (bool,))
-        for key in ("lora_r", "num_epochs", "micro_batch_size", "gradient_accumulation_steps",
-                    "warmup_steps", "sequence_len", "seed"):
+        for key in (
+            "lora_r",
+            "num_epochs",
+            "micro_batch_size",
+            "gradient_accumulation_steps",
+            "warmup_steps",
+            "sequence_len",
+            "seed",
+        ):
             kind(key, (int,))
-        for key in ("lora_alpha", "lora_dropout", "val_set_size", "learning_rate",
-                    "weight_decay", "cause_loss_weight"):
+        for key in (
+            "lora_alpha",
+            "lora_dropout",
+            "val_set_size",
+            "learning_rate",
+            "weight_decay",
+            "cause_loss_weight",
+        ):
             kind(key, (int, float))
         kind("base_model", (str,))
         kind("output_dir", (str,))
         need(self.adapter in ("lora", "qlora"), "adapter", "must be 'lora' or 'qlora'")
-        need(not (self.load_in_8bit and self.load_in_4bit), "load_in_4bit",
-             "load_in_8bit and load_in_4bit exclude each other")
-        need(self.adapter != "qlora" or self.load_in_4bit, "adapter",
-             "qlora needs load_in_4bit: true")
+        need(
+            not (self.load_in_8bit and self.load_in_4bit),
+            "load_in_4bit",
+            "load_in_8bit and load_in_4bit exclude each other",
+        )
+        need(
+            self.adapter != "qlora" or self.load_in_4bit,
+            "adapter",
+            "qlora needs load_in_4bit: true",
+        )
         need(self.lora_r >= 1, "lora_r", "must be >= 1")
         need(self.lora_alpha > 0, "lora_alpha", "must be > 0")
         need(0 <= self.lora_dropout < 1, "lora_dropout", "must be in [0, 1)")
-        need(isinstance(self.lora_target_modules, list) and bool(self.lora_target_modules),
-             "lora_target_modules", "must be a non-empty list")
+        need(
+            isinstance(self.lora_target_modules, list) and bool(self.lora_target_modules),
+            "lora_target_modules",
+            "must be a non-empty list",
+        )
         unknown = [m for m in self.lora_target_modules if m not in KNOWN_TARGETS]
-        need(not unknown, "lora_target_modules",
-             f"unknown modules {unknown}; known: {', '.join(KNOWN_TARGETS)}")
+        need(
+            not unknown,
+            "lora_target_modules",
+            f"unknown modules {unknown}; known: {', '.join(KNOWN_TARGETS)}",
+        )
         need(bool(self.datasets), "datasets", "needs at least one dataset")
-        need(self.val_set_size >= 0 and (self.val_set_size < 1 or
-             float(self.val_set_size).is_integer()), "val_set_size",
-             "a fraction in [0, 1) or a whole count")
+        need(
+            self.val_set_size >= 0
+            and (self.val_set_size < 1 or float(self.val_set_size).is_integer()),
+            "val_set_size",
+            "a fraction in [0, 1) or a whole count",
+        )
         for key in ("num_epochs", "micro_batch_size", "gradient_accumulation_steps"):
             need(getattr(self, key) >= 1, key, "must be >= 1")
-        need(0 < self.learning_rate < 1 and math.isfinite(self.learning_rate), "learning_rate",
-             "must be in (0, 1)")
+        need(
+            0 < self.learning_rate < 1 and math.isfinite(self.learning_rate),
+            "learning_rate",
+            "must be in (0, 1)",
+        )
         need(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
-        need(self.lr_scheduler in ("cosine", "constant"), "lr_scheduler",
-             "must be 'cosine' or 'constant'")
+        need(
+            self.lr_scheduler in ("cosine", "constant"),
+            "lr_scheduler",
+            "must be 'cosine' or 'constant'",
+        )
         need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         need(64 <= self.sequence_len <= 131072, "sequence_len", "must be in [64, 131072]")
         need(self.cause_loss_weight >= 1, "cause_loss_weight", "must be >= 1")

@@ -90,7 +90,9 @@ def score(case: Case, answer: Diagnosis | None, tokens: int = 0, seconds: float 
     )
 
 
-def run_model(runtime: ModelBackend, cases: list[Case], max_tokens: int, label: str) -> list[Outcome]:
+def run_model(
+    runtime: ModelBackend, cases: list[Case], max_tokens: int, label: str
+) -> list[Outcome]:
     grammar = build_grammar()
     outcomes = []
     for case in tqdm(cases, desc=label, unit="case"):
@@ -127,7 +129,8 @@ def summarise(outcomes: list[Outcome]) -> dict[str, Any]:
         "tokens_per_s": sum(o.tokens for o in outcomes) / seconds if seconds else None,
         "seconds_per_answer": seconds / n if seconds else None,
         "cause_accuracy_by_pattern": {
-            p: sum(o.cause_ok for o in group) / len(group) for p, group in sorted(by_pattern.items())
+            p: sum(o.cause_ok for o in group) / len(group)
+            for p, group in sorted(by_pattern.items())
         },
     }
 

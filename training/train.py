@@ -95,7 +95,9 @@ def weighted_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     labels, weights = batch["labels"][:, 1:], batch["weights"][:, 1:]
     mask = (labels != IGNORE).float() * weights
     losses = torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE,
+        logits.reshape(-1, logits.size(-1)),
+        labels.reshape(-1),
+        ignore_index=IGNORE,
         reduction="none",
     ).view_as(mask)
     return (losses * mask).sum() / mask.sum().clamp(min=1.0)
@@ -109,7 +111,9 @@ def load_model(config: TrainConfig, folder: Path) -> tuple[Any, Any]:
     cuda = torch.cuda.is_available()
     if (config.load_in_8bit or config.load_in_4bit) and not cuda:
         raise RuntimeError("load_in_8bit / load_in_4bit need a CUDA GPU (bitsandbytes)")
-    bf16 = cuda and (config.bf16 is True or (config.bf16 == "auto" and torch.cuda.is_bf16_supported()))
+    bf16 = cuda and (
+        config.bf16 is True or (config.bf16 == "auto" and torch.cuda.is_bf16_supported())
+    )
     kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if bf16 else torch.float32}
     if config.load_in_8bit or config.load_in_4bit:
         from transformers import BitsAndBytesConfig
@@ -222,10 +226,15 @@ def train(
                     break
         eval_loss = evaluate_loss(model, val_set, config, pad)
         history.append(
-            {"epoch": epoch, "train_loss": sum(losses) / max(len(losses), 1), "eval_loss": eval_loss}
+            {
+                "epoch": epoch,
+                "train_loss": sum(losses) / max(len(losses), 1),
+                "eval_loss": eval_loss,
+            }
         )
-        bar.write(f"epoch {epoch}: train loss {history[-1]['train_loss']:.4f}, "
-                  f"eval loss {eval_loss:.4f}")
+        bar.write(
+            f"epoch {epoch}: train loss {history[-1]['train_loss']:.4f}, eval loss {eval_loss:.4f}"
+        )
         if step >= steps:
             break
     bar.close()

@@ -161,6 +161,7 @@ def test_the_service_refuses_an_adapter_made_for_another_base(
     adapters.mkdir()
     other = shipped_identity.model_copy(update={"name": "Other 1B", "fingerprint": "f" * 64})
     write_adapter(tmp_path / "lora.gguf", seed=3)
+    # "ours" names the shipped Q4_1; the service loads its Q8_0: the same base
     for name, base in (("ours", shipped_identity), ("theirs", other), ("bare", None)):
         shutil.copy(tmp_path / "lora.gguf", adapters / f"{name}.gguf")
         if base is not None:
@@ -187,6 +188,10 @@ def test_the_service_refuses_an_adapter_made_for_another_base(
         assert (
             broken.status_code == 409 and "broken.json is not valid JSON" in broken.json()["detail"]
         )
+        unknown = client.post(
+            "/v1/analyze", json=FULL_REPORT, headers={"X-Whyslow-Adapter": "nobody"}
+        )
+        assert unknown.status_code == 422 and "'nobody'" in unknown.json()["detail"]
         runtime = client.app.state.loader.analyzer.runtime
         with pytest.raises(AdapterMismatch):
             runtime.adapters.use("theirs")

@@ -37,8 +37,10 @@ class CheckResult:
         return not self.errors
 
     def render(self) -> str:
-        lines = [f"{self.path}: {self.samples} samples, {len(self.errors)} errors, "
-                 f"{len(self.warnings)} warnings"]
+        lines = [
+            f"{self.path}: {self.samples} samples, {len(self.errors)} errors, "
+            f"{len(self.warnings)} warnings"
+        ]
         lines.append("  causes: " + ", ".join(f"{c} {n}" for c, n in sorted(self.causes.items())))
         if self.patterns:
             patterns = ", ".join(f"{p} {n}" for p, n in sorted(self.patterns.items()))
@@ -55,7 +57,8 @@ def _check_sample(row: dict[str, Any]) -> tuple[str | None, list[str]]:
     messages = row.get("messages")
     roles = [m.get("role") for m in messages] if isinstance(messages, list) else None
     if roles != ["system", "user", "assistant"] or not all(
-        isinstance(m.get("content"), str) for m in messages  # type: ignore[union-attr]
+        isinstance(m.get("content"), str)
+        for m in messages  # type: ignore[union-attr]
     ):
         return None, [f"messages must be system, user, assistant with text (got {roles})"]
     errors = []

@@ -96,8 +96,10 @@ class Draft:
                 self.quiet_pct(name)
         if "rate" not in skip and "request_rate" not in self.context and self.rng.random() < 0.6:
             self.rate((0.9, 1.15))
-        if "downstream" not in skip and "downstream" not in self.context and (
-            self.rng.random() < 0.4
+        if (
+            "downstream" not in skip
+            and "downstream" not in self.context
+            and (self.rng.random() < 0.4)
         ):
             self.downstream((0.9, 1.2))
         if "errors" not in skip and self.rng.random() < 0.3:
@@ -349,7 +351,7 @@ def generate(n: int, seed: int) -> list[Scenario]:
 
 def answer_for(report: AnomalyReport, d: Draft) -> Diagnosis:
     summary, explanation = explanation_for(report, d.cause, d.pattern)
-    choices = d.rng.sample(ACTIONS[d.cause], k=min(3, len(ACTIONS[d.cause])))
+    choices = d.rng.sample(ACTIONS[d.cause], k=2)
     actions = [a.format(service=d.service, dep=d.dependency[0], op=d.operation) for a in choices]
     return Diagnosis(
         probable_cause=d.cause,

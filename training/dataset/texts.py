@@ -259,9 +259,7 @@ def explanation_for(report: AnomalyReport, cause: ProbableCause, pattern: str) -
             parts.append(f"The {_fact(others[0])} as a consequence: {why}.")
     elif cause == C.recent_deployment:
         minutes = report.context.deployed_minutes_ago
-        parts.append(
-            f"The last deploy was {minutes:g} minutes ago and no other signal stands out."
-        )
+        parts.append(f"The last deploy was {minutes:g} minutes ago and no other signal stands out.")
     elif cause == C.unknown:
         parts.append("No context signal stands out and no evidence names a cause.")
     elif signal is not None:
