@@ -59,6 +59,7 @@ def test_schemathesis_finds_no_server_error_nor_schema_violation(tmp_path: Path)
             capture_output=True,
             text=True,
             timeout=600,
+            cwd=tmp_path,  # its run cache (.schemathesis/) stays out of the checkout
         )
     finally:
         server.should_exit = True
