@@ -108,10 +108,7 @@ class TrainConfig:
         values = {key: value for key, value in raw.items() if key in known}
         if "datasets" in values:
             values["datasets"] = _datasets(values["datasets"])
-        try:
-            config = cls(**values)
-        except TypeError as exc:  # pragma: no cover - dataclass arguments are all named
-            raise ConfigError(f"{source}: {exc}") from exc
+        config = cls(**values)
         config.validate(source)
         return config
 

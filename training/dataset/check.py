@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,7 @@ def _check_sample(row: dict[str, Any]) -> tuple[str | None, list[str]]:
     return answer.probable_cause, errors
 
 
-def check(path: Path, others: list[Path] = ()) -> CheckResult:  # type: ignore[assignment]
+def check(path: Path, others: Sequence[Path] = ()) -> CheckResult:
     """Check ``path``; ``others`` are the other splits it must not share a prompt with."""
     result = CheckResult(path)
     rows = read_jsonl(path)

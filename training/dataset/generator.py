@@ -291,7 +291,7 @@ def _draft(rng: random.Random, cause: ProbableCause, pattern: str, service: str 
     return Draft(rng, service, rng.choice(operations), dependency, cause, pattern)
 
 
-def _report(rng: random.Random, d: Draft, index: int) -> AnomalyReport:
+def _report(rng: random.Random, d: Draft, report_id: str) -> AnomalyReport:
     usual_p95 = rng.choice([25, 40, 60, 85, 120, 180, 250, 400, 650])
     ratio = rng.choice([1.6, 1.9, 2.4, 3.1, 3.8, 4.5, 6.2, 8.5]) * rng.uniform(0.97, 1.03)
     p95 = round(usual_p95 * ratio)
@@ -300,7 +300,7 @@ def _report(rng: random.Random, d: Draft, index: int) -> AnomalyReport:
     count = rng.randint(300, 40000)
     return AnomalyReport.model_validate(
         {
-            "id": f"gen-{index:05d}",
+            "id": report_id,
             "service": d.service,
             "operation": d.operation,
             "window": {
@@ -331,21 +331,20 @@ def _abnormal(report: AnomalyReport) -> frozenset[str]:
 def generate(n: int, seed: int) -> list[Scenario]:
     rng = random.Random(seed)
     scenarios: list[Scenario] = []
-    index = 0
     while len(scenarios) < n:
         cause, pattern, recipe, service, expect = RECIPES[len(scenarios) % len(RECIPES)]
+        scenario_id = f"gen-{seed}-{len(scenarios):05d}"
         for _ in range(200):
-            index += 1
             d = _draft(rng, cause, pattern, service)
             recipe(d)
-            report = _report(rng, d, index)
+            report = _report(rng, d, scenario_id)
             abnormal = _abnormal(report)
             if abnormal == expect or (expect is None and abnormal <= {"cpu", "error"}):
                 break
         else:  # pragma: no cover - every recipe meets its tags within a few tries
             raise RuntimeError(f"recipe {recipe.__name__} never produced its signals")
         answer = answer_for(report, d)
-        scenarios.append(Scenario(f"gen-{seed}-{len(scenarios):05d}", pattern, report, answer))
+        scenarios.append(Scenario(scenario_id, pattern, report, answer))
     return scenarios
 
 
