@@ -153,6 +153,13 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _named_model(spec: str) -> tuple[str, str]:
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        raise ValueError(f"--model {spec!r}: expected NAME=PATH.gguf")
+    return name, path
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from service.model.embedded import prepare_embedded
     from service.model.runtime import ModelRuntime
@@ -163,7 +170,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     settings = Settings()
     models = (
-        dict(spec.split("=", 1) for spec in args.model)
+        dict(_named_model(spec) for spec in args.model)
         if args.model
         else {
             "base Q8_0": str(prepare_embedded(settings.data_dir)),

@@ -11,3 +11,8 @@ def test_without_a_command_the_usage_lists_every_step(capsys) -> None:
 def test_a_missing_config_file_is_named(capsys, tmp_path) -> None:
     assert main(["train", "--config", str(tmp_path / "nope.yaml")]) == 2
     assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_eval_names_a_model_given_without_its_path(capsys) -> None:
+    assert main(["eval", "--model", "tuned.gguf"]) == 2
+    assert "expected NAME=PATH.gguf" in capsys.readouterr().err
