@@ -96,7 +96,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from baselines.demo import run_demo
 
-    return run_demo(settings)
+    return run_demo(settings, args.port, args.keep_serving)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,7 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--plot", type=Path, help="also draw the series, its band and the flags to this PNG"
     )
-    sub.add_parser("demo", help="run service + consumer on a synthetic week with incidents")
+    demo = sub.add_parser("demo", help="run service + consumer on a synthetic week with incidents")
+    demo.add_argument(
+        "--port", type=int, default=8000, help="the service's port (taken or 0: any free one)"
+    )
+    demo.add_argument(
+        "--keep-serving",
+        action="store_true",
+        help="after the run, keep the service and its dashboard up until Ctrl-C",
+    )
     return parser
 
 

@@ -2,13 +2,18 @@
 
 Starts the service (a child process, as in production), runs the consumer, publishes a
 synthetic week of telemetry with two injected incidents into RabbitMQ, prints each
-analysis as it arrives, and exits 0 once both incidents are diagnosed.
+analysis as it arrives, and exits 0 once both incidents are diagnosed (or, with
+``--keep-serving``, keeps the service and its dashboard up until Ctrl-C). The consumer
+checkpoints to a store of the demo's own, which the service reads for the dashboard's
+baselines; it is emptied at the start of each run.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +30,7 @@ from baselines.consumer import TelemetryConsumer
 from baselines.detect import Detector
 from baselines.forward import Forwarder
 from baselines.settings import Settings
+from baselines.store import open_store
 from baselines.synthetic import Incident, demo_incidents, last_full_week_start, telemetry
 from baselines.topology import broker_problem, declare_topology
 from service.contract import Analysis, AnomalyReport
@@ -34,8 +40,8 @@ READY_TIMEOUT_S = 180.0
 DRAIN_TIMEOUT_S = 600.0
 
 
-def demo_settings(settings: Settings, service_url: str) -> Settings:
-    """Own queue names, so the demo never eats a real deployment's telemetry."""
+def demo_settings(settings: Settings, service_url: str, state: Path) -> Settings:
+    """Own queue names and store, so the demo never touches a real deployment's."""
     return settings.model_copy(
         update={
             "exchange": "whyslow.demo",
@@ -43,6 +49,7 @@ def demo_settings(settings: Settings, service_url: str) -> Settings:
             "dead_letter_exchange": "whyslow.demo.dlx",
             "dead_letter_queue": "whyslow.demo.dlq",
             "service_url": service_url,
+            "store_url": f"sqlite:///{state / 'baselines.db'}",
         }
     )
 
@@ -53,14 +60,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_service(port: int, log_path: Path) -> subprocess.Popen[bytes]:
+def port_or_free(port: int) -> int:
+    """``port`` if it is free on loopback, else (or for 0) any free one."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return free_port()
+        return sock.getsockname()[1]
+
+
+def start_service(port: int, log_path: Path, state: Path) -> subprocess.Popen[bytes]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = os.environ | {
+        "WHYSLOW_STORE_URL": f"sqlite:///{state / 'analyses.db'}",
+        "WHYSLOW_BASELINES_URL": f"sqlite:///{state / 'baselines.db'}",
+    }
     with log_path.open("wb") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port)],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=os.environ.copy(),
+            env=env,
         )
 
 
@@ -119,21 +140,28 @@ def print_analysis(report: AnomalyReport, analysis: Analysis) -> None:
     print("\n".join(lines), flush=True)
 
 
-def run_demo(settings: Settings) -> int:
+def run_demo(settings: Settings, port: int = 8000, keep_serving: bool = False) -> int:
     problem = broker_problem(settings.amqp_url)
     if problem:
         print(problem, file=sys.stderr)
         return 2
-    port = free_port()
+    port = port_or_free(port)
     url = f"http://127.0.0.1:{port}"
-    settings = demo_settings(settings, url)
-    log_path = Path(tempfile.gettempdir()) / "whyslow-demo-service.log"
-    print(f"whyslow demo: starting the service at {url} (log: {log_path})", flush=True)
-    service = start_service(port, log_path)
+    state = Path(tempfile.gettempdir()) / "whyslow-demo"
+    shutil.rmtree(state, ignore_errors=True)
+    state.mkdir(parents=True)
+    settings = demo_settings(settings, url, state)
+    log_path = state / "service.log"
+    print(f"whyslow demo: dashboard at {url}/dashboard (service log: {log_path})", flush=True)
+    service = start_service(port, log_path, state)
     try:
         ready = wait_ready(url, service, log_path)
         print(f"service ready, model: {ready.get('model')}", flush=True)
-        return _run_pipeline(settings)
+        code = _run_pipeline(settings)
+        if keep_serving:
+            print(f"\nthe service keeps serving {url}/dashboard; Ctrl-C stops it", flush=True)
+            wait_for_interrupt(service)
+        return code
     except RuntimeError as exc:
         print(f"whyslow demo failed: {exc}", file=sys.stderr)
         return 1
@@ -143,6 +171,15 @@ def run_demo(settings: Settings) -> int:
             service.wait(timeout=15)
         except subprocess.TimeoutExpired:
             service.kill()
+
+
+def wait_for_interrupt(service: subprocess.Popen[bytes]) -> None:
+    """Until Ctrl-C or SIGTERM (or the service exits)."""
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    while not stop.is_set() and service.poll() is None:
+        stop.wait(0.5)
 
 
 def _run_pipeline(settings: Settings) -> int:
@@ -162,7 +199,10 @@ def _run_pipeline(settings: Settings) -> int:
         print_analysis(report, analysis)
 
     forwarder = Forwarder(settings.service_url, settings.forward_timeout_s, on_analysis).start()
-    consumer = TelemetryConsumer(settings, lambda: Detector(settings.detector_config()), forwarder)
+    store = open_store(settings.resolved_store_url())
+    consumer = TelemetryConsumer(
+        settings, lambda: Detector(settings.detector_config()), forwarder, store
+    )
     thread = threading.Thread(target=consumer.run, name="whyslow-consumer", daemon=True)
     thread.start()
     try:
@@ -184,6 +224,7 @@ def _run_pipeline(settings: Settings) -> int:
         consumer.stop()
         thread.join(timeout=10)
         forwarder.close()
+        store.close()
 
     stats = consumer.detector.stats
     print(

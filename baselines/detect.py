@@ -23,6 +23,7 @@ import numpy as np
 from baselines.baseline import LOG_FLOOR, Estimate, SeasonalProfile, local_hour
 from baselines.judge import IncidentGate, Thresholds, deviation, exceeding, over_and_calm
 from baselines.report import WindowFacts, build_report
+from baselines.trail import HourlyTrail
 from service.contract import AnomalyReport, MetricSample, SpanEvent
 
 MAX_FUTURE_SECONDS = 300.0
@@ -90,10 +91,13 @@ class SeriesState:
     gate: IncidentGate = field(default_factory=IncidentGate)
     day: int = -1
     """The local day last judged: an incident may be adopted when a new one starts."""
+    trail: HourlyTrail = field(default_factory=HourlyTrail)
+    """The last week as observed (server and consumer series), incidents included."""
 
     @property
     def nbytes(self) -> int:
-        return self.p95.nbytes + self.p50.nbytes + self.count.nbytes + self.error_rate.nbytes
+        profiles = self.p95.nbytes + self.p50.nbytes + self.count.nbytes + self.error_rate.nbytes
+        return profiles + self.trail.nbytes
 
 
 @dataclass
@@ -281,13 +285,15 @@ class Detector:
                     state.p95.shift(offset)
         usual = {key: self._series[key].p95.estimate(hour) for key in window.spans}
 
+        watched = [key for key in window.spans if key[2] in ("server", "consumer")]
+        for key in watched:
+            self._series[key].trail.add(hour, summaries[key][1])
         judged = [
             key
-            for key, agg in window.spans.items()
-            if key[2] in ("server", "consumer")
-            and (base := usual[key]) is not None
+            for key in watched
+            if (base := usual[key]) is not None
             and base.history >= th.min_history
-            and len(agg.durations) >= cfg.min_window_count
+            and len(window.spans[key].durations) >= cfg.min_window_count
         ]
         flagged: dict[str, list[WindowFacts]] = {}
         if judged:  # all series of the window in one vectorised step
@@ -303,6 +309,7 @@ class Detector:
             for i, (key, state) in enumerate(zip(judged, states, strict=True)):
                 state.gate.last_over = bool(over[i])
                 if state.gate.step(end, bool(exceeds[i]), bool(calm[i]), th):
+                    state.trail.flag(start, hour, float(p95[i]))
                     facts = self._facts(
                         key, start, hour, float(score[i]), window, summaries, usual, metrics
                     )

@@ -19,7 +19,8 @@ import numpy as np
 
 from baselines.baseline import SeasonalProfile
 from baselines.detect import Detector, SeriesState, SpanKey
-from baselines.judge import IncidentGate
+from baselines.judge import IncidentGate, Thresholds, band
+from baselines.trail import HourlyTrail
 
 PAYLOAD_VERSION = 1
 PROFILES = ("p95", "p50", "count", "error_rate")
@@ -46,6 +47,8 @@ def encode(
         for name in PROFILES:
             for part, array in getattr(state, name).state().items():
                 arrays[f"s{i}.{name}.{part}"] = array
+        for part, array in state.trail.state().items():
+            arrays[f"s{i}.trail.{part}"] = array
         gate = {f.name: getattr(state.gate, f.name) for f in fields(IncidentGate)}
         manifest["series"].append({"key": list(key), "gate": gate, "day": state.day})  # type: ignore[union-attr]
     for i, (key, profile) in enumerate(metrics.items()):
@@ -78,7 +81,10 @@ def decode(
                 for name in PROFILES
             }
             gate = IncidentGate(**entry["gate"])
-            series[tuple(entry["key"])] = SeriesState(**profiles, gate=gate, day=entry["day"])
+            trail = HourlyTrail.from_state(_parts(archive, f"s{i}.trail."))
+            series[tuple(entry["key"])] = SeriesState(
+                **profiles, gate=gate, day=entry["day"], trail=trail
+            )
         metrics = {
             tuple(entry["key"]): SeasonalProfile.from_state(_parts(archive, f"m{i}."))
             for i, entry in enumerate(manifest["metrics"])
@@ -96,7 +102,10 @@ def checkpoint(detector: Detector, services: set[str]) -> dict[str, bytes]:
     """Each service's baselines, and its readable profile beside them."""
     payloads = {service: encode(*detector.export(service)) for service in services}
     timezone = detector.config.timezone
-    payloads |= {PROFILE_KEY_PREFIX + s: profile(detector, s, timezone) for s in services}
+    thresholds = detector.config.thresholds
+    payloads |= {
+        PROFILE_KEY_PREFIX + s: profile(detector, s, timezone, thresholds) for s in services
+    }
     return payloads
 
 
@@ -111,17 +120,37 @@ def restore(detector: Detector, payloads: dict[str, bytes]) -> None:
             raise SnapshotFormatError(f"service {service!r}: {exc}") from exc
 
 
-def profile(detector: Detector, service: str, timezone: str) -> bytes:
+def profile(detector: Detector, service: str, timezone: str, thresholds: Thresholds) -> bytes:
     """A service's week profile as JSON: per server operation, each hour-of-week's usual
-    p95 and p50 (ms) and the windows behind them."""
+    p95 and p50 (ms) and the windows behind them, the band a window is judged against
+    (``band_low``/``band_high`` at z_flag; ``flag_above``: where the ratio and delta floors
+    also hold), and the last week as observed with its flags (baselines/trail.py)."""
     series, _ = detector.export(service)
     operations = {}
     for (_, operation, kind, _), state in series.items():
         if kind in ("server", "consumer"):
             p95, samples = state.p95.bucket_usuals()
             p50, _ = state.p50.bucket_usuals()
-            operations[operation] = {"p95": p95, "p50": p50, "samples": samples}
+            operations[operation] = {
+                "p95": p95,
+                "p50": p50,
+                "samples": samples,
+                **_band(state.p95, max(state.day, 0), thresholds),
+                **state.trail.export(),
+            }
     return json.dumps({"service": service, "timezone": timezone, "operations": operations}).encode()
+
+
+def _band(p95: SeasonalProfile, local_day: int, th: Thresholds) -> dict[str, list[float | None]]:
+    center, spread = p95.week_estimates(local_day)
+    low, high = band(center, spread, th, log=True)
+    usual = np.exp(center)
+    above = np.maximum(high, np.maximum(usual * th.flag_ratio, usual + th.min_delta))
+
+    def column(values: np.ndarray) -> list[float | None]:
+        return [None if np.isnan(v) else round(float(v), 3) for v in values]
+
+    return {"band_low": column(low), "band_high": column(high), "flag_above": column(above)}
 
 
 @dataclass

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from service.analyses import Analyses
@@ -17,6 +19,9 @@ from service.model.loader import ModelLoader
 from service.profiles import ProfileReader
 from service.settings import Settings
 from service.store import AnalysisStore
+
+DASHBOARD = Path(__file__).parent / "dashboard"
+"""The dashboard's static files (no build step): served at /dashboard."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -60,4 +65,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(baselines.router)
     app.include_router(anomalies.export_router)
+    app.mount("/dashboard", StaticFiles(directory=DASHBOARD, html=True), name="dashboard")
     return app

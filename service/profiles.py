@@ -31,22 +31,34 @@ class ProfileReader:
 
     def get(self, service: str) -> dict[str, Any] | None:
         """The service's profile; None when there is none (or no store yet)."""
-        query = "SELECT payload, checksum FROM whyslow_baselines WHERE service = {}"
+        rows = self._query(
+            "SELECT payload, checksum FROM whyslow_baselines WHERE service = {}", PREFIX + service
+        )
+        if not rows or hashlib.sha256(bytes(rows[0][0])).hexdigest() != rows[0][1]:
+            return None
+        return json.loads(bytes(rows[0][0]))
+
+    def services(self) -> list[str]:
+        """The services that have a profile, by name."""
+        rows = self._query(
+            "SELECT service FROM whyslow_baselines WHERE service LIKE {} ORDER BY service",
+            PREFIX + "%",
+        )
+        return [row[0].removeprefix(PREFIX) for row in rows]
+
+    def _query(self, query: str, parameter: str) -> list[tuple[Any, ...]]:
+        """Rows of a one-parameter query (``{}`` marks it); none without a store."""
         try:
             if self._url.startswith(("postgresql://", "postgres://")):
                 with psycopg.connect(self._url, connect_timeout=5) as conn:
-                    row = conn.execute(query.format("%s"), (PREFIX + service,)).fetchone()
-            else:
-                path = Path(self._url.removeprefix("sqlite:///"))
-                if not path.is_file():
-                    return None
-                with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-                    row = conn.execute(query.format("?"), (PREFIX + service,)).fetchone()
+                    return conn.execute(query.format("%s"), (parameter,)).fetchall()
+            path = Path(self._url.removeprefix("sqlite:///"))
+            if not path.is_file():
+                return []
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+                return conn.execute(query.format("?"), (parameter,)).fetchall()
         except (sqlite3.Error, psycopg.Error):
-            return None
-        if row is None or hashlib.sha256(bytes(row[0])).hexdigest() != row[1]:
-            return None
-        return json.loads(bytes(row[0]))
+            return []
 
 
 def _usual(values: list[float | None], how: int) -> tuple[float, str] | None:

@@ -103,8 +103,9 @@ class AnalysisStore:
         until: datetime | None = None,
         limit: int = 50,
         offset: int = 0,
-    ) -> tuple[list[Analysis], int]:
-        """Analyses matching every given filter, newest first, and how many match in all."""
+    ) -> tuple[list[tuple[AnomalyReport, Analysis]], int]:
+        """(report, analysis) of the anomalies matching every given filter, newest first,
+        and how many match in all."""
         clauses, params = [], []
         for column, value in (
             ("service", service),
@@ -126,11 +127,14 @@ class AnalysisStore:
                 f"SELECT count(*) FROM whyslow_analyses {where}", params
             ).fetchone()[0]
             rows = self._conn.execute(
-                f"SELECT analysis FROM whyslow_analyses {where} "
+                f"SELECT report, analysis FROM whyslow_analyses {where} "
                 f"ORDER BY created_at DESC, anomaly_id LIMIT {self._mark} OFFSET {self._mark}",
                 [*params, limit, offset],
             ).fetchall()
-        return [Analysis.model_validate_json(row[0]) for row in rows], int(total)
+        records = [
+            (AnomalyReport.model_validate_json(r), Analysis.model_validate_json(a)) for r, a in rows
+        ]
+        return records, int(total)
 
     def add_feedback(
         self, anomaly_id: str, verdict: str, right_cause: str | None, note: str | None

@@ -8,6 +8,12 @@ import json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+OPEN_PREFIX = "/dashboard"
+"""The dashboard's static files hold no data (the page asks for a key for the API)."""
+
+
+def _open(path: str) -> bool:
+    return path in OPEN_PATHS or path == OPEN_PREFIX or path.startswith(OPEN_PREFIX + "/")
 
 
 async def _reply(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]]) -> None:
@@ -27,15 +33,16 @@ async def _reply(send: Send, status: int, detail: str, headers: list[tuple[bytes
 
 
 class ApiKeys:
-    """With keys configured, every endpoint but the health checks needs one, as
-    ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` (compared in constant time)."""
+    """With keys configured, every endpoint but the health checks and the dashboard's
+    static files needs one, as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``
+    (compared in constant time)."""
 
     def __init__(self, app: ASGIApp, keys: list[str]) -> None:
         self.app = app
         self.keys = [key.encode() for key in keys]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or scope["method"] == "OPTIONS":
+        if scope["type"] != "http" or _open(scope["path"]) or scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])

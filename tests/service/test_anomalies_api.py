@@ -78,6 +78,11 @@ def test_list_filter_and_paginate(tmp_path) -> None:
         assert client.get("/v1/anomalies", params={"severity": "critical"}).json()["total"] == 3
         second = client.get("/v1/anomalies", params={"limit": 2, "offset": 2}).json()
         assert [a["anomaly_id"] for a in second["items"]] == ["a1", "a0"]
+        assert "reports" not in page or page["reports"] is None
+        with_reports = client.get("/v1/anomalies", params={"include_reports": True, "limit": 2})
+        reports = with_reports.json()["reports"]
+        assert sorted(reports) == ["a2", "a3"]  # the page's items, by id
+        assert reports["a2"]["context"]["downstream"][0]["p95_ms"] == 500
         future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
         assert client.get("/v1/anomalies", params={"since": future}).json()["total"] == 0
         assert client.get("/v1/anomalies", params={"until": future}).json()["total"] == 4

@@ -62,6 +62,31 @@ def test_paths_dressed_as_health_are_refused(client: TestClient, path: str) -> N
     assert client.post(path, json=REPORT).status_code != 200
 
 
+def test_the_dashboard_page_is_open_but_its_data_needs_a_key(client: TestClient) -> None:
+    """The page holds no data and asks for a key; what it shows comes from the API."""
+    page = client.get("/dashboard/")
+    assert page.status_code == 200 and "<title>whyslow</title>" in page.text
+    assert client.get("/dashboard/app.js").status_code == 200
+    for path in ("/v1/anomalies", "/v1/baselines", "/v1/baselines/checkout"):
+        assert client.get(path).status_code == 401, path
+    assert client.get("/v1/baselines", headers={"X-API-Key": "k1"}).json() == {"services": []}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/dashboard/../v1/anomalies",
+        "/dashboard/%2e%2e/v1/anomalies",
+        "/dashboard/..%2Fv1%2Fanomalies",
+        "/dashboardx/../v1/anomalies",
+        "/dashboard-v1/anomalies",
+    ],
+)
+def test_paths_dressed_as_the_dashboard_get_no_data(client: TestClient, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code in (401, 404), (path, response.status_code)
+
+
 def test_an_oversized_body_is_a_413_by_header_or_while_streaming(client: TestClient) -> None:
     key = {"X-API-Key": "k1"}
     big = REPORT | {"evidence": ["x" * 400] * 8}

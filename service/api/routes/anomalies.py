@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel, BeforeValidator
+from pydantic import BaseModel, BeforeValidator, Field
 
 from service.api.deps import StoreDep
 from service.contract import Analysis, AnomalyReport, ProbableCause, Severity
@@ -32,6 +32,9 @@ class AnomalyPage(BaseModel):
     total: int
     limit: int
     offset: int
+    reports: dict[str, AnomalyReport] | None = Field(
+        None, description="With include_reports: each item's report, by anomaly id."
+    )
 
 
 class AnomalyRecord(BaseModel):
@@ -49,9 +52,12 @@ def list_anomalies(
     until: Annotated[Rfc3339 | None, Query(description="Analysed before.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    include_reports: Annotated[
+        bool, Query(description="Add the reports (window, latency, context) by id.")
+    ] = False,
 ) -> AnomalyPage:
     """Analysed anomalies, newest first."""
-    items, total = store.search(
+    records, total = store.search(
         service,
         cause.value if cause else None,
         severity.value if severity else None,
@@ -60,7 +66,13 @@ def list_anomalies(
         limit,
         offset,
     )
-    return AnomalyPage(items=items, total=total, limit=limit, offset=offset)
+    return AnomalyPage(
+        items=[analysis for _, analysis in records],
+        total=total,
+        limit=limit,
+        offset=offset,
+        reports={a.anomaly_id: r for r, a in records} if include_reports else None,
+    )
 
 
 @router.get("/{anomaly_id}", responses={404: {"description": "No analysis with this id."}})

@@ -1,0 +1,260 @@
+// whyslow's dashboard: the anomaly feed with each diagnosis, and per service the
+// week-seasonal band with the observed latency and the flags drawn on it. Plain DOM and
+// SVG, no build step. Every text from the API is set with textContent: reports carry
+// untrusted strings (exception messages, operation names).
+"use strict";
+
+const REFRESH_MS = 15000;
+const DAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+const SVG = "http://www.w3.org/2000/svg";
+const W = 1000, H = 280, M = { left: 70, right: 12, top: 12, bottom: 28 };
+
+const state = { service: null, selected: null, key: sessionStorage.getItem("whyslow-key") };
+
+async function api(path) {
+  const headers = state.key ? { "X-API-Key": state.key } : {};
+  const response = await fetch(path, { headers });
+  if (response.status === 401) {
+    document.getElementById("key-form").hidden = false;
+    throw new Error("an API key is needed");
+  }
+  if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+  return response.json();
+}
+
+function el(tag, attrs = {}, text = null) {
+  const node = tag.startsWith("svg:")
+    ? document.createElementNS(SVG, tag.slice(4))
+    : document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, value);
+  if (text !== null) node.textContent = text;
+  return node;
+}
+
+const ms = (v) => (v >= 100 ? v.toFixed(0) : v.toPrecision(3)) + " ms";
+
+function when(report) {
+  if (!report || !report.window) return "";
+  const start = new Date(report.window.start);
+  return start.toLocaleString(undefined, {
+    weekday: "short", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit",
+    timeZone: "UTC", timeZoneName: "short",
+  });
+}
+
+// ---------------------------------------------------------------- status and feed
+
+async function refreshStatus() {
+  const pill = document.getElementById("status");
+  try {
+    const response = await fetch("/readyz");
+    const body = await response.json();
+    if (response.ok) {
+      const model = body.model;
+      pill.textContent = `ready · ${model.base}${model.adapter ? " + " + model.adapter : ""} ${model.quantization}`;
+      pill.className = "pill ready";
+    } else {
+      pill.textContent = `model ${body.status}`;
+      pill.className = "pill down";
+    }
+  } catch (error) {
+    pill.textContent = "service unreachable";
+    pill.className = "pill down";
+  }
+}
+
+function anomalyCard(analysis, report) {
+  const card = el("li", { class: `anomaly ${analysis.severity}`, "data-id": analysis.anomaly_id });
+  if (analysis.anomaly_id === state.selected) card.classList.add("selected");
+  const title = el("div", { class: "title" });
+  title.append(el("span", {}, `${analysis.service} · ${analysis.operation}`));
+  title.append(el("span", { class: "when" }, when(report)));
+  card.append(title);
+  if (report) {
+    const usual = report.baseline ? ` vs usual ${ms(report.baseline.p95)}` : "";
+    const ratio = report.deviation ? ` (${report.deviation.ratio.toFixed(1)}x)` : "";
+    card.append(el("p", { class: "numbers" }, `p95 ${ms(report.latency_ms.p95)}${usual}${ratio}`));
+  }
+  const verdict = el("p");
+  verdict.append(el("span", { class: `severity ${analysis.severity}` }, analysis.severity), " ");
+  verdict.append(el("span", { class: "cause" }, analysis.probable_cause));
+  const model = analysis.model;
+  verdict.append(el("span", { class: "muted" },
+    ` confidence ${analysis.confidence} · ${analysis.grounding} · ${model.base}` +
+    `${model.adapter ? " + " + model.adapter : ""}${analysis.cached ? " · cached" : ""}`));
+  card.append(verdict);
+  card.append(el("p", { class: "summary" }, analysis.summary));
+  const details = el("details");
+  details.append(el("summary", {}, "explanation and actions"));
+  details.append(el("p", {}, analysis.explanation));
+  const actions = el("ul");
+  for (const action of analysis.recommended_actions) actions.append(el("li", {}, action));
+  details.append(actions);
+  if (report && report.evidence && report.evidence.length) {
+    details.append(el("p", { class: "muted" }, "evidence: " + report.evidence.join(" | ")));
+  }
+  card.append(details);
+  card.addEventListener("click", (event) => {
+    if (event.target.closest("details")) return;
+    state.selected = analysis.anomaly_id;
+    document.querySelectorAll(".anomaly.selected").forEach((n) => n.classList.remove("selected"));
+    card.classList.add("selected");
+    selectService(analysis.service);
+  });
+  return card;
+}
+
+async function refreshFeed() {
+  const page = await api("/v1/anomalies?limit=50&include_reports=true");
+  const feed = document.getElementById("feed");
+  feed.replaceChildren(...page.items.map((a) => anomalyCard(a, page.reports[a.anomaly_id])));
+  document.getElementById("feed-total").textContent = page.total ? `(${page.total})` : "";
+  document.getElementById("feed-empty").hidden = page.items.length > 0;
+  state.reports = page.reports;
+}
+
+// ---------------------------------------------------------------- the band
+
+function scales(operation) {
+  const values = [
+    ...operation.flag_above, ...operation.observed_peak, ...operation.band_high,
+    ...operation.flags.map((f) => f.p95),
+  ].filter((v) => v !== null && isFinite(v));
+  const top = Math.max(10, ...values) * 1.08;
+  const x = (how) => M.left + (how / 168) * (W - M.left - M.right);
+  const y = (v) => H - M.bottom - (v / top) * (H - M.top - M.bottom);
+  return { x, y, top };
+}
+
+// Runs of consecutive non-null values, each as [[how, value], ...].
+function runs(values) {
+  const out = [];
+  let run = [];
+  values.forEach((v, how) => {
+    if (v === null) { if (run.length) out.push(run); run = []; } else run.push([how, v]);
+  });
+  if (run.length) out.push(run);
+  return out;
+}
+
+function line(values, cls, sc) {
+  const group = el("svg:g", { class: cls });
+  for (const run of runs(values)) {
+    const points = run.map(([how, v]) => `${sc.x(how + 0.5).toFixed(1)},${sc.y(v).toFixed(1)}`);
+    if (points.length === 1) points.push(points[0]);
+    group.append(el("svg:polyline", { points: points.join(" ") }));
+  }
+  return group;
+}
+
+function area(low, high, cls, sc) {
+  const group = el("svg:g", { class: cls });
+  const both = low.map((v, how) => (v === null || high[how] === null ? null : [v, high[how]]));
+  for (const run of runs(both)) {
+    const top = run.map(([how, [, hi]]) => `${sc.x(how).toFixed(1)},${sc.y(hi).toFixed(1)} ${sc.x(how + 1).toFixed(1)},${sc.y(hi).toFixed(1)}`);
+    const bottom = run.slice().reverse().map(([how, [lo]]) => `${sc.x(how + 1).toFixed(1)},${sc.y(lo).toFixed(1)} ${sc.x(how).toFixed(1)},${sc.y(lo).toFixed(1)}`);
+    group.append(el("svg:polygon", { points: [...top, ...bottom].join(" ") }));
+  }
+  return group;
+}
+
+function axes(sc) {
+  const grid = el("svg:g", { class: "grid" });
+  const axis = el("svg:g", { class: "axis" });
+  for (let day = 0; day <= 7; day++) {
+    const x = sc.x(day * 24);
+    grid.append(el("svg:line", { x1: x, x2: x, y1: M.top, y2: H - M.bottom }));
+    if (day < 7) axis.append(el("svg:text", { x: sc.x(day * 24 + 12), y: H - 8, "text-anchor": "middle" }, DAYS[day]));
+  }
+  const step = niceStep(sc.top / 4);
+  for (let v = 0; v <= sc.top; v += step) {
+    grid.append(el("svg:line", { x1: M.left, x2: W - M.right, y1: sc.y(v), y2: sc.y(v) }));
+    axis.append(el("svg:text", { x: M.left - 6, y: sc.y(v) + 4, "text-anchor": "end" }, `${v} ms`));
+  }
+  return [grid, axis];
+}
+
+function niceStep(raw) {
+  const power = 10 ** Math.floor(Math.log10(raw));
+  return [1, 2, 5, 10].map((m) => m * power).find((s) => s >= raw);
+}
+
+function chart(name, operation, timezone) {
+  const sc = scales(operation);
+  const box = el("div", { class: "chart", "data-operation": name });
+  box.append(el("h3", {}, name));
+  const svg = el("svg:svg", { viewBox: `0 0 ${W} ${H}`, role: "img",
+    "aria-label": `${name}: week baseline in ${timezone}` });
+  svg.append(...axes(sc));
+  svg.append(area(operation.band_low, operation.band_high, "band", sc));
+  svg.append(line(operation.p95, "usual", sc));
+  svg.append(line(operation.flag_above, "above", sc));
+  svg.append(line(operation.observed_peak, "peak", sc));
+  svg.append(line(operation.observed_p95, "observed", sc));
+  if (operation.latest_hour_of_week !== null) {
+    const x = sc.x(operation.latest_hour_of_week + 1);
+    svg.append(el("svg:line", { class: "now", x1: x, x2: x, y1: M.top, y2: H - M.bottom }));
+  }
+  const selected = state.reports && state.reports[state.selected];
+  const flags = el("svg:g", { class: "flags" });
+  for (const flag of operation.flags) {
+    const minute = new Date(flag.start).getUTCMinutes() / 60;
+    const isSelected = selected && selected.operation === name && selected.window &&
+      Date.parse(selected.window.start) === Date.parse(flag.start);
+    const dot = el("svg:circle", { class: isSelected ? "flag selected" : "flag",
+      cx: sc.x(flag.hour_of_week + minute), cy: sc.y(flag.p95), r: 5 });
+    dot.append(el("svg:title", {}, `flagged ${flag.start}: p95 ${ms(flag.p95)}`));
+    flags.append(dot);
+  }
+  svg.append(flags);
+  box.append(svg);
+  return box;
+}
+
+async function refreshBand() {
+  const { services } = await api("/v1/baselines");
+  const select = document.getElementById("service");
+  if (!state.service || !services.includes(state.service)) state.service = services[0] || null;
+  select.replaceChildren(...services.map((s) => el("option", { value: s }, s)));
+  select.value = state.service || "";
+  const charts = document.getElementById("charts");
+  document.getElementById("band-empty").hidden = services.length > 0;
+  if (!state.service) { charts.replaceChildren(); return; }
+  const profile = await api(`/v1/baselines/${encodeURIComponent(state.service)}`);
+  const operations = Object.entries(profile.operations).sort(([a], [b]) => a.localeCompare(b));
+  charts.replaceChildren(...operations.map(([name, op]) => chart(name, op, profile.timezone)));
+  document.getElementById("band-title").firstChild.textContent =
+    `Week baseline (${profile.timezone}) `;
+}
+
+function selectService(service) {
+  state.service = service;
+  refreshBand().catch(showError);
+}
+
+// ---------------------------------------------------------------- wiring
+
+function showError(error) {
+  document.getElementById("updated").textContent = String(error.message || error);
+}
+
+async function refresh() {
+  await refreshStatus();
+  try {
+    await Promise.all([refreshFeed(), refreshBand()]);
+    document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+  } catch (error) {
+    showError(error);
+  }
+}
+
+document.getElementById("service").addEventListener("change", (e) => selectService(e.target.value));
+document.getElementById("key-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  state.key = document.getElementById("key").value;
+  sessionStorage.setItem("whyslow-key", state.key);
+  document.getElementById("key-form").hidden = true;
+  refresh();
+});
+refresh();
+setInterval(refresh, REFRESH_MS);
