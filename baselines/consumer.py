@@ -44,7 +44,7 @@ from baselines.snapshot import (
     checkpoint,
     restore,
 )
-from baselines.store import BaselineStore
+from baselines.store import BaselineStore, StoreUnavailable
 from baselines.topology import dead_letter, declare_topology, run_reconnecting
 from service.contract import AnomalyReport
 
@@ -57,6 +57,7 @@ RECENT_IDS = 2000
 """Ids of the last messages applied, kept in the checkpoint to drop a duplicate: well over a
 prefetch window, which bounds how far back a redelivery or a router's resend can be."""
 LAG_EVERY_S = 5.0
+STORE_RETRY_MAX_S = 30.0
 
 
 @dataclass
@@ -66,6 +67,7 @@ class ConsumerStats:
     items_rejected: int = 0
     redelivered_skipped: int = 0
     checkpoints: int = 0
+    store_errors: int = 0
 
 
 class _HeaderGetter(Getter[dict[str, Any]]):
@@ -170,7 +172,7 @@ class TelemetryConsumer:
         from empty baselines would silently throw weeks of learning away. It is read once
         here, so a consumer refuses to start (even as a standby) rather than later."""
         self._restore()
-        run_reconnecting(self._consume, self._stopping)
+        run_reconnecting(self._consume, self._stopping, transient=(StoreUnavailable,))
 
     @property
     def active(self) -> bool:
@@ -189,21 +191,40 @@ class TelemetryConsumer:
             channel.confirm_delivery()
             declare_topology(channel, self._settings)
             channel.basic_qos(prefetch_count=self._settings.prefetch)
+            if self._store is not None:
+                # Fail here, before any delivery, while the store is away: the first
+                # delivery restores from it, and a message returned after a failed restore
+                # may come back behind later ones, whose windows would make it late.
+                self._store.services()
             channel.basic_consume(self._queue, self._on_message)
             self.ready.set()
             log.info("consuming %s", self._queue)
             last_status = last_commit = last_lag = time.monotonic()
             outbox_seen = self.forwarder.changes
+            retry_at, retry_wait = 0.0, 1.0  # after a failed checkpoint: when to try again
             while not self._stopping.is_set() and connection.is_open:
                 connection.process_data_events(time_limit=0.2)
                 now = time.monotonic()
                 due = now - last_commit >= self._settings.checkpoint_seconds
-                if (
-                    self._unacked is not None
-                    and (due or self._unacked_count >= self._settings.prefetch // 2)
-                ) or (due and self.forwarder.changes != outbox_seen):
+                if now >= retry_at and (
+                    (
+                        self._unacked is not None
+                        and (due or self._unacked_count >= self._settings.prefetch // 2)
+                    )
+                    or (due and self.forwarder.changes != outbox_seen)
+                ):
                     outbox_seen = self.forwarder.changes
-                    self._commit(channel)
+                    try:
+                        self._commit(channel)
+                    except StoreUnavailable as exc:
+                        # nothing is acknowledged; at the prefetch limit the broker stops
+                        # sending, so the consumer waits for the store without losing a thing
+                        self.stats.store_errors += 1
+                        retry_at = now + retry_wait
+                        log.error("checkpoint failed, retrying in %.0fs: %s", retry_wait, exc)
+                        retry_wait = min(retry_wait * 2, STORE_RETRY_MAX_S)
+                        continue
+                    retry_wait = 1.0
                     last_commit = now
                 if now - last_status >= STATUS_EVERY_S:
                     last_status = now
@@ -213,7 +234,16 @@ class TelemetryConsumer:
                     declared = channel.queue_declare(self._queue, passive=True)
                     self.lag = declared.method.message_count
             if connection.is_open and self._unacked is not None:
-                self._commit(channel)
+                try:
+                    self._commit(channel)
+                except StoreUnavailable as exc:
+                    self.stats.store_errors += 1
+                    log.error(
+                        "checkpoint failed on stop (%s): %d messages stay unacknowledged, "
+                        "and the broker delivers them again",
+                        exc,
+                        self._unacked_count,
+                    )
         finally:
             self.ready.clear()
             if connection.is_open:
@@ -261,7 +291,11 @@ class TelemetryConsumer:
         )
         payloads = checkpoint(self.detector, changed)
         payloads[self._record_key] = record.encode()
-        self._store.save(payloads)
+        try:
+            self._store.save(payloads)
+        except StoreUnavailable:
+            self.detector.mark_changed(changed)
+            raise
         self.stats.checkpoints += 1
 
     def _commit(self, channel: BlockingChannel) -> None:

@@ -191,6 +191,10 @@ class Detector:
         changed, self._changed = self._changed, set()
         return changed
 
+    def mark_changed(self, services: set[str]) -> None:
+        """Services to checkpoint again (a checkpoint of them failed)."""
+        self._changed |= services
+
     def memory(self) -> tuple[int, int]:
         """(series, bytes) held by the baselines."""
         spans = sum(state.nbytes for state in self._series.values())

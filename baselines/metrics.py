@@ -53,6 +53,7 @@ class ConsumerCollector(Collector):
             c.redelivered_skipped,
         )
         yield counter("consumer_checkpoints", "Checkpoints committed.", c.checkpoints)
+        yield counter("consumer_store_errors", "Checkpoints that failed (retried).", c.store_errors)
         yield counter("consumer_windows_closed", "Windows judged.", d.windows_closed)
         yield counter("consumer_flagged", "Anomalies flagged.", d.flagged)
         yield counter("forwarder_forwarded", "Reports analysed by the service.", f.forwarded)

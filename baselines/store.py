@@ -47,6 +47,11 @@ class StoreError(RuntimeError):
     """Anything that went wrong with the baseline store; the one type a caller must catch."""
 
 
+class StoreUnavailable(StoreError):
+    """The store did not answer or could not write (server down, connection lost, disk
+    full): transient, so the consumer keeps its messages unacknowledged and tries again."""
+
+
 class SnapshotCorrupt(StoreError):
     """A stored row does not verify (checksum mismatch, unreadable payload).
 
@@ -233,7 +238,7 @@ class _SQLStore(ABC):
             try:
                 yield
             except self._driver_error as exc:
-                raise StoreError(f"could not {action} in {self._where}: {exc}") from exc
+                raise StoreUnavailable(f"could not {action} in {self._where}: {exc}") from exc
 
     def save(self, payloads: Mapping[str, bytes], format_version: int = FORMAT_VERSION) -> None:
         _check_version(format_version)

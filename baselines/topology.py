@@ -99,18 +99,23 @@ def dead_letter(
     )
 
 
-def run_reconnecting(step: Callable[[], None], stopping: threading.Event) -> None:
+def run_reconnecting(
+    step: Callable[[], None],
+    stopping: threading.Event,
+    transient: tuple[type[Exception], ...] = (),
+) -> None:
     """Call ``step`` (one connection's life) until ``stopping`` is set, reconnecting after a
-    lost broker with exponential backoff (0.5 s doubling to 30 s) and jitter."""
+    lost broker, or one of the ``transient`` errors, with exponential backoff (0.5 s
+    doubling to 30 s) and jitter."""
     delay = 0.5
     while not stopping.is_set():
         try:
             step()
             delay = 0.5
-        except pika.exceptions.AMQPConnectionError as exc:
+        except (pika.exceptions.AMQPConnectionError, *transient) as exc:
             if stopping.is_set():
                 break
             wait = min(delay, 30.0) * random.uniform(0.5, 1.5)
-            log.warning("broker connection lost (%r); reconnecting in %.1fs", exc, wait)
+            log.warning("connection lost (%s); reconnecting in %.1fs", exc, wait)
             stopping.wait(wait)
             delay *= 2
