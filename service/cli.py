@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import importlib
+import os
 import sys
 
 from service.logs import configure_logging
@@ -24,6 +26,23 @@ commands:
 ELSEWHERE = dict.fromkeys(("consume", "route", "replay", "demo"), "baselines.cli")
 
 
+M_ARENA_MAX = -8
+
+
+def cap_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives threads that allocate at once heap arenas of their own (up to 8 per
+    core) and seldom returns their pages: under concurrent requests the service's RSS
+    climbed from 310 to 498 MB before levelling off; with two arenas it stays at about
+    387 MB (tests/test_load.py). A MALLOC_ARENA_MAX in the environment is left to glibc."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc
+        return
+    libc.mallopt(M_ARENA_MAX, arenas)
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -31,6 +50,7 @@ def _serve(args: argparse.Namespace) -> int:
     from service.tracing import configure_tracing
 
     configure_tracing("whyslow-service")
+    cap_malloc_arenas()  # before uvicorn starts its threads
     uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info")
     return 0
 
