@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -33,6 +33,9 @@ from baselines.judge import (
     over_and_calm,
     previous,
 )
+
+if TYPE_CHECKING:
+    from _csv import _reader
 
 PROGRESS_MIN_ROWS = 200_000
 HEADER = ["timestamp", "value", "expected", "score", "is_anomaly"]
@@ -82,6 +85,17 @@ def replay_thresholds(config: DetectorConfig, direction: Direction) -> Threshold
 
 def read_series(source: TextIO) -> Series:
     reader = csv.reader(source)
+    try:
+        stamps, texts, lines = _columns(reader)
+    except csv.Error as exc:  # a field over csv's size limit, a stray carriage return
+        raise ReplayInputError(f"line {reader.line_num}: {exc}") from None
+    values = _floats(texts, "value", lines)
+    return Series(stamps, texts, parse_timestamps(stamps, lines), values)
+
+
+def _columns(reader: _reader) -> tuple[list[str], list[str], list[int]]:
+    """The first two columns, and the line each row ends on (blank lines are skipped, so
+    an error names the line of the file, not the count of rows)."""
     header = next(reader, None)
     if header is None or len(header) < 2:
         raise ReplayInputError("line 1: expected a header with at least two columns")
@@ -89,15 +103,16 @@ def read_series(source: TextIO) -> Series:
         raise ReplayInputError(f"line 1: expected a header, got data {header[:2]}")
     stamps: list[str] = []
     texts: list[str] = []
-    for line, row in enumerate(reader, start=2):
+    lines: list[int] = []
+    for row in reader:
         if len(row) < 2:
             if not row:
                 continue
-            raise ReplayInputError(f"line {line}: expected timestamp,value, got {row}")
+            raise ReplayInputError(f"line {reader.line_num}: expected timestamp,value, got {row}")
         stamps.append(row[0])
         texts.append(row[1])
-    values = _floats(texts, "value")
-    return Series(stamps, texts, parse_timestamps(stamps), values)
+        lines.append(reader.line_num)
+    return stamps, texts, lines
 
 
 def _is_number(text: str) -> bool:
@@ -108,36 +123,70 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _floats(texts: list[str], what: str) -> np.ndarray:
+def _line(lines: Sequence[int] | None, row: int) -> int:
+    return lines[row] if lines is not None else row + 2
+
+
+def _floats(texts: list[str], what: str, lines: Sequence[int] | None = None) -> np.ndarray:
     try:
         return np.array(texts, dtype=np.float64)
     except ValueError:
-        for line, text in enumerate(texts, start=2):
+        for row, text in enumerate(texts):
             if not _is_number(text):
-                raise ReplayInputError(f"line {line}: {what} {text!r} is not a number") from None
+                raise ReplayInputError(
+                    f"line {_line(lines, row)}: {what} {text!r} is not a number"
+                ) from None
         raise
 
 
-def parse_timestamps(stamps: list[str]) -> np.ndarray:
+EPOCH_RANGE = (
+    datetime(1, 1, 2, tzinfo=UTC).timestamp(),
+    datetime(9999, 12, 30, tzinfo=UTC).timestamp(),
+)
+"""Timestamps a local hour can be computed for in any time zone (a day inside the years
+``datetime`` knows); a finite one outside is refused, not left to crash the detector."""
+
+
+def parse_timestamps(stamps: list[str], lines: Sequence[int] | None = None) -> np.ndarray:
     """Epoch seconds from epoch numbers or RFC 3339 texts (vectorised when offsets are
-    'Z' or absent, which is nearly always; per row otherwise)."""
+    'Z' or absent, which is nearly always; per row otherwise). ``lines``: each row's line
+    in the file, for the errors (default: one row per line after a header)."""
+    epoch = _epoch_seconds(stamps, lines)
+    outside = np.flatnonzero(
+        np.isfinite(epoch) & ((epoch < EPOCH_RANGE[0]) | (epoch > EPOCH_RANGE[1]))
+    )
+    if outside.size:
+        row = int(outside[0])
+        raise ReplayInputError(
+            f"line {_line(lines, row)}: timestamp {stamps[row]!r} is out of range "
+            "(0001-01-02 to 9999-12-30 UTC)"
+        )
+    return epoch
+
+
+def _epoch_seconds(stamps: list[str], lines: Sequence[int] | None) -> np.ndarray:
     if not stamps:
         return np.empty(0)
     if _is_number(stamps[0]):
-        return _floats(stamps, "timestamp")
+        return _floats(stamps, "timestamp", lines)
     naive = [s[:-1] if s.endswith(("Z", "z")) else s for s in stamps]
     if not any("+" in s[10:] or "-" in s[10:] for s in naive[:1000]):
         try:
-            return np.array(naive, dtype="datetime64[us]").astype(np.int64) / 1e6
+            parsed = np.array(naive, dtype="datetime64[us]")
         except ValueError:
             pass
+        else:
+            if not np.isnat(parsed).any():  # numpy reads "NaT" as not-a-time: refused below
+                return parsed.astype(np.int64) / 1e6
     epoch = np.empty(len(stamps))
-    for line, text in enumerate(stamps, start=2):
+    for row, text in enumerate(stamps):
         try:
             moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
-            raise ReplayInputError(f"line {line}: timestamp {text!r} is not RFC 3339") from None
-        epoch[line - 2] = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+            raise ReplayInputError(
+                f"line {_line(lines, row)}: timestamp {text!r} is not RFC 3339"
+            ) from None
+        epoch[row] = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
     return epoch
 
 
@@ -315,11 +364,23 @@ def replay(
     return result
 
 
+def _utf8_text(path: Path) -> str:
+    """The file as UTF-8 text; bytes that are not name their line (a streamed decoder would
+    fail a whole buffer ahead of the line)."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ReplayInputError(
+            f"line {line}: not UTF-8 text (byte {data[exc.start]:#04x})"
+        ) from None
+
+
 def replay_files(
     input_path: Path, output_path: Path, config: DetectorConfig, direction: Direction
 ) -> tuple[Series, ReplayResult]:
-    with input_path.open(newline="") as source:
-        series = read_series(source)
+    series = read_series(io.StringIO(_utf8_text(input_path), newline=""))
     progress = series.values.size >= PROGRESS_MIN_ROWS
     result = detect(series.epoch, series.values, config, direction, progress)
     with output_path.open("w", newline="") as sink:

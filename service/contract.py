@@ -8,6 +8,7 @@ service owns it because it is the service's API; ``baselines`` is its client.
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -30,7 +31,12 @@ MAX_DURATION_MS = 86_400_000.0
 
 def _as_utc(value: datetime) -> datetime:
     """Timestamps on the wire are UTC; a naive one is read as UTC rather than refused."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is in year 0 in UTC
+        # pydantic turns a ValueError into a validation error (a 422, a rejected event);
+        # an OverflowError escaped it (a 500, a consumer crash)
+        raise ValueError("out of range once in UTC (years 1 to 9999)") from None
 
 
 def _not_epoch(value: object) -> object:
@@ -44,6 +50,30 @@ UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 Rfc3339 = Annotated[datetime, AfterValidator(_as_utc), BeforeValidator(_not_epoch)]
 """RFC 3339 text only (reports: what a person or a dashboard writes and reads)."""
 Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+"""Characters that are not text a person reads: C0 and C1 controls (NUL, terminal escapes,
+newlines), line and paragraph separators, and the bidirectional marks, embeddings,
+overrides and isolates that reorder what a terminal or a dashboard shows (U+202E)."""
+
+
+def _printable(value: str) -> str:
+    return CONTROL_CHARS.sub(" ", value)
+
+
+def _no_control(value: str) -> str:
+    if CONTROL_CHARS.search(value):
+        raise ValueError("must not hold control or bidirectional formatting characters")
+    return value
+
+
+Label = Annotated[Name, AfterValidator(_printable)]
+"""A name in a report, which the service echoes in its Analysis, its logs and the dashboard,
+and the rule engine writes into its text: control characters become spaces (a report built
+from telemetry must not be refused for a tab in a span name)."""
+ReportId = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_no_control)]
+"""A key, stored and echoed: one with control characters is refused, not altered (two
+different ids must not become one)."""
 
 
 def _not_text(value: object) -> object:
@@ -151,8 +181,8 @@ class Deviation(Strict):
 
 
 class Downstream(Strict):
-    service: Name
-    operation: Name
+    service: Label
+    operation: Label
     p95_ms: NonNegative
     baseline_p95_ms: NonNegative | None = None
 
@@ -177,7 +207,7 @@ class Context(Strict):
 class RelatedOperation(Strict):
     """Another operation of the same service flagged in the same window."""
 
-    operation: Name
+    operation: Label
     p95_ms: NonNegative
     baseline_p95_ms: NonNegative
 
@@ -186,11 +216,11 @@ class AnomalyReport(Strict):
     """A flagged window, with its baseline and context. Only ``service``, ``operation`` and
     ``latency_ms.p95`` are required, so a person can post one by hand."""
 
-    id: Annotated[str, Field(min_length=1, max_length=100)] | None = Field(
+    id: ReportId | None = Field(
         default=None, description="Stable idempotency key; derived from the content if absent."
     )
-    service: Name
-    operation: Name
+    service: Label
+    operation: Label
     window: Window | None = None
     latency_ms: LatencySummary
     baseline: BaselineRef | None = None

@@ -6,8 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
@@ -22,6 +25,20 @@ from service.store import AnalysisStore
 
 DASHBOARD = Path(__file__).parent / "dashboard"
 """The dashboard's static files (no build step): served at /dashboard."""
+
+
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422, which echoes each error's input, but never a 500 for it: an input can
+    be what JSON cannot write back (NaN or Infinity, which Python's JSON reader accepts, or
+    a lone surrogate escape such as "\\ud800"); those errors lose their input."""
+    if not isinstance(exc, RequestValidationError):
+        raise exc
+    errors = jsonable_encoder(exc.errors())
+    try:
+        return JSONResponse(status_code=422, content={"detail": errors})
+    except ValueError:  # non-finite float, or UnicodeEncodeError (a ValueError too)
+        bare = [{k: v for k, v in error.items() if k != "input"} for error in errors]
+        return JSONResponse(status_code=422, content={"detail": bare})
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -58,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["authorization", "x-api-key", "content-type"],
         )
+    app.add_exception_handler(RequestValidationError, validation_error)
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz")
     app.include_router(health.router)
     app.include_router(analyze.router)

@@ -8,6 +8,7 @@ reported as a warning and ignored, as axolotl does with keys of its other featur
 from __future__ import annotations
 
 import math
+import reprlib
 import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -103,7 +104,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "config") -> TrainConfig:
         known = {f.name for f in fields(cls)}
-        for key in sorted(set(raw) - known):
+        for key in sorted(set(raw) - known, key=str):  # YAML keys may be ints, null, dates
             warnings.warn(f"{source}: unknown key {key!r} ignored", UserWarning, stacklevel=2)
         values = {key: value for key, value in raw.items() if key in known}
         if "datasets" in values:
@@ -115,9 +116,15 @@ class TrainConfig:
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
         try:
-            raw = yaml.safe_load(path.read_text())
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text: {exc}") from exc
+        except ValueError as exc:  # an integer past Python's 4300-digit limit
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        except RecursionError as exc:  # PyYAML composes nested collections recursively
+            raise ConfigError(f"{path}: not valid YAML: nested too deeply") from exc
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of keys, got {type(raw).__name__}")
         return cls.from_dict(raw, str(path))
@@ -127,7 +134,7 @@ class TrainConfig:
 
         def need(ok: bool, key: str, why: str) -> None:
             if not ok:
-                raise ConfigError(f"{source}: {key}={getattr(self, key)!r}: {why}")
+                raise ConfigError(f"{source}: {key}={_short(getattr(self, key))}: {why}")
 
         def kind(key: str, types: tuple[type, ...]) -> None:
             value = getattr(self, key)
@@ -137,6 +144,8 @@ class TrainConfig:
                 else (isinstance(value, types) and not isinstance(value, bool))
             )
             need(ok, key, f"must be {' or '.join(t.__name__ for t in types)}")
+            if float in types:  # YAML's .inf and .nan are floats: no rate or scale is
+                need(not isinstance(value, float) or math.isfinite(value), key, "must be finite")
 
         for key in (
             "load_in_8bit",
@@ -190,12 +199,16 @@ class TrainConfig:
         need(
             not unknown,
             "lora_target_modules",
-            f"unknown modules {unknown}; known: {', '.join(KNOWN_TARGETS)}",
+            f"unknown modules {_short(unknown)}; known: {', '.join(KNOWN_TARGETS)}",
         )
         need(bool(self.datasets), "datasets", "needs at least one dataset")
         need(
             self.val_set_size >= 0
-            and (self.val_set_size < 1 or float(self.val_set_size).is_integer()),
+            and (
+                self.val_set_size < 1
+                or isinstance(self.val_set_size, int)
+                or float(self.val_set_size).is_integer()
+            ),
             "val_set_size",
             "a fraction in [0, 1) or a whole count",
         )
@@ -215,7 +228,11 @@ class TrainConfig:
         need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         need(64 <= self.sequence_len <= 131072, "sequence_len", "must be in [64, 131072]")
         need(self.cause_loss_weight >= 1, "cause_loss_weight", "must be >= 1")
-        need(self.bf16 in (True, False, "auto"), "bf16", "must be true, false or 'auto'")
+        need(
+            isinstance(self.bf16, bool) or self.bf16 == "auto",  # 1 == True: not `in`
+            "bf16",
+            "must be true, false or 'auto'",
+        )
 
     @property
     def scale(self) -> float:
@@ -223,15 +240,24 @@ class TrainConfig:
         return self.lora_alpha / (math.sqrt(self.lora_r) if self.peft_use_rslora else self.lora_r)
 
 
+def _short(value: Any) -> str:
+    """A bounded repr: YAML aliases can nest one value 9**9 times over (a billion laughs),
+    and the whole repr of that would never finish."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother = 3, 80, 80
+    short.maxlist = short.maxdict = short.maxtuple = short.maxset = 5
+    return short.repr(value)
+
+
 def _datasets(raw: Any) -> list[DatasetSpec]:
     if not isinstance(raw, list):
-        raise ConfigError(f"datasets={raw!r}: must be a list of {{path, type}}")
+        raise ConfigError(f"datasets={_short(raw)}: must be a list of {{path, type}}")
     specs = []
     for index, item in enumerate(raw):
         if not isinstance(item, dict) or not isinstance(item.get("path"), str):
-            raise ConfigError(f"datasets[{index}]={item!r}: needs a 'path'")
+            raise ConfigError(f"datasets[{index}]={_short(item)}: needs a 'path'")
         kind = item.get("type", "chat_template")
         if kind != "chat_template":
-            raise ConfigError(f"datasets[{index}].type={kind!r}: only 'chat_template'")
+            raise ConfigError(f"datasets[{index}].type={_short(kind)}: only 'chat_template'")
         specs.append(DatasetSpec(item["path"], kind))
     return specs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -34,11 +35,20 @@ def describe(error: ValidationError) -> str:
     return "; ".join(parts)[:MAX_REASON_CHARS]
 
 
-def parse_json_events(body: bytes) -> ParsedBatch:
+def load_json(body: bytes) -> Any:
+    """The decoded body, or MalformedMessage. Besides bad syntax and encodings, ``json``
+    raises a plain ValueError for an integer of more than 4300 digits and RecursionError
+    for nesting deeper than the interpreter's stack: a message, not the consumer, is bad."""
     try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return json.loads(body)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, the digit limit
         raise MalformedMessage(f"not JSON: {exc}"[:MAX_REASON_CHARS]) from exc
+    except RecursionError as exc:
+        raise MalformedMessage("not JSON: nested too deeply") from exc
+
+
+def parse_json_events(body: bytes) -> ParsedBatch:
+    payload = load_json(body)
     items = payload if isinstance(payload, list) else [payload]
     batch = ParsedBatch()
     for index, item in enumerate(items):

@@ -61,7 +61,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from baselines.ingest.json_events import MAX_REASON_CHARS, MalformedMessage, ParsedBatch
+from baselines.ingest.json_events import MAX_REASON_CHARS, MalformedMessage, ParsedBatch, load_json
 from service.contract import MAX_DURATION_MS, MetricSample, SpanEvent
 
 Encoding = Literal["proto", "json"]
@@ -173,6 +173,12 @@ def _encoding(body: bytes, content_type: str) -> Encoding:
     raise MalformedMessage(f"unsupported OTLP content type {kind!r}"[:MAX_REASON_CHARS])
 
 
+_MALFORMED = (TypeError, ValueError, AttributeError, KeyError, OverflowError)
+"""What walking a hostile OTLP/JSON tree raises: a list where an object belongs, a text
+that is not a number, ``Infinity`` or a 10**30 nanoseconds timestamp (OverflowError from
+``int`` and ``timedelta``)."""
+
+
 def _check_encoding(encoding: str) -> None:
     if encoding not in ("proto", "json"):
         raise MalformedMessage(f"unknown OTLP encoding {encoding!r}; expected 'proto' or 'json'")
@@ -181,16 +187,34 @@ def _check_encoding(encoding: str) -> None:
 def _json_object(body: bytes, field: str, message: str) -> dict[str, Any]:
     """The decoded OTLP/JSON request; a non-empty object without ``field`` is refused,
     since it is almost surely a message routed to the wrong queue, not an empty request."""
-    try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedMessage(f"not JSON: {exc}"[:MAX_REASON_CHARS]) from exc
+    payload = load_json(body)
     if not isinstance(payload, dict):
         raise MalformedMessage(f"not an OTLP/JSON {message}: a {type(payload).__name__}")
+    if any(marker in body for marker in _SURROGATE_MARKERS) and not _valid_unicode(payload):
+        raise MalformedMessage(
+            f"not an OTLP/JSON {message}: a string holds a lone surrogate (\\ud800-\\udfff), "
+            "which is not Unicode text (protobuf refuses such a message too)"
+        )
     if payload and field not in payload:
         keys = ", ".join(sorted(payload)[:5])
         raise MalformedMessage(f"not an OTLP/JSON {message}: no {field!r} (keys: {keys})")
     return payload
+
+
+_SURROGATE_MARKERS = (b"\\ud", b"\\uD", b"\xed", b"\x00")
+"""A body without these cannot decode to a lone surrogate: no escape of one, no CESU-8 lead
+byte, and not UTF-16/32 (which ``json`` also reads, and which always holds a zero byte)."""
+
+
+def _valid_unicode(payload: dict[str, Any]) -> bool:
+    """No lone surrogate anywhere (an escape such as ``"\\ud800"``, or its CESU-8 bytes,
+    which ``json`` decodes too): events must hold text pydantic accepts and that can be
+    encoded again. Checked only when the body holds one of ``_SURROGATE_MARKERS``."""
+    try:
+        json.dumps(payload, ensure_ascii=False).encode()
+    except (UnicodeEncodeError, RecursionError):
+        return False
+    return True
 
 
 _Request = TypeVar("_Request", ExportTraceServiceRequest, ExportMetricsServiceRequest)
@@ -280,7 +304,7 @@ def parse_otlp_traces(body: bytes, encoding: Encoding) -> OtlpBatch:
     payload = _json_object(body, "resourceSpans", "ExportTraceServiceRequest")
     try:
         _spans_from_json(payload, batch)
-    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+    except _MALFORMED as exc:
         raise _decode_failure("ExportTraceServiceRequest", exc) from exc
     return batch
 
@@ -538,10 +562,13 @@ def _spans_from_json(payload: dict[str, Any], batch: OtlpBatch) -> None:
                     evidence = None
                     if events or status_message:
                         evidence = _json_evidence(events, status_message)
+                    name = span.get("name") or ""
+                    if not isinstance(name, str):
+                        raise TypeError(f"name is a {type(name).__name__}, not a string")
                     _add_span(
                         batch,
                         resource,
-                        span.get("name") or "",
+                        name,
                         kind,
                         int(span.get("startTimeUnixNano") or 0),
                         int(span.get("endTimeUnixNano") or 0),
@@ -551,7 +578,7 @@ def _spans_from_json(payload: dict[str, Any], batch: OtlpBatch) -> None:
                         peer,
                         evidence,
                     )
-                except (TypeError, ValueError, AttributeError, KeyError) as exc:
+                except _MALFORMED as exc:
                     name = span.get("name") if isinstance(span, dict) else None
                     item = span if isinstance(span, dict) else {"span": repr(span)[:200]}
                     _reject(batch, item, f"span {name!r}: malformed: {exc}")
@@ -638,7 +665,7 @@ def parse_otlp_metrics(body: bytes, encoding: Encoding) -> OtlpBatch:
     payload = _json_object(body, "resourceMetrics", "ExportMetricsServiceRequest")
     try:
         _metrics_from_json(payload, batch)
-    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+    except _MALFORMED as exc:
         raise _decode_failure("ExportMetricsServiceRequest", exc) from exc
     return batch
 
@@ -796,7 +823,7 @@ def _metrics_from_json(payload: dict[str, Any], batch: OtlpBatch) -> None:
             for metric in scope_metrics.get("metrics") or ():
                 try:
                     _json_metric(batch, service, scope, metric)
-                except (TypeError, ValueError, AttributeError, KeyError) as exc:
+                except _MALFORMED as exc:
                     name = metric.get("name") if isinstance(metric, dict) else None
                     item = metric if isinstance(metric, dict) else {"metric": repr(metric)[:200]}
                     _reject(batch, item, f"metric {name!r}: malformed: {exc}")

@@ -10,6 +10,7 @@ far below their share.
 from __future__ import annotations
 
 import json
+import reprlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -56,12 +57,17 @@ class CheckResult:
 def _check_sample(row: dict[str, Any]) -> tuple[str | None, list[str]]:
     """(the answer's cause, the sample's errors)."""
     messages = row.get("messages")
-    roles = [m.get("role") for m in messages] if isinstance(messages, list) else None
+    roles = (
+        [m.get("role") if isinstance(m, dict) else type(m).__name__ for m in messages]
+        if isinstance(messages, list)
+        else None
+    )
     if roles != ["system", "user", "assistant"] or not all(
         isinstance(m.get("content"), str)
         for m in messages  # type: ignore[union-attr]
     ):
-        return None, [f"messages must be system, user, assistant with text (got {roles})"]
+        got = reprlib.repr(roles)
+        return None, [f"messages must be system, user, assistant with text (got {got})"]
     errors = []
     try:
         answer = Diagnosis.model_validate_json(messages[2]["content"])
@@ -70,6 +76,8 @@ def _check_sample(row: dict[str, Any]) -> tuple[str | None, list[str]]:
     if messages[0]["content"] != SYSTEM_PROMPT:
         errors.append("system prompt differs from the service's")
     meta = row.get("meta", {})
+    if not isinstance(meta, dict):
+        return answer.probable_cause, [f"meta must be an object, not {type(meta).__name__}"]
     if "report" in meta:
         try:
             report = AnomalyReport.model_validate(meta["report"])
@@ -87,6 +95,13 @@ def _check_sample(row: dict[str, Any]) -> tuple[str | None, list[str]]:
     return answer.probable_cause, errors
 
 
+def _prompt(row: dict[str, Any]) -> str:
+    """What makes two samples the same: their system and user turns (any value, for a
+    malformed sample, so that it is still compared rather than crashing the check)."""
+    messages = row.get("messages", [])
+    return json.dumps(messages[:2] if isinstance(messages, list) else messages, sort_keys=True)
+
+
 def check(path: Path, others: Sequence[Path] = ()) -> CheckResult:
     """Check ``path``; ``others`` are the other splits it must not share a prompt with."""
     result = CheckResult(path)
@@ -98,16 +113,17 @@ def check(path: Path, others: Sequence[Path] = ()) -> CheckResult:
         result.errors += [f"sample {number}: {e}" for e in errors]
         if cause is not None:
             result.causes[cause.value] += 1
-        pattern = row.get("meta", {}).get("pattern")
-        if pattern:
+        meta = row.get("meta")
+        pattern = meta.get("pattern") if isinstance(meta, dict) else None
+        if pattern and isinstance(pattern, str):
             result.patterns[pattern] += 1
-        prompt = json.dumps(row.get("messages", [])[:2], sort_keys=True)
+        prompt = _prompt(row)
         if prompt in seen:
             result.errors.append(f"sample {number}: duplicate of sample {seen[prompt]}")
         seen.setdefault(prompt, number)
     for other in others:
         for number, row in enumerate(read_jsonl(other), 1):
-            prompt = json.dumps(row.get("messages", [])[:2], sort_keys=True)
+            prompt = _prompt(row)
             if prompt in seen:
                 result.errors.append(
                     f"sample {seen[prompt]}: leaks into {other} (its sample {number})"

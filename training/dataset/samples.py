@@ -59,18 +59,28 @@ def to_sample(scenario: Scenario, source: str) -> dict[str, Any]:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The objects of a JSONL file. Lines end at ``\\n`` only: ``str.splitlines`` would also
+    cut at U+2028, U+0085 and other separators that JSON strings may hold unescaped (and
+    ``write_jsonl`` writes them so)."""
     rows = []
     try:
-        lines = path.read_text().splitlines()
+        data = path.read_bytes()
     except OSError as exc:
         raise DataError(f"{path}: {exc.strerror}") from exc
+    try:
+        lines = data.decode("utf-8").split("\n")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text ({exc.reason})") from exc
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{number}: not JSON: {exc.msg}") from exc
+        except ValueError as exc:  # JSONDecodeError, or an integer past the 4300-digit limit
+            raise DataError(f"{path}:{number}: not JSON: {getattr(exc, 'msg', exc)}") from exc
+        except RecursionError as exc:
+            raise DataError(f"{path}:{number}: not JSON: nested too deeply") from exc
         if not isinstance(row, dict):
             raise DataError(f"{path}:{number}: expected an object, got {type(row).__name__}")
         rows.append(row)
@@ -80,7 +90,8 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
-    partial.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    partial.write_text(text, encoding="utf-8")  # what read_jsonl reads, whatever the locale
     partial.replace(path)
 
 
