@@ -15,8 +15,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from baselines.demo import free_port
 from baselines.detect import DetectorConfig
 from baselines.forward import Forwarder
 from baselines.settings import Settings
+from baselines.snapshot import ConsumerRecord
 from baselines.store import open_store
 from baselines.synthetic import last_full_week_start, telemetry
 from service.contract import AnomalyReport
@@ -134,58 +136,95 @@ def nowhere() -> Forwarder:
     return Forwarder("http://127.0.0.1:9", 1.0).start()
 
 
-@pytest.mark.slow
-def test_a_store_outage_loses_nothing_even_across_a_reconnect(amqp_settings, postgres) -> None:
-    settings = fault_settings(amqp_settings)
-    proxy = CuttableProxy(("127.0.0.1", 5432))
-    via_proxy = postgres.url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}", 1)
+@dataclass
+class Outage:
+    """What a store outage did: events applied while it lasted (none may be acknowledged
+    then), failed checkpoints, events published, and the consumer's record afterwards."""
+
+    applied_during: int
+    failed_checkpoints: int
+    total: int
+    record: ConsumerRecord
+
+
+def through_an_outage(
+    settings: Settings,
+    store_url: str,
+    record_url: str,
+    break_store: Callable[[], object],
+    heal_store: Callable[[], object],
+    meanwhile: Callable[[], object] = lambda: None,
+) -> Outage:
+    """Two hours of telemetry checkpointed, then three more published while the store is
+    broken (the consumer must fail its checkpoints and hold on), ``meanwhile`` done, the
+    store healed: everything must then be checkpointed and acknowledged."""
     before, during = minutes(0, 120), minutes(120, 300)
+    total = count(before) + count(during)
     declare(settings)
-    store = open_store(via_proxy)
+    store = open_store(store_url)
     forwarder = nowhere()
     try:
         with running_consumer(settings, DetectorConfig(), forwarder, store) as consumer:
             publish(settings, before)
             wait_for(
-                lambda: applied(consumer_record(postgres.url, settings.queue)) == count(before),
+                lambda: applied(consumer_record(record_url, settings.queue)) == count(before),
                 60,
                 "the first part to be checkpointed",
             )
-            proxy.cut()
+            break_store()
             publish(settings, during)
             wait_for(lambda: consumer.stats.store_errors >= 2, 60, "failed checkpoints")
-            # the broker drops the consumer while the store is away: on reconnecting it must
-            # restore from the store, which fails until the store is back
-            subprocess.run(
-                ["rabbitmqctl", "close_all_connections", "fault test"],
-                check=True,
-                capture_output=True,
-                timeout=60,
-            )
-            time.sleep(3)
-            unchanged = applied(consumer_record(postgres.url, settings.queue))
-            proxy.restore()
-            total = count(before) + count(during)
+            meanwhile()
+            applied_during = applied(consumer_record(record_url, settings.queue))
+            heal_store()
             wait_for(
-                lambda: applied(consumer_record(postgres.url, settings.queue)) == total,
+                lambda: applied(consumer_record(record_url, settings.queue)) == total,
                 120,
-                f"everything ({total}) to be checkpointed after the outage",
+                f"all {total} events to be checkpointed after the outage",
             )
             wait_for(lambda: queue_empty(settings), 30, "every message to be acknowledged")
-            errors = consumer.stats.store_errors
     finally:
         forwarder.close()
         store.close()
-        proxy.close()
-    assert unchanged == count(before)  # nothing was acknowledged while the store was away
+    record = consumer_record(record_url, settings.queue)
+    assert record is not None
+    assert applied_during == count(before)  # nothing acknowledged while the store was away
     assert dead_letters(settings) == 0
-    record = consumer_record(postgres.url, settings.queue)
-    assert applied(record) == total and record is not None
-    assert record.stream["stats"]["late"] == 0  # redelivered messages were not applied twice
+    assert record.stream["stats"]["late"] == 0  # redeliveries were not applied out of order
+    return Outage(applied_during, consumer.stats.store_errors, total, record)
+
+
+@pytest.mark.slow
+def test_a_store_outage_loses_nothing_even_across_a_reconnect(amqp_settings, postgres) -> None:
+    proxy = CuttableProxy(("127.0.0.1", 5432))
+    via_proxy = postgres.url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}", 1)
+
+    def drop_the_broker_connection() -> None:
+        """On reconnecting, the consumer must restore from the store, which is away."""
+        subprocess.run(
+            ["rabbitmqctl", "close_all_connections", "fault test"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        time.sleep(3)
+
+    try:
+        outage = through_an_outage(
+            fault_settings(amqp_settings),
+            via_proxy,
+            postgres.url,
+            proxy.cut,
+            proxy.restore,
+            drop_the_broker_connection,
+        )
+    finally:
+        proxy.close()
+    assert applied(outage.record) == outage.total
     print(
-        f"\nstore outage: {total} events in {len(before) + len(during)} messages, "
-        f"{errors} failed checkpoints, broker connection dropped during the outage; "
-        f"applied {applied(record)}, lost 0, duplicated 0, dead-lettered 0"
+        f"\nstore outage: {outage.total} events in 300 messages, {outage.failed_checkpoints} "
+        "failed checkpoints, broker connection dropped during the outage; applied "
+        f"{applied(outage.record)}, lost 0, duplicated 0, dead-lettered 0"
     )
 
 
@@ -207,9 +246,8 @@ def small_disk(where: Path, size: str = "8m") -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(where)], check=True)
 
 
-def fill(disk: Path) -> Path:
-    """Write a file until the disk is full; returns it."""
-    filler = disk / "filler"
+def fill(filler: Path) -> None:
+    """Write ``filler`` until its disk is full."""
     with filler.open("wb") as out:
         try:
             while True:
@@ -217,48 +255,21 @@ def fill(disk: Path) -> Path:
                 out.flush()
         except OSError:
             pass
-    return filler
 
 
 @pytest.mark.slow
 def test_a_full_disk_under_the_sqlite_store_loses_nothing(amqp_settings, tmp_path) -> None:
-    settings = fault_settings(amqp_settings)
-    before, during = minutes(0, 120), minutes(120, 300)
-    declare(settings)
     with small_disk(tmp_path / "disk") as disk:
         url = f"sqlite:///{disk / 'baselines.db'}"
-        store = open_store(url)
-        forwarder = nowhere()
-        try:
-            with running_consumer(settings, DetectorConfig(), forwarder, store) as consumer:
-                publish(settings, before)
-                wait_for(
-                    lambda: applied(consumer_record(url, settings.queue)) == count(before),
-                    60,
-                    "the first part to be checkpointed",
-                )
-                filler = fill(disk)
-                publish(settings, during)
-                wait_for(lambda: consumer.stats.store_errors >= 2, 60, "failed checkpoints")
-                unchanged = applied(consumer_record(url, settings.queue))
-                filler.unlink()
-                total = count(before) + count(during)
-                wait_for(
-                    lambda: applied(consumer_record(url, settings.queue)) == total,
-                    120,
-                    "everything to be checkpointed once the disk has room",
-                )
-                wait_for(lambda: queue_empty(settings), 30, "every message to be acknowledged")
-                errors = consumer.stats.store_errors
-        finally:
-            forwarder.close()
-            store.close()
-        record = consumer_record(url, settings.queue)
-    assert unchanged == count(before)
-    assert dead_letters(settings) == 0 and applied(record) == total
+        filler = disk / "filler"
+        outage = through_an_outage(
+            fault_settings(amqp_settings), url, url, lambda: fill(filler), filler.unlink
+        )
+    assert applied(outage.record) == outage.total
     print(
-        f"\ndisk full: {total} events, {errors} failed checkpoints while the disk was full; "
-        f"applied {applied(record)}, lost 0, duplicated 0, dead-lettered 0"
+        f"\ndisk full: {outage.total} events, {outage.failed_checkpoints} failed checkpoints "
+        f"while the disk was full; applied {applied(outage.record)}, lost 0, duplicated 0, "
+        "dead-lettered 0"
     )
 
 
