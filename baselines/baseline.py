@@ -89,6 +89,11 @@ class Estimate:
     """Values the series has learnt in all: how long it has been watched."""
 
 
+def json_column(values: np.ndarray) -> list[float | None]:
+    """Values for a JSON document a dashboard draws: rounded to 3 places, NaN as null."""
+    return [None if np.isnan(v) else round(v, 3) for v in values.tolist()]
+
+
 def row_medians(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """np.median of each row's first ``counts`` values (the rest NaN), bit for bit, without
     numpy's masked-array nanmedian (40x slower on these small rows)."""

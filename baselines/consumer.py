@@ -214,14 +214,10 @@ class TelemetryConsumer:
                     or (due and self.forwarder.changes != outbox_seen)
                 ):
                     outbox_seen = self.forwarder.changes
-                    try:
-                        self._commit(channel)
-                    except StoreUnavailable as exc:
-                        # nothing is acknowledged; at the prefetch limit the broker stops
-                        # sending, so the consumer waits for the store without losing a thing
-                        self.stats.store_errors += 1
+                    if not self._commit_or_hold(channel):
+                        # at the prefetch limit the broker stops sending: the consumer
+                        # waits for the store without losing a thing
                         retry_at = now + retry_wait
-                        log.error("checkpoint failed, retrying in %.0fs: %s", retry_wait, exc)
                         retry_wait = min(retry_wait * 2, STORE_RETRY_MAX_S)
                         continue
                     retry_wait = 1.0
@@ -234,16 +230,7 @@ class TelemetryConsumer:
                     declared = channel.queue_declare(self._queue, passive=True)
                     self.lag = declared.method.message_count
             if connection.is_open and self._unacked is not None:
-                try:
-                    self._commit(channel)
-                except StoreUnavailable as exc:
-                    self.stats.store_errors += 1
-                    log.error(
-                        "checkpoint failed on stop (%s): %d messages stay unacknowledged, "
-                        "and the broker delivers them again",
-                        exc,
-                        self._unacked_count,
-                    )
+                self._commit_or_hold(channel)
         finally:
             self.ready.clear()
             if connection.is_open:
@@ -297,6 +284,21 @@ class TelemetryConsumer:
             self.detector.mark_changed(changed)
             raise
         self.stats.checkpoints += 1
+
+    def _commit_or_hold(self, channel: BlockingChannel) -> bool:
+        """Commit; False when the store is away: nothing is acknowledged, so the messages
+        stay with the broker (redelivered if this consumer stops before a commit works)."""
+        try:
+            self._commit(channel)
+        except StoreUnavailable as exc:
+            self.stats.store_errors += 1
+            log.error(
+                "checkpoint failed (%s): %d messages stay unacknowledged",
+                exc,
+                self._unacked_count,
+            )
+            return False
+        return True
 
     def _commit(self, channel: BlockingChannel) -> None:
         self.checkpoint()

@@ -70,11 +70,15 @@ def port_or_free(port: int) -> int:
         return sock.getsockname()[1]
 
 
-def start_service(port: int, log_path: Path, state: Path) -> subprocess.Popen[bytes]:
+def start_service(
+    port: int, log_path: Path, analyses_url: str, baselines_url: str
+) -> subprocess.Popen[bytes]:
+    """The service, keeping its analyses at ``analyses_url`` and reading the consumer's
+    profiles from ``baselines_url``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = os.environ | {
-        "WHYSLOW_STORE_URL": f"sqlite:///{state / 'analyses.db'}",
-        "WHYSLOW_BASELINES_URL": f"sqlite:///{state / 'baselines.db'}",
+        "WHYSLOW_STORE_URL": analyses_url,
+        "WHYSLOW_BASELINES_URL": baselines_url,
     }
     with log_path.open("wb") as log:
         return subprocess.Popen(
@@ -153,7 +157,9 @@ def run_demo(settings: Settings, port: int = 8000, keep_serving: bool = False) -
     settings = demo_settings(settings, url, state)
     log_path = state / "service.log"
     print(f"whyslow demo: dashboard at {url}/dashboard (service log: {log_path})", flush=True)
-    service = start_service(port, log_path, state)
+    service = start_service(
+        port, log_path, f"sqlite:///{state / 'analyses.db'}", settings.resolved_store_url()
+    )
     try:
         ready = wait_ready(url, service, log_path)
         print(f"service ready, model: {ready.get('model')}", flush=True)

@@ -95,6 +95,14 @@ def over_and_calm(
     return big & (z >= th.z_flag), big & (z >= th.z_spike), calm
 
 
+def flag_above(center: np.ndarray, spread: np.ndarray, th: Thresholds) -> np.ndarray:
+    """For a log profile watched for highs: the value above which ``over_and_calm`` calls a
+    value over (z_flag deviations up, and flag_ratio x and min_delta above usual)."""
+    _, high = band(center, spread, th, log=True)
+    usual = np.exp(center)
+    return np.maximum(high, np.maximum(usual * th.flag_ratio, usual + th.min_delta))
+
+
 def exceeding(over: np.ndarray, spike: np.ndarray, before: np.ndarray) -> np.ndarray:
     """A spike, or over with the previous judged value of the same series (``before``)
     over too."""

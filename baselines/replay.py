@@ -123,18 +123,14 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _line(lines: Sequence[int] | None, row: int) -> int:
-    return lines[row] if lines is not None else row + 2
-
-
-def _floats(texts: list[str], what: str, lines: Sequence[int] | None = None) -> np.ndarray:
+def _floats(texts: list[str], what: str, lines: Sequence[int]) -> np.ndarray:
     try:
         return np.array(texts, dtype=np.float64)
     except ValueError:
         for row, text in enumerate(texts):
             if not _is_number(text):
                 raise ReplayInputError(
-                    f"line {_line(lines, row)}: {what} {text!r} is not a number"
+                    f"line {lines[row]}: {what} {text!r} is not a number"
                 ) from None
         raise
 
@@ -147,10 +143,10 @@ EPOCH_RANGE = (
 ``datetime`` knows); a finite one outside is refused, not left to crash the detector."""
 
 
-def parse_timestamps(stamps: list[str], lines: Sequence[int] | None = None) -> np.ndarray:
+def parse_timestamps(stamps: list[str], lines: Sequence[int]) -> np.ndarray:
     """Epoch seconds from epoch numbers or RFC 3339 texts (vectorised when offsets are
     'Z' or absent, which is nearly always; per row otherwise). ``lines``: each row's line
-    in the file, for the errors (default: one row per line after a header)."""
+    in the file, for the errors."""
     epoch = _epoch_seconds(stamps, lines)
     outside = np.flatnonzero(
         np.isfinite(epoch) & ((epoch < EPOCH_RANGE[0]) | (epoch > EPOCH_RANGE[1]))
@@ -158,13 +154,13 @@ def parse_timestamps(stamps: list[str], lines: Sequence[int] | None = None) -> n
     if outside.size:
         row = int(outside[0])
         raise ReplayInputError(
-            f"line {_line(lines, row)}: timestamp {stamps[row]!r} is out of range "
+            f"line {lines[row]}: timestamp {stamps[row]!r} is out of range "
             "(0001-01-02 to 9999-12-30 UTC)"
         )
     return epoch
 
 
-def _epoch_seconds(stamps: list[str], lines: Sequence[int] | None) -> np.ndarray:
+def _epoch_seconds(stamps: list[str], lines: Sequence[int]) -> np.ndarray:
     if not stamps:
         return np.empty(0)
     if _is_number(stamps[0]):
@@ -184,7 +180,7 @@ def _epoch_seconds(stamps: list[str], lines: Sequence[int] | None) -> np.ndarray
             moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
             raise ReplayInputError(
-                f"line {_line(lines, row)}: timestamp {text!r} is not RFC 3339"
+                f"line {lines[row]}: timestamp {text!r} is not RFC 3339"
             ) from None
         epoch[row] = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
     return epoch

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from baselines.baseline import SeasonalProfile
+from baselines.baseline import SeasonalProfile, json_column
 from baselines.detect import Detector, SeriesState, SpanKey
-from baselines.judge import IncidentGate, Thresholds, band
+from baselines.judge import IncidentGate, Thresholds, band, flag_above
 from baselines.trail import HourlyTrail
 
 PAYLOAD_VERSION = 1
@@ -144,13 +144,11 @@ def profile(detector: Detector, service: str, timezone: str, thresholds: Thresho
 def _band(p95: SeasonalProfile, local_day: int, th: Thresholds) -> dict[str, list[float | None]]:
     center, spread = p95.week_estimates(local_day)
     low, high = band(center, spread, th, log=True)
-    usual = np.exp(center)
-    above = np.maximum(high, np.maximum(usual * th.flag_ratio, usual + th.min_delta))
-
-    def column(values: np.ndarray) -> list[float | None]:
-        return [None if np.isnan(v) else round(float(v), 3) for v in values]
-
-    return {"band_low": column(low), "band_high": column(high), "flag_above": column(above)}
+    return {
+        "band_low": json_column(low),
+        "band_high": json_column(high),
+        "flag_above": json_column(flag_above(center, spread, th)),
+    }
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from baselines.baseline import HOURS_PER_WEEK, LOG_FLOOR, hour_of_week
+from baselines.baseline import HOURS_PER_WEEK, LOG_FLOOR, hour_of_week, json_column
 
 MAX_FLAGS = 32
 
@@ -60,15 +60,10 @@ class HourlyTrail:
         hour-of-week of the latest hour; the flags of the last week."""
         self._settle()
         latest = self._current
-        recent = (self._hour > latest - HOURS_PER_WEEK) & (self._hour >= 0)
-
-        def column(values: np.ndarray) -> list[float | None]:
-            pairs = zip(values.tolist(), recent.tolist(), strict=True)
-            return [round(v, 3) if keep else None for v, keep in pairs]
-
+        old = (self._hour <= latest - HOURS_PER_WEEK) | (self._hour < 0)
         return {
-            "observed_p95": column(self._mean),
-            "observed_peak": column(self._peak),
+            "observed_p95": json_column(np.where(old, np.nan, self._mean)),
+            "observed_peak": json_column(np.where(old, np.nan, self._peak)),
             "latest_hour_of_week": None if latest < 0 else int(hour_of_week(latest)),
             "flags": [
                 {
