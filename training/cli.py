@@ -39,6 +39,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     if args.data_command == "build":
         written = {
             samples.COMBINED: samples.combined(),
+            samples.EXTRA: samples.extra(),
             samples.HELDOUT: [
                 samples.to_sample(s, "generated")
                 for s in generate(args.heldout, samples.HELDOUT_SEED)

@@ -94,7 +94,12 @@ class TrainConfig:
         default=False, metadata={"help": "Recompute activations: less memory, ~20% slower."}
     )
     bf16: str | bool = field(
-        default="auto", metadata={"help": "bf16 on CUDA ('auto': when supported); CPU is fp32."}
+        default="auto",
+        metadata={
+            "help": "bf16 compute ('auto': when the hardware has it). CUDA holds the base in "
+            "bf16; a CPU keeps fp32 weights and runs the matmuls in bf16 autocast, ~1.8x "
+            "faster on AVX512-BF16/AMX cores. False: fp32 throughout."
+        },
     )
     seed: int = field(default=42, metadata={"help": "Seed of the split, init and shuffling."})
     output_dir: str = field(

@@ -3,12 +3,15 @@
 The loss is computed on the assistant turn only (unless ``train_on_inputs``), with the
 ``probable_cause`` value's tokens weighted ``cause_loss_weight`` times: the decision is a
 handful of tokens in a ~150-token answer, and a 135M model learns it only when it weighs
-more (NOTES: 20/24 -> 24/24). CPU runs in fp32; CUDA in bf16, or with an 8-bit or 4-bit
-NF4 (double-quantised) frozen base through bitsandbytes.
+more (NOTES: 20/24 -> 24/24). A CPU keeps fp32 weights, with bf16 autocast where it has
+native bf16; CUDA runs in bf16, or with an 8-bit or 4-bit NF4 (double-quantised) frozen base
+through bitsandbytes. Logits are computed only where there is a label: the vocabulary
+projection of the ~300 prompt positions would be a fifth of the step for nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -90,17 +93,25 @@ def weighted_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Next-token cross-entropy over the labelled tokens, each scaled by its weight."""
     device = next(model.parameters()).device
     batch = {k: v.to(device) for k, v in batch.items()}
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    logits = logits[:, :-1].float()
+    causal_lm = model.get_base_model()
+    hidden = causal_lm.get_decoder()(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+    ).last_hidden_state[:, :-1]
     labels, weights = batch["labels"][:, 1:], batch["weights"][:, 1:]
-    mask = (labels != IGNORE).float() * weights
-    losses = torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.size(-1)),
-        labels.reshape(-1),
-        ignore_index=IGNORE,
-        reduction="none",
-    ).view_as(mask)
-    return (losses * mask).sum() / mask.sum().clamp(min=1.0)
+    learnt = labels != IGNORE
+    logits = causal_lm.get_output_embeddings()(hidden[learnt]).float()
+    losses = torch.nn.functional.cross_entropy(logits, labels[learnt], reduction="none")
+    weights = weights[learnt]
+    return (losses * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+def compute_precision(config: TrainConfig) -> contextlib.AbstractContextManager:
+    """bf16 autocast on a CPU with native bf16 (config ``bf16``); CUDA's bf16 is the
+    weights' dtype (``load_model``), so there and elsewhere this changes nothing."""
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    wanted = config.bf16 is True or (config.bf16 == "auto" and native)
+    cpu = not torch.cuda.is_available()
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu and wanted)
 
 
 def load_model(config: TrainConfig, folder: Path) -> tuple[Any, Any]:
@@ -162,7 +173,9 @@ def evaluate_loss(model: Any, examples: list[Example], config: TrainConfig, pad:
     with torch.no_grad():
         for start in range(0, len(examples), config.micro_batch_size):
             batch = examples[start : start + config.micro_batch_size]
-            total += weighted_loss(model, collate(batch, pad)).item() * len(batch)
+            with compute_precision(config):
+                loss = weighted_loss(model, collate(batch, pad))
+            total += loss.item() * len(batch)
             count += len(batch)
     model.train()
     return total / count
@@ -211,7 +224,8 @@ def train(
         losses = []
         for start in range(0, len(indices), config.micro_batch_size):
             batch = [train_set[i] for i in indices[start : start + config.micro_batch_size]]
-            loss = weighted_loss(model, collate(batch, pad))
+            with compute_precision(config):
+                loss = weighted_loss(model, collate(batch, pad))
             (loss / config.gradient_accumulation_steps).backward()
             losses.append(loss.item())
             micro += 1

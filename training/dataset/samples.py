@@ -27,7 +27,12 @@ HANDWRITTEN = DATA_DIR / "handwritten.jsonl"
 HANDWRITTEN_HELDOUT = DATA_DIR / "handwritten-heldout.jsonl"
 HANDWRITTEN_HELDOUT_CHAT = DATA_DIR / "handwritten-heldout-chat.jsonl"
 HELDOUT = DATA_DIR / "heldout.jsonl"
-GENERATED_SEED, HELDOUT_SEED = 0, 1
+EXTRA = DATA_DIR / "generated-extra.jsonl"
+GENERATED_SEED, HELDOUT_SEED, EXTRA_SEED = 0, 1, 2
+EXTRA_SIZE = 480
+"""The shipped run reads the combined file and this many more generated scenarios: with ~5
+cases per cause and pattern a 135M model learns the clear cases only (issue 6's first
+eval); the extra ones are what fits the 15-minute CPU budget in one epoch."""
 
 
 class DataError(ValueError):
@@ -111,6 +116,11 @@ def combined(n_generated: int = 100, seed: int = GENERATED_SEED) -> list[dict[st
     rows = [to_sample(s, "generated") for s in generate(n_generated, seed)]
     rows += [to_sample(s, "handwritten") for s in handwritten(HANDWRITTEN)]
     return rows
+
+
+def extra(n_generated: int = EXTRA_SIZE, seed: int = EXTRA_SEED) -> list[dict[str, Any]]:
+    """More generated scenarios for the shipped run, of a seed of their own."""
+    return [to_sample(s, "generated") for s in generate(n_generated, seed)]
 
 
 def split(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 
 from service.contract import AnomalyReport, ProbableCause
-from service.prompt import Signal, derived_signals
+from service.prompt import Signal, derived_signals, number
 
 C = ProbableCause
 
@@ -169,16 +169,12 @@ ACTIONS: dict[ProbableCause, list[str]] = {
 }
 
 KNOWLEDGE = {
-    "exchange-api": "exchange-api is CPU-bound, so slow quotes with idle CPU mean it is waiting "
-    "on fx-provider",
-    "checkout": "checkout is I/O-bound and spends its time in payments-db, so with every local "
-    "signal quiet the database is the likely bottleneck",
-    "search-api": "search-api keeps a large in-heap index, so high memory means GC pauses "
-    "even before the memory line is tagged",
-    "email-worker": "email-worker latency includes the time mails wait in the emails queue, so "
-    "quiet local signals point at a backlog",
-    "edge-gateway": "edge-gateway fronts clients over the WAN, so with every local signal quiet "
-    "the network between regions is the likely cause",
+    "exchange-api": "exchange-api is CPU-bound, so idle CPU means it waits on fx-provider",
+    "checkout": "checkout is I/O-bound on payments-db, so quiet local signals point at the "
+    "database",
+    "search-api": "search-api holds a big in-heap index, so high memory means GC pauses",
+    "email-worker": "email-worker latency includes queue wait, so quiet signals mean a backlog",
+    "edge-gateway": "edge-gateway fronts the WAN, so quiet local signals point at the network",
 }
 
 NOUN = {
@@ -216,17 +212,18 @@ def _fact(signal: Signal) -> str:
 
 def _quote(text: str) -> str:
     clean = text.replace('"', "'").replace("\\", "/")
-    return clean if len(clean) <= 60 else clean[:57] + "..."
+    if len(clean) <= 48:
+        return clean
+    return clean[: clean.rfind(" ", 0, 46)] + "..."  # at a word: never half a number
 
 
 def explanation_for(report: AnomalyReport, cause: ProbableCause, pattern: str) -> tuple[str, str]:
-    """(summary, explanation): the verdict, then the facts that decide it."""
+    """(summary, explanation): the verdict, then the one fact that decides it. Both are kept
+    to a clause each: every output token costs the service ~25 ms (README, service speed)."""
     signals = derived_signals(report)
     latency = signals[0]
-    summary = (
-        f"{report.service} {report.operation} p95 is {latency.line().split(': ', 1)[1]}: "
-        f"{VERDICT[cause]}."
-    )[:160]
+    observed, usual = number(latency.observed), number(latency.usual or 0)
+    summary = f"{report.service} p95 {observed}ms vs usual {usual}ms: {VERDICT[cause]}."
     key = {
         C.local_cpu_saturation: "cpu",
         C.downstream_dependency: "downstream",
@@ -235,34 +232,21 @@ def explanation_for(report: AnomalyReport, cause: ProbableCause, pattern: str) -
         C.queue_backlog: "queue depth",
     }.get(cause)
     signal = _find(signals, key) if key else None
-    parts: list[str] = []
     if pattern == "evidence" and report.evidence:
-        quote = _quote(report.evidence[0])
-        parts.append(f"The spans say '{quote}', which points at {NOUN[cause]}.")
-        others = [s for s in signals[1:] if s.abnormal and (signal is None or s is not signal)]
-        if others:
-            parts.append(f"That {_fact(others[0])} is a side effect, not the cause.")
+        explanation = f"The spans say '{_quote(report.evidence[0])}'."
     elif pattern == "service_knowledge":
-        parts.append(KNOWLEDGE[report.service] + ".")
-        if signal is not None:
-            parts.append(f"Observed: {_fact(signal)}.")
-    elif pattern == "mixed":
-        others = [s for s in signals[1:] if s.abnormal and s is not signal]
-        parts.append(f"The {_fact(signal)}, the root signal." if signal else "")
-        if others:
-            why = {
-                C.local_cpu_saturation: "the calls wait on the saturated process",
-                C.memory_pressure: "garbage collection burns the CPU",
-                C.traffic_surge: "the extra requests drive the CPU",
-                C.downstream_dependency: "the backlog builds behind the slow calls",
-            }[cause]
-            parts.append(f"The {_fact(others[0])} as a consequence: {why}.")
+        explanation = KNOWLEDGE[report.service] + "."
+    elif pattern == "mixed" and signal is not None:
+        other = next((s for s in signals[1:] if s.abnormal and s is not signal), None)
+        follows = f"; the {other.name} rise follows." if other else "."
+        explanation = f"The {_fact(signal)}{follows}"
     elif cause == C.recent_deployment:
         minutes = report.context.deployed_minutes_ago
-        parts.append(f"The last deploy was {minutes:g} minutes ago and no other signal stands out.")
+        explanation = f"A deploy {minutes:g} minutes ago and no other signal stands out."
     elif cause == C.unknown:
-        parts.append("No context signal stands out and no evidence names a cause.")
+        explanation = "No signal or evidence stands out."
     elif signal is not None:
-        parts.append(f"The {_fact(signal)} while the other signals are normal.")
-    explanation = " ".join(p for p in parts if p) or f"Latency points at {NOUN[cause]}."
-    return summary, explanation[:400]
+        explanation = f"The {_fact(signal)}, other signals normal."
+    else:
+        explanation = f"Latency points at {NOUN[cause]}."
+    return summary, explanation
