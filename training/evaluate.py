@@ -21,7 +21,6 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from service import rules
-from service.analyze import build_grammar
 from service.contract import AnomalyReport, Diagnosis
 from service.grounding import report_numbers, ungrounded
 from service.model.runtime import ModelBackend
@@ -93,12 +92,11 @@ def score(case: Case, answer: Diagnosis | None, tokens: int = 0, seconds: float 
 def run_model(
     runtime: ModelBackend, cases: list[Case], max_tokens: int, label: str
 ) -> list[Outcome]:
-    grammar = build_grammar()
     outcomes = []
     for case in tqdm(cases, desc=label, unit="case"):
         started = time.perf_counter()
         completion = runtime.complete(
-            build_messages(case.report), grammar, max_tokens, time.monotonic() + 600
+            build_messages(case.report), max_tokens, time.monotonic() + 600
         )
         seconds = time.perf_counter() - started
         try:

@@ -13,7 +13,6 @@ import time
 from typing import Any, Literal
 
 import httpx
-from llama_cpp import LlamaGrammar
 
 from service.contract import ModelInfo
 from service.model.adapters import UnknownAdapter
@@ -66,14 +65,13 @@ class OpenAIRuntime:
     def complete(
         self,
         messages: list[dict[str, str]],
-        grammar: LlamaGrammar,
         max_tokens: int,
         deadline: float,
         temperature: float = 0.0,
         seed: int | None = None,
         adapter: str | None = None,
     ) -> Completion:
-        """One chat completion; ``grammar`` is the local runtime's, unused here."""
+        """One chat completion, its output held to the Diagnosis schema by the server."""
         self.adapters.use(adapter)
         remaining = deadline - time.monotonic()
         if remaining <= 0:

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Protocol
 
 import llama_cpp
-from llama_cpp import Llama, LlamaGrammar
+from llama_cpp import Llama
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from service.contract import ModelInfo
 from service.model.adapters import Adapters
+from service.model.fields import DeadlinePassed, Decoded, FieldDecoder, FieldOutputError
 from service.model.gguf_files import loaded_identity
 
 
@@ -28,7 +30,6 @@ class ModelBackend(Protocol):
     def complete(
         self,
         messages: list[dict[str, str]],
-        grammar: LlamaGrammar,
         max_tokens: int,
         deadline: float,
         temperature: float = 0.0,
@@ -62,6 +63,20 @@ class Completion:
     completion_tokens: int
 
 
+def chat_formatter(llm: Llama) -> Jinja2ChatFormatter:
+    """The GGUF's own chat template, as llama-cpp-python's chat completion applies it."""
+    template = llm.metadata.get("tokenizer.chat_template")
+    if not template:
+        raise ValueError("the model file has no chat template (tokenizer.chat_template)")
+    eos, bos = llm.token_eos(), llm.token_bos()
+    return Jinja2ChatFormatter(
+        template=template,
+        eos_token=llm.detokenize([eos], special=True).decode() if eos >= 0 else "",
+        bos_token=llm.detokenize([bos], special=True).decode() if bos >= 0 else "",
+        stop_token_ids=[eos],
+    )
+
+
 def _quantization_name(file_type: str | None) -> str:
     """'7' -> 'Q8_0', from llama.cpp's own LLAMA_FTYPE_* table."""
     names = {
@@ -88,13 +103,14 @@ class ModelRuntime:
             model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, seed=seed, verbose=False
         )
         self._lock = threading.Lock()
-        self._repeat_penalty = repeat_penalty
         self.tokens = {"prompt": 0, "completion": 0}
         """Tokens read and written since start (for /metrics: tokens per second)."""
         self.generating_s = 0.0
         self.identity = loaded_identity(self._llm, path)
         """Which base this is; adapters whose manifest names another one are refused."""
         self.adapters = Adapters(adapters_dir, self._llm, self.identity)
+        self._chat = chat_formatter(self._llm)
+        self._decoder = FieldDecoder(self._llm, repeat_penalty)
         self.info = ModelInfo(
             base=path.name,
             quantization=_quantization_name(self._llm.metadata.get("general.file_type")),
@@ -103,49 +119,38 @@ class ModelRuntime:
     def complete(
         self,
         messages: list[dict[str, str]],
-        grammar: LlamaGrammar,
         max_tokens: int,
         deadline: float,
         temperature: float = 0.0,
         seed: int | None = None,
         adapter: str | None = None,
     ) -> Completion:
-        """Grammar-constrained chat completion, finished by ``deadline`` (monotonic time):
-        waiting for the model past it, or generating past it (streamed, so it can stop
-        between two tokens), raises ModelBusy."""
+        """A Diagnosis's JSON decoded field by field (``fields.py``), finished by
+        ``deadline`` (monotonic time): waiting for the model past it, or generating past it
+        (checked between two tokens), raises ModelBusy."""
         if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise ModelBusy("the model was busy until the request's deadline")
+        started = time.monotonic()
         try:
             self.adapters.use(adapter)
-            stream = self._llm.create_chat_completion(
-                messages=messages,  # type: ignore[arg-type]
-                grammar=grammar,
-                temperature=temperature,
-                seed=seed,
-                max_tokens=max_tokens,
-                repeat_penalty=self._repeat_penalty,
-                stream=True,
+            prompt = self._llm.tokenize(
+                self._chat(messages=messages).prompt.encode(), add_bos=True, special=True
             )
-            parts: list[str] = []
-            finish = ""
-            started = time.monotonic()
-            for chunk in stream:  # type: ignore[union-attr]
-                choice = chunk["choices"][0]
-                if content := choice["delta"].get("content"):
-                    parts.append(content)
-                finish = choice.get("finish_reason") or finish
-                if time.monotonic() > deadline:
-                    stream.close()  # type: ignore[union-attr]
-                    raise ModelBusy("generation ran past the request's deadline")
-            prompt_tokens = self._llm.n_tokens - len(parts)
-            self.tokens["prompt"] += prompt_tokens
-            self.tokens["completion"] += len(parts)
+            try:
+                decoded = self._decoder.decode(prompt, max_tokens, deadline, temperature, seed)
+                finish = "stop"
+            except DeadlinePassed as exc:
+                raise ModelBusy(str(exc)) from exc
+            except FieldOutputError as exc:
+                decoded, finish = Decoded(str(exc), len(prompt), exc.sampled), "length"
+            self.tokens["prompt"] += decoded.prompt_tokens
+            self.tokens["completion"] += decoded.completion_tokens
             self.generating_s += time.monotonic() - started
         finally:
             self._lock.release()
         return Completion(
-            text="".join(parts),
+            text=decoded.text,
             finish_reason=finish,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=len(parts),
+            prompt_tokens=decoded.prompt_tokens,
+            completion_tokens=decoded.completion_tokens,
         )

@@ -1,0 +1,217 @@
+"""A Diagnosis decoded field by field: the model decides only what is open.
+
+The JSON around the values (keys, quotes, commas) is known in advance, and so is the rest
+of an enum value once its first tokens have singled it out. Those tokens are evaluated as a
+batch, the way a prompt is, instead of being decoded one forward pass each: about half of a
+~100-token answer (README, service speed). Strings are decoded under a token mask (text
+without a quote, backslash or control character, or such text closed by its quote and the
+start of what must follow), the JSON grammar of a string without a grammar engine scanning
+the vocabulary at every token.
+
+The answer is re-tokenised as a whole before each step, so the model reads the tokens
+training gave it (``training/train.py`` tokenises the full answer text), not the pieces.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from llama_cpp import Llama
+
+from service.contract import Diagnosis, ProbableCause, Severity
+
+CONFIDENCE_STEPS = [round(i * 0.05, 2) for i in range(21)]
+UNSAFE = frozenset(b'"\\\x7f' + bytes(range(0x20)))
+STRING_TOKENS = {"summary": 80, "explanation": 160, "action": 60}
+"""Token caps per string: above the contract's character bounds (160, 400, 100) for text
+of ~2-3 characters per token, so a capped string is one that would fail them anyway."""
+MAX_ACTIONS = 5
+FIELDS = [
+    "probable_cause",
+    "severity",
+    "confidence",
+    "summary",
+    "explanation",
+    "recommended_actions",
+]
+
+
+class FieldOutputError(RuntimeError):
+    """The model did not close a field within its token cap (finish ``length``)."""
+
+    def __init__(self, message: str, sampled: int) -> None:
+        super().__init__(message)
+        self.sampled = sampled
+
+
+class DeadlinePassed(RuntimeError):
+    """Decoding ran past the request's deadline."""
+
+
+@dataclass(frozen=True)
+class Decoded:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def _options(values: list[str], then: str) -> list[bytes]:
+    return [(value + then).encode() for value in values]
+
+
+class FieldDecoder:
+    """Decodes a Diagnosis on one loaded model (the caller serialises access)."""
+
+    def __init__(self, llm: Llama, repeat_penalty: float) -> None:
+        self._llm = llm
+        self._repeat_penalty = repeat_penalty
+        texts = [llm.detokenize([i]) for i in range(llm.n_vocab())]
+        self._texts = texts
+        self._ids = {text: i for i, text in reversed(list(enumerate(texts))) if text}
+        safe = np.array([bool(t) and not (UNSAFE & set(t)) for t in texts])
+        self._safe = safe
+        self._quoted = [
+            (token, text[at + 1 :])
+            for token, text in enumerate(texts)
+            if (at := text.find(b'"')) >= 0 and not (UNSAFE & set(text[:at]))
+        ]
+        """Tokens that can close a string: safe text, the quote, then what may follow."""
+        self._closers: dict[tuple[bytes, ...], np.ndarray] = {}
+        if list(Diagnosis.model_fields) != FIELDS:
+            raise RuntimeError(f"Diagnosis fields changed; decode() writes {FIELDS}")
+        causes = [c.value for c in ProbableCause]
+        severities = [s.value for s in Severity]
+        confidences = [json.dumps(c) for c in CONFIDENCE_STEPS]
+        self._cause = _options(causes, '","severity":"')
+        self._severity = _options(severities, '","confidence":')
+        self._confidence = _options(confidences, ',"summary":"')
+
+    def closers(self, then: list[bytes]) -> np.ndarray:
+        """Mask of the tokens that close a string followed by one of ``then``."""
+        key = tuple(then)
+        if key not in self._closers:
+            mask = np.zeros(len(self._texts), dtype=bool)
+            for token, rest in self._quoted:
+                mask[token] = any(t.startswith(rest) for t in then)
+            self._closers[key] = mask
+        return self._closers[key]
+
+    def decode(
+        self,
+        prompt: list[int],
+        max_tokens: int,
+        deadline: float,
+        temperature: float,
+        seed: int | None,
+    ) -> Decoded:
+        """The answer's JSON text for a prompt (token ids ending with the assistant turn's
+        start). Raises FieldOutputError or DeadlinePassed."""
+        if seed is not None:
+            self._llm.set_seed(seed)
+        run = _Run(self, prompt, max_tokens, deadline, temperature)
+        run.force(b'{"probable_cause":"')
+        run.choose(self._cause)
+        run.choose(self._severity)
+        run.choose(self._confidence)
+        run.string("summary", [b',"explanation":"'])
+        run.string("explanation", [b',"recommended_actions":["'])
+        for count in range(1, MAX_ACTIONS + 1):
+            more = [b',"'] if count < MAX_ACTIONS else []
+            if run.string("action", [*more, b"]}"]) == b"]}":
+                break
+        text = run.answer.decode("utf-8", errors="replace")
+        return Decoded(text, len(prompt), run.sampled)
+
+
+class _Run:
+    """One answer being decoded: the bytes so far and the tokens sampled."""
+
+    def __init__(
+        self, decoder: FieldDecoder, prompt: list[int], budget: int, deadline: float, temp: float
+    ) -> None:
+        self.d = decoder
+        self.prompt = prompt
+        self.answer = b""
+        self.sampled = 0
+        self.budget = budget
+        self.deadline = deadline
+        self.temp = temp
+
+    def force(self, text: bytes) -> None:
+        self.answer += text
+
+    def _tokens(self, allowed: Callable[[], np.ndarray]) -> Iterator[int]:
+        """Tokens sampled after the answer so far, each among ``allowed()`` at its turn."""
+        llm = self.d._llm
+        ids = self.prompt + llm.tokenize(self.answer, add_bos=False, special=False)
+
+        def mask(_: object, scores: np.ndarray) -> np.ndarray:
+            keep = allowed()
+            return np.where(keep, scores, -np.inf).astype(scores.dtype)
+
+        sampling = {"temp": self.temp, "top_k": 40, "top_p": 0.95, "min_p": 0.05}
+        for token in llm.generate(
+            ids, repeat_penalty=self.d._repeat_penalty, logits_processor=[mask], **sampling
+        ):
+            self.sampled += 1
+            if self.sampled > self.budget:
+                raise FieldOutputError(f"answer past its {self.budget}-token budget", self.sampled)
+            if time.monotonic() > self.deadline:
+                raise DeadlinePassed("generation ran past the request's deadline")
+            yield token
+
+    def choose(self, options: list[bytes]) -> None:
+        """One of ``options``: tokens are sampled until one option alone fits, then the rest
+        of it is forced."""
+        texts, ids = self.d._texts, self.d._ids
+        decided = b""
+
+        def allowed() -> np.ndarray:
+            keep = np.zeros(len(texts), dtype=bool)
+            for option in options:
+                if option.startswith(decided):
+                    for end in range(len(decided) + 1, len(option) + 1):
+                        token = ids.get(option[len(decided) : end])
+                        if token is not None:
+                            keep[token] = True
+            return keep
+
+        tokens = self._tokens(allowed)
+        while len(fitting := [o for o in options if o.startswith(decided)]) > 1:
+            decided += texts[next(tokens)]
+        tokens.close()
+        self.answer += fitting[0]
+
+    def string(self, field: str, then: list[bytes]) -> bytes:
+        """A string's text, closed by its quote and one of ``then`` (what must follow);
+        returns the ``then`` taken."""
+        texts, safe = self.d._texts, self.d._safe
+        closers = self.d.closers(then)
+        closing = safe | closers
+        value = b""
+        tokens = self._tokens(lambda: closing if value else safe)  # never empty
+        for count, token in enumerate(tokens, 1):
+            text = texts[token]
+            if closers[token]:
+                tokens.close()
+                at = text.find(b'"')
+                value += text[:at]
+                rest = text[at + 1 :]
+                self.answer += value + b'"'
+                return self._follow([t for t in then if t.startswith(rest)])
+            value += text
+            if count >= STRING_TOKENS[field]:
+                tokens.close()
+                raise FieldOutputError(f"{field} not closed within {count} tokens", self.sampled)
+        raise FieldOutputError(f"{field}: the model stopped inside the string", self.sampled)
+
+    def _follow(self, then: list[bytes]) -> bytes:
+        if len(then) > 1:
+            self.choose(then)
+            return next(t for t in then if self.answer.endswith(t))
+        self.force(then[0])
+        return then[0]

@@ -1,0 +1,47 @@
+"""Field-by-field decoding on the real tuned model: valid answers with only the open
+tokens decoded, budgets and deadlines kept."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from service.contract import AnomalyReport, Diagnosis
+from service.model.runtime import ModelBusy, ModelRuntime
+from service.model.tuned import prepare_tuned
+from service.prompt import build_messages
+from training.dataset import samples
+
+
+@pytest.fixture(scope="module")
+def runtime(service_settings) -> ModelRuntime:
+    return ModelRuntime(prepare_tuned(service_settings.data_dir), 2048, 2, 0, 1.3)
+
+
+def _messages(row: dict) -> list[dict[str, str]]:
+    return build_messages(AnomalyReport.model_validate(row["meta"]["report"]))
+
+
+@pytest.mark.slow
+def test_answers_validate_and_only_the_open_tokens_are_decoded(runtime: ModelRuntime) -> None:
+    rows = samples.read_jsonl(samples.HANDWRITTEN_HELDOUT_CHAT)[:4]
+    for row in rows:
+        completion = runtime.complete(_messages(row), 400, time.monotonic() + 120)
+        assert completion.finish_reason == "stop", completion.text
+        Diagnosis.model_validate_json(completion.text)
+        written = len(runtime._llm.tokenize(completion.text.encode(), add_bos=False))
+        # keys, quotes and the tail of each enum value are forced, not decoded
+        assert completion.completion_tokens < written - 20, (completion, written)
+
+
+@pytest.mark.slow
+def test_a_budget_too_small_ends_in_length_and_a_passed_deadline_in_busy(
+    runtime: ModelRuntime,
+) -> None:
+    messages = _messages(samples.read_jsonl(samples.HELDOUT)[2])
+    short = runtime.complete(messages, 12, time.monotonic() + 60)
+    assert short.finish_reason == "length" and short.completion_tokens == 13
+    assert "budget" in short.text
+    with pytest.raises(ModelBusy, match="deadline"):
+        runtime.complete(messages, 400, time.monotonic() + 0.05)
