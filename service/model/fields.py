@@ -144,14 +144,14 @@ class _Run:
     def force(self, text: bytes) -> None:
         self.answer += text
 
-    def _tokens(self, allowed: Callable[[], np.ndarray]) -> Iterator[int]:
-        """Tokens sampled after the answer so far, each among ``allowed()`` at its turn."""
+    def _tokens(self, blocked: Callable[[], np.ndarray]) -> Iterator[int]:
+        """Tokens sampled after the answer so far, none of ``blocked()`` at its turn."""
         llm = self.d._llm
         ids = self.prompt + llm.tokenize(self.answer, add_bos=False, special=False)
 
         def mask(_: object, scores: np.ndarray) -> np.ndarray:
-            keep = allowed()
-            return np.where(keep, scores, -np.inf).astype(scores.dtype)
+            np.copyto(scores, -np.inf, where=blocked())  # in place: no 49k-float garbage
+            return scores
 
         sampling = {"temp": self.temp, "top_k": 40, "top_p": 0.95, "min_p": 0.05}
         for token in llm.generate(
@@ -170,17 +170,17 @@ class _Run:
         texts, ids = self.d._texts, self.d._ids
         decided = b""
 
-        def allowed() -> np.ndarray:
-            keep = np.zeros(len(texts), dtype=bool)
+        def blocked() -> np.ndarray:
+            block = np.ones(len(texts), dtype=bool)
             for option in options:
                 if option.startswith(decided):
                     for end in range(len(decided) + 1, len(option) + 1):
                         token = ids.get(option[len(decided) : end])
                         if token is not None:
-                            keep[token] = True
-            return keep
+                            block[token] = False
+            return block
 
-        tokens = self._tokens(allowed)
+        tokens = self._tokens(blocked)
         while len(fitting := [o for o in options if o.startswith(decided)]) > 1:
             decided += texts[next(tokens)]
         tokens.close()
@@ -191,9 +191,9 @@ class _Run:
         returns the ``then`` taken."""
         texts, safe = self.d._texts, self.d._safe
         closers = self.d.closers(then)
-        closing = safe | closers
+        unsafe, not_closing = ~safe, ~(safe | closers)
         value = b""
-        tokens = self._tokens(lambda: closing if value else safe)  # never empty
+        tokens = self._tokens(lambda: not_closing if value else unsafe)  # never empty
         for count, token in enumerate(tokens, 1):
             text = texts[token]
             if closers[token]:

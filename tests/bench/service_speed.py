@@ -110,7 +110,23 @@ def main() -> None:
             llm = runtime._llm
             grammar = json_grammar()
             served, raw, naive, tokens, naive_tokens, regenerated = [], [], [], [], [], 0
-            for report in reports(args.reports):
+            chat = runtime._chat
+            prompts = [
+                llm.tokenize(
+                    chat(messages=build_messages(AnomalyReport.model_validate(r))).prompt.encode(),
+                    add_bos=True,
+                    special=True,
+                )
+                for r in reports(args.reports)
+            ]
+
+            def other_prompt_cached(i: int) -> None:
+                """Each timing starts as a request does: another report's prompt in the KV
+                cache, so the system prompt is reused and this report's lines are not."""
+                next(llm.generate(prompts[i - 1], temp=0.0))
+
+            for i, report in enumerate(reports(args.reports)):
+                other_prompt_cached(i)
                 before = runtime.tokens["completion"]
                 started = time.perf_counter()
                 answer = client.post("/v1/analyze", json=report).json()
@@ -119,11 +135,9 @@ def main() -> None:
                 tokens.append(sampled)
                 regenerated += answer["grounding"] in ("regenerated", "degraded")
                 messages = build_messages(AnomalyReport.model_validate(report))
-                prompt = llm.tokenize(
-                    runtime._chat(messages=messages).prompt.encode(), add_bos=True, special=True
-                )
+                other_prompt_cached(i)
                 started = time.perf_counter()
-                for count, _ in enumerate(llm.generate(prompt, temp=0.0), 1):
+                for count, _ in enumerate(llm.generate(prompts[i], temp=0.0), 1):
                     if count >= sampled:
                         break
                 raw.append(time.perf_counter() - started)
