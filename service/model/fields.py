@@ -26,9 +26,6 @@ from service.contract import Diagnosis, ProbableCause, Severity
 
 CONFIDENCE_STEPS = [round(i * 0.05, 2) for i in range(21)]
 UNSAFE = frozenset(b'"\\\x7f' + bytes(range(0x20)))
-STRING_TOKENS = {"summary": 80, "explanation": 160, "action": 60}
-"""Token caps per string: above the contract's character bounds (160, 400, 100) for text
-of ~2-3 characters per token, so a capped string is one that would fail them anyway."""
 MAX_ACTIONS = 5
 FIELDS = [
     "probable_cause",
@@ -41,7 +38,7 @@ FIELDS = [
 
 
 class FieldOutputError(RuntimeError):
-    """The model did not close a field within its token cap (finish ``length``)."""
+    """The answer ran past its token budget (finish ``length``)."""
 
     def __init__(self, message: str, sampled: int) -> None:
         super().__init__(message)
@@ -72,8 +69,16 @@ class FieldDecoder:
         texts = [llm.detokenize([i]) for i in range(llm.n_vocab())]
         self._texts = texts
         self._ids = {text: i for i, text in reversed(list(enumerate(texts))) if text}
-        safe = np.array([bool(t) and not (UNSAFE & set(t)) for t in texts])
-        self._safe = safe
+        self._safe = np.array([bool(t) and not (UNSAFE & set(t)) for t in texts])
+        self._lengths = np.array([len(t) for t in texts])
+        self._before_quote = np.array([max(t.find(b'"'), 0) for t in texts])
+        schema = Diagnosis.model_json_schema()["properties"]
+        self._limits = {
+            "summary": schema["summary"]["maxLength"],
+            "explanation": schema["explanation"]["maxLength"],
+            "action": schema["recommended_actions"]["items"]["maxLength"],
+        }
+        """The contract's bounds, in bytes here (never fewer than characters)."""
         self._quoted = [
             (token, text[at + 1 :])
             for token, text in enumerate(texts)
@@ -187,26 +192,31 @@ class _Run:
         self.answer += fitting[0]
 
     def string(self, field: str, then: list[bytes]) -> bytes:
-        """A string's text, closed by its quote and one of ``then`` (what must follow);
-        returns the ``then`` taken."""
-        texts, safe = self.d._texts, self.d._safe
-        closers = self.d.closers(then)
-        unsafe, not_closing = ~safe, ~(safe | closers)
+        """A string's text, closed by its quote and one of ``then`` (what must follow),
+        never empty nor longer than the contract allows (near the bound only tokens that
+        fit are left, then only the quote); returns the ``then`` taken."""
+        d = self.d
+        closers = d.closers(then)
+        limit = d._limits[field]
         value = b""
-        tokens = self._tokens(lambda: not_closing if value else unsafe)  # never empty
-        for count, token in enumerate(tokens, 1):
-            text = texts[token]
+
+        def blocked() -> np.ndarray:
+            room = limit - len(value)
+            fits = d._safe & (d._lengths <= room)
+            if value:
+                fits |= closers & (d._before_quote <= room)
+            return ~fits
+
+        tokens = self._tokens(blocked)
+        for token in tokens:
+            text = d._texts[token]
             if closers[token]:
                 tokens.close()
                 at = text.find(b'"')
-                value += text[:at]
+                self.answer += value + text[:at] + b'"'
                 rest = text[at + 1 :]
-                self.answer += value + b'"'
                 return self._follow([t for t in then if t.startswith(rest)])
             value += text
-            if count >= STRING_TOKENS[field]:
-                tokens.close()
-                raise FieldOutputError(f"{field} not closed within {count} tokens", self.sampled)
         raise FieldOutputError(f"{field}: the model stopped inside the string", self.sampled)
 
     def _follow(self, then: list[bytes]) -> bytes:

@@ -13,8 +13,9 @@ from fastapi.testclient import TestClient
 from service.analyze import Analyzer
 from service.contract import AnomalyReport
 from service.main import create_app
-from service.model.embedded import prepare_embedded, shipped_gguf
+from service.model.embedded import shipped_gguf
 from service.model.runtime import ModelRuntime
+from service.model.tuned import prepare_tuned
 from tests.service.test_api import FULL_REPORT
 
 
@@ -55,9 +56,7 @@ def adapters_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_adapters_answer_differently_and_switching_back_restores_exactly(
     adapters_dir: Path, service_settings
 ) -> None:
-    runtime = ModelRuntime(
-        prepare_embedded(service_settings.data_dir), 2048, 2, 0, 1.3, adapters_dir
-    )
+    runtime = ModelRuntime(prepare_tuned(service_settings.data_dir), 2048, 2, 0, 1.3, adapters_dir)
     analyzer = Analyzer(runtime, 1400)
     report = AnomalyReport.model_validate(FULL_REPORT)
 
