@@ -116,6 +116,12 @@ class ModelRuntime:
             quantization=_quantization_name(self._llm.metadata.get("general.file_type")),
         )
 
+    def prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
+        """The chat as the model reads it: its own template, special tokens parsed (the
+        prompt has neutralised every one in untrusted text)."""
+        prompt = self._chat(messages=messages).prompt
+        return self._llm.tokenize(prompt.encode(), add_bos=True, special=True)
+
     def complete(
         self,
         messages: list[dict[str, str]],
@@ -133,9 +139,7 @@ class ModelRuntime:
         started = time.monotonic()
         try:
             self.adapters.use(adapter)
-            prompt = self._llm.tokenize(
-                self._chat(messages=messages).prompt.encode(), add_bos=True, special=True
-            )
+            prompt = self.prompt_tokens(messages)
             try:
                 decoded = self._decoder.decode(prompt, max_tokens, deadline, temperature, seed)
                 finish = "stop"

@@ -110,13 +110,8 @@ def main() -> None:
             llm = runtime._llm
             grammar = json_grammar()
             served, raw, naive, tokens, naive_tokens, regenerated = [], [], [], [], [], 0
-            chat = runtime._chat
             prompts = [
-                llm.tokenize(
-                    chat(messages=build_messages(AnomalyReport.model_validate(r))).prompt.encode(),
-                    add_bos=True,
-                    special=True,
-                )
+                runtime.prompt_tokens(build_messages(AnomalyReport.model_validate(r)))
                 for r in reports(args.reports)
             ]
 
