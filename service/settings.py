@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     n_threads: int = Field(
         default_factory=lambda: os.cpu_count() or 1, ge=1, description="CPU threads for decoding."
     )
+    flash_attn: bool = Field(
+        True, description="llama.cpp's flash attention: faster decoding, same answers' quality."
+    )
     max_tokens: int = Field(
         1400,
         ge=64,

@@ -60,6 +60,7 @@ class ModelLoader:
                     s.seed,
                     s.repeat_penalty,
                     s.resolved_adapters_dir(),
+                    s.flash_attn,
                 )
             self.analyzer = Analyzer(runtime, s.max_tokens)
             log.info("model ready: %s (%s)", where, runtime.info.quantization)

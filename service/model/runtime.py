@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import llama_cpp
 from llama_cpp import Llama
@@ -16,6 +18,8 @@ from service.contract import ModelInfo
 from service.model.adapters import Adapters
 from service.model.fields import DeadlinePassed, Decoded, FieldDecoder, FieldOutputError
 from service.model.gguf_files import loaded_identity
+
+T = TypeVar("T")
 
 
 class ModelBackend(Protocol):
@@ -88,6 +92,13 @@ def _quantization_name(file_type: str | None) -> str:
 
 
 class ModelRuntime:
+    """The model and the one thread that runs it.
+
+    Every llama.cpp call that computes runs on that thread: ggml's CPU backend parallelises
+    with OpenMP, whose worker team belongs to the calling thread, and a model driven from
+    several threads (a web server's pool) runs on several teams, each decoding about a third
+    slower than one team alone (README, service speed)."""
+
     def __init__(
         self,
         path: Path,
@@ -96,11 +107,20 @@ class ModelRuntime:
         seed: int,
         repeat_penalty: float,
         adapters_dir: Path | None = None,
+        flash_attn: bool = True,
     ) -> None:
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path}")
-        self._llm = Llama(
-            model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, seed=seed, verbose=False
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whyslow-model")
+        self._llm = self.run(
+            lambda: Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=n_threads,
+                seed=seed,
+                flash_attn=flash_attn,
+                verbose=False,
+            )
         )
         self._lock = threading.Lock()
         self.tokens = {"prompt": 0, "completion": 0}
@@ -115,6 +135,10 @@ class ModelRuntime:
             base=path.name,
             quantization=_quantization_name(self._llm.metadata.get("general.file_type")),
         )
+
+    def run(self, work: Callable[[], T]) -> T:
+        """``work()`` on the model's thread (benches measure raw llama-cpp-python there)."""
+        return self._thread.submit(work).result()
 
     def prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
         """The chat as the model reads it: its own template, special tokens parsed (the
@@ -141,7 +165,9 @@ class ModelRuntime:
             self.adapters.use(adapter)
             prompt = self.prompt_tokens(messages)
             try:
-                decoded = self._decoder.decode(prompt, max_tokens, deadline, temperature, seed)
+                decoded = self.run(
+                    lambda: self._decoder.decode(prompt, max_tokens, deadline, temperature, seed)
+                )
                 finish = "stop"
             except DeadlinePassed as exc:
                 raise ModelBusy(str(exc)) from exc
