@@ -184,7 +184,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     details: dict = {name: {} for name in cases}
     for name, path in models.items():
         runtime = ModelRuntime(
-            Path(path), settings.n_ctx, settings.n_threads, settings.seed, settings.repeat_penalty
+            Path(path),
+            settings.n_ctx,
+            settings.n_threads,
+            settings.seed,
+            settings.repeat_penalty,
+            flash_attn=settings.flash_attn,
         )
         for dataset, items in cases.items():
             outcomes = evaluate.run_model(runtime, items, settings.max_tokens, f"{name} {dataset}")
