@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
+import torch
 from safetensors.numpy import load_file
 from transformers import AutoTokenizer
 
@@ -14,7 +16,15 @@ from service.model.gguf_files import base_identity, read_manifest
 from training.config import TrainConfig
 from training.dataset.generator import generate
 from training.dataset.samples import to_sample, write_jsonl
-from training.train import IGNORE, encode, train
+from training.train import (
+    IGNORE,
+    collate,
+    encode,
+    load_model,
+    shared_prefix,
+    train,
+    weighted_loss,
+)
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +95,30 @@ def test_two_steps_write_a_peft_adapter_and_manifest_reproducibly(
     assert manifest.metrics["steps"] == 2 and manifest.metrics["train_samples"] == 6
     assert manifest.metrics["eval_loss"] > 0
     assert manifest.seed == 5 and len(manifest.data_sha256) == 64
+
+
+def test_the_shared_prompt_run_once_gives_the_whole_batch_loss_and_gradients(
+    hf_base: Path, eight_samples: Path
+) -> None:
+    config = _config(eight_samples, Path("unused"), lora_dropout=0.0)
+    model, tokenizer = load_model(config, hf_base)
+    rows = [json.loads(line) for line in eight_samples.read_text().splitlines()[:3]]
+    batch = collate([encode(tokenizer, row, config) for row in rows], tokenizer.eos_token_id)
+    assert shared_prefix(batch["input_ids"]) > 100, "the system prompt is common to every row"
+    for name, param in model.named_parameters():
+        if "lora_B" in name:  # B starts at zero; make the LoRA change the prompt's keys
+            torch.nn.init.normal_(param, std=0.02)
+    results = []
+    for shared in (True, False):
+        model.zero_grad()
+        with patch("training.train.MIN_SHARED_PREFIX", 16 if shared else 10**6):
+            loss = weighted_loss(model, batch)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((loss.item(), grads))
+    (once, grads_once), (whole, grads_whole) = results
+    assert once == pytest.approx(whole, rel=1e-4)
+    assert grads_once.keys() == grads_whole.keys() and grads_once
+    worst = max((grads_once[n] - grads_whole[n]).abs().max().item() for n in grads_once)
+    scale = max(g.abs().max().item() for g in grads_whole.values())
+    assert worst <= 1e-3 * scale, (worst, scale)
