@@ -115,7 +115,7 @@ def hidden_states(decoder: Any, input_ids: torch.Tensor, mask: torch.Tensor) -> 
     cache = DynamicCache(
         [
             (k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1))
-            for k, v, *_ in prefix.past_key_values
+            for k, v, *_ in prefix.cache
         ]
     )
     rest = decoder(

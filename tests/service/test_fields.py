@@ -3,6 +3,7 @@ tokens decoded, budgets and deadlines kept."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -45,3 +46,29 @@ def test_a_budget_too_small_ends_in_length_and_a_passed_deadline_in_busy(
     assert "budget" in short.text
     with pytest.raises(ModelBusy, match="deadline"):
         runtime.complete(messages, 400, time.monotonic() + 0.05)
+
+
+@pytest.mark.slow
+def test_the_model_runs_on_its_own_thread_whichever_thread_asks(runtime: ModelRuntime) -> None:
+    """llama.cpp's OpenMP workers belong to the calling thread; a second caller thread
+    would decode on a second, slower team (tests/bench/model_thread.py)."""
+    seen: list[str] = []
+    decode = runtime._decoder.decode
+
+    def recording(*args: object, **kwargs: object) -> object:
+        seen.append(threading.current_thread().name)
+        return decode(*args, **kwargs)
+
+    runtime._decoder.decode = recording  # type: ignore[method-assign]
+    try:
+        messages = _messages(samples.read_jsonl(samples.HELDOUT)[0])
+        callers = [
+            threading.Thread(target=runtime.complete, args=(messages, 400, time.monotonic() + 60))
+            for _ in range(2)
+        ]
+        for caller in callers:
+            caller.start()
+            caller.join()
+    finally:
+        runtime._decoder.decode = decode  # type: ignore[method-assign]
+    assert len(seen) == 2 and len(set(seen)) == 1 and seen[0].startswith("whyslow-model")
