@@ -113,10 +113,7 @@ def hidden_states(decoder: Any, input_ids: torch.Tensor, mask: torch.Tensor) -> 
     if prefix.cache is None:  # gradient checkpointing turns the cache off
         return decoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
     cache = DynamicCache(
-        [
-            (k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1))
-            for k, v, *_ in prefix.cache
-        ]
+        [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v, *_ in prefix.cache]
     )
     rest = decoder(
         input_ids=input_ids[:, shared:], attention_mask=mask, cache=cache, use_cache=True
