@@ -50,7 +50,7 @@ class Settings(BaseSettings):
         default_factory=lambda: os.cpu_count() or 1, ge=1, description="CPU threads for decoding."
     )
     flash_attn: bool = Field(
-        True, description="llama.cpp's flash attention: faster decoding, same answers' quality."
+        True, description="llama.cpp's flash attention (decodes ~1.05x faster on this CPU)."
     )
     max_tokens: int = Field(
         1400,

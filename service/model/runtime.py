@@ -96,8 +96,8 @@ class ModelRuntime:
 
     Every llama.cpp call that computes runs on that thread: ggml's CPU backend parallelises
     with OpenMP, whose worker team belongs to the calling thread, and a model driven from
-    several threads (a web server's pool) runs on several teams, each decoding about a third
-    slower than one team alone (README, service speed)."""
+    several threads (a web server's pool) runs on several teams, and a second team decoded
+    1.6x-1.8x slower than the first here (``tests/bench/model_runtime.py``)."""
 
     def __init__(
         self,

@@ -51,7 +51,7 @@ def test_a_budget_too_small_ends_in_length_and_a_passed_deadline_in_busy(
 @pytest.mark.slow
 def test_the_model_runs_on_its_own_thread_whichever_thread_asks(runtime: ModelRuntime) -> None:
     """llama.cpp's OpenMP workers belong to the calling thread; a second caller thread
-    would decode on a second, slower team (tests/bench/model_thread.py)."""
+    would decode on a second, slower team (tests/bench/model_runtime.py)."""
     seen: list[str] = []
     decode = runtime._decoder.decode
 

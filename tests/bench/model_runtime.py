@@ -1,10 +1,13 @@
-"""Raw llama-cpp-python decoding on the thread that first ran the model against the same
-decoding on a second thread, in one process: why ModelRuntime keeps one thread for it.
+"""Two choices of ModelRuntime, each against its alternative in the same run, on raw
+llama-cpp-python decoding after the eval's prompts (system prompt cached):
 
-    .venv/bin/python tests/bench/model_thread.py [--reports 8] [--tokens 70]
+- the thread that first ran the model against a second thread of the same process (why
+  the runtime keeps one thread for the model: ggml's CPU backend parallelises with
+  OpenMP, whose worker team belongs to the calling thread, so a server calling the model
+  from its thread pool runs it on several teams);
+- flash attention on (the default) against off.
 
-ggml's CPU backend parallelises with OpenMP, whose worker team belongs to the calling
-thread; a web server that calls the model from its thread pool runs it on several teams.
+    .venv/bin/python tests/bench/model_runtime.py [--reports 8] [--tokens 70]
 """
 
 from __future__ import annotations
@@ -43,13 +46,18 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=70)
     args = parser.parse_args()
     settings = Settings()
-    llm = Llama(
-        model_path=str(prepare_tuned(settings.data_dir)),
-        n_ctx=settings.n_ctx,
-        n_threads=settings.n_threads,
-        flash_attn=settings.flash_attn,
-        verbose=False,
-    )
+    path = str(prepare_tuned(settings.data_dir))
+
+    def load(flash_attn: bool) -> Llama:
+        return Llama(
+            model_path=path,
+            n_ctx=settings.n_ctx,
+            n_threads=settings.n_threads,
+            flash_attn=flash_attn,
+            verbose=False,
+        )
+
+    llm = load(flash_attn=True)
     chat = chat_formatter(llm)
     rows = samples.read_jsonl(samples.HELDOUT)[: args.reports]
     prompts = [
@@ -79,6 +87,17 @@ def main() -> None:
         f"{args.reports} prompts, {args.tokens} tokens each: first thread p50 {one * 1000:.0f} "
         f"ms (before and after), second thread p50 {two * 1000:.0f} ms -> "
         f"second / first {two / one:.2f}"
+    )
+    plain = load(flash_attn=False)
+    decode_times(plain, prompts[:1], args.tokens, keep)
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for order in ((False, True), (True, False), (False, True)):  # alternated: drift cancels
+        for flash in order:
+            times[flash] += decode_times(llm if flash else plain, prompts, args.tokens, keep)
+    on, off = statistics.median(times[True]), statistics.median(times[False])
+    print(
+        f"flash attention (alternated, 3 rounds) off: p50 {off * 1000:.0f} ms, on: "
+        f"{on * 1000:.0f} ms -> off / on {off / on:.2f}"
     )
 
 
