@@ -100,7 +100,7 @@ def shared_prefix(input_ids: torch.Tensor) -> int:
 def hidden_states(decoder: Any, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The decoder's last hidden states, the batch's common prefix computed once.
 
-    Every sample starts with the same system prompt, about 40% of its tokens; it is run
+    Every sample starts with the same system prompt, about a third of its tokens; it is run
     once (with gradients: the LoRA changes its keys and values) and its KV cache expanded
     to the batch, as generation reuses a prompt. Same values as the whole batch at once.
     """
@@ -126,9 +126,8 @@ def weighted_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     device = next(model.parameters()).device
     batch = {k: v.to(device) for k, v in batch.items()}
     causal_lm = model.get_base_model()
-    hidden = hidden_states(causal_lm.get_decoder(), batch["input_ids"], batch["attention_mask"])[
-        :, :-1
-    ]
+    hidden = hidden_states(causal_lm.get_decoder(), batch["input_ids"], batch["attention_mask"])
+    hidden = hidden[:, :-1]
     labels, weights = batch["labels"][:, 1:], batch["weights"][:, 1:]
     learnt = labels != IGNORE
     logits = causal_lm.get_output_embeddings()(hidden[learnt]).float()

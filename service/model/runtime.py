@@ -95,7 +95,7 @@ class ModelRuntime:
     """The model and the one thread that runs it.
 
     Every llama.cpp call that computes runs on that thread: ggml's CPU backend parallelises
-    with OpenMP, whose worker team belongs to the calling thread, and a model driven from
+    with OpenMP, whose worker team belongs to the calling thread. A model driven from
     several threads (a web server's pool) runs on several teams, and a second team decoded
     1.6x-1.8x slower than the first here (``tests/bench/model_runtime.py``)."""
 
