@@ -107,18 +107,21 @@ def hidden_states(decoder: Any, input_ids: torch.Tensor, mask: torch.Tensor) -> 
     from transformers import DynamicCache
 
     rows, shared = input_ids.shape[0], min(shared_prefix(input_ids), input_ids.shape[1] - 1)
-    if rows == 1 or shared < MIN_SHARED_PREFIX:
-        return decoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
-    prefix = decoder(input_ids=input_ids[:1, :shared], use_cache=True)
-    if prefix.cache is None:  # gradient checkpointing turns the cache off
-        return decoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
-    cache = DynamicCache(
-        [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v, *_ in prefix.cache]
-    )
-    rest = decoder(
-        input_ids=input_ids[:, shared:], attention_mask=mask, cache=cache, use_cache=True
-    )
-    return torch.cat([prefix.last_hidden_state.expand(rows, -1, -1), rest.last_hidden_state], dim=1)
+    if rows > 1 and shared >= MIN_SHARED_PREFIX:
+        prefix = decoder(input_ids=input_ids[:1, :shared], use_cache=True)
+        if prefix.cache is not None:  # gradient checkpointing turns the cache off
+            cache = DynamicCache(
+                [
+                    (k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1))
+                    for k, v, *_ in prefix.cache
+                ]
+            )
+            rest = decoder(
+                input_ids=input_ids[:, shared:], attention_mask=mask, cache=cache, use_cache=True
+            )
+            first = prefix.last_hidden_state.expand(rows, -1, -1)
+            return torch.cat([first, rest.last_hidden_state], dim=1)
+    return decoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
 
 
 def weighted_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
