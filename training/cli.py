@@ -195,6 +195,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             outcomes = evaluate.run_model(runtime, items, settings.max_tokens, f"{name} {dataset}")
             details[dataset][name] = outcomes
             results[dataset][name] = evaluate.summarise(outcomes)
+        runtime.close()
     for dataset, items in cases.items():
         details[dataset][evaluate.RULES] = evaluate.run_rules(items)
         results[dataset][evaluate.RULES] = evaluate.summarise(details[dataset][evaluate.RULES])
