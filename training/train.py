@@ -35,6 +35,9 @@ from training.dataset.samples import fingerprint, read_jsonl, split
 IGNORE = -100
 MIN_SHARED_PREFIX = 16
 """A shorter common prefix is not worth a pass of its own."""
+LENGTH_GROUP = 16
+"""Batches sorted together by ``group_by_length``: enough for like lengths to meet, few
+enough that a batch still mixes causes and patterns from across the shuffle."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,25 @@ def collate(batch: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
         "labels": pad([e.labels for e in batch], IGNORE, torch.long),
         "weights": pad([e.weights for e in batch], 0.0, torch.float32),
     }
+
+
+def batches(lengths: list[int], size: int, rng: random.Random, by_length: bool) -> list[list[int]]:
+    """An epoch's batches of sample indices, shuffled. ``by_length`` (HF's and axolotl's
+    ``group_by_length``): each run of ``LENGTH_GROUP`` batches of the shuffle is sorted by
+    length before it is cut, so a batch pads less, and the batches are shuffled again."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    if by_length:
+        span = size * LENGTH_GROUP
+        order = [
+            i
+            for start in range(0, len(order), span)
+            for i in sorted(order[start : start + span], key=lengths.__getitem__)
+        ]
+    cut = [order[start : start + size] for start in range(0, len(order), size)]
+    if by_length:
+        rng.shuffle(cut)
+    return cut
 
 
 def shared_prefix(input_ids: torch.Tensor) -> int:
@@ -231,6 +253,7 @@ def train(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     train_set = [encode(tokenizer, row, config) for row in train_rows]
     val_set = [encode(tokenizer, row, config) for row in val_rows]
+    lengths = [len(example.input_ids) for example in train_set]
     per_epoch = math.ceil(len(train_set) / config.micro_batch_size)
     steps = math.ceil(per_epoch * config.num_epochs / config.gradient_accumulation_steps)
     if max_steps is not None:
@@ -253,11 +276,9 @@ def train(
     bar = tqdm(total=steps, desc="train", unit="step", disable=not progress)
     model.train()
     for epoch in range(1, config.num_epochs + 1):
-        indices = list(range(len(train_set)))
-        order.shuffle(indices)
         losses = []
-        for start in range(0, len(indices), config.micro_batch_size):
-            batch = [train_set[i] for i in indices[start : start + config.micro_batch_size]]
+        for chosen in batches(lengths, config.micro_batch_size, order, config.group_by_length):
+            batch = [train_set[i] for i in chosen]
             with compute_precision(config):
                 loss = weighted_loss(model, collate(batch, pad))
             (loss / config.gradient_accumulation_steps).backward()

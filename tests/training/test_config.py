@@ -38,6 +38,7 @@ def test_shipped_configs_load_without_warnings(name: str, recwarn) -> None:
         ({"num_epochs": 0}, "num_epochs"),
         ({"sequence_len": 16}, "sequence_len"),
         ({"train_on_inputs": "yes"}, "train_on_inputs"),
+        ({"group_by_length": 1}, "group_by_length"),
         ({"datasets": [{"path": "x.jsonl", "type": "alpaca"}]}, "datasets[0].type"),
         ({"datasets": "x.jsonl"}, "datasets"),
     ],

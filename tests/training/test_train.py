@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from unittest.mock import patch
 
@@ -18,6 +19,7 @@ from training.dataset.generator import generate
 from training.dataset.samples import to_sample, write_jsonl
 from training.train import (
     IGNORE,
+    batches,
     collate,
     encode,
     load_model,
@@ -45,6 +47,23 @@ def _config(data: Path, out: Path, **extra: object) -> TrainConfig:
             **extra,
         }
     )
+
+
+def test_grouping_by_length_keeps_every_sample_once_and_pads_less() -> None:
+    rng = random.Random(3)
+    lengths = [rng.randint(300, 550) for _ in range(203)]
+
+    def padding(cut: list[list[int]]) -> int:
+        return sum(len(b) * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in cut)
+
+    plain = batches(lengths, 4, random.Random(1), by_length=False)
+    grouped = batches(lengths, 4, random.Random(1), by_length=True)
+    for cut in (plain, grouped):
+        assert sorted(i for b in cut for i in b) == list(range(len(lengths)))
+        assert all(1 <= len(b) <= 4 for b in cut)
+    assert padding(grouped) < padding(plain) / 3
+    assert grouped == batches(lengths, 4, random.Random(1), by_length=True)  # seeded
+    assert grouped != batches(lengths, 4, random.Random(2), by_length=True)
 
 
 def test_loss_is_on_the_answer_only_with_the_cause_weighted(hf_base: Path, eight_samples) -> None:

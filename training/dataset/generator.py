@@ -244,8 +244,9 @@ def knowledge(d: Draft) -> None:
 
 
 NONE: frozenset[str] = frozenset()
-RECIPES: list[tuple[ProbableCause, str, Recipe, str | None, frozenset[str]]] = [
-    # (cause, pattern, recipe, catalogue service, the signals the prompt must tag abnormal)
+Entry = tuple[ProbableCause, str, Recipe, str | None, frozenset[str] | None]
+"""(cause, pattern, recipe, catalogue service, the signals the prompt must tag abnormal)."""
+RECIPES: tuple[Entry, ...] = (
     (C.local_cpu_saturation, "clear", cpu_clear, None, frozenset({"cpu"})),
     (C.local_cpu_saturation, "mixed", cpu_mixed, None, frozenset({"cpu", "downstream"})),
     (C.local_cpu_saturation, "evidence", cpu_evidence, None, NONE),
@@ -270,7 +271,7 @@ RECIPES: list[tuple[ProbableCause, str, Recipe, str | None, frozenset[str]]] = [
     (C.network_degradation, "service_knowledge", knowledge, "edge-gateway", NONE),
     (C.unknown, "quiet", unknown_quiet, None, NONE),
     (C.unknown, "quiet", unknown_quiet, None, NONE),
-]
+)
 """None: the recipe may or may not add one misleading signal (cpu, error rate), which the
 evidence outweighs."""
 
@@ -328,11 +329,13 @@ def _abnormal(report: AnomalyReport) -> frozenset[str]:
     return frozenset(s.name.split(" ")[0] for s in derived_signals(report)[1:] if s.abnormal)
 
 
-def generate(n: int, seed: int) -> list[Scenario]:
+def generate(n: int, seed: int, recipes: tuple[Entry, ...] = RECIPES) -> list[Scenario]:
+    """``n`` scenarios cycling through ``recipes`` (a recipe listed twice comes twice as
+    often)."""
     rng = random.Random(seed)
     scenarios: list[Scenario] = []
     while len(scenarios) < n:
-        cause, pattern, recipe, service, expect = RECIPES[len(scenarios) % len(RECIPES)]
+        cause, pattern, recipe, service, expect = recipes[len(scenarios) % len(recipes)]
         scenario_id = f"gen-{seed}-{len(scenarios):05d}"
         for _ in range(200):
             d = _draft(rng, cause, pattern, service)

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from service.contract import AnomalyReport, Diagnosis
 from service.prompt import build_messages
-from training.dataset.generator import Scenario, generate
+from training.dataset.generator import RECIPES, Scenario, generate
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 COMBINED = DATA_DIR / "training-data-combined.jsonl"
@@ -29,10 +29,15 @@ HANDWRITTEN_HELDOUT_CHAT = DATA_DIR / "handwritten-heldout-chat.jsonl"
 HELDOUT = DATA_DIR / "heldout.jsonl"
 EXTRA = DATA_DIR / "generated-extra.jsonl"
 GENERATED_SEED, HELDOUT_SEED, EXTRA_SEED = 0, 1, 2
-EXTRA_SIZE = 480
+EXTRA_SIZE = 540
 """The shipped run reads the combined file and this many more generated scenarios: with ~5
 cases per cause and pattern a 135M model learns the clear cases only (issue 6's first
 eval); the extra ones are what fits the 15-minute CPU budget in one epoch."""
+
+
+EXTRA_RECIPES = RECIPES + tuple(entry for entry in RECIPES if entry[1] == "evidence")
+"""The extra scenarios come from every recipe, the evidence ones twice: evidence text is the
+pattern the model learns slowest (issue 6's eval: 50% held-out with each recipe once)."""
 
 
 class DataError(ValueError):
@@ -120,7 +125,7 @@ def combined(n_generated: int = 100, seed: int = GENERATED_SEED) -> list[dict[st
 
 def extra(n_generated: int = EXTRA_SIZE, seed: int = EXTRA_SEED) -> list[dict[str, Any]]:
     """More generated scenarios for the shipped run, of a seed of their own."""
-    return [to_sample(s, "generated") for s in generate(n_generated, seed)]
+    return [to_sample(s, "generated") for s in generate(n_generated, seed, EXTRA_RECIPES)]
 
 
 def split(
