@@ -11,15 +11,19 @@ from training.config import ConfigError, TrainConfig
 CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 
 
-@pytest.mark.parametrize("name", ["axolotl-config.yaml", "llama-3.2-1b.yaml"])
-def test_shipped_configs_load_without_warnings(name: str, recwarn) -> None:
+ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+@pytest.mark.parametrize(
+    ("name", "targets"),
+    [
+        ("axolotl-config.yaml", [*ATTENTION, "gate_proj", "up_proj", "down_proj"]),
+        ("llama-3.2-1b.yaml", ATTENTION),
+    ],
+)
+def test_shipped_configs_load_without_warnings(name: str, targets: list[str], recwarn) -> None:
     config = TrainConfig.load(CONFIGS / name)
-    assert config.lora_r == 16 and config.lora_target_modules == [
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-    ]
+    assert config.lora_r == 16 and config.lora_target_modules == targets
     assert not [w for w in recwarn if "unknown key" in str(w.message)]
 
 
