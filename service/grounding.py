@@ -4,7 +4,9 @@ derived from it, as the prompt shows it: ratios, rates).
 Small models invent plausible measurements ("p95 432 ms vs usual 108 ms") that an on-call
 engineer would act on. A number matches when it equals a report number at the precision it
 is written with (``946`` matches 945.5, ``4.7`` matches 4.72); integers up to 10 pass,
-since they count things ("3 steps") rather than measure them.
+since they count things ("3 steps") rather than measure them. Identifiers (the report's id,
+its trace ids) hold digits but no facts, so they ground nothing; the window's times count as
+a reader writes them (``14:05``, ``2026-11-12``).
 """
 
 from __future__ import annotations
@@ -34,9 +36,18 @@ def _numbers(value: object) -> Iterator[float]:
         yield from (float(n) for n in NUMBER.findall(value))
 
 
+READ_APART = {"id", "trace_ids", "window"}
+"""Fields not read for numbers as text: identifiers hold digits but no facts, and an ISO time
+hides its hour behind the ``T``; the window's numbers are added as a reader writes them."""
+
+
 def report_numbers(report: AnomalyReport) -> set[float]:
     """Every number of the report, and those the prompt derives from it."""
-    numbers = set(_numbers(report.model_dump(mode="json")))
+    numbers = set(_numbers(report.model_dump(mode="json", exclude=READ_APART)))
+    if report.window:
+        numbers.add(report.window.count)
+        for time in (report.window.start, report.window.end):
+            numbers.update((time.year, time.month, time.day, time.hour, time.minute))
     for signal in derived_signals(report):
         numbers.add(signal.observed)
         if signal.usual:

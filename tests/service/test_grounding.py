@@ -1,4 +1,4 @@
-from service.contract import AnomalyReport
+from service.contract import AnomalyReport, Window
 from service.grounding import report_numbers, ungrounded
 
 REPORT = AnomalyReport.model_validate(
@@ -49,3 +49,18 @@ def test_precision_is_the_one_written() -> None:
     allowed = report_numbers(REPORT)
     assert ungrounded("about 550 ms", allowed) == ["550"]  # 554.9 is not 550
     assert ungrounded("554.9 ms, 554.90 ms", allowed) == []
+
+
+def test_the_window_counts_as_written_and_identifiers_ground_nothing() -> None:
+    report = REPORT.model_copy(
+        update={
+            "id": "deploy-4711",
+            "trace_ids": ["3377a9f1c2d4e5f60718293a4b5c6d7e"],
+            "window": Window.model_validate(
+                {"start": "2026-11-12T14:05:00Z", "end": "2026-11-12T14:06:00Z", "count": 412}
+            ),
+        }
+    )
+    allowed = report_numbers(report)
+    assert ungrounded("since 14:05 UTC on 2026-11-12, over 412 requests", allowed) == []
+    assert ungrounded("p95 4711 ms, 3377 retries", allowed) == ["4711", "3377"]
