@@ -25,6 +25,21 @@ def test_committed_files_pass_the_check_without_leakage() -> None:
     assert sources == {"generated": 100, "handwritten": 22}
 
 
+def test_hand_written_case_files_are_checked_as_the_samples_they_become(tmp_path: Path) -> None:
+    """The source files of the hand-written cases (report + answer) get the chat checks and
+    the leakage check, not 'messages must be system, user, assistant' on every line."""
+    held_out = check(samples.HANDWRITTEN_HELDOUT, [samples.COMBINED, samples.HELDOUT])
+    assert held_out.ok and held_out.samples == 22, held_out.render()
+    leaking = check(samples.HANDWRITTEN, [samples.COMBINED])
+    assert sum("leaks into" in e for e in leaking.errors) == 22
+    cases = samples.read_jsonl(samples.HANDWRITTEN_HELDOUT)[:2]
+    cases[1]["answer"]["probable_cause"] = "gremlins"
+    result = check(_write(tmp_path / "cases.jsonl", cases))
+    assert len(result.errors) == 1, result.errors
+    assert result.errors[0].startswith("sample 2: hand-written case is not valid")
+    assert "probable_cause" in result.errors[0]
+
+
 def test_committed_training_file_is_reproducible() -> None:
     assert samples.combined() == samples.read_jsonl(samples.COMBINED)
 

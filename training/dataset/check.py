@@ -1,5 +1,8 @@
 """``data check``: is this file fit to train or evaluate on?
 
+A file of hand-written cases (``report`` + ``answer`` per line, the source of
+``handwritten*.jsonl``) is checked as the chat samples ``data build`` makes of it.
+
 Errors (the file must not be used): a sample that is not a system/user/assistant chat, an
 answer that is not a valid Diagnosis, a user turn that is not the prompt the service builds
 for the sample's report today, an answer citing numbers the report does not have, a
@@ -22,7 +25,8 @@ from pydantic import ValidationError
 from service.contract import AnomalyReport, Diagnosis, ProbableCause
 from service.grounding import report_numbers, ungrounded
 from service.prompt import SYSTEM_PROMPT, build_messages
-from training.dataset.samples import read_jsonl
+from training.dataset.generator import Scenario
+from training.dataset.samples import HandwrittenCase, read_jsonl, to_sample
 
 
 @dataclass
@@ -54,8 +58,24 @@ class CheckResult:
         return "\n".join(lines)
 
 
+def _as_chat(row: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A hand-written case as the chat sample ``data build`` writes for it (any other row as
+    it is), and why it cannot be one."""
+    if "messages" in row or not {"report", "answer"} <= row.keys():
+        return row, []
+    try:
+        case = HandwrittenCase.model_validate(row)
+    except ValidationError as exc:
+        return row, [f"hand-written case is not valid: {exc.errors(include_url=False)[:1]}"]
+    scenario = Scenario(case.id, case.pattern, case.report, case.answer)
+    return to_sample(scenario, "handwritten"), []
+
+
 def _check_sample(row: dict[str, Any]) -> tuple[str | None, list[str]]:
     """(the answer's cause, the sample's errors)."""
+    row, errors = _as_chat(row)
+    if errors:
+        return None, errors
     messages = row.get("messages")
     roles = (
         [m.get("role") if isinstance(m, dict) else type(m).__name__ for m in messages]
@@ -105,7 +125,7 @@ def _prompt(row: dict[str, Any]) -> str:
 def check(path: Path, others: Sequence[Path] = ()) -> CheckResult:
     """Check ``path``; ``others`` are the other splits it must not share a prompt with."""
     result = CheckResult(path)
-    rows = read_jsonl(path)
+    rows = [_as_chat(row)[0] for row in read_jsonl(path)]
     result.samples = len(rows)
     seen: dict[str, int] = {}
     for number, row in enumerate(rows, 1):
@@ -123,7 +143,7 @@ def check(path: Path, others: Sequence[Path] = ()) -> CheckResult:
         seen.setdefault(prompt, number)
     for other in others:
         for number, row in enumerate(read_jsonl(other), 1):
-            prompt = _prompt(row)
+            prompt = _prompt(_as_chat(row)[0])
             if prompt in seen:
                 result.errors.append(
                     f"sample {seen[prompt]}: leaks into {other} (its sample {number})"
