@@ -7,6 +7,7 @@ from typing import Any
 from opentelemetry import trace
 from pydantic import ValidationError
 
+from service.catalogue import Catalogue
 from service.contract import AnomalyReport, Diagnosis
 from service.model.fields import CONFIDENCE_STEPS
 from service.model.runtime import ModelBackend
@@ -31,9 +32,12 @@ def generation_schema() -> dict[str, Any]:
 
 
 class Analyzer:
-    def __init__(self, runtime: ModelBackend, max_tokens: int) -> None:
+    def __init__(
+        self, runtime: ModelBackend, max_tokens: int, catalogue: Catalogue | None = None
+    ) -> None:
         self._runtime = runtime
         self._max_tokens = max_tokens
+        self._catalogue = catalogue or Catalogue()
 
     @property
     def runtime(self) -> ModelBackend:
@@ -49,7 +53,7 @@ class Analyzer:
     ) -> Diagnosis:
         """The model's diagnosis; ModelOutputError if it did not form one in time."""
         with tracer.start_as_current_span("llm.generate") as span:
-            messages = build_messages(report)
+            messages = build_messages(report, self._catalogue.note(report.service))
             completion = self._runtime.complete(
                 messages, self._max_tokens, deadline, temperature, seed, adapter
             )

@@ -55,8 +55,15 @@ def expected_answer(
 
 
 def training_sample(
-    report: AnomalyReport, analysis: Analysis, verdict: str, right_cause: str | None
+    report: AnomalyReport,
+    analysis: Analysis,
+    verdict: str,
+    right_cause: str | None,
+    note: str | None = None,
 ) -> str:
     answer = expected_answer(report, analysis, verdict, right_cause)
-    messages = [*build_messages(report), {"role": "assistant", "content": answer.model_dump_json()}]
+    messages = [
+        *build_messages(report, note),
+        {"role": "assistant", "content": answer.model_dump_json()},
+    ]
     return json.dumps({"messages": messages})

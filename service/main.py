@@ -18,6 +18,7 @@ from service.analyses import Analyses
 from service.api.metrics import install_metrics
 from service.api.middleware import ApiKeys, BodyLimit
 from service.api.routes import analyze, anomalies, baselines, health, models
+from service.catalogue import Catalogue
 from service.model.loader import ModelLoader
 from service.profiles import ProfileReader
 from service.settings import Settings
@@ -43,7 +44,8 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    loader = ModelLoader(settings)
+    catalogue = Catalogue.load(settings.catalogue)
+    loader = ModelLoader(settings, catalogue)
     store = AnalysisStore(settings.resolved_store_url())
 
     @asynccontextmanager
@@ -60,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.loader = loader
     app.state.store = store
+    app.state.catalogue = catalogue
     app.state.profiles = ProfileReader(settings.resolved_baselines_url())
     app.state.analyses = analyses = Analyses(
         store, settings.queue_limit, settings.request_timeout_s, settings.cache_ttl_s

@@ -25,6 +25,11 @@ class Settings(BaseSettings):
     model_path: Path | None = Field(
         None, description="A GGUF file to serve instead of the embedded SmolLM2 model."
     )
+    catalogue: Path | None = Field(
+        None,
+        description='TOML file of notes on services (exchange-api = "CPU-bound"): the '
+        "note of a report's service is quoted in its prompt.",
+    )
     tuned: bool = Field(
         True,
         description="Serve the embedded model with whyslow's fine-tuned adapter merged in "

@@ -8,6 +8,7 @@ from fastapi import Depends, HTTPException, Request
 
 from service.analyses import Analyses
 from service.analyze import Analyzer
+from service.catalogue import Catalogue
 from service.model.loader import ModelLoader
 from service.profiles import ProfileReader
 from service.store import AnalysisStore
@@ -37,8 +38,13 @@ def get_profiles(request: Request) -> ProfileReader:
     return request.app.state.profiles
 
 
+def get_catalogue(request: Request) -> Catalogue:
+    return request.app.state.catalogue
+
+
 LoaderDep = Annotated[ModelLoader, Depends(get_loader)]
 ProfilesDep = Annotated[ProfileReader, Depends(get_profiles)]
 StoreDep = Annotated[AnalysisStore, Depends(get_store)]
 AnalysesDep = Annotated[Analyses, Depends(get_analyses)]
 AnalyzerDep = Annotated[Analyzer | None, Depends(get_analyzer)]
+CatalogueDep = Annotated[Catalogue, Depends(get_catalogue)]

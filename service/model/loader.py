@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 from service.analyze import Analyzer, generation_schema
+from service.catalogue import Catalogue
 from service.model.embedded import prepare_embedded
 from service.model.remote import OpenAIRuntime
 from service.model.runtime import ModelBackend, ModelRuntime
@@ -18,8 +19,9 @@ log = logging.getLogger(__name__)
 
 
 class ModelLoader:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, catalogue: Catalogue | None = None) -> None:
         self._settings = settings
+        self._catalogue = catalogue or Catalogue()
         self._thread = threading.Thread(target=self._load, name="whyslow-model-load", daemon=True)
         self.analyzer: Analyzer | None = None
         self.error: str | None = None
@@ -62,7 +64,7 @@ class ModelLoader:
                     s.resolved_adapters_dir(),
                     s.flash_attn,
                 )
-            self.analyzer = Analyzer(runtime, s.max_tokens)
+            self.analyzer = Analyzer(runtime, s.max_tokens, self._catalogue)
             log.info("model ready: %s (%s)", where, runtime.info.quantization)
         except Exception as exc:  # reported on /readyz, the process stays up to say so
             self.error = f"{type(exc).__name__}: {exc}"

@@ -107,6 +107,10 @@ def test_feedback_is_kept_and_exports_as_valid_training_samples(tmp_path) -> Non
     from service.prompt import SYSTEM_PROMPT, build_messages
 
     settings = stored(tmp_path)
+    catalogue = tmp_path / "catalogue.toml"
+    services = sorted({service for service, _ in CASES})
+    catalogue.write_text("\n".join(f'"{name}" = "{name} is I/O-bound"' for name in services))
+    settings = settings.model_copy(update={"catalogue": catalogue})
     with TestClient(create_app(settings)) as client:
         ok = client.post("/v1/anomalies/a0/feedback", json={"verdict": "correct"})
         wrong = client.post(
@@ -134,7 +138,10 @@ def test_feedback_is_kept_and_exports_as_valid_training_samples(tmp_path) -> Non
         assert [m["role"] for m in messages] == ["system", "user", "assistant"]
         report = reports[rid][0]
         assert messages[0]["content"] == SYSTEM_PROMPT
-        assert messages[1]["content"] == build_messages(report)[1]["content"]
+        # the prompt as the model reads it now: with the catalogue's note on the service
+        note = f"{report.service} is I/O-bound"
+        assert messages[1]["content"] == build_messages(report, note)[1]["content"]
+        assert f'catalogue note on {report.service}: "{note}"' in messages[1]["content"]
         answer = Diagnosis.model_validate_json(messages[2]["content"])
         assert answer.probable_cause == expected_cause
         assert ungrounded(f"{answer.summary} {answer.explanation}", report_numbers(report)) == []

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, BeforeValidator, Field
 
-from service.api.deps import StoreDep
+from service.api.deps import CatalogueDep, StoreDep
 from service.contract import Analysis, AnomalyReport, ProbableCause, Severity
 from service.feedback import Feedback, WrongVerdict, training_sample
 
@@ -103,6 +103,9 @@ export_router = APIRouter(prefix="/v1/feedback", tags=["anomalies"])
 
 
 @export_router.get("/export", response_class=PlainTextResponse)
-def export_feedback(store: StoreDep) -> str:
-    """Every feedback as a chat-format training sample, one JSON object per line."""
-    return "".join(training_sample(*row) + "\n" for row in store.feedback())
+def export_feedback(store: StoreDep, catalogue: CatalogueDep) -> str:
+    """Every feedback as a chat-format training sample, one JSON object per line (the prompt
+    with the catalogue's note on the service, as the model reads it now)."""
+    return "".join(
+        training_sample(*row, catalogue.note(row[0].service)) + "\n" for row in store.feedback()
+    )
