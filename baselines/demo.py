@@ -31,7 +31,13 @@ from baselines.detect import Detector
 from baselines.forward import Forwarder
 from baselines.settings import Settings
 from baselines.store import open_store
-from baselines.synthetic import Incident, demo_incidents, last_full_week_start, telemetry
+from baselines.synthetic import (
+    CATALOGUE,
+    Incident,
+    demo_incidents,
+    last_full_week_start,
+    telemetry,
+)
 from baselines.topology import broker_problem, declare_topology
 from service.contract import Analysis, AnomalyReport
 
@@ -71,14 +77,15 @@ def port_or_free(port: int) -> int:
 
 
 def start_service(
-    port: int, log_path: Path, analyses_url: str, baselines_url: str
+    port: int, log_path: Path, analyses_url: str, baselines_url: str, catalogue: Path
 ) -> subprocess.Popen[bytes]:
-    """The service, keeping its analyses at ``analyses_url`` and reading the consumer's
-    profiles from ``baselines_url``."""
+    """The service, keeping its analyses at ``analyses_url``, reading the consumer's
+    profiles from ``baselines_url`` and its service notes from ``catalogue``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = os.environ | {
         "WHYSLOW_STORE_URL": analyses_url,
         "WHYSLOW_BASELINES_URL": baselines_url,
+        "WHYSLOW_CATALOGUE": str(catalogue),
     }
     with log_path.open("wb") as log:
         return subprocess.Popen(
@@ -156,9 +163,16 @@ def run_demo(settings: Settings, port: int = 8000, keep_serving: bool = False) -
     state.mkdir(parents=True)
     settings = demo_settings(settings, url, state)
     log_path = state / "service.log"
+    catalogue = state / "catalogue.toml"
+    notes = (f"{json.dumps(name)} = {json.dumps(note)}\n" for name, note in CATALOGUE.items())
+    catalogue.write_text("".join(notes))
     print(f"whyslow demo: dashboard at {url}/dashboard (service log: {log_path})", flush=True)
     service = start_service(
-        port, log_path, f"sqlite:///{state / 'analyses.db'}", settings.resolved_store_url()
+        port,
+        log_path,
+        f"sqlite:///{state / 'analyses.db'}",
+        settings.resolved_store_url(),
+        catalogue,
     )
     try:
         ready = wait_ready(url, service, log_path)
@@ -239,15 +253,20 @@ def _run_pipeline(settings: Settings) -> int:
         f"{len(analysed)} analysed, {elapsed:.1f}s",
         flush=True,
     )
-    missed = [
-        i
-        for i in incidents
-        if not any(
-            r.service == i.service and r.window and i.covers(r.window.start) for r, _ in analysed
-        )
-    ]
+    missed = 0
     for incident in incidents:
-        state = "MISSED" if incident in missed else "diagnosed"
+        causes = {
+            a.probable_cause.value
+            for r, a in analysed
+            if r.service == incident.service and r.window and incident.covers(r.window.start)
+        }
+        if not causes:
+            missed += 1
+            state = "MISSED"
+        elif incident.cause in causes:
+            state = "diagnosed, right cause"
+        else:
+            state = f"diagnosed as {', '.join(sorted(causes))}: not the injected cause"
         print(
             f"  injected {incident.cause} on {incident.service} at {incident.start:%a %H:%M}: "
             f"{state}"

@@ -44,6 +44,11 @@ SERVICES = (
     ServiceProfile("exchange-api", "GET /rates", 15.0, 20.0, "fx-provider", "GET /quote", 50.0),
     ServiceProfile("search", "GET /search", 120.0, 30.0),
 )
+CATALOGUE = {
+    "checkout": "checkout prices and renders carts in process: it is CPU-bound",
+    "exchange-api": "exchange-api is I/O-bound on fx-provider",
+}
+"""The service catalogue of this world (WHYSLOW_CATALOGUE), as its operators would write it."""
 
 
 def last_full_week_start(now: datetime) -> datetime:
