@@ -40,11 +40,13 @@ class Catalogue:
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise CatalogueError(f"service catalogue {path}: not TOML: {exc}") from exc
         for service, note in table.items():
-            if not isinstance(note, str) or not note.strip():
+            if not isinstance(note, str):
                 raise CatalogueError(
-                    f"service catalogue {path}: {service!r} must be a non-empty string, not "
+                    f"service catalogue {path}: {service!r} must be a string, not "
                     f'{type(note).__name__} (e.g. {service} = "CPU-bound")'
                 )
+            if not note.strip():
+                raise CatalogueError(f"service catalogue {path}: the note of {service!r} is empty")
             if len(note) > MAX_NOTE_CHARS:
                 raise CatalogueError(
                     f"service catalogue {path}: the note of {service!r} has {len(note)} "

@@ -46,12 +46,18 @@ def cap_malloc_arenas(arenas: int = 2) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from service.catalogue import CatalogueError
     from service.main import create_app
     from service.tracing import configure_tracing
 
     configure_tracing("whyslow-service")
     cap_malloc_arenas()  # before uvicorn starts its threads
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info")
+    try:
+        app = create_app()
+    except CatalogueError as exc:
+        print(f"whyslow serve: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
 
 

@@ -52,9 +52,9 @@ def test_the_note_of_the_reports_service_is_quoted_as_data(tmp_path: Path) -> No
     ("text", "expected"),
     [
         ("exchange-api = ", "not TOML"),
-        ("exchange-api = 3", "'exchange-api' must be a non-empty string, not int"),
-        ('checkout = "  "', "'checkout' must be a non-empty string"),
-        ("[checkout]\nnote = 'x'", "'checkout' must be a non-empty string, not dict"),
+        ("exchange-api = 3", "'exchange-api' must be a string, not int"),
+        ('checkout = "  "', "the note of 'checkout' is empty"),
+        ("[checkout]\nnote = 'x'", "'checkout' must be a string, not dict"),
         (f'checkout = "{"x" * (MAX_NOTE_CHARS + 1)}"', f"more than {MAX_NOTE_CHARS}"),
     ],
 )

@@ -31,3 +31,20 @@ def test_package_entry_points_run() -> None:
             [sys.executable, "-m", package, "--help"], capture_output=True, text=True, timeout=60
         )
         assert done.returncode == 0, done.stderr
+
+
+def test_serve_refuses_a_bad_catalogue_with_one_line(tmp_path) -> None:
+    bad = tmp_path / "catalogue.toml"
+    bad.write_text("checkout = 3\n")
+    done = subprocess.run(
+        [*WHYSLOW, "serve", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "WHYSLOW_CATALOGUE": str(bad), "HOME": str(tmp_path)},
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"whyslow serve: service catalogue {bad}: 'checkout' must be a string, not int "
+        '(e.g. checkout = "CPU-bound")'
+    ]
