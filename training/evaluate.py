@@ -36,6 +36,7 @@ class Case:
     pattern: str
     report: AnomalyReport
     expected: Diagnosis
+    note: str | None = None
 
 
 @dataclass
@@ -64,6 +65,7 @@ def load_cases(path: Path) -> list[Case]:
                 meta.get("pattern", "?"),
                 AnomalyReport.model_validate(meta["report"]),
                 Diagnosis.model_validate_json(row["messages"][-1]["content"]),
+                meta.get("note"),
             )
         )
     return cases
@@ -96,7 +98,7 @@ def run_model(
     for case in tqdm(cases, desc=label, unit="case"):
         started = time.perf_counter()
         completion = runtime.complete(
-            build_messages(case.report), max_tokens, time.monotonic() + 600
+            build_messages(case.report, case.note), max_tokens, time.monotonic() + 600
         )
         seconds = time.perf_counter() - started
         try:

@@ -104,3 +104,29 @@ def test_generate_command_writes_the_requested_size(tmp_path: Path) -> None:
     assert main(["data", "generate", "--n", "300", "--seed", "5", "--out", str(out)]) == 0
     assert len(samples.read_jsonl(out)) == 300
     assert check(out).ok
+
+
+def test_service_knowledge_comes_from_the_catalogue_note_not_the_name() -> None:
+    """A user's services are not ours: knowledge cases state their trait in the prompt's
+    catalogue note, half of them on services other than the trait's usual one, and those
+    usual services also come up without a note, where their signals decide."""
+    from training.dataset.generator import KNOWN
+
+    scenarios = generate(480, seed=5)
+    knowledge = [s for s in scenarios if s.pattern == "service_knowledge"]
+    assert knowledge and all(s.note for s in knowledge)
+    for s in knowledge:
+        assert (
+            f'catalogue note on {s.report.service}: "{s.note}"'
+            in samples.to_sample(s, "generated")["messages"][1]["content"]
+        )
+    elsewhere = [s for s in knowledge if s.report.service not in KNOWN]
+    assert 0.3 < len(elsewhere) / len(knowledge) < 0.7
+    unnoted = {s.report.service for s in scenarios if s.note is None}
+    assert set(KNOWN) <= unnoted
+    # a busy CPU outweighs a CPU-bound note (which, with an idle CPU, means waiting)
+    busy = [s for s in scenarios if s.note and s.pattern in ("clear", "mixed")]
+    assert any(
+        s.answer.probable_cause == ProbableCause.local_cpu_saturation and "CPU-bound" in s.note
+        for s in busy
+    )

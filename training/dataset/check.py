@@ -67,7 +67,7 @@ def _as_chat(row: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         case = HandwrittenCase.model_validate(row)
     except ValidationError as exc:
         return row, [f"hand-written case is not valid: {exc.errors(include_url=False)[:1]}"]
-    scenario = Scenario(case.id, case.pattern, case.report, case.answer)
+    scenario = Scenario(case.id, case.pattern, case.report, case.answer, case.note)
     return to_sample(scenario, "handwritten"), []
 
 
@@ -103,8 +103,11 @@ def _check_sample(row: dict[str, Any]) -> tuple[str | None, list[str]]:
             report = AnomalyReport.model_validate(meta["report"])
         except ValidationError as exc:
             return answer.probable_cause, [f"meta.report is not valid: {exc.errors()[:1]}"]
-        if build_messages(report)[1]["content"] != messages[1]["content"]:
-            errors.append("user turn is not the prompt the service builds for meta.report")
+        note = meta.get("note")
+        if build_messages(report, note)[1]["content"] != messages[1]["content"]:
+            errors.append(
+                "user turn is not the prompt the service builds for meta.report (and meta.note)"
+            )
         allowed = report_numbers(report)
         texts = [answer.summary, answer.explanation, *answer.recommended_actions]
         invented = [n for text in texts for n in ungrounded(text, allowed)]

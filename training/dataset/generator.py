@@ -17,7 +17,14 @@ from datetime import UTC, datetime, timedelta
 from service.contract import AnomalyReport, Diagnosis, ProbableCause
 from service.prompt import derived_signals
 from service.rules import severity_of
-from training.dataset.texts import ACTIONS, EVIDENCE, NOISE_EVIDENCE, explanation_for, fill
+from training.dataset.texts import (
+    ACTIONS,
+    EVIDENCE,
+    NOISE_EVIDENCE,
+    TRAITS,
+    explanation_for,
+    fill,
+)
 
 C = ProbableCause
 
@@ -36,12 +43,29 @@ GENERIC = [
     ("recommendations", ["GET /recs/{user}", "POST /feedback"], ("feature-store", "GET")),
 ]
 KNOWN = {
-    "exchange-api": (["GET /quote", "POST /convert"], ("fx-provider", "GET /rates")),
-    "checkout": (["POST /checkout", "POST /cart/pay"], ("payments-db", "SELECT orders")),
-    "search-api": (["GET /search", "GET /suggest"], ("search-index", "query")),
-    "email-worker": (["consume emails", "send email"], ("smtp-relay", "SEND")),
-    "edge-gateway": (["GET /api/*", "POST /api/*"], ("orders-api", "POST /orders")),
+    "exchange-api": (["GET /quote", "POST /convert"], ("fx-provider", "GET /rates"), "cpu_bound"),
+    "checkout": (
+        ["POST /checkout", "POST /cart/pay"],
+        ("payments-db", "SELECT orders"),
+        "io_bound",
+    ),
+    "search-api": (["GET /search", "GET /suggest"], ("search-index", "query"), "heap"),
+    "email-worker": (["consume emails", "send email"], ("smtp-relay", "SEND"), "queue_wait"),
+    "edge-gateway": (["GET /api/*", "POST /api/*"], ("orders-api", "POST /orders"), "wan"),
 }
+"""Services of the hand-written cases, with their catalogue trait (``texts.TRAITS``). They
+also come up in the other recipes, without a note: the trait is read from the prompt's
+catalogue note, never from the name."""
+SERVICES = GENERIC + [(name, ops, dep) for name, (ops, dep, _) in KNOWN.items()]
+OTHER_SERVICE_WITH_TRAIT = 0.5
+"""How often a knowledge scenario gives the trait to another service than its usual one."""
+NOTE_BESIDE_SIGNALS = 0.25
+"""How often a clear, mixed or evidence scenario carries a catalogue note too: a trait
+explains quiet signals, it does not outweigh loud ones or decisive evidence (policy.md)."""
+BUSY_CPU_NOTE = 0.4
+"""How often a CPU-saturation scenario carries a CPU-bound note, which a busy CPU outweighs
+(idle CPU means waiting, so a busy one is the cause). Without these a model read "CPU-bound"
+as "a dependency is slow" whatever the CPU did (the demo's checkout)."""
 
 
 @dataclass
@@ -57,6 +81,16 @@ class Draft:
     context: dict = field(default_factory=dict)
     evidence: list[str] = field(default_factory=list)
     confidence: float = 0.9
+    trait: str | None = None
+    note: str | None = None
+    """The service catalogue's note on the service, quoted in the prompt."""
+
+    @property
+    def knowledge(self) -> str | None:
+        """What the trait implies, as the answer states it."""
+        if self.trait is None:
+            return None
+        return TRAITS[self.trait][1].format(service=self.service, dep=self.dependency[0])
 
     def pct(self, name: str, low: int, high: int, usual: tuple[int, int] = (25, 55)) -> None:
         self.context[f"{name}_pct"] = self.rng.randint(low, high)
@@ -231,10 +265,10 @@ def unknown_quiet(d: Draft) -> None:
 
 def knowledge(d: Draft) -> None:
     """A catalogue service whose quiet (or misleading) signals only its traits explain."""
-    if d.service == "exchange-api":
-        d.pct("cpu", 8, 20, (40, 60))  # CPU-bound, yet idle: it waits on fx-provider
+    if d.trait == "cpu_bound":
+        d.pct("cpu", 8, 20, (40, 60))  # CPU-bound, yet idle: it waits on its dependency
         d.background("cpu", "downstream")
-    elif d.service == "search-api":
+    elif d.trait == "heap":
         d.context["memory_pct"] = d.rng.randint(80, 89)
         d.context["memory_baseline_pct"] = d.context["memory_pct"] - d.rng.randint(4, 12)
         d.background("memory", "cpu")
@@ -282,14 +316,33 @@ class Scenario:
     pattern: str
     report: AnomalyReport
     answer: Diagnosis
+    note: str | None = None
 
 
 def _draft(rng: random.Random, cause: ProbableCause, pattern: str, service: str | None) -> Draft:
-    if service is not None:
-        operations, dependency = KNOWN[service]
-    else:
+    """A draft on a random service, or (``service``: a KNOWN one) on a service with that
+    one's trait and a catalogue note saying so."""
+    if service is None:
+        name, operations, dependency = rng.choice(SERVICES)
+        d = Draft(rng, name, rng.choice(operations), dependency, cause, pattern)
+        if pattern not in ("clear", "mixed", "evidence"):
+            return d
+        if cause == C.local_cpu_saturation and rng.random() < BUSY_CPU_NOTE:
+            trait: str | None = "cpu_bound"
+        elif rng.random() < NOTE_BESIDE_SIGNALS:
+            trait = rng.choice(list(TRAITS))
+        else:
+            trait = None
+        if trait is not None:
+            notes, _ = TRAITS[trait]
+            d.note = rng.choice(notes).format(service=name, dep=dependency[0])
+        return d
+    operations, dependency, trait = KNOWN[service]
+    if rng.random() < OTHER_SERVICE_WITH_TRAIT:
         service, operations, dependency = rng.choice(GENERIC)
-    return Draft(rng, service, rng.choice(operations), dependency, cause, pattern)
+    d = Draft(rng, service, rng.choice(operations), dependency, cause, pattern, trait=trait)
+    d.note = rng.choice(TRAITS[trait][0]).format(service=service, dep=dependency[0])
+    return d
 
 
 def _report(rng: random.Random, d: Draft, report_id: str) -> AnomalyReport:
@@ -347,12 +400,12 @@ def generate(n: int, seed: int, recipes: tuple[Entry, ...] = RECIPES) -> list[Sc
         else:  # pragma: no cover - every recipe meets its tags within a few tries
             raise RuntimeError(f"recipe {recipe.__name__} never produced its signals")
         answer = answer_for(report, d)
-        scenarios.append(Scenario(scenario_id, pattern, report, answer))
+        scenarios.append(Scenario(scenario_id, pattern, report, answer, d.note))
     return scenarios
 
 
 def answer_for(report: AnomalyReport, d: Draft) -> Diagnosis:
-    summary, explanation = explanation_for(report, d.cause, d.pattern)
+    summary, explanation = explanation_for(report, d.cause, d.pattern, d.knowledge)
     choices = d.rng.sample(ACTIONS[d.cause], k=2)
     actions = [a.format(service=d.service, dep=d.dependency[0], op=d.operation) for a in choices]
     return Diagnosis(

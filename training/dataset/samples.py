@@ -51,21 +51,23 @@ class HandwrittenCase(BaseModel):
     pattern: str
     report: AnomalyReport
     answer: Diagnosis
+    note: str | None = None
+    """The service catalogue's note on the report's service, as an operator would write it."""
 
 
 def to_sample(scenario: Scenario, source: str) -> dict[str, Any]:
-    messages = build_messages(scenario.report)
+    messages = build_messages(scenario.report, scenario.note)
     messages.append({"role": "assistant", "content": scenario.answer.model_dump_json()})
-    return {
-        "messages": messages,
-        "meta": {
-            "id": scenario.id,
-            "source": source,
-            "pattern": scenario.pattern,
-            "cause": scenario.answer.probable_cause.value,
-            "report": scenario.report.model_dump(mode="json", exclude_none=True),
-        },
+    meta = {
+        "id": scenario.id,
+        "source": source,
+        "pattern": scenario.pattern,
+        "cause": scenario.answer.probable_cause.value,
+        "report": scenario.report.model_dump(mode="json", exclude_none=True),
     }
+    if scenario.note:
+        meta["note"] = scenario.note
+    return {"messages": messages, "meta": meta}
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -112,7 +114,7 @@ def handwritten(path: Path) -> list[Scenario]:
             case = HandwrittenCase.model_validate(row)
         except ValidationError as exc:
             raise DataError(f"{path}: case {number}: {exc.errors(include_url=False)[:2]}") from exc
-        cases.append(Scenario(case.id, case.pattern, case.report, case.answer))
+        cases.append(Scenario(case.id, case.pattern, case.report, case.answer, case.note))
     return cases
 
 

@@ -168,14 +168,33 @@ ACTIONS: dict[ProbableCause, list[str]] = {
     ],
 }
 
-KNOWLEDGE = {
-    "exchange-api": "exchange-api is CPU-bound, so idle CPU means it waits on fx-provider",
-    "checkout": "checkout is I/O-bound on payments-db, so quiet local signals point at the "
-    "database",
-    "search-api": "search-api holds a big in-heap index, so high memory means GC pauses",
-    "email-worker": "email-worker latency includes queue wait, so quiet signals mean a backlog",
-    "edge-gateway": "edge-gateway fronts the WAN, so quiet local signals point at the network",
+TRAITS = {
+    "cpu_bound": (
+        ["{service} is CPU-bound", "{service} computes in process: it is CPU-bound"],
+        "{service} is CPU-bound, so idle CPU means it waits on {dep}",
+    ),
+    "io_bound": (
+        ["{service} is I/O-bound on {dep}", "{service} spends its time waiting on {dep}"],
+        "{service} is I/O-bound on {dep}, so quiet local signals point at {dep}",
+    ),
+    "heap": (
+        ["{service} holds a big in-heap index", "{service} keeps a large cache in its heap"],
+        "{service} holds a big in-heap index, so high memory means GC pauses",
+    ),
+    "queue_wait": (
+        [
+            "{service} latency includes queue wait",
+            "{service} consumes a queue: its latency includes the wait",
+        ],
+        "{service} latency includes queue wait, so quiet signals mean a backlog",
+    ),
+    "wan": (
+        ["{service} fronts the WAN", "{service} serves clients across regions over the WAN"],
+        "{service} fronts the WAN, so quiet local signals point at the network",
+    ),
 }
+"""Service traits no signal shows: (notes an operator writes in the service catalogue, the
+inference a diagnosis draws from the trait)."""
 
 NOUN = {
     C.local_cpu_saturation: "CPU saturation",
@@ -217,9 +236,13 @@ def _quote(text: str) -> str:
     return clean[: clean.rfind(" ", 0, 46)] + "..."  # at a word: never half a number
 
 
-def explanation_for(report: AnomalyReport, cause: ProbableCause, pattern: str) -> tuple[str, str]:
-    """(summary, explanation): the verdict, then the one fact that decides it. Both are kept
-    to a clause each: every output token costs the service ~25 ms (README, service speed)."""
+def explanation_for(
+    report: AnomalyReport, cause: ProbableCause, pattern: str, knowledge: str | None = None
+) -> tuple[str, str]:
+    """(summary, explanation): the verdict, then the one fact that decides it (for the
+    service_knowledge pattern, ``knowledge``: what the catalogue's trait implies). Both are
+    kept to a clause each: every output token costs the service ~25 ms (README, service
+    speed)."""
     signals = derived_signals(report)
     latency = signals[0]
     observed, usual = number(latency.observed), number(latency.usual or 0)
@@ -234,8 +257,8 @@ def explanation_for(report: AnomalyReport, cause: ProbableCause, pattern: str) -
     signal = _find(signals, key) if key else None
     if pattern == "evidence" and report.evidence:
         explanation = f"The spans say '{_quote(report.evidence[0])}'."
-    elif pattern == "service_knowledge":
-        explanation = KNOWLEDGE[report.service] + "."
+    elif pattern == "service_knowledge" and knowledge:
+        explanation = knowledge + "."
     elif pattern == "mixed" and signal is not None:
         other = next((s for s in signals[1:] if s.abnormal and s is not signal), None)
         follows = f"; the {other.name} rise follows." if other else "."
