@@ -73,9 +73,6 @@ def _as_chat(row: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
 
 def _check_sample(row: dict[str, Any]) -> tuple[str | None, list[str]]:
     """(the answer's cause, the sample's errors)."""
-    row, errors = _as_chat(row)
-    if errors:
-        return None, errors
     messages = row.get("messages")
     roles = (
         [m.get("role") if isinstance(m, dict) else type(m).__name__ for m in messages]
@@ -128,11 +125,11 @@ def _prompt(row: dict[str, Any]) -> str:
 def check(path: Path, others: Sequence[Path] = ()) -> CheckResult:
     """Check ``path``; ``others`` are the other splits it must not share a prompt with."""
     result = CheckResult(path)
-    rows = [_as_chat(row)[0] for row in read_jsonl(path)]
+    rows = [_as_chat(row) for row in read_jsonl(path)]
     result.samples = len(rows)
     seen: dict[str, int] = {}
-    for number, row in enumerate(rows, 1):
-        cause, errors = _check_sample(row)
+    for number, (row, invalid) in enumerate(rows, 1):
+        cause, errors = (None, invalid) if invalid else _check_sample(row)
         result.errors += [f"sample {number}: {e}" for e in errors]
         if cause is not None:
             result.causes[cause.value] += 1
