@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 class ModelLoader:
     def __init__(self, settings: Settings, catalogue: Catalogue | None = None) -> None:
         self._settings = settings
-        self._catalogue = catalogue or Catalogue()
+        self._catalogue = catalogue
         self._thread = threading.Thread(target=self._load, name="whyslow-model-load", daemon=True)
         self.analyzer: Analyzer | None = None
         self.error: str | None = None
