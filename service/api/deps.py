@@ -14,11 +14,11 @@ from service.profiles import ProfileReader
 from service.store import AnalysisStore
 
 
-def get_loader(request: Request) -> ModelLoader:
+async def get_loader(request: Request) -> ModelLoader:
     return request.app.state.loader
 
 
-def get_analyzer(loader: Annotated[ModelLoader, Depends(get_loader)]) -> Analyzer | None:
+async def get_analyzer(loader: Annotated[ModelLoader, Depends(get_loader)]) -> Analyzer | None:
     """The loaded model; None if it failed to load (the rule engine answers); 503 while it
     is still loading."""
     if loader.analyzer is None and loader.error is None:
@@ -26,19 +26,19 @@ def get_analyzer(loader: Annotated[ModelLoader, Depends(get_loader)]) -> Analyze
     return loader.analyzer
 
 
-def get_analyses(request: Request) -> Analyses:
+async def get_analyses(request: Request) -> Analyses:
     return request.app.state.analyses
 
 
-def get_store(request: Request) -> AnalysisStore:
+async def get_store(request: Request) -> AnalysisStore:
     return request.app.state.store
 
 
-def get_profiles(request: Request) -> ProfileReader:
+async def get_profiles(request: Request) -> ProfileReader:
     return request.app.state.profiles
 
 
-def get_catalogue(request: Request) -> Catalogue:
+async def get_catalogue(request: Request) -> Catalogue:
     return request.app.state.catalogue
 
 
