@@ -11,7 +11,7 @@ from service.catalogue import Catalogue
 from service.contract import AnomalyReport, Diagnosis
 from service.model.fields import CONFIDENCE_STEPS
 from service.model.runtime import ModelBackend
-from service.prompt import build_messages
+from service.prompt import build_messages, summary_head
 
 tracer = trace.get_tracer("whyslow.service")
 
@@ -55,7 +55,13 @@ class Analyzer:
         with tracer.start_as_current_span("llm.generate") as span:
             messages = build_messages(report, self._catalogue.note(report.service))
             completion = self._runtime.complete(
-                messages, self._max_tokens, deadline, temperature, seed, adapter
+                messages,
+                self._max_tokens,
+                deadline,
+                temperature,
+                seed,
+                adapter,
+                summary_head(report),
             )
             span.set_attribute("gen_ai.request.model", self._runtime.info.base)
             span.set_attribute("gen_ai.usage.input_tokens", completion.prompt_tokens)

@@ -24,7 +24,7 @@ from service import rules
 from service.contract import AnomalyReport, Diagnosis
 from service.grounding import report_numbers, ungrounded
 from service.model.runtime import ModelBackend
-from service.prompt import build_messages
+from service.prompt import build_messages, summary_head
 from training.dataset.samples import read_jsonl
 
 RULES = "rules"
@@ -98,7 +98,10 @@ def run_model(
     for case in tqdm(cases, desc=label, unit="case"):
         started = time.perf_counter()
         completion = runtime.complete(
-            build_messages(case.report, case.note), max_tokens, time.monotonic() + 600
+            build_messages(case.report, case.note),
+            max_tokens,
+            time.monotonic() + 600,
+            summary_start=summary_head(case.report),
         )
         seconds = time.perf_counter() - started
         try:

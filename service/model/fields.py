@@ -1,9 +1,10 @@
 """A Diagnosis decoded field by field: the model decides only what is open.
 
 The JSON around the values (keys, quotes, commas) is known in advance, and so is the rest
-of an enum value once its first tokens have singled it out. Those tokens are evaluated as a
-batch, the way a prompt is, instead of being decoded one forward pass each: about a third
-of a ~105-token answer (README, service speed). Strings are decoded under a token mask (text
+of an enum value once its first tokens have singled it out, and the summary's opening of
+facts (``prompt.summary_head``, as training wrote it). Those tokens are evaluated as a
+batch, the way a prompt is, instead of being decoded one forward pass each: about half of
+a ~103-token answer (README, service speed). Strings are decoded under a token mask (text
 without a quote, backslash or control character, or such text closed by its quote and the
 start of what must follow), the JSON grammar of a string without a grammar engine scanning
 the vocabulary at every token.
@@ -113,9 +114,12 @@ class FieldDecoder:
         deadline: float,
         temperature: float,
         seed: int | None,
+        summary_start: str | None = None,
     ) -> Decoded:
         """The answer's JSON text for a prompt (token ids ending with the assistant turn's
-        start). Raises FieldOutputError or DeadlinePassed."""
+        start), its summary opening with ``summary_start`` when given (the facts, as
+        training wrote them; dropped if it would leave the model under a third of the
+        summary's room). Raises FieldOutputError or DeadlinePassed."""
         if seed is not None:
             self._llm.set_seed(seed)
         run = _Run(self, prompt, max_tokens, deadline, temperature)
@@ -123,7 +127,10 @@ class FieldDecoder:
         run.choose(self._cause)
         run.choose(self._severity)
         run.choose(self._confidence)
-        run.string("summary", [b',"explanation":"'])
+        start = json.dumps(summary_start or "", ensure_ascii=False)[1:-1].encode()
+        if 3 * len(start) > 2 * self._limits["summary"]:
+            start = b""
+        run.string("summary", [b',"explanation":"'], start)
         run.string("explanation", [b',"recommended_actions":["'])
         for count in range(1, MAX_ACTIONS + 1):
             more = [b',"'] if count < MAX_ACTIONS else []
@@ -193,13 +200,15 @@ class _Run:
         self.answer += fitting[0]
         return fitting[0]
 
-    def string(self, field: str, then: list[bytes]) -> bytes:
-        """A string's text, closed by its quote and one of ``then`` (what must follow),
-        never empty nor longer than the contract allows (near the bound only tokens that
-        fit are left, then only the quote); returns the ``then`` taken."""
+    def string(self, field: str, then: list[bytes], start: bytes = b"") -> bytes:
+        """A string's text after ``start`` (forced), closed by its quote and one of ``then``
+        (what must follow), never empty after ``start`` nor longer than the contract allows
+        (near the bound only tokens that fit are left, then only the quote); returns the
+        ``then`` taken."""
         d = self.d
         closers = d.closers(then)
-        limit = d._limits[field]
+        self.force(start)
+        limit = d._limits[field] - len(start)
         value = b""
 
         def blocked() -> np.ndarray:

@@ -70,8 +70,10 @@ class OpenAIRuntime:
         temperature: float = 0.0,
         seed: int | None = None,
         adapter: str | None = None,
+        summary_start: str | None = None,
     ) -> Completion:
-        """One chat completion, its output held to the Diagnosis schema by the server."""
+        """One chat completion, its output held to the Diagnosis schema by the server (which
+        writes the whole summary: a response format cannot fix a string's opening)."""
         self.adapters.use(adapter)
         remaining = deadline - time.monotonic()
         if remaining <= 0:

@@ -39,7 +39,11 @@ class ModelBackend(Protocol):
         temperature: float = 0.0,
         seed: int | None = None,
         adapter: str | None = None,
-    ) -> Completion: ...
+        summary_start: str | None = None,
+    ) -> Completion:
+        """The Diagnosis JSON for ``messages``. ``summary_start`` is the summary's opening
+        (``prompt.summary_head``), which a backend may write as given instead of decoding it."""
+        ...
 
 
 class AdapterSelector(Protocol):
@@ -159,6 +163,7 @@ class ModelRuntime:
         temperature: float = 0.0,
         seed: int | None = None,
         adapter: str | None = None,
+        summary_start: str | None = None,
     ) -> Completion:
         """A Diagnosis's JSON decoded field by field (``fields.py``), finished by
         ``deadline`` (monotonic time): waiting for the model past it, or generating past it
@@ -171,7 +176,9 @@ class ModelRuntime:
             prompt = self.prompt_tokens(messages)
             try:
                 decoded = self.run(
-                    lambda: self._decoder.decode(prompt, max_tokens, deadline, temperature, seed)
+                    lambda: self._decoder.decode(
+                        prompt, max_tokens, deadline, temperature, seed, summary_start
+                    )
                 )
                 finish = "stop"
             except DeadlinePassed as exc:

@@ -11,7 +11,7 @@ import pytest
 from service.contract import AnomalyReport, Diagnosis
 from service.model.runtime import ModelBusy, ModelRuntime
 from service.model.tuned import prepare_tuned
-from service.prompt import build_messages
+from service.prompt import build_messages, summary_head
 from training.dataset import samples
 
 
@@ -34,6 +34,22 @@ def test_answers_validate_and_only_the_open_tokens_are_decoded(runtime: ModelRun
         written = len(runtime._llm.tokenize(completion.text.encode(), add_bos=False))
         # keys, quotes and the tail of each enum value are forced, not decoded
         assert completion.completion_tokens < written - 20, (completion, written)
+
+
+@pytest.mark.slow
+def test_a_summary_start_is_written_as_given_not_decoded(runtime: ModelRuntime) -> None:
+    row = samples.read_jsonl(samples.HELDOUT)[0]
+    report = AnomalyReport.model_validate(row["meta"]["report"])
+    head = summary_head(report)
+    assert head
+    free = runtime.complete(_messages(row), 400, time.monotonic() + 120)
+    led = runtime.complete(_messages(row), 400, time.monotonic() + 120, summary_start=head)
+    summary = Diagnosis.model_validate_json(led.text).summary
+    assert summary.startswith(head) and summary[len(head) :].strip(), summary
+    assert led.completion_tokens <= free.completion_tokens - 8, (free, led)
+    # an opening that would crowd out the model's own words is dropped, not truncated
+    long = runtime.complete(_messages(row), 400, time.monotonic() + 120, summary_start="x" * 120)
+    assert not Diagnosis.model_validate_json(long.text).summary.startswith("x" * 20)
 
 
 @pytest.mark.slow

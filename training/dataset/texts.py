@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 
 from service.contract import AnomalyReport, ProbableCause
-from service.prompt import Signal, derived_signals, number
+from service.prompt import Signal, derived_signals, summary_head
 
 C = ProbableCause
 
@@ -244,9 +244,7 @@ def explanation_for(
     kept to a clause each: every output token costs the service ~25 ms (README, service
     speed)."""
     signals = derived_signals(report)
-    latency = signals[0]
-    observed, usual = number(latency.observed), number(latency.usual or 0)
-    summary = f"{report.service} p95 {observed}ms vs usual {usual}ms: {VERDICT[cause]}."
+    summary = f"{summary_head(report)} {VERDICT[cause]}."
     key = {
         C.local_cpu_saturation: "cpu",
         C.downstream_dependency: "downstream",
