@@ -7,7 +7,8 @@ batch, the way a prompt is, instead of being decoded one forward pass each: abou
 a ~103-token answer (README, service speed). Strings are decoded under a token mask (text
 without a quote, backslash or control character, or such text closed by its quote and the
 start of what must follow), the JSON grammar of a string without a grammar engine scanning
-the vocabulary at every token.
+the vocabulary at every token. A number the prose writes is held to the prompt's
+(``numbers.py``): the grounding guard's rule, kept while decoding.
 
 The answer is re-tokenised as a whole before each step, so the model reads the tokens
 training gave it (``training/train.py`` tokenises the full answer text), not the pieces.
@@ -24,6 +25,7 @@ import numpy as np
 from llama_cpp import Llama
 
 from service.contract import Diagnosis, ProbableCause, Severity
+from service.model.numbers import PromptNumbers, TokenClasses
 
 CONFIDENCE_STEPS = [round(i * 0.05, 2) for i in range(21)]
 UNSAFE = frozenset(b'"\\\x7f' + bytes(range(0x20)))
@@ -88,6 +90,7 @@ class FieldDecoder:
         ]
         """Tokens that can close a string: safe text, the quote, then what may follow."""
         self._closers: dict[tuple[bytes, ...], np.ndarray] = {}
+        self._classes = TokenClasses(texts)
         if list(Diagnosis.model_fields) != FIELDS:
             raise RuntimeError(f"Diagnosis fields changed; decode() writes {FIELDS}")
         causes = [c.value for c in ProbableCause]
@@ -122,7 +125,8 @@ class FieldDecoder:
         summary's room). Raises FieldOutputError or DeadlinePassed."""
         if seed is not None:
             self._llm.set_seed(seed)
-        run = _Run(self, prompt, max_tokens, deadline, temperature)
+        numbers = PromptNumbers(self._llm.detokenize(prompt), self._classes)
+        run = _Run(self, prompt, numbers, max_tokens, deadline, temperature)
         run.force(b'{"probable_cause":"')
         run.choose(self._cause)
         run.choose(self._severity)
@@ -144,10 +148,17 @@ class _Run:
     """One answer being decoded: the bytes so far and the tokens sampled."""
 
     def __init__(
-        self, decoder: FieldDecoder, prompt: list[int], budget: int, deadline: float, temp: float
+        self,
+        decoder: FieldDecoder,
+        prompt: list[int],
+        numbers: PromptNumbers,
+        budget: int,
+        deadline: float,
+        temp: float,
     ) -> None:
         self.d = decoder
         self.prompt = prompt
+        self.numbers = numbers
         self.answer = b""
         self.sampled = 0
         self.budget = budget
@@ -216,7 +227,9 @@ class _Run:
             fits = d._safe & (d._lengths <= room)
             if value:
                 fits |= closers & (d._before_quote <= room)
-            return ~fits
+            block = ~fits
+            self.numbers.block(start + value, block)
+            return block
 
         tokens = self._tokens(blocked)
         for token in tokens:

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from service.contract import AnomalyReport, Diagnosis
+from service.grounding import report_numbers, ungrounded
 from service.model.runtime import ModelBusy, ModelRuntime
 from service.model.tuned import prepare_tuned
 from service.prompt import build_messages, summary_head
@@ -25,12 +26,17 @@ def _messages(row: dict) -> list[dict[str, str]]:
 
 
 @pytest.mark.slow
-def test_answers_validate_and_only_the_open_tokens_are_decoded(runtime: ModelRuntime) -> None:
+def test_answers_validate_cite_only_given_numbers_and_decode_only_the_open_tokens(
+    runtime: ModelRuntime,
+) -> None:
     rows = samples.read_jsonl(samples.HANDWRITTEN_HELDOUT_CHAT)[:4]
     for row in rows:
         completion = runtime.complete(_messages(row), 400, time.monotonic() + 120)
         assert completion.finish_reason == "stop", completion.text
-        Diagnosis.model_validate_json(completion.text)
+        answer = Diagnosis.model_validate_json(completion.text)
+        prose = " ".join([answer.summary, answer.explanation, *answer.recommended_actions])
+        report = AnomalyReport.model_validate(row["meta"]["report"])
+        assert not ungrounded(prose, report_numbers(report)), prose  # numbers held to the prompt
         written = len(runtime._llm.tokenize(completion.text.encode(), add_bos=False))
         # keys, quotes and the tail of each enum value are forced, not decoded
         assert completion.completion_tokens < written - 20, (completion, written)
