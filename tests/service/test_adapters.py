@@ -47,8 +47,8 @@ def write_adapter(path: Path, seed: int, rank: int = 8, scale: float = 0.05) -> 
 @pytest.fixture(scope="module")
 def adapters_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("adapters")
-    write_adapter(directory / "team-a.gguf", seed=1)
-    write_adapter(directory / "team-b.gguf", seed=2)
+    write_adapter(directory / "team-a.gguf", seed=1, scale=0.1)
+    write_adapter(directory / "team-b.gguf", seed=2, scale=0.1)
     return directory
 
 

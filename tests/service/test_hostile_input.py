@@ -168,7 +168,6 @@ def assert_prompt_contained(
     lines = content.split("\n")
     expected_lines = (
         2  # service, operation
-        + bool(report.window)
         + len(derived_signals(report))
         + len(report.related)
         + (report.context.deployed_minutes_ago is not None)

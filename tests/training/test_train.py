@@ -123,7 +123,7 @@ def test_the_shared_prompt_run_once_gives_the_whole_batch_loss_and_gradients(
     model, tokenizer = load_model(config, hf_base)
     rows = [json.loads(line) for line in eight_samples.read_text().splitlines()[:3]]
     batch = collate([encode(tokenizer, row, config) for row in rows], tokenizer.eos_token_id)
-    assert shared_prefix(batch["input_ids"]) > 100, "the system prompt is common to every row"
+    assert shared_prefix(batch["input_ids"]) > 80, "the system prompt is common to every row"
     for name, param in model.named_parameters():
         if "lora_B" in name:  # B starts at zero; make the LoRA change the prompt's keys
             torch.nn.init.normal_(param, std=0.02)
