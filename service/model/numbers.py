@@ -14,10 +14,12 @@ import re
 
 import numpy as np
 
-NUMBER = re.compile(rb"(?<![\w.])\d+(?:\.\d+)?")
+from service import grounding
+
+NUMBER = re.compile(grounding.NUMBER.pattern.encode())
+"""What the guard reads as a number, on the decoder's bytes."""
 OPEN = re.compile(rb"(?<![\w.])\d+(?:\.\d*)?$")
 """A number the text ends in, which the next token may go on writing (``16``, ``16.``)."""
-SMALL = 10
 
 
 class TokenClasses:
@@ -39,7 +41,7 @@ class PromptNumbers:
 
     def __init__(self, prompt: bytes, tokens: TokenClasses) -> None:
         self.tokens = tokens
-        whole = {str(i).encode() for i in range(SMALL + 1)}
+        whole = {str(i).encode() for i in range(grounding.SMALL + 1)}
         for number in NUMBER.findall(prompt):
             whole.add(number)
             if b"." in number:
