@@ -11,7 +11,7 @@ from service.catalogue import Catalogue
 from service.contract import AnomalyReport, Diagnosis
 from service.model.fields import CONFIDENCE_STEPS
 from service.model.runtime import ModelBackend
-from service.prompt import build_messages, summary_head
+from service.prompt import build_messages, settled
 
 tracer = trace.get_tracer("whyslow.service")
 
@@ -61,7 +61,7 @@ class Analyzer:
                 temperature,
                 seed,
                 adapter,
-                summary_head(report),
+                settled(report),
             )
             span.set_attribute("gen_ai.request.model", self._runtime.info.base)
             span.set_attribute("gen_ai.usage.input_tokens", completion.prompt_tokens)

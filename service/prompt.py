@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from service.contract import CONTROL_CHARS, AnomalyReport
+from service.contract import CONTROL_CHARS, AnomalyReport, Severity
 
 SYSTEM_PROMPT = (
     "You are whyslow, an assistant for on-call engineers. You receive facts about a latency "
@@ -149,3 +149,26 @@ def summary_head(report: AnomalyReport) -> str | None:
         f"{report.service} p95 {number(report.latency_ms.p95)}ms vs usual "
         f"{number(report.baseline.p95)}ms:"
     )
+
+
+def severity_from_latency(report: AnomalyReport) -> Severity | None:
+    """The policy's severity (``training/dataset/policy.md``): p95 / usual p95 >= 4 critical,
+    >= 2 warning, else info; None without a baseline."""
+    if report.baseline is None or not report.baseline.p95:
+        return None
+    ratio = report.latency_ms.p95 / report.baseline.p95
+    return Severity.critical if ratio >= 4 else Severity.warning if ratio >= 2 else Severity.info
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What the report's facts settle before the model writes: the severity, which the
+    policy reads off two numbers (a 135M model sampling it got 23-54% right, issue 6's
+    eval), and the summary's opening. A backend writes them as given; None: the model's."""
+
+    severity: Severity | None
+    summary_head: str | None
+
+
+def settled(report: AnomalyReport) -> Settled:
+    return Settled(severity_from_latency(report), summary_head(report))

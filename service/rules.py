@@ -9,7 +9,7 @@ Every number it writes comes from the report.
 from __future__ import annotations
 
 from service.contract import AnomalyReport, Diagnosis, ModelInfo, ProbableCause, Severity
-from service.prompt import Signal, derived_signals
+from service.prompt import Signal, derived_signals, severity_from_latency
 
 RULES_MODEL = ModelInfo(base="rules", quantization="none")
 
@@ -84,11 +84,8 @@ def decide(report: AnomalyReport) -> tuple[ProbableCause, Signal | None]:
 
 
 def severity_of(report: AnomalyReport) -> Severity:
-    usual = report.baseline.p95 if report.baseline else None
-    ratio = report.latency_ms.p95 / usual if usual else None
-    if ratio is None:
-        return Severity.warning
-    return Severity.critical if ratio >= 4 else Severity.warning if ratio >= 2 else Severity.info
+    """The policy's severity; warning when no baseline says how far latency is off."""
+    return severity_from_latency(report) or Severity.warning
 
 
 def explain(

@@ -24,7 +24,7 @@ from service import rules
 from service.contract import AnomalyReport, Diagnosis
 from service.grounding import report_numbers, ungrounded
 from service.model.runtime import ModelBackend
-from service.prompt import build_messages, summary_head
+from service.prompt import build_messages, settled
 from training.dataset.samples import read_jsonl
 
 RULES = "rules"
@@ -101,7 +101,7 @@ def run_model(
             build_messages(case.report, case.note),
             max_tokens,
             time.monotonic() + 600,
-            summary_start=summary_head(case.report),
+            settled=settled(case.report),
         )
         seconds = time.perf_counter() - started
         try:

@@ -1,14 +1,14 @@
 """A Diagnosis decoded field by field: the model decides only what is open.
 
 The JSON around the values (keys, quotes, commas) is known in advance, and so is the rest
-of an enum value once its first tokens have singled it out, and the summary's opening of
-facts (``prompt.summary_head``, as training wrote it). Those tokens are evaluated as a
-batch, the way a prompt is, instead of being decoded one forward pass each: about half of
-a ~103-token answer (README, service speed). Strings are decoded under a token mask (text
-without a quote, backslash or control character, or such text closed by its quote and the
-start of what must follow), the JSON grammar of a string without a grammar engine scanning
-the vocabulary at every token. A number the prose writes is held to the prompt's
-(``numbers.py``): the grounding guard's rule, kept while decoding.
+of an enum value once its first tokens have singled it out, and what the facts settle
+(``prompt.settled``: the severity and the summary's opening, as training wrote them).
+Those tokens are evaluated as a batch, the way a prompt is, instead of being decoded one
+forward pass each: about half of a ~103-token answer (README, service speed). Strings are
+decoded under a token mask (text without a quote, backslash or control character, or such
+text closed by its quote and the start of what must follow), the JSON grammar of a string
+without a grammar engine scanning the vocabulary at every token. A number the prose writes
+is held to the prompt's (``numbers.py``): the grounding guard's rule, kept while decoding.
 
 The answer is re-tokenised as a whole before each step, so the model reads the tokens
 training gave it (``training/train.py`` tokenises the full answer text), not the pieces.
@@ -26,6 +26,7 @@ from llama_cpp import Llama
 
 from service.contract import Diagnosis, ProbableCause, Severity
 from service.model.numbers import PromptNumbers, TokenClasses
+from service.prompt import Settled
 
 CONFIDENCE_STEPS = [round(i * 0.05, 2) for i in range(21)]
 UNSAFE = frozenset(b'"\\\x7f' + bytes(range(0x20)))
@@ -117,11 +118,11 @@ class FieldDecoder:
         deadline: float,
         temperature: float,
         seed: int | None,
-        summary_start: str | None = None,
+        settled: Settled | None = None,
     ) -> Decoded:
         """The answer's JSON text for a prompt (token ids ending with the assistant turn's
-        start), its summary opening with ``summary_start`` when given (the facts, as
-        training wrote them; dropped if it would leave the model under a third of the
+        start), with what ``settled`` gives written as given: the severity, and the
+        summary's opening (dropped if it would leave the model under a third of the
         summary's room). Raises FieldOutputError or DeadlinePassed."""
         if seed is not None:
             self._llm.set_seed(seed)
@@ -129,9 +130,13 @@ class FieldDecoder:
         run = _Run(self, prompt, numbers, max_tokens, deadline, temperature)
         run.force(b'{"probable_cause":"')
         run.choose(self._cause)
-        run.choose(self._severity)
+        if settled and settled.severity:
+            run.force(next(o for o in self._severity if o.startswith(settled.severity.encode())))
+        else:
+            run.choose(self._severity)
         run.choose(self._confidence)
-        start = json.dumps(summary_start or "", ensure_ascii=False)[1:-1].encode()
+        head = settled.summary_head if settled else None
+        start = json.dumps(head or "", ensure_ascii=False)[1:-1].encode()
         if 3 * len(start) > 2 * self._limits["summary"]:
             start = b""
         run.string("summary", [b',"explanation":"'], start)

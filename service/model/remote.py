@@ -14,9 +14,10 @@ from typing import Any, Literal
 
 import httpx
 
-from service.contract import ModelInfo
+from service.contract import ModelInfo, Severity
 from service.model.adapters import UnknownAdapter
 from service.model.runtime import Completion, ModelBusy
+from service.prompt import Settled
 
 ResponseFormat = Literal["json_schema", "json_object"]
 
@@ -49,14 +50,8 @@ class OpenAIRuntime:
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers)
         self._model = model
-        self._format: dict[str, Any] = (
-            {
-                "type": "json_schema",
-                "json_schema": {"name": "diagnosis", "schema": schema, "strict": True},
-            }
-            if response_format == "json_schema"
-            else {"type": "json_object", "schema": schema}
-        )
+        self._schema = schema
+        self._response_format = response_format
         self.adapters = NoAdapters()
         self.info = ModelInfo(base=f"openai:{model}", quantization="remote")
         self.tokens = {"prompt": 0, "completion": 0}
@@ -70,10 +65,11 @@ class OpenAIRuntime:
         temperature: float = 0.0,
         seed: int | None = None,
         adapter: str | None = None,
-        summary_start: str | None = None,
+        settled: Settled | None = None,
     ) -> Completion:
-        """One chat completion, its output held to the Diagnosis schema by the server (which
-        writes the whole summary: a response format cannot fix a string's opening)."""
+        """One chat completion, its output held to the Diagnosis schema by the server, the
+        settled severity as the schema's one value (the summary's opening stays the
+        model's: a response format cannot fix a string's start)."""
         self.adapters.use(adapter)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -83,7 +79,7 @@ class OpenAIRuntime:
             "messages": messages,
             "max_tokens": max_tokens,
             "temperature": temperature,
-            "response_format": self._format,
+            "response_format": self._format(settled.severity if settled else None),
         }
         if seed is not None:
             body["seed"] = seed
@@ -107,3 +103,15 @@ class OpenAIRuntime:
             prompt_tokens=usage.get("prompt_tokens", 0),
             completion_tokens=usage.get("completion_tokens", 0),
         )
+
+    def _format(self, severity: Severity | None) -> dict[str, Any]:
+        schema = self._schema
+        if severity is not None:
+            properties = {**schema["properties"], "severity": {"enum": [severity.value]}}
+            schema = {**schema, "properties": properties}
+        if self._response_format == "json_schema":
+            return {
+                "type": "json_schema",
+                "json_schema": {"name": "diagnosis", "schema": schema, "strict": True},
+            }
+        return {"type": "json_object", "schema": schema}

@@ -18,6 +18,7 @@ from service.contract import ModelInfo
 from service.model.adapters import Adapters
 from service.model.fields import DeadlinePassed, Decoded, FieldDecoder, FieldOutputError
 from service.model.gguf_files import loaded_identity
+from service.prompt import Settled
 
 T = TypeVar("T")
 
@@ -39,10 +40,10 @@ class ModelBackend(Protocol):
         temperature: float = 0.0,
         seed: int | None = None,
         adapter: str | None = None,
-        summary_start: str | None = None,
+        settled: Settled | None = None,
     ) -> Completion:
-        """The Diagnosis JSON for ``messages``. ``summary_start`` is the summary's opening
-        (``prompt.summary_head``), which a backend may write as given instead of decoding it."""
+        """The Diagnosis JSON for ``messages``, with what ``settled`` gives (``prompt.settled``)
+        as given."""
         ...
 
 
@@ -163,7 +164,7 @@ class ModelRuntime:
         temperature: float = 0.0,
         seed: int | None = None,
         adapter: str | None = None,
-        summary_start: str | None = None,
+        settled: Settled | None = None,
     ) -> Completion:
         """A Diagnosis's JSON decoded field by field (``fields.py``), finished by
         ``deadline`` (monotonic time): waiting for the model past it, or generating past it
@@ -177,7 +178,7 @@ class ModelRuntime:
             try:
                 decoded = self.run(
                     lambda: self._decoder.decode(
-                        prompt, max_tokens, deadline, temperature, seed, summary_start
+                        prompt, max_tokens, deadline, temperature, seed, settled
                     )
                 )
                 finish = "stop"

@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from service.contract import AnomalyReport, Diagnosis
+from service.contract import AnomalyReport, Diagnosis, Severity
 from service.grounding import report_numbers, ungrounded
 from service.model.runtime import ModelBusy, ModelRuntime
 from service.model.tuned import prepare_tuned
-from service.prompt import build_messages, summary_head
+from service.prompt import Settled, build_messages, settled
 from training.dataset import samples
 
 
@@ -43,18 +43,25 @@ def test_answers_validate_cite_only_given_numbers_and_decode_only_the_open_token
 
 
 @pytest.mark.slow
-def test_a_summary_start_is_written_as_given_not_decoded(runtime: ModelRuntime) -> None:
+def test_what_the_facts_settle_is_written_as_given_not_decoded(runtime: ModelRuntime) -> None:
     row = samples.read_jsonl(samples.HELDOUT)[0]
-    report = AnomalyReport.model_validate(row["meta"]["report"])
-    head = summary_head(report)
-    assert head
-    free = runtime.complete(_messages(row), 400, time.monotonic() + 120)
-    led = runtime.complete(_messages(row), 400, time.monotonic() + 120, summary_start=head)
-    summary = Diagnosis.model_validate_json(led.text).summary
-    assert summary.startswith(head) and summary[len(head) :].strip(), summary
+    given = settled(AnomalyReport.model_validate(row["meta"]["report"]))
+    assert given.severity and given.summary_head
+    deadline = time.monotonic() + 300
+    free = runtime.complete(_messages(row), 400, deadline)
+    led = runtime.complete(_messages(row), 400, deadline, settled=given)
+    answer = Diagnosis.model_validate_json(led.text)
+    head = given.summary_head
+    assert answer.severity == given.severity
+    assert answer.summary.startswith(head) and answer.summary[len(head) :].strip(), answer
     assert led.completion_tokens <= free.completion_tokens - 8, (free, led)
+    # the settled severity is written even where the model would pick another
+    own = Diagnosis.model_validate_json(free.text).severity
+    other = next(s for s in Severity if s != own)
+    forced = runtime.complete(_messages(row), 400, deadline, settled=Settled(other, None))
+    assert Diagnosis.model_validate_json(forced.text).severity == other
     # an opening that would crowd out the model's own words is dropped, not truncated
-    long = runtime.complete(_messages(row), 400, time.monotonic() + 120, summary_start="x" * 120)
+    long = runtime.complete(_messages(row), 400, deadline, settled=Settled(None, "x" * 120))
     assert not Diagnosis.model_validate_json(long.text).summary.startswith("x" * 20)
 
 

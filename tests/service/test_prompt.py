@@ -1,5 +1,5 @@
-from service.contract import AnomalyReport
-from service.prompt import build_messages, derived_signals, summary_head
+from service.contract import AnomalyReport, Severity
+from service.prompt import Settled, build_messages, derived_signals, settled, summary_head
 
 REPORT = AnomalyReport.model_validate(
     {
@@ -58,3 +58,18 @@ def test_the_prompt_lists_abnormal_signals_and_quotes_evidence_as_data() -> None
 def test_the_summary_head_states_the_latency_facts_and_needs_a_baseline() -> None:
     assert summary_head(REPORT) == "exchange-api p95 520ms vs usual 110ms:"
     assert summary_head(REPORT.model_copy(update={"baseline": None})) is None
+
+
+def test_the_severity_is_settled_by_how_far_p95_is_off_its_usual_value() -> None:
+    def at(p95: float) -> Severity | None:
+        latency = REPORT.latency_ms.model_copy(update={"p95": p95})
+        return settled(REPORT.model_copy(update={"latency_ms": latency})).severity
+
+    assert REPORT.baseline is not None and REPORT.baseline.p95 == 110
+    assert [at(219), at(220), at(439), at(440)] == [
+        Severity.info,
+        Severity.warning,
+        Severity.warning,
+        Severity.critical,
+    ]
+    assert settled(REPORT.model_copy(update={"baseline": None})) == Settled(None, None)
