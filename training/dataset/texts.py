@@ -26,6 +26,9 @@ EVIDENCE: dict[ProbableCause, list[str]] = {
         "request handler spinning on a lock: busy wait",
         "bcrypt cost raised to 14: each login burns {ms} ms of CPU",
         "profiler: {n}% of CPU in regex backtracking",
+        "runtime: goroutines {big}, GOMAXPROCS=2, scheduler latency {ms} ms",
+        "uvicorn worker blocked {s} s in a CPU-bound handler, event loop starved",
+        "Node.js event loop lag {ms} ms: main thread busy in JSON.parse",
     ],
     C.downstream_dependency: [
         "HikariPool-1 - Connection is not available, request timed out after {ms}ms",
@@ -38,6 +41,13 @@ EVIDENCE: dict[ProbableCause, list[str]] = {
         "lock wait timeout exceeded on {dep}; try restarting transaction",
         "circuit breaker half-open for {dep}: calls timing out",
         "read timed out waiting for {dep} response",
+        "MongoWaitQueueFullException: too many threads waiting for a connection to {dep}",
+        "ConnectionPoolTimeoutException: Timeout waiting for connection from pool ({dep})",
+        "pgbouncer: no more connections allowed (max_client_conn) for {dep}",
+        "Timeout acquiring a connection to {dep}. The pool is probably full.",
+        "canceling statement due to statement timeout on {dep}",
+        "mysql slow log: Query_time: {s}.4 Rows_examined: {big} on {dep}",
+        "context deadline exceeded waiting for a {dep} connection from the pool",
     ],
     C.memory_pressure: [
         "java.lang.OutOfMemoryError: Java heap space",
@@ -50,6 +60,8 @@ EVIDENCE: dict[ProbableCause, list[str]] = {
         "swap in use: {n}% and rising, major page faults",
         "fatal error: runtime: out of memory",
         "stop-the-world GC pauses total {s} s in the last minute",
+        "JavaScript heap out of memory: Ineffective mark-compacts near heap limit",
+        "runtime: GC forced, heap {n}% of GOMEMLIMIT, GC CPU fraction {k}0%",
     ],
     C.traffic_surge: [
         "crawler traffic from one ASN: {n}% of requests, user-agent python-requests",
@@ -74,6 +86,8 @@ EVIDENCE: dict[ProbableCause, list[str]] = {
         "ready messages {big}, unacked {n}",
         "worker pool scaled to 0 by mistake, jobs queued",
         "oldest message age {s} s in the jobs queue",
+        "RabbitMQ: {big} messages ready on the tasks queue, {k} consumers",
+        "SQS ApproximateAgeOfOldestMessage {s} s and rising",
     ],
     C.recent_deployment: [
         "version {ver} rolled out to 100% of pods",
@@ -98,6 +112,9 @@ EVIDENCE: dict[ProbableCause, list[str]] = {
         "MTU mismatch: fragmented packets dropped",
         "getaddrinfo EAI_AGAIN {dep}.svc.cluster.local",
         "broken pipe writing to {dep}: network unreachable",
+        "read tcp {dep}:443: read: connection reset by peer",
+        "netstat: {big} segments retransmitted, retransmit rate {n}x usual",
+        "i/o timeout dialing {dep}:5432, SYN not answered",
     ],
 }
 
@@ -254,7 +271,9 @@ def explanation_for(
     }.get(cause)
     signal = _find(signals, key) if key else None
     if pattern == "evidence" and report.evidence:
-        explanation = f"The spans say '{_quote(report.evidence[0])}'."
+        louder = next((s for s in signals[1:] if "HIGHER" in s.tag), None)
+        follows = f"; the {louder.name} rise follows" if louder else ""
+        explanation = f"The spans say '{_quote(report.evidence[0])}'{follows}."
     elif pattern == "service_knowledge" and knowledge:
         explanation = knowledge + "."
     elif pattern == "mixed" and signal is not None:
