@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from service.contract import CONTROL_CHARS, AnomalyReport, Severity
+from service.contract import CONTROL_CHARS, AnomalyReport, ProbableCause, Severity
 
 SYSTEM_PROMPT = (
     "You are whyslow, an assistant for on-call engineers. You receive facts about a latency "
@@ -160,6 +160,19 @@ def severity_from_latency(report: AnomalyReport) -> Severity | None:
     return Severity.critical if ratio >= 4 else Severity.warning if ratio >= 2 else Severity.info
 
 
+VERDICT: dict[ProbableCause, str] = {
+    ProbableCause.local_cpu_saturation: "the process is CPU-bound",
+    ProbableCause.downstream_dependency: "a dependency is slow",
+    ProbableCause.memory_pressure: "memory pressure",
+    ProbableCause.traffic_surge: "a traffic surge",
+    ProbableCause.queue_backlog: "a queue backlog",
+    ProbableCause.recent_deployment: "a recent deploy",
+    ProbableCause.network_degradation: "network trouble",
+    ProbableCause.unknown: "cause not identified",
+}
+"""The cause in the summary's words: ``checkout p95 700ms vs usual 200ms: a dependency is slow.``"""
+
+
 @dataclass(frozen=True)
 class Settled:
     """What the report's facts settle before the model writes: the severity, which the
@@ -168,6 +181,11 @@ class Settled:
 
     severity: Severity | None
     summary_head: str | None
+
+    def summary(self, cause: ProbableCause) -> str | None:
+        """The whole summary once the cause is decided, as training writes every generated
+        one: the opening and the cause's verdict (None without an opening)."""
+        return f"{self.summary_head} {VERDICT[cause]}." if self.summary_head else None
 
 
 def settled(report: AnomalyReport) -> Settled:

@@ -2,7 +2,8 @@
 
 The JSON around the values (keys, quotes, commas) is known in advance, and so is the rest
 of an enum value once its first tokens have singled it out, and what the facts settle
-(``prompt.settled``: the severity and the summary's opening, as training wrote them).
+(``prompt.settled``: the severity, and the summary once the cause is chosen, as training
+wrote them).
 Those tokens are evaluated as a batch, the way a prompt is, instead of being decoded one
 forward pass each: about half of a ~103-token answer (README, service speed). Strings are
 decoded under a token mask (text without a quote, backslash or control character, or such
@@ -64,6 +65,11 @@ def _options(values: list[str], then: str) -> list[bytes]:
     return [(value + then).encode() for value in values]
 
 
+def _escaped(text: str | None) -> bytes:
+    """``text`` as the inside of a JSON string (b"" for None)."""
+    return json.dumps(text or "", ensure_ascii=False)[1:-1].encode()
+
+
 class FieldDecoder:
     """Decodes a Diagnosis on one loaded model (the caller serialises access)."""
 
@@ -121,25 +127,25 @@ class FieldDecoder:
         settled: Settled | None = None,
     ) -> Decoded:
         """The answer's JSON text for a prompt (token ids ending with the assistant turn's
-        start), with what ``settled`` gives written as given: the severity, and the
-        summary's opening (dropped if it would leave the model under a third of the
-        summary's room). Raises FieldOutputError or DeadlinePassed."""
+        start), with what ``settled`` gives written as given: the severity, and the summary
+        once the cause is chosen (unless it is past the contract's length). Raises
+        FieldOutputError or DeadlinePassed."""
         if seed is not None:
             self._llm.set_seed(seed)
         numbers = PromptNumbers(self._llm.detokenize(prompt), self._classes)
         run = _Run(self, prompt, numbers, max_tokens, deadline, temperature)
         run.force(b'{"probable_cause":"')
-        run.choose(self._cause)
+        cause = ProbableCause(run.choose(self._cause).split(b'"')[0].decode())
         if settled and settled.severity:
             run.force(next(o for o in self._severity if o.startswith(settled.severity.encode())))
         else:
             run.choose(self._severity)
         run.choose(self._confidence)
-        head = settled.summary_head if settled else None
-        start = json.dumps(head or "", ensure_ascii=False)[1:-1].encode()
-        if 3 * len(start) > 2 * self._limits["summary"]:
-            start = b""
-        run.string("summary", [b',"explanation":"'], start)
+        whole = _escaped(settled.summary(cause)) if settled else b""
+        if whole and len(whole) <= self._limits["summary"]:
+            run.force(whole + b'","explanation":"')
+        else:
+            run.string("summary", [b',"explanation":"'])
         run.string("explanation", [b',"recommended_actions":["'])
         for count in range(1, MAX_ACTIONS + 1):
             more = [b',"'] if count < MAX_ACTIONS else []
@@ -216,15 +222,13 @@ class _Run:
         self.answer += fitting[0]
         return fitting[0]
 
-    def string(self, field: str, then: list[bytes], start: bytes = b"") -> bytes:
-        """A string's text after ``start`` (forced), closed by its quote and one of ``then``
-        (what must follow), never empty after ``start`` nor longer than the contract allows
-        (near the bound only tokens that fit are left, then only the quote); returns the
-        ``then`` taken."""
+    def string(self, field: str, then: list[bytes]) -> bytes:
+        """A string's text, closed by its quote and one of ``then`` (what must follow), never
+        empty nor longer than the contract allows (near the bound only tokens that fit are
+        left, then only the quote); returns the ``then`` taken."""
         d = self.d
         closers = d.closers(then)
-        self.force(start)
-        limit = d._limits[field] - len(start)
+        limit = d._limits[field]
         value = b""
 
         def blocked() -> np.ndarray:
@@ -233,7 +237,7 @@ class _Run:
             if value:
                 fits |= closers & (d._before_quote <= room)
             block = ~fits
-            self.numbers.block(start + value, block)
+            self.numbers.block(value, block)
             return block
 
         tokens = self._tokens(blocked)

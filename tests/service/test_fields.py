@@ -51,17 +51,19 @@ def test_what_the_facts_settle_is_written_as_given_not_decoded(runtime: ModelRun
     free = runtime.complete(_messages(row), 400, deadline)
     led = runtime.complete(_messages(row), 400, deadline, settled=given)
     answer = Diagnosis.model_validate_json(led.text)
-    head = given.summary_head
     assert answer.severity == given.severity
-    assert answer.summary.startswith(head) and answer.summary[len(head) :].strip(), answer
-    assert led.completion_tokens <= free.completion_tokens - 8, (free, led)
+    assert answer.summary == given.summary(answer.probable_cause), answer
+    # the whole summary is written, not only its ~13-token opening
+    assert led.completion_tokens <= free.completion_tokens - 14, (free, led)
     # the settled severity is written even where the model would pick another
     own = Diagnosis.model_validate_json(free.text).severity
     other = next(s for s in Severity if s != own)
     forced = runtime.complete(_messages(row), 400, deadline, settled=Settled(other, None))
     assert Diagnosis.model_validate_json(forced.text).severity == other
-    # an opening that would crowd out the model's own words is dropped, not truncated
-    long = runtime.complete(_messages(row), 400, deadline, settled=Settled(None, "x" * 120))
+    # a settled summary is written whole or, past the contract's length, left to the model
+    fits = runtime.complete(_messages(row), 400, deadline, settled=Settled(None, "x" * 100))
+    assert Diagnosis.model_validate_json(fits.text).summary.startswith("x" * 100 + " ")
+    long = runtime.complete(_messages(row), 400, deadline, settled=Settled(None, "x" * 140))
     assert not Diagnosis.model_validate_json(long.text).summary.startswith("x" * 20)
 
 

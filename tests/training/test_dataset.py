@@ -9,7 +9,7 @@ from pathlib import Path
 
 from service import rules
 from service.contract import ProbableCause
-from service.prompt import summary_head
+from service.prompt import settled, summary_head
 from training.cli import main
 from training.dataset import samples
 from training.dataset.check import check
@@ -54,12 +54,13 @@ def test_generator_is_seeded_balanced_and_any_size() -> None:
     assert min(causes.values()) >= 240 / len(ProbableCause) / 2
 
 
-def test_generated_summaries_open_with_the_facts_the_decoder_writes_for_the_model() -> None:
-    """The local decoder forces ``summary_head`` (service/model/fields.py): training must
-    have written it, so the model continues from text it has seen."""
+def test_generated_summaries_are_the_ones_the_decoder_writes_for_the_model() -> None:
+    """The local decoder writes the settled summary once the cause is chosen
+    (service/model/fields.py): training must have written the same, so the model reads on
+    from text it has seen."""
     for sample in generate(120, seed=3):
-        head = summary_head(sample.report)
-        assert head and sample.answer.summary.startswith(head + " "), sample.answer.summary
+        expected = settled(sample.report).summary(sample.answer.probable_cause)
+        assert summary_head(sample.report) and sample.answer.summary == expected
 
 
 def test_rules_are_right_on_clear_cases_and_wrong_where_the_model_must_learn() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 
 from service.contract import AnomalyReport, ProbableCause
-from service.prompt import Signal, derived_signals, summary_head
+from service.prompt import Signal, derived_signals, settled
 
 C = ProbableCause
 
@@ -224,17 +224,6 @@ NOUN = {
     C.unknown: "an unknown cause",
 }
 
-VERDICT = {
-    C.local_cpu_saturation: "the process is CPU-bound",
-    C.downstream_dependency: "a dependency is slow",
-    C.memory_pressure: "memory pressure",
-    C.traffic_surge: "a traffic surge",
-    C.queue_backlog: "a queue backlog",
-    C.recent_deployment: "a recent deploy",
-    C.network_degradation: "network trouble",
-    C.unknown: "cause not identified",
-}
-
 
 def _find(signals: list[Signal], prefix: str) -> Signal | None:
     return next((s for s in signals if s.name.startswith(prefix)), None)
@@ -261,7 +250,7 @@ def explanation_for(
     kept to a clause each: every output token costs the service ~25 ms (README, service
     speed)."""
     signals = derived_signals(report)
-    summary = f"{summary_head(report)} {VERDICT[cause]}."
+    summary = settled(report).summary(cause)
     key = {
         C.local_cpu_saturation: "cpu",
         C.downstream_dependency: "downstream",
