@@ -11,6 +11,7 @@ service knowledge).
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -28,6 +29,8 @@ from service.prompt import build_messages, settled
 from training.dataset.samples import read_jsonl
 
 RULES = "rules"
+FACT = re.compile(r"\d[\w.%/]* vs usual \d[\w.%/]*(?: \((?:[\w.]+ [A-Z]+|normal)\))?")
+"""A fact as the prompt prints it and answers quote it: ``98% vs usual 39% (2.5x HIGHER)``."""
 
 
 @dataclass
@@ -47,6 +50,7 @@ class Outcome:
     cause_ok: bool = False
     severity_ok: bool = False
     ungrounded: list[str] = field(default_factory=list)
+    misquoted: list[str] = field(default_factory=list)
     actions_specific: bool = False
     tokens: int = 0
     seconds: float = 0.0
@@ -77,6 +81,7 @@ def score(case: Case, answer: Diagnosis | None, tokens: int = 0, seconds: float 
     allowed = report_numbers(case.report)
     texts = [answer.summary, answer.explanation, *answer.recommended_actions]
     names = {case.report.service, *(d.service for d in case.report.context.downstream)}
+    prompt = build_messages(case.report, case.note)[-1]["content"]
     return Outcome(
         case.id,
         case.pattern,
@@ -84,6 +89,7 @@ def score(case: Case, answer: Diagnosis | None, tokens: int = 0, seconds: float 
         cause_ok=answer.probable_cause == case.expected.probable_cause,
         severity_ok=answer.severity == case.expected.severity,
         ungrounded=[n for text in texts for n in ungrounded(text, allowed)],
+        misquoted=[f for text in texts for f in FACT.findall(text) if f not in prompt],
         actions_specific=any(n in a for a in answer.recommended_actions for n in names),
         tokens=tokens,
         seconds=seconds,
@@ -128,6 +134,7 @@ def summarise(outcomes: list[Outcome]) -> dict[str, Any]:
         "severity_accuracy": sum(o.severity_ok for o in outcomes) / n,
         "valid_json": sum(o.valid for o in outcomes) / n,
         "ungrounded_numbers": sum(len(o.ungrounded) for o in outcomes),
+        "misquoted_facts": sum(len(o.misquoted) for o in outcomes),
         "actions_specific": sum(o.actions_specific for o in outcomes) / n,
         "tokens_per_s": sum(o.tokens for o in outcomes) / seconds if seconds else None,
         "seconds_per_answer": seconds / n if seconds else None,
@@ -146,9 +153,11 @@ def render(results: dict[str, dict[str, dict[str, Any]]]) -> str:
         lines += [
             f"**{dataset}** ({next(iter(models.values()))['cases']} cases)",
             "",
-            "| model | cause | severity | valid JSON | ungrounded numbers | actions name "
-            "service | tokens/s | s/answer | " + " | ".join(f"cause: {p}" for p in patterns) + " |",
-            "|---" * (8 + len(patterns)) + "|",
+            "| model | cause | severity | valid JSON | ungrounded numbers | misquoted facts | "
+            "actions name service | tokens/s | s/answer | "
+            + " | ".join(f"cause: {p}" for p in patterns)
+            + " |",
+            "|---" * (9 + len(patterns)) + "|",
         ]
         for model, s in models.items():
             speed = f"{s['tokens_per_s']:.1f}" if s["tokens_per_s"] else "-"
@@ -156,7 +165,7 @@ def render(results: dict[str, dict[str, dict[str, Any]]]) -> str:
             by = s["cause_accuracy_by_pattern"]
             lines.append(
                 f"| {model} | {s['cause_accuracy']:.0%} | {s['severity_accuracy']:.0%} | "
-                f"{s['valid_json']:.0%} | {s['ungrounded_numbers']} | "
+                f"{s['valid_json']:.0%} | {s['ungrounded_numbers']} | {s['misquoted_facts']} | "
                 f"{s['actions_specific']:.0%} | {speed} | {per} | "
                 + " | ".join(f"{by[p]:.0%}" if p in by else "-" for p in patterns)
                 + " |"

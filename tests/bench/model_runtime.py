@@ -33,7 +33,7 @@ def decode_times(llm: Llama, prompts: list[list[int]], tokens: int, keep: int) -
     for prompt in prompts:
         llm.n_tokens = min(keep, llm.n_tokens)
         started = time.perf_counter()
-        for count, _ in enumerate(llm.generate(prompt, temp=0.0, repeat_penalty=1.3), 1):
+        for count, _ in enumerate(llm.generate(prompt, temp=0.0), 1):
             if count >= tokens:
                 break
         times.append(time.perf_counter() - started)

@@ -164,7 +164,7 @@ def main() -> None:
                     grammar=grammar,
                     temperature=0.0,
                     max_tokens=400,
-                    repeat_penalty=1.3,
+                    repeat_penalty=settings.repeat_penalty,
                 )
 
             for i, report in enumerate(reports(args.reports)):

@@ -56,7 +56,8 @@ def adapters_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_adapters_answer_differently_and_switching_back_restores_exactly(
     adapters_dir: Path, service_settings
 ) -> None:
-    runtime = ModelRuntime(prepare_tuned(service_settings.data_dir), 2048, 2, 0, 1.3, adapters_dir)
+    s = service_settings
+    runtime = ModelRuntime(prepare_tuned(s.data_dir), 2048, 2, 0, s.repeat_penalty, adapters_dir)
     analyzer = Analyzer(runtime, 1400)
     report = AnomalyReport.model_validate(FULL_REPORT)
 

@@ -18,7 +18,8 @@ from training.dataset import samples
 
 @pytest.fixture(scope="module")
 def runtime(service_settings) -> ModelRuntime:
-    return ModelRuntime(prepare_tuned(service_settings.data_dir), 2048, 2, 0, 1.3)
+    s = service_settings
+    return ModelRuntime(prepare_tuned(s.data_dir), 2048, 2, 0, s.repeat_penalty)
 
 
 def _messages(row: dict) -> list[dict[str, str]]:
