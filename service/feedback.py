@@ -2,8 +2,9 @@
 
 A sample is the chat the model sees (the same system prompt and user turn as in service)
 and the answer it should have given: the analysis itself when it was right; when it was
-wrong, the right cause with the rule engine's grounded text for it. Chat JSONL, one
-``{"messages": [...]}`` per line, the format the training pipeline reads.
+wrong, the right cause written as the decoder writes answers (the settled severity and
+summary, two of the cause's playbook actions) with the rule engine's grounded explanation.
+Chat JSONL, one ``{"messages": [...]}`` per line, the format the training pipeline reads.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service import rules
 from service.contract import Analysis, AnomalyReport, Diagnosis, ProbableCause
-from service.prompt import build_messages
+from service.prompt import build_messages, settled
 
 
 class CorrectVerdict(BaseModel):
@@ -44,13 +45,14 @@ def expected_answer(
         return Diagnosis.model_validate(analysis.model_dump(include=set(Diagnosis.model_fields)))
     cause = ProbableCause(right_cause)
     summary, explanation = rules.explain(report, cause, None)
+    given = settled(report)
     return Diagnosis(
         probable_cause=cause,
-        severity=analysis.severity,
+        severity=given.severity or analysis.severity,
         confidence=0.9,
-        summary=summary,
+        summary=given.summary(cause) or summary,
         explanation=explanation,
-        recommended_actions=rules.actions_for(report, cause),
+        recommended_actions=given.actions(cause)[:2],
     )
 
 

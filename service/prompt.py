@@ -11,8 +11,9 @@ a chat template's special token (``_clean``).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from service import playbook
 from service.contract import CONTROL_CHARS, AnomalyReport, ProbableCause, Severity
 
 SYSTEM_PROMPT = (
@@ -177,10 +178,17 @@ VERDICT: dict[ProbableCause, str] = {
 class Settled:
     """What the report's facts settle before the model writes: the severity, which the
     policy reads off two numbers (a 135M model sampling it got 23-54% right, issue 6's
-    eval), and the summary's opening. A backend writes them as given; None: the model's."""
+    eval), the summary's opening, and each cause's actions (``playbook``), filled with the
+    report's names, for the model to pick from. A backend writes them as given; None or
+    empty: the model's."""
 
     severity: Severity | None
     summary_head: str | None
+    offered: dict[ProbableCause, list[str]] = field(default_factory=dict)
+
+    def actions(self, cause: ProbableCause) -> list[str]:
+        """The actions an answer of this cause recommends some of (none: its own)."""
+        return self.offered.get(cause, [])
 
     def summary(self, cause: ProbableCause) -> str | None:
         """The whole summary once the cause is decided, as training writes every generated
@@ -189,4 +197,4 @@ class Settled:
 
 
 def settled(report: AnomalyReport) -> Settled:
-    return Settled(severity_from_latency(report), summary_head(report))
+    return Settled(severity_from_latency(report), summary_head(report), playbook.actions(report))

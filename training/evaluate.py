@@ -21,8 +21,8 @@ from typing import Any
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from service import rules
-from service.contract import AnomalyReport, Diagnosis
+from service import playbook, rules
+from service.contract import AnomalyReport, Diagnosis, ProbableCause
 from service.grounding import report_numbers, ungrounded
 from service.model.runtime import ModelBackend
 from service.prompt import build_messages, settled
@@ -31,6 +31,18 @@ from training.dataset.samples import read_jsonl
 RULES = "rules"
 FACT = re.compile(r"\d[\w.%/]* vs usual \d[\w.%/]*(?: \((?:[\w.]+ [A-Z]+|normal)\))?")
 """A fact as the prompt prints it and answers quote it: ``98% vs usual 39% (2.5x HIGHER)``."""
+OPENINGS = {
+    cause: [a.split("{")[0] for a in listed if len(a.split("{")[0]) > 6]
+    for cause, listed in playbook.ACTIONS.items()
+}
+"""How each cause's playbook actions begin (past a first word, which ``Check {dep}`` shares
+with half the playbook): an action that begins like another cause's only is advice for the
+wrong cause."""
+
+
+def _foreign(action: str, cause: ProbableCause) -> bool:
+    owners = {c for c, heads in OPENINGS.items() for h in heads if action.startswith(h)}
+    return bool(owners) and cause not in owners
 
 
 @dataclass
@@ -51,6 +63,8 @@ class Outcome:
     severity_ok: bool = False
     ungrounded: list[str] = field(default_factory=list)
     misquoted: list[str] = field(default_factory=list)
+    foreign_actions: list[str] = field(default_factory=list)
+    actions: int = 0
     actions_specific: bool = False
     tokens: int = 0
     seconds: float = 0.0
@@ -90,6 +104,10 @@ def score(case: Case, answer: Diagnosis | None, tokens: int = 0, seconds: float 
         severity_ok=answer.severity == case.expected.severity,
         ungrounded=[n for text in texts for n in ungrounded(text, allowed)],
         misquoted=[f for text in texts for f in FACT.findall(text) if f not in prompt],
+        foreign_actions=[
+            a for a in answer.recommended_actions if _foreign(a, answer.probable_cause)
+        ],
+        actions=len(answer.recommended_actions),
         actions_specific=any(n in a for a in answer.recommended_actions for n in names),
         tokens=tokens,
         seconds=seconds,
@@ -135,6 +153,8 @@ def summarise(outcomes: list[Outcome]) -> dict[str, Any]:
         "valid_json": sum(o.valid for o in outcomes) / n,
         "ungrounded_numbers": sum(len(o.ungrounded) for o in outcomes),
         "misquoted_facts": sum(len(o.misquoted) for o in outcomes),
+        "foreign_actions": sum(len(o.foreign_actions) for o in outcomes),
+        "actions": sum(o.actions for o in outcomes),
         "actions_specific": sum(o.actions_specific for o in outcomes) / n,
         "tokens_per_s": sum(o.tokens for o in outcomes) / seconds if seconds else None,
         "seconds_per_answer": seconds / n if seconds else None,
@@ -154,10 +174,10 @@ def render(results: dict[str, dict[str, dict[str, Any]]]) -> str:
             f"**{dataset}** ({next(iter(models.values()))['cases']} cases)",
             "",
             "| model | cause | severity | valid JSON | ungrounded numbers | misquoted facts | "
-            "actions name service | tokens/s | s/answer | "
+            "actions name service | actions of another cause | tokens/s | s/answer | "
             + " | ".join(f"cause: {p}" for p in patterns)
             + " |",
-            "|---" * (9 + len(patterns)) + "|",
+            "|---" * (10 + len(patterns)) + "|",
         ]
         for model, s in models.items():
             speed = f"{s['tokens_per_s']:.1f}" if s["tokens_per_s"] else "-"
@@ -166,7 +186,8 @@ def render(results: dict[str, dict[str, dict[str, Any]]]) -> str:
             lines.append(
                 f"| {model} | {s['cause_accuracy']:.0%} | {s['severity_accuracy']:.0%} | "
                 f"{s['valid_json']:.0%} | {s['ungrounded_numbers']} | {s['misquoted_facts']} | "
-                f"{s['actions_specific']:.0%} | {speed} | {per} | "
+                f"{s['actions_specific']:.0%} | {s['foreign_actions']} of {s['actions']} | "
+                f"{speed} | {per} | "
                 + " | ".join(f"{by[p]:.0%}" if p in by else "-" for p in patterns)
                 + " |"
             )

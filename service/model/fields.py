@@ -3,7 +3,8 @@
 The JSON around the values (keys, quotes, commas) is known in advance, and so is the rest
 of an enum value once its first tokens have singled it out, and what the facts settle
 (``prompt.settled``: the severity, and the summary once the cause is chosen, as training
-wrote them).
+wrote them), and so is an action once its first tokens have picked it from the cause's
+playbook.
 Those tokens are evaluated as a batch, the way a prompt is, instead of being decoded one
 forward pass each: about half of a ~103-token answer (README, service speed). Strings are
 decoded under a token mask (text without a quote, backslash or control character, or such
@@ -128,8 +129,9 @@ class FieldDecoder:
     ) -> Decoded:
         """The answer's JSON text for a prompt (token ids ending with the assistant turn's
         start), with what ``settled`` gives written as given: the severity, and the summary
-        once the cause is chosen (unless it is past the contract's length). Raises
-        FieldOutputError or DeadlinePassed."""
+        once the cause is chosen (unless it is past the contract's length); the actions
+        picked from those it offers for the cause. Raises FieldOutputError or
+        DeadlinePassed."""
         if seed is not None:
             self._llm.set_seed(seed)
         numbers = PromptNumbers(self._llm.detokenize(prompt), self._classes)
@@ -147,10 +149,16 @@ class FieldDecoder:
         else:
             run.string("summary", [b',"explanation":"'])
         run.string("explanation", [b',"recommended_actions":["'])
-        for count in range(1, MAX_ACTIONS + 1):
-            more = [b',"'] if count < MAX_ACTIONS else []
-            if run.string("action", [*more, b"]}"]) == b"]}":
-                break
+        limit = self._limits["action"]
+        offered = [_escaped(a) for a in settled.actions(cause)] if settled else []
+        offered = list(dict.fromkeys(a for a in offered if len(a) <= limit))
+        if offered:
+            run.pick(offered)
+        else:
+            for count in range(1, MAX_ACTIONS + 1):
+                more = [b',"'] if count < MAX_ACTIONS else []
+                if run.string("action", [*more, b"]}"]) == b"]}":
+                    break
         text = run.answer.decode("utf-8", errors="replace")
         return Decoded(text, len(prompt), run.sampled)
 
@@ -221,6 +229,19 @@ class _Run:
         tokens.close()
         self.answer += fitting[0]
         return fitting[0]
+
+    def pick(self, offered: list[bytes]) -> None:
+        """Actions picked from ``offered`` (escaped, each fitting the contract), one or more,
+        each at most once, the list then closed: a few tokens sampled an action, the rest
+        forced."""
+        left = list(offered)
+        left.remove(self.choose(left))  # its quote comes with what follows, as trained
+        while left and len(offered) - len(left) < MAX_ACTIONS:
+            chosen = self.choose([b'","' + a for a in left] + [b'"]}'])
+            if chosen == b'"]}':
+                return
+            left.remove(chosen[3:])
+        self.force(b'"]}')
 
     def string(self, field: str, then: list[bytes]) -> bytes:
         """A string's text, closed by its quote and one of ``then`` (what must follow), never

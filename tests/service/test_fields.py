@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from service.contract import AnomalyReport, Diagnosis, Severity
+from service.contract import AnomalyReport, Diagnosis, ProbableCause, Severity
 from service.grounding import report_numbers, ungrounded
 from service.model.runtime import ModelBusy, ModelRuntime
 from service.model.tuned import prepare_tuned
@@ -66,6 +66,25 @@ def test_what_the_facts_settle_is_written_as_given_not_decoded(runtime: ModelRun
     assert Diagnosis.model_validate_json(fits.text).summary.startswith("x" * 100 + " ")
     long = runtime.complete(_messages(row), 400, deadline, settled=Settled(None, "x" * 140))
     assert not Diagnosis.model_validate_json(long.text).summary.startswith("x" * 20)
+
+
+@pytest.mark.slow
+def test_actions_are_picked_from_those_offered_for_the_cause(runtime: ModelRuntime) -> None:
+    row = samples.read_jsonl(samples.HELDOUT)[0]
+    report = AnomalyReport.model_validate(row["meta"]["report"])
+    given = settled(report)
+    deadline = time.monotonic() + 300
+    answer = Diagnosis.model_validate_json(
+        runtime.complete(_messages(row), 400, deadline, settled=given).text
+    )
+    picked = answer.recommended_actions
+    assert picked and len(set(picked)) == len(picked), picked
+    assert set(picked) <= set(given.actions(answer.probable_cause)), picked
+    # what is offered is written as given, even text the model never saw
+    page = f'Page the "{report.service}" owners'
+    only = Settled(None, None, {cause: [page] for cause in ProbableCause})
+    paged = runtime.complete(_messages(row), 400, deadline, settled=only)
+    assert Diagnosis.model_validate_json(paged.text).recommended_actions == [page]
 
 
 @pytest.mark.slow

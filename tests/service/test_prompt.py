@@ -1,5 +1,5 @@
 from service.contract import AnomalyReport, Severity
-from service.prompt import Settled, build_messages, derived_signals, settled, summary_head
+from service.prompt import build_messages, derived_signals, settled, summary_head
 
 REPORT = AnomalyReport.model_validate(
     {
@@ -72,4 +72,5 @@ def test_the_severity_is_settled_by_how_far_p95_is_off_its_usual_value() -> None
         Severity.warning,
         Severity.critical,
     ]
-    assert settled(REPORT.model_copy(update={"baseline": None})) == Settled(None, None)
+    unsettled = settled(REPORT.model_copy(update={"baseline": None}))
+    assert (unsettled.severity, unsettled.summary_head) == (None, None)

@@ -1,8 +1,11 @@
 """Evaluation scores what a user reads: a fact quoted with the wrong numbers counts, even
-when each number on its own is somewhere in the report."""
+when each number on its own is somewhere in the report, and so does advice for another
+cause."""
 
 from __future__ import annotations
 
+from service import playbook
+from service.contract import ProbableCause
 from training import evaluate
 from training.dataset import samples
 
@@ -20,3 +23,16 @@ def test_a_fact_quoted_with_another_facts_number_is_misquoted() -> None:
     outcome = evaluate.score(case, swapped)
     assert outcome.misquoted == [f"{usual} vs usual {value}"]
     assert outcome.ungrounded == []  # each number alone is the report's
+
+
+def test_an_action_from_another_causes_playbook_is_counted() -> None:
+    case = next(
+        c
+        for c in evaluate.load_cases(samples.HELDOUT)
+        if c.expected.probable_cause == ProbableCause.local_cpu_saturation
+    )
+    own = playbook.actions(case.report)[ProbableCause.local_cpu_saturation][0]
+    queue = playbook.actions(case.report)[ProbableCause.queue_backlog][2]  # raise the prefetch
+    answer = case.expected.model_copy(update={"recommended_actions": [own, queue]})
+    outcome = evaluate.score(case, answer)
+    assert outcome.foreign_actions == [queue] and outcome.actions == 2

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from service.contract import AnomalyReport, Diagnosis, ProbableCause
+from service.playbook import ACTIONS
 from service.prompt import derived_signals
 from service.rules import severity_of
 from training.dataset.texts import (
-    ACTIONS,
     EVIDENCE,
     NOISE_EVIDENCE,
     TRAITS,

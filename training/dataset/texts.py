@@ -1,4 +1,4 @@
-"""The words of the generated scenarios: evidence texts, actions and explanations.
+"""The words of the generated scenarios: evidence texts and explanations.
 
 Evidence reads like what exemplar spans and logs really carry. Answers quote the prompt's
 own lines, so every number they cite is one the model was given (the grounding guard), and
@@ -138,52 +138,6 @@ NOISE_EVIDENCE = [
     "span status: OK",
     "retry attempt 1 succeeded",
 ]
-
-ACTIONS: dict[ProbableCause, list[str]] = {
-    C.local_cpu_saturation: [
-        "Scale out {service} or raise its CPU limit",
-        "Profile the hottest code path of {op} on {service}",
-        "Look for a runaway job or retry loop on {service}",
-        "Shed or defer non-critical work on {service} until CPU recovers",
-    ],
-    C.downstream_dependency: [
-        "Check the health and latency of {dep}",
-        "Check {dep} for slow queries, locks or saturation",
-        "Tighten the timeout and add a circuit breaker from {service} to {dep}",
-        "Serve cached or degraded responses while {dep} is slow",
-    ],
-    C.memory_pressure: [
-        "Check {service} for a memory leak or an oversized cache",
-        "Look at GC pauses and heap usage of {service}",
-        "Raise the memory limit of {service} or scale it out",
-        "Restart the worst {service} instances to relieve memory",
-    ],
-    C.traffic_surge: [
-        "Scale out {service} for the extra traffic",
-        "Find the source of the surge on {op} and rate-limit it if abusive",
-        "Enable autoscaling headroom for {service}",
-    ],
-    C.queue_backlog: [
-        "Add consumers to drain the backlog of {service}",
-        "Check why the consumers of {service} slowed down",
-        "Raise the prefetch or batch size of {service} consumers",
-    ],
-    C.recent_deployment: [
-        "Compare the latest deploy of {service} with the previous version",
-        "Roll back {service} if the regression is confirmed",
-        "Check the feature flags and config changed by the deploy of {service}",
-    ],
-    C.network_degradation: [
-        "Check network latency and packet loss between {service} and {dep}",
-        "Check DNS and TLS errors on the hosts of {service}",
-        "Move traffic away from the degraded zone or link",
-    ],
-    C.unknown: [
-        "Open the slowest traces of {op} and compare them with normal ones",
-        "Check recent changes and dependencies of {service}",
-        "Add CPU, memory and downstream metrics for {service} to narrow it down",
-    ],
-}
 
 TRAITS = {
     "cpu_bound": (

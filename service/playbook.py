@@ -1,0 +1,77 @@
+"""What to do about each cause: the actions an answer recommends, from one playbook.
+
+The tuned model learnt these (every generated training answer recommends two of its
+cause's, ``training/dataset``), yet writing them a token at a time it recommended another
+cause's a quarter of the time ("Raise the prefetch or batch size of billing consumers" for
+CPU saturation). So the local decoder lets it pick among its cause's actions, filled with
+the report's names, and writes the one picked as a whole.
+"""
+
+from __future__ import annotations
+
+from service.contract import AnomalyReport, ProbableCause
+
+C = ProbableCause
+
+ACTIONS: dict[ProbableCause, list[str]] = {
+    C.local_cpu_saturation: [
+        "Scale out {service} or raise its CPU limit",
+        "Profile the hottest code path of {op} on {service}",
+        "Look for a runaway job or retry loop on {service}",
+        "Shed or defer non-critical work on {service} until CPU recovers",
+    ],
+    C.downstream_dependency: [
+        "Check the health and latency of {dep}",
+        "Check {dep} for slow queries, locks or saturation",
+        "Tighten the timeout and add a circuit breaker from {service} to {dep}",
+        "Serve cached or degraded responses while {dep} is slow",
+    ],
+    C.memory_pressure: [
+        "Check {service} for a memory leak or an oversized cache",
+        "Look at GC pauses and heap usage of {service}",
+        "Raise the memory limit of {service} or scale it out",
+        "Restart the worst {service} instances to relieve memory",
+    ],
+    C.traffic_surge: [
+        "Scale out {service} for the extra traffic",
+        "Find the source of the surge on {op} and rate-limit it if abusive",
+        "Enable autoscaling headroom for {service}",
+    ],
+    C.queue_backlog: [
+        "Add consumers to drain the backlog of {service}",
+        "Check why the consumers of {service} slowed down",
+        "Raise the prefetch or batch size of {service} consumers",
+    ],
+    C.recent_deployment: [
+        "Compare the latest deploy of {service} with the previous version",
+        "Roll back {service} if the regression is confirmed",
+        "Check the feature flags and config changed by the deploy of {service}",
+    ],
+    C.network_degradation: [
+        "Check network latency and packet loss between {service} and {dep}",
+        "Check DNS and TLS errors on the hosts of {service}",
+        "Move traffic away from the degraded zone or link",
+    ],
+    C.unknown: [
+        "Open the slowest traces of {op} and compare them with normal ones",
+        "Check recent changes and dependencies of {service}",
+        "Add CPU, memory and downstream metrics for {service} to narrow it down",
+    ],
+}
+
+NO_DEPENDENCY = "its dependency"
+
+
+def slowest_dependency(report: AnomalyReport) -> str:
+    """The downstream service that slowed most against its usual p95 (or NO_DEPENDENCY)."""
+    calls = [d for d in report.context.downstream if d.baseline_p95_ms]
+    if not calls:
+        return NO_DEPENDENCY
+    return max(calls, key=lambda d: d.p95_ms / (d.baseline_p95_ms or 1)).service
+
+
+def actions(report: AnomalyReport) -> dict[ProbableCause, list[str]]:
+    """Every cause's actions, naming this report's service, operation and slowest
+    dependency."""
+    names = {"service": report.service, "op": report.operation, "dep": slowest_dependency(report)}
+    return {cause: [a.format(**names) for a in listed] for cause, listed in ACTIONS.items()}
