@@ -2,9 +2,10 @@
 
 The tuned model learnt these (every generated training answer recommends two of its
 cause's, ``training/dataset``), yet writing them a token at a time it recommended another
-cause's a quarter of the time ("Raise the prefetch or batch size of billing consumers" for
-CPU saturation). So the local decoder lets it pick among its cause's actions, filled with
-the report's names, and writes the one picked as a whole.
+cause's a fifth of the time ("Raise the prefetch or batch size of billing consumers" for
+CPU saturation; the eval's "actions of another cause"). So the local decoder lets it pick
+among its cause's actions, filled with the report's names, and writes the one picked as a
+whole.
 """
 
 from __future__ import annotations

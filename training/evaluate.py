@@ -3,7 +3,8 @@
 Each model is a GGUF served by the service's own runtime with the service's own prompt,
 grammar and token budget, so the numbers are what a user gets. Reported per model and data
 set: cause and severity accuracy, valid JSON, answers citing numbers the report does not
-have, actions naming the service or its dependency, tokens/s; cause accuracy per pattern,
+have or quoting its facts with the wrong numbers, actions naming the service or its
+dependency, actions meant for another cause, tokens/s; cause accuracy per pattern,
 since the model must earn its place where rules are weak (mixed signals, evidence text,
 service knowledge).
 """

@@ -6,7 +6,7 @@ of an enum value once its first tokens have singled it out, and what the facts s
 wrote them), and so is an action once its first tokens have picked it from the cause's
 playbook.
 Those tokens are evaluated as a batch, the way a prompt is, instead of being decoded one
-forward pass each: about half of a ~103-token answer (README, service speed). Strings are
+forward pass each: about two thirds of a ~105-token answer (README, service speed). Strings are
 decoded under a token mask (text without a quote, backslash or control character, or such
 text closed by its quote and the start of what must follow), the JSON grammar of a string
 without a grammar engine scanning the vocabulary at every token. A number the prose writes
