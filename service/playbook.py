@@ -10,7 +10,7 @@ whole.
 
 from __future__ import annotations
 
-from service.contract import AnomalyReport, ProbableCause
+from service.contract import AnomalyReport, Diagnosis, ProbableCause
 
 C = ProbableCause
 
@@ -61,6 +61,7 @@ ACTIONS: dict[ProbableCause, list[str]] = {
 }
 
 NO_DEPENDENCY = "its dependency"
+LENGTH = Diagnosis.model_json_schema()["properties"]["recommended_actions"]["items"]["maxLength"]
 
 
 def slowest_dependency(report: AnomalyReport) -> str:
@@ -73,6 +74,8 @@ def slowest_dependency(report: AnomalyReport) -> str:
 
 def actions(report: AnomalyReport) -> dict[ProbableCause, list[str]]:
     """Every cause's actions, naming this report's service, operation and slowest
-    dependency."""
+    dependency (cut to the contract's length, which only very long names reach)."""
     names = {"service": report.service, "op": report.operation, "dep": slowest_dependency(report)}
-    return {cause: [a.format(**names) for a in listed] for cause, listed in ACTIONS.items()}
+    return {
+        cause: [a.format(**names)[:LENGTH] for a in listed] for cause, listed in ACTIONS.items()
+    }

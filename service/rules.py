@@ -8,47 +8,11 @@ Every number it writes comes from the report.
 
 from __future__ import annotations
 
+from service import playbook
 from service.contract import AnomalyReport, Diagnosis, ModelInfo, ProbableCause, Severity
 from service.prompt import Signal, derived_signals, severity_from_latency
 
 RULES_MODEL = ModelInfo(base="rules", quantization="none")
-
-ACTIONS: dict[ProbableCause, list[str]] = {
-    ProbableCause.local_cpu_saturation: [
-        "Scale out {service} or add CPU",
-        "Profile the hottest code path of {operation}",
-        "Check for a runaway job or retry loop on {service}",
-    ],
-    ProbableCause.downstream_dependency: [
-        "Check the health and latency of {dependency}",
-        "Tighten timeouts and add a circuit breaker towards {dependency}",
-        "Serve cached or degraded responses while {dependency} is slow",
-    ],
-    ProbableCause.memory_pressure: [
-        "Check {service} for a memory leak or oversized caches",
-        "Look at garbage collection pauses and swap on {service}",
-        "Restart or scale out {service} to relieve memory",
-    ],
-    ProbableCause.traffic_surge: [
-        "Scale out {service} for the extra traffic",
-        "Find the source of the surge on {service} and rate-limit it if abusive",
-    ],
-    ProbableCause.queue_backlog: [
-        "Add consumers or throughput to drain the backlog of {service}",
-        "Check what slowed the consumers of {service}",
-    ],
-    ProbableCause.recent_deployment: [
-        "Compare the latest deploy of {service} with the previous version",
-        "Roll back {service} if the regression is confirmed",
-    ],
-    ProbableCause.network_degradation: [
-        "Check network latency and packet loss around {service}",
-    ],
-    ProbableCause.unknown: [
-        "Open the slowest traces of {operation} and compare them with normal ones",
-        "Check recent changes and dependencies of {service}",
-    ],
-}
 
 
 def _signal(signals: list[Signal], name: str) -> Signal | None:
@@ -110,26 +74,6 @@ def explain(
     return summary[:160], explanation[:400]
 
 
-def _slowest_dependency(report: AnomalyReport) -> str:
-    calls = [d for d in report.context.downstream if d.baseline_p95_ms]
-    if not calls:
-        return "the dependency"
-    worst = max(calls, key=lambda d: d.p95_ms / (d.baseline_p95_ms or 1))
-    return f"{worst.service} {worst.operation}"
-
-
-def actions_for(report: AnomalyReport, cause: ProbableCause) -> list[str]:
-    """The cause's actions, naming this service, operation and slowest dependency."""
-    return [
-        action.format(
-            service=report.service,
-            operation=report.operation,
-            dependency=_slowest_dependency(report),
-        )[:100]
-        for action in ACTIONS[cause]
-    ]
-
-
 def diagnose(report: AnomalyReport) -> Diagnosis:
     cause, evidence = decide(report)
     summary, explanation = explain(report, cause, evidence)
@@ -139,5 +83,5 @@ def diagnose(report: AnomalyReport) -> Diagnosis:
         confidence=0.6 if evidence is not None else 0.3,
         summary=summary,
         explanation=explanation,
-        recommended_actions=actions_for(report, cause),
+        recommended_actions=playbook.actions(report)[cause],
     )

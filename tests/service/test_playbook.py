@@ -33,3 +33,9 @@ def test_every_cause_has_actions_naming_the_reports_service_operation_and_slowes
 def test_without_a_known_dependency_the_actions_say_so_plainly() -> None:
     offered = playbook.actions(_report([]))[ProbableCause.downstream_dependency]
     assert offered[0] == f"Check the health and latency of {playbook.NO_DEPENDENCY}"
+
+
+def test_an_action_never_outgrows_the_contract() -> None:
+    report = _report([]).model_copy(update={"service": "s" * 200})
+    offered = [a for listed in playbook.actions(report).values() for a in listed]
+    assert max(len(a) for a in offered) == playbook.LENGTH == 100
