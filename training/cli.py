@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--out", type=Path, required=True)
     build = data_sub.add_parser("build", help="rebuild the committed training and held-out files")
-    build.add_argument("--heldout", type=int, default=48, help="generated held-out samples")
+    build.add_argument("--heldout", type=int, default=240, help="generated held-out samples")
     chk = data_sub.add_parser(
         "check", help="validate files; each is checked for leakage into the others"
     )
