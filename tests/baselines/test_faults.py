@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pika
 import pytest
 
@@ -285,6 +286,13 @@ REPORT = AnomalyReport.model_validate(
 )
 
 
+def _model_busy(port: int) -> bool:
+    """The service is analysing: its ``whyslow_model_queue`` gauge counts a request."""
+    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    line = next(x for x in metrics.splitlines() if x.startswith("whyslow_model_queue "))
+    return float(line.split()[1]) >= 1
+
+
 @pytest.mark.slow
 def test_the_service_killed_mid_analysis_analyses_the_report_once(
     service_settings: ServiceSettings, tmp_path: Path
@@ -318,7 +326,7 @@ def test_the_service_killed_mid_analysis_analyses_the_report_once(
     ).start()
     try:
         forwarder.submit(REPORT)
-        time.sleep(1.0)  # the model is generating (an answer takes seconds)
+        wait_for(lambda: bool(analysed) or _model_busy(port), 30, "the analysis to start")
         assert analysed == [], "answered too fast to be killed mid-analysis"
         service.send_signal(signal.SIGKILL)
         service.wait(timeout=10)
