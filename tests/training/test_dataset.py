@@ -41,8 +41,9 @@ def test_hand_written_case_files_are_checked_as_the_samples_they_become(tmp_path
     assert "probable_cause" in result.errors[0]
 
 
-def test_committed_training_file_is_reproducible() -> None:
+def test_committed_training_files_are_reproducible() -> None:
     assert samples.combined() == samples.read_jsonl(samples.COMBINED)
+    assert samples.extra() == samples.read_jsonl(samples.EXTRA)
 
 
 def test_generator_is_seeded_balanced_and_any_size() -> None:
