@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import pika
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from baselines.demo import free_port
 from baselines.detect import DetectorConfig
@@ -289,8 +290,10 @@ REPORT = AnomalyReport.model_validate(
 def _model_busy(port: int) -> bool:
     """The service is analysing: its ``whyslow_model_queue`` gauge counts a request."""
     metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
-    line = next(x for x in metrics.splitlines() if x.startswith("whyslow_model_queue "))
-    return float(line.split()[1]) >= 1
+    queue = next(
+        f for f in text_string_to_metric_families(metrics) if f.name == "whyslow_model_queue"
+    )
+    return queue.samples[0].value >= 1
 
 
 @pytest.mark.slow
