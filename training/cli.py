@@ -4,6 +4,7 @@ The shipped model is rebuilt with (see the README's "Training" section):
     whyslow train data build && whyslow train data check training/data/training-data-combined.jsonl
     whyslow train train --config training/configs/axolotl-config.yaml
     whyslow train export-adapter --adapter training/output/whyslow-smollm2 --ship
+    whyslow train calibrate
     whyslow train eval
 """
 
@@ -154,6 +155,67 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from service.model import tuned
+    from service.model.gguf_files import read_manifest, write_manifest
+    from service.model.runtime import ModelRuntime
+    from service.prompt import build_messages
+    from service.settings import Settings
+    from training import calibrate, evaluate
+    from training.dataset import samples
+    from training.dataset.generator import generate
+
+    settings = Settings()
+    adapter = args.adapter or tuned.ADAPTER
+    seed = samples.CALIBRATION_SEED if args.seed is None else args.seed
+    manifest_path = adapter.with_suffix(".json")
+    manifest = read_manifest(manifest_path)
+    runtime = ModelRuntime(
+        tuned.prepare_tuned(settings.data_dir, adapter),
+        settings.n_ctx,
+        settings.n_threads,
+        settings.seed,
+        settings.repeat_penalty,
+        flash_attn=settings.flash_attn,
+    )
+
+    def scored(cases: list[evaluate.Case], label: str) -> tuple[np.ndarray, np.ndarray]:
+        rows = [
+            runtime.cause_scores(build_messages(c.report, c.note))
+            for c in tqdm(cases, desc=label, unit="case")
+        ]
+        return (
+            np.array([[row[cause] for cause in calibrate.CAUSES] for row in rows]),
+            np.array([calibrate.CAUSES.index(c.expected.probable_cause) for c in cases]),
+        )
+
+    fitting = [
+        evaluate.Case(s.id, s.pattern, s.report, s.answer, s.note) for s in generate(args.n, seed)
+    ]
+    fit = calibrate.fit_bias(*scored(fitting, f"generated seed {seed}"), args.l2)
+    print(
+        f"fitted on {len(fitting)} generated cases (seed {seed}): cause "
+        f"{fit.accuracy_before:.1%} -> {fit.accuracy_after:.1%}, "
+        f"loss {fit.loss_before:.4f} -> {fit.loss_after:.4f}"
+    )
+    print("bias: " + ", ".join(f"{cause} {b:+.3f}" for cause, b in fit.bias.items()))
+    bias = np.array(list(fit.bias.values()))
+    for path in args.data or [samples.HELDOUT, samples.HANDWRITTEN_HELDOUT_CHAT]:
+        scores, labels = scored(evaluate.load_cases(path), path.stem)
+        before, after = calibrate.accuracy(scores, labels), calibrate.accuracy(scores, labels, bias)
+        print(f"{path.stem} ({len(labels)} cases): cause {before:.1%} -> {after:.1%}")
+    runtime.close()
+    if args.dry_run:
+        print(f"--dry-run: {manifest_path} left as it was")
+    else:
+        write_manifest(manifest.model_copy(update={"cause_bias": fit.bias}), manifest_path)
+        print(f"wrote cause_bias to {manifest_path}")
+    return 0
+
+
 def _named_model(spec: str) -> tuple[str, str]:
     name, sep, path = spec.partition("=")
     if not sep or not name or not path:
@@ -164,25 +226,25 @@ def _named_model(spec: str) -> tuple[str, str]:
 def cmd_eval(args: argparse.Namespace) -> int:
     from service.model.embedded import prepare_embedded
     from service.model.runtime import ModelRuntime
-    from service.model.tuned import prepare_tuned
+    from service.model.tuned import cause_bias, prepare_tuned
     from service.settings import Settings
     from training import evaluate
     from training.dataset import samples
 
     settings = Settings()
     models = (
-        dict(_named_model(spec) for spec in args.model)
+        {name: (path, {}) for name, path in map(_named_model, args.model)}
         if args.model
         else {
-            "base Q8_0": str(prepare_embedded(settings.data_dir)),
-            "tuned Q8_0": str(prepare_tuned(settings.data_dir)),
+            "base Q8_0": (str(prepare_embedded(settings.data_dir)), {}),
+            "tuned Q8_0": (str(prepare_tuned(settings.data_dir)), cause_bias()),
         }
     )
     datasets = args.data or [samples.HELDOUT, samples.HANDWRITTEN_HELDOUT_CHAT]
     cases = {path.stem: evaluate.load_cases(path) for path in datasets}
     results: dict = {name: {} for name in cases}
     details: dict = {name: {} for name in cases}
-    for name, path in models.items():
+    for name, (path, bias) in models.items():
         runtime = ModelRuntime(
             Path(path),
             settings.n_ctx,
@@ -190,6 +252,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             settings.seed,
             settings.repeat_penalty,
             flash_attn=settings.flash_attn,
+            cause_bias=bias,
         )
         for dataset, items in cases.items():
             outcomes = evaluate.run_model(runtime, items, settings.max_tokens, f"{name} {dataset}")
@@ -260,6 +323,20 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", type=Path, required=True)
     q.add_argument("--type", default="Q8_0")
     q.set_defaults(func=cmd_quantize)
+
+    c = sub.add_parser(
+        "calibrate",
+        help="fit the adapter's per-cause bias on generated cases (training/calibrate.py)",
+    )
+    c.add_argument("--adapter", type=Path, help="NAME.gguf (default: the shipped adapter)")
+    c.add_argument("--n", type=int, default=480, help="generated cases to fit on")
+    c.add_argument(
+        "--seed", type=int, help="generator seed (default: 3, which no data file is drawn from)"
+    )
+    c.add_argument("--l2", type=float, default=1e-3, help="L2 penalty on the bias")
+    c.add_argument("--data", action="append", type=Path, help="chat JSONL to report cause on")
+    c.add_argument("--dry-run", action="store_true", help="report only; leave the manifest")
+    c.set_defaults(func=cmd_calibrate)
 
     v = sub.add_parser("eval", help="score models and the rule engine on held-out cases")
     v.add_argument(

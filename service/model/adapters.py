@@ -8,7 +8,8 @@ An adapter may have a manifest ``NAME.json`` beside it (service/model/gguf_files
 which base it was trained for. llama.cpp only checks that tensor shapes fit, so an adapter
 trained on another base of the same shape would load and answer nonsense; with a manifest it
 is refused instead (AdapterMismatch), naming both bases. An adapter without a manifest is
-used as before.
+used as before. A manifest may also carry the adapter's ``cause_bias`` (its calibration,
+``training/calibrate.py``), applied while the adapter is in use.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Adapters:
         self._llm = llm
         self._base = base
         self._loaded: dict[str, llama_cpp.llama_adapter_lora_p] = {}
+        self._bias: dict[str, dict[str, float]] = {}
         self.current: str | None = None
 
     def names(self) -> list[str]:
@@ -48,6 +50,10 @@ class Adapters:
         manifest = self._directory / f"{name}.json"  # type: ignore[operator]
         if manifest.is_file():
             check_manifest(read_manifest(manifest), self._base)
+
+    def cause_bias(self, name: str) -> dict[str, float]:
+        """The calibration of a loaded adapter, read with it (none without a manifest)."""
+        return self._bias.get(name, {})
 
     def use(self, name: str | None) -> None:
         """Put ``name`` (None: the bare base) on the context; call with the model held."""
@@ -70,5 +76,8 @@ class Adapters:
             handle = llama_cpp.llama_adapter_lora_init(self._llm._model.model, str(path).encode())
             if not handle:
                 raise UnknownAdapter(f"{name} ({path} is not a LoRA adapter for this base)")
+            manifest = path.with_suffix(".json")
+            if manifest.is_file():
+                self._bias[name] = dict(read_manifest(manifest).cause_bias)
             self._loaded[name] = handle
         return self._loaded[name]

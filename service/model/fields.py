@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +33,7 @@ from service.prompt import Settled
 CONFIDENCE_STEPS = [round(i * 0.05, 2) for i in range(21)]
 UNSAFE = frozenset(b'"\\\x7f' + bytes(range(0x20)))
 MAX_ACTIONS = 5
+OPENING = b'{"probable_cause":"'
 FIELDS = [
     "probable_cause",
     "severity",
@@ -64,6 +65,12 @@ class Decoded:
 
 def _options(values: list[str], then: str) -> list[bytes]:
     return [(value + then).encode() for value in values]
+
+
+def _continuing(ids: dict[bytes, int], option: bytes, decided: bytes) -> list[int]:
+    """The tokens that carry ``decided`` on along ``option`` (it starts with ``decided``)."""
+    rest = option[len(decided) :]
+    return [t for end in range(1, len(rest) + 1) if (t := ids.get(rest[:end])) is not None]
 
 
 def _escaped(text: str | None) -> bytes:
@@ -105,6 +112,11 @@ class FieldDecoder:
         severities = [s.value for s in Severity]
         confidences = [json.dumps(c) for c in CONFIDENCE_STEPS]
         self._cause = _options(causes, '","severity":"')
+        self._cause_starts = {
+            cause: _continuing(self._ids, option, b"")
+            for cause, option in zip(causes, self._cause, strict=True)
+        }
+        """The tokens that can begin each cause (their first letters differ: one decides)."""
         self._severity = _options(severities, '","confidence":')
         self._confidence = _options(confidences, ',"summary":"')
 
@@ -126,18 +138,22 @@ class FieldDecoder:
         temperature: float,
         seed: int | None,
         settled: Settled | None = None,
+        cause_bias: Mapping[str, float] | None = None,
     ) -> Decoded:
         """The answer's JSON text for a prompt (token ids ending with the assistant turn's
         start), with what ``settled`` gives written as given: the severity, and the summary
         once the cause is chosen (unless it is past the contract's length); the actions
-        picked from those it offers for the cause. Raises FieldOutputError or
-        DeadlinePassed."""
+        picked from those it offers for the cause. ``cause_bias`` is added to the scores of
+        the tokens that begin each cause it names (the adapter's calibration,
+        ``training/calibrate.py``). Raises FieldOutputError or DeadlinePassed."""
         if seed is not None:
             self._llm.set_seed(seed)
         numbers = PromptNumbers(self._llm.detokenize(prompt), self._classes)
         run = _Run(self, prompt, numbers, max_tokens, deadline, temperature)
-        run.force(b'{"probable_cause":"')
-        cause = ProbableCause(run.choose(self._cause).split(b'"')[0].decode())
+        run.force(OPENING)
+        bias = cause_bias or {}
+        causes = {o: bias.get(o.split(b'"')[0].decode(), 0.0) for o in self._cause}
+        cause = ProbableCause(run.choose(self._cause, causes).split(b'"')[0].decode())
         if settled and settled.severity:
             run.force(next(o for o in self._severity if o.startswith(settled.severity.encode())))
         else:
@@ -161,6 +177,22 @@ class FieldDecoder:
                     break
         text = run.answer.decode("utf-8", errors="replace")
         return Decoded(text, len(prompt), run.sampled)
+
+    def cause_scores(self, prompt: list[int]) -> dict[str, float]:
+        """Each cause's score where the answer names its cause: the highest logit among the
+        tokens that begin it. Greedy decoding names the cause whose score plus bias is the
+        highest, so these are what a bias is fitted on (``training/calibrate.py``)."""
+        ids = prompt + self._llm.tokenize(OPENING, add_bos=False, special=False)
+        seen: list[np.ndarray] = []
+
+        def keep(_: object, scores: np.ndarray) -> np.ndarray:
+            seen.append(scores.copy())
+            return scores
+
+        tokens = self._llm.generate(ids, temp=0.0, logits_processor=[keep])
+        next(tokens)
+        tokens.close()
+        return {cause: float(seen[0][t].max()) for cause, t in self._cause_starts.items()}
 
 
 class _Run:
@@ -187,13 +219,14 @@ class _Run:
     def force(self, text: bytes) -> None:
         self.answer += text
 
-    def _tokens(self, blocked: Callable[[], np.ndarray]) -> Iterator[int]:
-        """Tokens sampled after the answer so far, none of ``blocked()`` at its turn."""
+    def _tokens(self, steer: Callable[[np.ndarray], None]) -> Iterator[int]:
+        """Tokens sampled after the answer so far, each from the scores as ``steer``
+        leaves them (it changes them in place: no 49k-float garbage per token)."""
         llm = self.d._llm
         ids = self.prompt + llm.tokenize(self.answer, add_bos=False, special=False)
 
         def mask(_: object, scores: np.ndarray) -> np.ndarray:
-            np.copyto(scores, -np.inf, where=blocked())  # in place: no 49k-float garbage
+            steer(scores)
             return scores
 
         sampling = {"temp": self.temp, "top_k": 40, "top_p": 0.95, "min_p": 0.05}
@@ -207,23 +240,24 @@ class _Run:
                 raise DeadlinePassed("generation ran past the request's deadline")
             yield token
 
-    def choose(self, options: list[bytes]) -> bytes:
+    def choose(self, options: list[bytes], bias: Mapping[bytes, float] | None = None) -> bytes:
         """One of ``options``, returned: tokens are sampled until one option alone fits, then
-        the rest of it is forced."""
+        the rest of it is forced. ``bias`` is added to the scores of the tokens that carry
+        an option on."""
         texts, ids = self.d._texts, self.d._ids
         decided = b""
 
-        def blocked() -> np.ndarray:
-            block = np.ones(len(texts), dtype=bool)
+        def steer(scores: np.ndarray) -> None:
+            allowed = np.zeros(len(texts), dtype=bool)
             for option in options:
                 if option.startswith(decided):
-                    for end in range(len(decided) + 1, len(option) + 1):
-                        token = ids.get(option[len(decided) : end])
-                        if token is not None:
-                            block[token] = False
-            return block
+                    tokens = _continuing(ids, option, decided)
+                    allowed[tokens] = True
+                    if bias:
+                        scores[tokens] += bias.get(option, 0.0)
+            np.copyto(scores, -np.inf, where=~allowed)
 
-        tokens = self._tokens(blocked)
+        tokens = self._tokens(steer)
         while len(fitting := [o for o in options if o.startswith(decided)]) > 1:
             decided += texts[next(tokens)]
         tokens.close()
@@ -252,16 +286,16 @@ class _Run:
         limit = d._limits[field]
         value = b""
 
-        def blocked() -> np.ndarray:
+        def steer(scores: np.ndarray) -> None:
             room = limit - len(value)
             fits = d._safe & (d._lengths <= room)
             if value:
                 fits |= closers & (d._before_quote <= room)
             block = ~fits
             self.numbers.block(value, block)
-            return block
+            np.copyto(scores, -np.inf, where=block)
 
-        tokens = self._tokens(blocked)
+        tokens = self._tokens(steer)
         for token in tokens:
             text = d._texts[token]
             if closers[token]:

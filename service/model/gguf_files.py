@@ -22,6 +22,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tqdm import tqdm
 
+from service.contract import ProbableCause
+
 MANIFEST_FORMAT = "whyslow-adapter/1"
 
 OutType = Literal["F32", "F16"]
@@ -81,6 +83,12 @@ class AdapterManifest(BaseModel):
     seed: int
     metrics: dict[str, float] = Field(default_factory=dict)
     created: datetime
+    cause_bias: dict[ProbableCause, float] = Field(
+        default_factory=dict,
+        description="Added to the scores of the tokens that begin each cause when the answer "
+        "names its cause: the model's calibration, fitted on generated cases by `whyslow "
+        "train calibrate` (training/calibrate.py). Causes left out get 0.",
+    )
 
 
 def text_sha256(text: str) -> str:

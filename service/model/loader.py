@@ -12,7 +12,7 @@ from service.catalogue import Catalogue
 from service.model.embedded import prepare_embedded
 from service.model.remote import OpenAIRuntime
 from service.model.runtime import ModelBackend, ModelRuntime
-from service.model.tuned import prepare_tuned
+from service.model.tuned import cause_bias, prepare_tuned
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ class ModelLoader:
                 where = s.openai_base_url
             else:
                 where = str(self.model_path())
+                tuned = s.model_path is None and s.tuned
                 runtime = ModelRuntime(
                     Path(where),
                     s.n_ctx,
@@ -63,6 +64,7 @@ class ModelLoader:
                     s.repeat_penalty,
                     s.resolved_adapters_dir(),
                     s.flash_attn,
+                    cause_bias() if tuned else None,
                 )
             self.analyzer = Analyzer(runtime, s.max_tokens, self._catalogue)
             log.info("model ready: %s (%s)", where, runtime.info.quantization)

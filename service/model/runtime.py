@@ -113,7 +113,10 @@ class ModelRuntime:
         repeat_penalty: float,
         adapters_dir: Path | None = None,
         flash_attn: bool = True,
+        cause_bias: dict[str, float] | None = None,
     ) -> None:
+        """``cause_bias``: the calibration of the model at ``path`` (its adapter manifest's
+        ``cause_bias``); an adapter put on it per request brings its own."""
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path}")
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whyslow-model")
@@ -136,6 +139,7 @@ class ModelRuntime:
         self.adapters = Adapters(adapters_dir, self._llm, self.identity)
         self._chat = chat_formatter(self._llm)
         self._decoder = FieldDecoder(self._llm, repeat_penalty)
+        self._cause_bias = cause_bias or {}
         self.info = ModelInfo(
             base=path.name,
             quantization=_quantization_name(self._llm.metadata.get("general.file_type")),
@@ -175,10 +179,11 @@ class ModelRuntime:
         try:
             self.adapters.use(adapter)
             prompt = self.prompt_tokens(messages)
+            bias = self.adapters.cause_bias(adapter) if adapter else self._cause_bias
             try:
                 decoded = self.run(
                     lambda: self._decoder.decode(
-                        prompt, max_tokens, deadline, temperature, seed, settled
+                        prompt, max_tokens, deadline, temperature, seed, settled, bias
                     )
                 )
                 finish = "stop"
@@ -197,3 +202,11 @@ class ModelRuntime:
             prompt_tokens=decoded.prompt_tokens,
             completion_tokens=decoded.completion_tokens,
         )
+
+    def cause_scores(self, messages: list[dict[str, str]]) -> dict[str, float]:
+        """Each cause's score where the bare model (no adapter, no bias) names the cause
+        (``FieldDecoder.cause_scores``): what ``whyslow train calibrate`` fits a bias on."""
+        with self._lock:
+            self.adapters.use(None)
+            prompt = self.prompt_tokens(messages)
+            return self.run(lambda: self._decoder.cause_scores(prompt))

@@ -2,7 +2,8 @@
 
 The adapter (a few MB, committed in ``weights/``, built by ``whyslow train``) is merged into
 the dequantised base and quantised to Q8_0 once, into the data directory, named after the
-adapter's digest: a new adapter makes a new file, never a stale one served.
+adapter's digest: a new adapter makes a new file, never a stale one served. The digest
+leaves the manifest out, so recalibrating (``whyslow train calibrate``) merges nothing anew.
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ log = logging.getLogger(__name__)
 
 ADAPTER = Path(__file__).resolve().parent / "weights" / "whyslow-smollm2.gguf"
 """The shipped adapter; its manifest is the ``.json`` beside it."""
+
+
+def cause_bias(adapter: Path = ADAPTER) -> dict[str, float]:
+    """The adapter's calibration (its manifest's ``cause_bias``), which the merged model is
+    served with."""
+    return dict(read_manifest(adapter.with_suffix(".json")).cause_bias)
 
 
 def adapter_digest(adapter: Path = ADAPTER) -> str:

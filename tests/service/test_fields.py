@@ -69,6 +69,27 @@ def test_what_the_facts_settle_is_written_as_given_not_decoded(runtime: ModelRun
 
 
 @pytest.mark.slow
+def test_the_cause_named_is_the_best_scored_and_a_bias_moves_it(
+    runtime: ModelRuntime, service_settings
+) -> None:
+    deadline = time.monotonic() + 300
+    for row in samples.read_jsonl(samples.HELDOUT)[:3]:
+        scores = runtime.cause_scores(_messages(row))
+        assert set(scores) == {c.value for c in ProbableCause}
+        best, second = sorted(scores, key=scores.__getitem__, reverse=True)[:2]
+        answer = Diagnosis.model_validate_json(runtime.complete(_messages(row), 400, deadline).text)
+        assert answer.probable_cause == best, (scores, answer)
+    s = service_settings
+    lift = {second: scores[best] - scores[second] + 0.5}  # the runner-up, just past the best
+    biased = ModelRuntime(prepare_tuned(s.data_dir), 2048, 2, 0, s.repeat_penalty, cause_bias=lift)
+    try:
+        answer = Diagnosis.model_validate_json(biased.complete(_messages(row), 400, deadline).text)
+    finally:
+        biased.close()
+    assert answer.probable_cause == second, (scores, lift, answer)
+
+
+@pytest.mark.slow
 def test_actions_are_picked_from_those_offered_for_the_cause(runtime: ModelRuntime) -> None:
     row = samples.read_jsonl(samples.HELDOUT)[0]
     report = AnomalyReport.model_validate(row["meta"]["report"])

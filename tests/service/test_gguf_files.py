@@ -151,6 +151,11 @@ def test_manifest_round_trip_and_clear_errors(
     assert "base: Field required" in str(invalid.value) and "format" in str(invalid.value)
     with pytest.raises(InvalidManifest, match="cannot read"):
         read_manifest(tmp_path / "missing.json")
+    raw = json.loads(path.read_text())
+    (tmp_path / "bias.json").write_text(json.dumps(raw | {"cause_bias": {"latency": 1.0}}))
+    with pytest.raises(InvalidManifest) as unknown:
+        read_manifest(tmp_path / "bias.json")
+    assert "cause_bias.latency" in str(unknown.value)
 
 
 @pytest.mark.slow

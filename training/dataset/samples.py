@@ -28,7 +28,7 @@ HANDWRITTEN_HELDOUT = DATA_DIR / "handwritten-heldout.jsonl"
 HANDWRITTEN_HELDOUT_CHAT = DATA_DIR / "handwritten-heldout-chat.jsonl"
 HELDOUT = DATA_DIR / "heldout.jsonl"
 EXTRA = DATA_DIR / "generated-extra.jsonl"
-GENERATED_SEED, HELDOUT_SEED, EXTRA_SEED = 0, 1, 2
+GENERATED_SEED, HELDOUT_SEED, EXTRA_SEED, CALIBRATION_SEED = 0, 1, 2, 3
 EXTRA_SIZE = 660
 """The shipped run reads the combined file and this many more generated scenarios: with ~5
 cases per cause and pattern a 135M model learns the clear cases only (issue 6's first
