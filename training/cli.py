@@ -329,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="fit the adapter's per-cause bias on generated cases (training/calibrate.py)",
     )
     c.add_argument("--adapter", type=Path, help="NAME.gguf (default: the shipped adapter)")
-    c.add_argument("--n", type=int, default=480, help="generated cases to fit on")
+    c.add_argument("--n", type=int, default=1440, help="generated cases to fit on")
     c.add_argument(
         "--seed", type=int, help="generator seed (default: 3, which no data file is drawn from)"
     )

@@ -11,12 +11,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.analyze import Analyzer
-from service.contract import AnomalyReport
+from service.contract import AnomalyReport, ProbableCause
 from service.main import create_app
 from service.model.embedded import shipped_gguf
+from service.model.gguf_files import base_identity, write_manifest
 from service.model.runtime import ModelRuntime
 from service.model.tuned import prepare_tuned
 from tests.service.test_api import FULL_REPORT
+from tests.service.test_gguf_files import manifest_for
 
 
 def write_adapter(path: Path, seed: int, rank: int = 8, scale: float = 0.05) -> None:
@@ -72,6 +74,28 @@ def test_adapters_answer_differently_and_switching_back_restores_exactly(
     switch_ms = (time.perf_counter() - started) * 1000
     assert answer("team-a") == a and answer(None) == base and answer("team-b") == b
     print(f"\nswitch to a loaded adapter: {switch_ms:.3f} ms")
+
+
+@pytest.mark.slow
+def test_an_adapters_calibration_comes_with_it(service_settings, tmp_path: Path) -> None:
+    write_adapter(tmp_path / "plain.gguf", seed=1, scale=0.1)
+    write_adapter(tmp_path / "calibrated.gguf", seed=1, scale=0.1)
+    model = prepare_tuned(service_settings.data_dir)
+    lift = {ProbableCause.unknown: 40.0}
+    manifest = manifest_for(base_identity(model), "calibrated")
+    write_manifest(manifest.model_copy(update={"cause_bias": lift}), tmp_path / "calibrated.json")
+    runtime = ModelRuntime(model, 2048, 2, 0, 1.0, tmp_path)
+    analyzer = Analyzer(runtime, 1400)
+    report = AnomalyReport.model_validate(FULL_REPORT)
+    try:
+        base, plain, calibrated, base_again = (
+            analyzer.diagnose(report, time.monotonic() + 120, adapter=name).probable_cause
+            for name in (None, "plain", "calibrated", None)
+        )
+    finally:
+        runtime.close()
+    assert ProbableCause.unknown not in (base, plain, base_again), (base, plain, base_again)
+    assert calibrated == ProbableCause.unknown
 
 
 def test_models_lists_adapters_and_an_unknown_one_is_refused(
