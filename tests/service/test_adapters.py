@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import gguf
@@ -14,11 +15,15 @@ from service.analyze import Analyzer
 from service.contract import AnomalyReport, ProbableCause
 from service.main import create_app
 from service.model.embedded import shipped_gguf
-from service.model.gguf_files import base_identity, write_manifest
+from service.model.gguf_files import (
+    AdapterManifest,
+    BaseIdentity,
+    base_identity,
+    write_manifest,
+)
 from service.model.runtime import ModelRuntime
 from service.model.tuned import prepare_tuned
 from tests.service.test_api import FULL_REPORT
-from tests.service.test_gguf_files import manifest_for
 
 
 def write_adapter(path: Path, seed: int, rank: int = 8, scale: float = 0.05) -> None:
@@ -44,6 +49,19 @@ def write_adapter(path: Path, seed: int, rank: int = 8, scale: float = 0.05) -> 
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+def manifest_for(base: BaseIdentity, name: str = "team-a") -> AdapterManifest:
+    return AdapterManifest(
+        name=name,
+        base=base,
+        lora={"r": 8, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+        schema_version="1",
+        data_sha256="0" * 64,
+        seed=1,
+        metrics={"cause_accuracy": 0.9},
+        created=datetime(2026, 11, 23, tzinfo=UTC),
+    )
 
 
 @pytest.fixture(scope="module")

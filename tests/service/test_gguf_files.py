@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import gguf
@@ -17,7 +16,6 @@ from llama_cpp import Llama
 from service.main import create_app
 from service.model.embedded import prepare_embedded, shipped_gguf
 from service.model.gguf_files import (
-    AdapterManifest,
     AdapterMismatch,
     BaseIdentity,
     InvalidManifest,
@@ -29,7 +27,7 @@ from service.model.gguf_files import (
     read_manifest,
     write_manifest,
 )
-from tests.service.test_adapters import write_adapter
+from tests.service.test_adapters import manifest_for, write_adapter
 from tests.service.test_api import FULL_REPORT
 
 
@@ -58,19 +56,6 @@ def write_tiny_gguf(
 @pytest.fixture(scope="module")
 def shipped_identity() -> BaseIdentity:
     return base_identity(shipped_gguf())
-
-
-def manifest_for(base: BaseIdentity, name: str = "team-a") -> AdapterManifest:
-    return AdapterManifest(
-        name=name,
-        base=base,
-        lora={"r": 8, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
-        schema_version="1",
-        data_sha256="0" * 64,
-        seed=1,
-        metrics={"cause_accuracy": 0.9},
-        created=datetime(2026, 11, 23, tzinfo=UTC),
-    )
 
 
 @pytest.mark.slow
