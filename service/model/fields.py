@@ -12,6 +12,9 @@ text closed by its quote and the start of what must follow), the JSON grammar of
 without a grammar engine scanning the vocabulary at every token. A number the prose writes
 is held to the prompt's (``numbers.py``): the grounding guard's rule, kept while decoding.
 
+The cause is the one field a calibration may shift: an adapter's per-cause bias
+(``training/calibrate.py``) is added to the scores of the tokens that begin each cause.
+
 The answer is re-tokenised as a whole before each step, so the model reads the tokens
 training gave it (``training/train.py`` tokenises the full answer text), not the pieces.
 """
@@ -152,8 +155,8 @@ class FieldDecoder:
         run = _Run(self, prompt, numbers, max_tokens, deadline, temperature)
         run.force(OPENING)
         bias = cause_bias or {}
-        causes = {o: bias.get(o.split(b'"')[0].decode(), 0.0) for o in self._cause}
-        cause = ProbableCause(run.choose(self._cause, causes).split(b'"')[0].decode())
+        lift = {o: bias.get(c, 0.0) for c, o in zip(self._cause_starts, self._cause, strict=True)}
+        cause = ProbableCause(run.choose(self._cause, lift).split(b'"')[0].decode())
         if settled and settled.severity:
             run.force(next(o for o in self._severity if o.startswith(settled.severity.encode())))
         else:
