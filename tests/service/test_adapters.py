@@ -9,11 +9,9 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
 from service.analyze import Analyzer
 from service.contract import AnomalyReport, ProbableCause
-from service.main import create_app
 from service.model.embedded import shipped_gguf
 from service.model.gguf_files import (
     AdapterManifest,
@@ -23,6 +21,7 @@ from service.model.gguf_files import (
 )
 from service.model.runtime import ModelRuntime
 from service.model.tuned import prepare_tuned
+from tests.service.serving import serving
 from tests.service.test_api import FULL_REPORT
 
 
@@ -122,10 +121,7 @@ def test_models_lists_adapters_and_an_unknown_one_is_refused(
     settings = service_settings.model_copy(
         update={"data_dir": tmp_path, "adapters_dir": adapters_dir}
     )
-    with TestClient(create_app(settings)) as client:
-        deadline = time.monotonic() + 60
-        while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
-            time.sleep(0.05)
+    with serving(settings) as client:
         models = client.get("/v1/models").json()
         assert models["adapters"] == ["team-a", "team-b"]
         assert models["base"]["quantization"] == "Q8_0"

@@ -5,13 +5,11 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
-from fastapi.testclient import TestClient
-
 from service.contract import Analysis, AnomalyReport
-from service.main import create_app
 from service.rules import RULES_MODEL, diagnose
 from service.settings import Settings
 from service.store import AnalysisStore
+from tests.service.serving import serving
 
 CASES = [
     ("checkout", {"cpu_pct": 97, "cpu_baseline_pct": 45}),
@@ -63,7 +61,7 @@ def stored(tmp_path) -> Settings:
 
 
 def test_list_filter_and_paginate(tmp_path) -> None:
-    with TestClient(create_app(stored(tmp_path))) as client:
+    with serving(stored(tmp_path)) as client:
         page = client.get("/v1/anomalies").json()
         assert page["total"] == 4 and [a["anomaly_id"] for a in page["items"]] == [
             "a3",
@@ -89,7 +87,7 @@ def test_list_filter_and_paginate(tmp_path) -> None:
 
 
 def test_one_anomaly_in_full_and_errors(tmp_path) -> None:
-    with TestClient(create_app(stored(tmp_path))) as client:
+    with serving(stored(tmp_path)) as client:
         record = client.get("/v1/anomalies/a2").json()
         assert record["report"]["service"] == "exchange-api"
         assert record["analysis"]["probable_cause"] == "downstream_dependency"
@@ -111,7 +109,7 @@ def test_feedback_is_kept_and_exports_as_valid_training_samples(tmp_path) -> Non
     services = sorted({service for service, _ in CASES})
     catalogue.write_text("\n".join(f'"{name}" = "{name} is I/O-bound"' for name in services))
     settings = settings.model_copy(update={"catalogue": catalogue})
-    with TestClient(create_app(settings)) as client:
+    with serving(settings) as client:
         ok = client.post("/v1/anomalies/a0/feedback", json={"verdict": "correct"})
         wrong = client.post(
             "/v1/anomalies/a3/feedback",

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
 from service.contract import Analysis, AnomalyReport, ProbableCause
 from service.grounding import report_numbers, ungrounded
+from tests.service.serving import serving
 
 FULL_REPORT = {
     "id": "r-1",
@@ -152,27 +151,11 @@ def test_a_repeated_id_is_analysed_once(live_service: str, service_settings) -> 
     }
 
 
-def client_for(settings):
-    from fastapi.testclient import TestClient
-
-    from service.main import create_app
-
-    return TestClient(create_app(settings))
-
-
-def wait_loaded(client) -> None:
-    loader = client.app.state.loader
-    deadline = time.monotonic() + 60
-    while loader.analyzer is None and loader.error is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
 def test_a_model_that_failed_to_load_leaves_the_rule_engine_answering(tmp_path) -> None:
     from service.settings import Settings
 
     settings = Settings(data_dir=tmp_path, model_path=tmp_path / "missing.gguf")
-    with client_for(settings) as client:
-        wait_loaded(client)
+    with serving(settings) as client:
         assert client.get("/readyz").json()["status"] == "failed"
         response = client.post("/v1/analyze", json=MINIMAL_REPORT)
     assert response.status_code == 200
@@ -186,8 +169,7 @@ def test_past_its_deadline_a_request_gets_the_rules_answer_and_it_is_not_stored(
     tmp_path, service_settings
 ) -> None:
     settings = service_settings.model_copy(update={"data_dir": tmp_path, "request_timeout_s": 0.05})
-    with client_for(settings) as client:
-        wait_loaded(client)
+    with serving(settings) as client:
         first = client.post("/v1/analyze", json=FULL_REPORT | {"id": "late"}).json()
         second = client.post("/v1/analyze", json=FULL_REPORT | {"id": "late"}).json()
     assert first["grounding"] == "rules" and first["model"]["base"] == "rules"
@@ -199,15 +181,13 @@ def test_past_the_queue_bound_requests_get_503_with_retry_after(tmp_path, servic
     from concurrent.futures import ThreadPoolExecutor
 
     settings = service_settings.model_copy(update={"data_dir": tmp_path, "queue_limit": 1})
-    with client_for(settings) as client:
-        wait_loaded(client)
-        with ThreadPoolExecutor(6) as pool:
-            responses = list(
-                pool.map(
-                    lambda i: client.post("/v1/analyze", json=FULL_REPORT | {"id": f"load-{i}"}),
-                    range(6),
-                )
+    with serving(settings) as client, ThreadPoolExecutor(6) as pool:
+        responses = list(
+            pool.map(
+                lambda i: client.post("/v1/analyze", json=FULL_REPORT | {"id": f"load-{i}"}),
+                range(6),
             )
+        )
     codes = sorted(r.status_code for r in responses)
     assert set(codes) == {200, 503} and codes.count(200) >= 1
     for r in responses:

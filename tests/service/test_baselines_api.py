@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from fastapi.testclient import TestClient
-
 from baselines.detect import Detector, DetectorConfig
 from baselines.snapshot import checkpoint
 from baselines.store import open_store
 from baselines.synthetic import demo_incidents, last_full_week_start, telemetry
 from service.contract import TELEMETRY_EVENT
-from service.main import create_app
 from service.settings import Settings
+from tests.service.serving import serving
 
 WEEK = last_full_week_start(datetime(2026, 11, 23, tzinfo=UTC))
 
@@ -30,7 +28,7 @@ def learnt(tmp_path, days: int = 3, incidents: bool = False) -> Settings:
 
 
 def test_the_service_serves_the_profile_and_completes_a_bare_report(tmp_path) -> None:
-    with TestClient(create_app(learnt(tmp_path))) as client:
+    with serving(learnt(tmp_path)) as client:
         profile = client.get("/v1/baselines/checkout").json()
         p95 = profile["operations"]["POST /checkout"]["p95"]
         assert len(p95) == 168 and profile["timezone"] == "UTC"
@@ -52,7 +50,7 @@ def test_the_service_serves_the_profile_and_completes_a_bare_report(tmp_path) ->
 def test_the_profile_carries_the_band_the_observed_week_and_its_flags(tmp_path) -> None:
     """What the dashboard draws: a window above flag_above (twice) is an incident; the
     observed line keeps the incident the baseline refused to learn."""
-    with TestClient(create_app(learnt(tmp_path, days=7, incidents=True))) as client:
+    with serving(learnt(tmp_path, days=7, incidents=True)) as client:
         assert client.get("/v1/baselines").json() == {
             "services": ["checkout", "exchange-api", "search"]
         }

@@ -10,10 +10,8 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from llama_cpp import Llama
 
-from service.main import create_app
 from service.model.embedded import prepare_embedded, shipped_gguf
 from service.model.gguf_files import (
     AdapterMismatch,
@@ -27,6 +25,7 @@ from service.model.gguf_files import (
     read_manifest,
     write_manifest,
 )
+from tests.service.serving import serving
 from tests.service.test_adapters import manifest_for, write_adapter
 from tests.service.test_api import FULL_REPORT
 
@@ -161,10 +160,7 @@ def test_the_service_refuses_an_adapter_made_for_another_base(
 
     base = prepare_embedded(service_settings.data_dir)  # the bare base, whatever the default
     settings = service_settings.model_copy(update={"adapters_dir": adapters, "model_path": base})
-    with TestClient(create_app(settings)) as client:
-        deadline = time.monotonic() + 60
-        while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
-            time.sleep(0.05)
+    with serving(settings) as client:
         assert client.app.state.loader.analyzer is not None, client.get("/readyz").text
         refused = client.post(
             "/v1/analyze", json=FULL_REPORT, headers={"X-Whyslow-Adapter": "theirs"}

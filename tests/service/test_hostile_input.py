@@ -28,12 +28,12 @@ from llama_cpp import (
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from service.contract import CONTROL_CHARS, Analysis, AnomalyReport, ProbableCause
-from service.main import create_app
 from service.model.embedded import shipped_gguf
 from service.prompt import build_messages, derived_signals
 from service.settings import Settings
 from tests.baselines.conftest import postgres_schema
 from tests.hostile import INJECTIONS, PROPERTIES, Tally, hostile_text, tally_fixture
+from tests.service.serving import serving
 
 tally = tally_fixture("POST /v1/analyze")
 
@@ -83,7 +83,7 @@ def clients(tmp: Path, store_url: str | None = None) -> Iterator[TestClient]:
         store_url=store_url,
         baselines_url=store_url,
     )
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+    with serving(settings, raise_server_exceptions=False) as client:
         yield client
 
 
@@ -98,7 +98,7 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     tmp = tmp_path_factory.mktemp("limited")
     settings = Settings(data_dir=tmp, model_path=tmp / "none.gguf")
     assert settings.max_body_bytes == LIMIT
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+    with serving(settings, raise_server_exceptions=False) as client:
         yield client
 
 

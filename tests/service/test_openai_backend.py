@@ -9,13 +9,12 @@ import time
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 
 from baselines.demo import free_port
 from service.contract import Analysis, AnomalyReport, Severity
 from service.grounding import report_numbers, ungrounded
-from service.main import create_app
 from service.model.embedded import prepare_embedded
+from tests.service.serving import serving
 from tests.service.test_api import FULL_REPORT
 
 
@@ -62,11 +61,8 @@ def test_answers_come_from_an_openai_compatible_server(service_settings, tmp_pat
                 "openai_response_format": "json_object",
             }
         )
-        with TestClient(create_app(settings)) as client:
-            ready_by = time.monotonic() + 60
-            while client.get("/readyz").status_code != 200:
-                assert time.monotonic() < ready_by, "the service did not become ready"
-                time.sleep(0.05)
+        with serving(settings) as client:
+            assert client.get("/readyz").status_code == 200, client.get("/readyz").text
             assert client.get("/v1/models").json()["base"]["base"] == "openai:smol"
             response = client.post("/v1/analyze", json=FULL_REPORT | {"id": "remote-1"})
     finally:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from service.main import create_app
 from service.settings import Settings
+from tests.service.serving import serving
 
 REPORT = {"service": "api", "operation": "GET /x", "latency_ms": {"p95": 900}}
 
@@ -21,7 +21,7 @@ def client(tmp_path):
         max_body_bytes=2048,
         cors_origins="https://ops.example",
     )
-    with TestClient(create_app(settings)) as client:
+    with serving(settings) as client:
         yield client
 
 
