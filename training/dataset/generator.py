@@ -13,6 +13,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from service.contract import AnomalyReport, Diagnosis, ProbableCause
 from service.playbook import ACTIONS
@@ -298,36 +299,51 @@ def knowledge(d: Draft) -> None:
 
 
 NONE: frozenset[str] = frozenset()
-Entry = tuple[ProbableCause, str, Recipe, str | None, frozenset[str] | None]
-"""(cause, pattern, recipe, catalogue service, the signals the prompt must tag abnormal)."""
+
+
+class Entry(NamedTuple):
+    """One way a scenario is drawn."""
+
+    cause: ProbableCause
+    pattern: str
+    recipe: Recipe
+    service: str | None
+    """The catalogue service whose traits the scenario needs, or None for any service."""
+    abnormal: frozenset[str] | None
+    """The signals the prompt must tag abnormal. None: the recipe may or may not add one
+    misleading signal (``Draft.consequence``), which the evidence outweighs."""
+
+
 RECIPES: tuple[Entry, ...] = (
-    (C.local_cpu_saturation, "clear", cpu_clear, None, frozenset({"cpu"})),
-    (C.local_cpu_saturation, "mixed", cpu_mixed, None, frozenset({"cpu", "downstream"})),
-    (C.local_cpu_saturation, "evidence", cpu_evidence, None, None),
-    (C.downstream_dependency, "clear", downstream_clear, None, frozenset({"downstream"})),
-    (C.downstream_dependency, "mixed", downstream_mixed, None, frozenset({"downstream", "queue"})),
-    (C.downstream_dependency, "evidence", downstream_evidence, None, None),
-    (C.downstream_dependency, "service_knowledge", knowledge, "exchange-api", frozenset({"cpu"})),
-    (C.downstream_dependency, "service_knowledge", knowledge, "checkout", NONE),
-    (C.memory_pressure, "clear", memory_clear, None, frozenset({"memory"})),
-    (C.memory_pressure, "mixed", memory_mixed, None, frozenset({"memory", "cpu"})),
-    (C.memory_pressure, "evidence", memory_evidence, None, None),
-    (C.memory_pressure, "service_knowledge", knowledge, "search-api", NONE),
-    (C.traffic_surge, "clear", surge_clear, None, frozenset({"request"})),
-    (C.traffic_surge, "mixed", surge_mixed, None, frozenset({"request", "cpu"})),
-    (C.traffic_surge, "evidence", surge_evidence, None, None),
-    (C.queue_backlog, "clear", queue_clear, None, frozenset({"queue"})),
-    (C.queue_backlog, "evidence", queue_evidence, None, None),
-    (C.queue_backlog, "service_knowledge", knowledge, "email-worker", NONE),
-    (C.recent_deployment, "quiet", deploy_quiet, None, NONE),
-    (C.recent_deployment, "evidence", deploy_evidence, None, None),
-    (C.network_degradation, "evidence", network_evidence, None, None),
-    (C.network_degradation, "service_knowledge", knowledge, "edge-gateway", NONE),
-    (C.unknown, "quiet", unknown_quiet, None, NONE),
-    (C.unknown, "quiet", unknown_quiet, None, NONE),
+    Entry(C.local_cpu_saturation, "clear", cpu_clear, None, frozenset({"cpu"})),
+    Entry(C.local_cpu_saturation, "mixed", cpu_mixed, None, frozenset({"cpu", "downstream"})),
+    Entry(C.local_cpu_saturation, "evidence", cpu_evidence, None, None),
+    Entry(C.downstream_dependency, "clear", downstream_clear, None, frozenset({"downstream"})),
+    Entry(
+        C.downstream_dependency, "mixed", downstream_mixed, None, frozenset({"downstream", "queue"})
+    ),
+    Entry(C.downstream_dependency, "evidence", downstream_evidence, None, None),
+    Entry(
+        C.downstream_dependency, "service_knowledge", knowledge, "exchange-api", frozenset({"cpu"})
+    ),
+    Entry(C.downstream_dependency, "service_knowledge", knowledge, "checkout", NONE),
+    Entry(C.memory_pressure, "clear", memory_clear, None, frozenset({"memory"})),
+    Entry(C.memory_pressure, "mixed", memory_mixed, None, frozenset({"memory", "cpu"})),
+    Entry(C.memory_pressure, "evidence", memory_evidence, None, None),
+    Entry(C.memory_pressure, "service_knowledge", knowledge, "search-api", NONE),
+    Entry(C.traffic_surge, "clear", surge_clear, None, frozenset({"request"})),
+    Entry(C.traffic_surge, "mixed", surge_mixed, None, frozenset({"request", "cpu"})),
+    Entry(C.traffic_surge, "evidence", surge_evidence, None, None),
+    Entry(C.queue_backlog, "clear", queue_clear, None, frozenset({"queue"})),
+    Entry(C.queue_backlog, "evidence", queue_evidence, None, None),
+    Entry(C.queue_backlog, "service_knowledge", knowledge, "email-worker", NONE),
+    Entry(C.recent_deployment, "quiet", deploy_quiet, None, NONE),
+    Entry(C.recent_deployment, "evidence", deploy_evidence, None, None),
+    Entry(C.network_degradation, "evidence", network_evidence, None, None),
+    Entry(C.network_degradation, "service_knowledge", knowledge, "edge-gateway", NONE),
+    Entry(C.unknown, "quiet", unknown_quiet, None, NONE),
+    Entry(C.unknown, "quiet", unknown_quiet, None, NONE),
 )
-"""None: the recipe may or may not add one misleading signal (``Draft.consequence``), which
-the evidence outweighs."""
 
 
 @dataclass(frozen=True)

@@ -38,9 +38,9 @@ on 2 cores with AMX; README, Training)."""
 
 EXTRA_RECIPES = (
     RECIPES
-    + tuple(entry for entry in RECIPES if entry[1] == "evidence")
-    + tuple(entry for entry in RECIPES if entry[2] in (cpu_clear, cpu_mixed))
-    + tuple(entry for entry in RECIPES if entry[3] == "exchange-api")
+    + tuple(entry for entry in RECIPES if entry.pattern == "evidence")
+    + tuple(entry for entry in RECIPES if entry.recipe in (cpu_clear, cpu_mixed))
+    + tuple(entry for entry in RECIPES if entry.service == "exchange-api")
 )
 """The extra scenarios come from every recipe, twice from those the model learns slowest:
 the evidence ones (issue 6's eval: 50% held-out with each recipe once), and the three
