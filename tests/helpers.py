@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import pika
 import pytest
 from opentelemetry.instrumentation.pika import PikaInstrumentor
+from prometheus_client.parser import text_string_to_metric_families
 
 from baselines.consumer import TelemetryConsumer
 from baselines.detect import Detector, DetectorConfig
@@ -26,6 +27,17 @@ def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(0.05)
+
+
+def sample_value(exposition: str, name: str, **labels: str) -> float | None:
+    """The value of sample ``name`` with exactly ``labels`` in a /metrics page, read with
+    prometheus_client's parser, as a scraper reads it; None when the page has no such
+    sample."""
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return None
 
 
 def publish(

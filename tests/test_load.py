@@ -35,7 +35,7 @@ from baselines.demo import free_port
 from service.model.loader import ModelLoader
 from service.settings import Settings as ServiceSettings
 from tests.baselines.test_chaos import _ready
-from tests.helpers import declare, wait_for
+from tests.helpers import declare, sample_value, wait_for
 from tests.otlp import record_spans
 
 SPANS_PER_S = 50_000
@@ -91,8 +91,8 @@ def applied_spans(metrics_port: int) -> int:
         text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
     except httpx.TransportError:
         return -1
-    found = re.search(r'whyslow_consumer_events_applied_total\{kind="span"\} (\S+)', text)
-    return int(float(found.group(1))) if found else -1
+    value = sample_value(text, "whyslow_consumer_events_applied_total", kind="span")
+    return -1 if value is None else int(value)
 
 
 class Clients:

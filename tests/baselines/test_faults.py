@@ -24,7 +24,6 @@ from pathlib import Path
 import httpx
 import pika
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from baselines.demo import free_port
 from baselines.detect import DetectorConfig
@@ -38,7 +37,7 @@ from service.model.loader import ModelLoader
 from service.settings import Settings as ServiceSettings
 from service.store import AnalysisStore
 from tests.baselines.test_chaos import _ready, applied, consumer_record
-from tests.helpers import declare, publish, running_consumer, wait_for
+from tests.helpers import declare, publish, running_consumer, sample_value, wait_for
 
 WEEK = last_full_week_start(datetime(2026, 11, 23, tzinfo=UTC))
 
@@ -290,10 +289,7 @@ REPORT = AnomalyReport.model_validate(
 def _model_busy(port: int) -> bool:
     """The service is analysing: its ``whyslow_model_queue`` gauge counts a request."""
     metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
-    queue = next(
-        f for f in text_string_to_metric_families(metrics) if f.name == "whyslow_model_queue"
-    )
-    return queue.samples[0].value >= 1
+    return (sample_value(metrics, "whyslow_model_queue") or 0) >= 1
 
 
 @pytest.mark.slow
