@@ -60,22 +60,35 @@ ACTIONS: dict[ProbableCause, list[str]] = {
     ],
 }
 
+WITHOUT_DEPENDENCY: dict[ProbableCause, list[str]] = {
+    C.downstream_dependency: [
+        "Find the slow call in the slowest traces of {op} on {service}",
+        "Check the health and latency of the dependencies of {service}",
+        "Tighten the timeouts and add circuit breakers on the outbound calls of {service}",
+        "Serve cached or degraded responses from {service} while its dependency is slow",
+    ],
+}
+"""A slow dependency's actions when the report names none (no client spans reached the
+consumer; a catalogue note or an evidence line made the case): finding it comes first,
+and each action names the service whose calls to look at."""
+
 NO_DEPENDENCY = "its dependency"
+"""What the other causes' actions call the dependency when the report names none."""
 LENGTH = Diagnosis.model_json_schema()["properties"]["recommended_actions"]["items"]["maxLength"]
 
 
-def slowest_dependency(report: AnomalyReport) -> str:
-    """The downstream service that slowed most against its usual p95 (or NO_DEPENDENCY)."""
+def slowest_dependency(report: AnomalyReport) -> str | None:
+    """The downstream service that slowed most against its usual p95, if any is known."""
     calls = [d for d in report.context.downstream if d.baseline_p95_ms]
     if not calls:
-        return NO_DEPENDENCY
+        return None
     return max(calls, key=lambda d: d.p95_ms / (d.baseline_p95_ms or 1)).service
 
 
 def actions(report: AnomalyReport) -> dict[ProbableCause, list[str]]:
     """Every cause's actions, naming this report's service, operation and slowest
     dependency (cut to the contract's length, which only very long names reach)."""
-    names = {"service": report.service, "op": report.operation, "dep": slowest_dependency(report)}
-    return {
-        cause: [a.format(**names)[:LENGTH] for a in listed] for cause, listed in ACTIONS.items()
-    }
+    dependency = slowest_dependency(report)
+    book = ACTIONS if dependency else ACTIONS | WITHOUT_DEPENDENCY
+    names = {"service": report.service, "op": report.operation, "dep": dependency or NO_DEPENDENCY}
+    return {cause: [a.format(**names)[:LENGTH] for a in listed] for cause, listed in book.items()}

@@ -33,7 +33,11 @@ RULES = "rules"
 FACT = re.compile(r"\d[\w.%/]* vs usual \d[\w.%/]*(?: \((?:[\w.]+ [A-Z]+|normal)\))?")
 """A fact as the prompt prints it and answers quote it: ``98% vs usual 39% (2.5x HIGHER)``."""
 OPENINGS = {
-    cause: [a.split("{")[0] for a in listed if len(a.split("{")[0]) > 6]
+    cause: [
+        a.split("{")[0]
+        for a in [*listed, *playbook.WITHOUT_DEPENDENCY.get(cause, [])]
+        if len(a.split("{")[0]) > 6
+    ]
     for cause, listed in playbook.ACTIONS.items()
 }
 """How each cause's playbook actions begin (past a first word, which ``Check {dep}`` shares

@@ -30,9 +30,19 @@ def test_every_cause_has_actions_naming_the_reports_service_operation_and_slowes
     assert "payments" in text and "ledger" not in text  # 10x slower beats 1.5x
 
 
-def test_without_a_known_dependency_the_actions_say_so_plainly() -> None:
-    offered = playbook.actions(_report([]))[ProbableCause.downstream_dependency]
-    assert offered[0] == f"Check the health and latency of {playbook.NO_DEPENDENCY}"
+def test_without_a_known_dependency_the_actions_find_it_from_the_service() -> None:
+    """No client spans named the dependency: each action says where to look, on the
+    report's service; the other causes call it plainly ``its dependency``."""
+    offered = playbook.actions(_report([]))
+    slow = offered[ProbableCause.downstream_dependency]
+    assert slow[0] == "Find the slow call in the slowest traces of POST /pay on checkout"
+    assert all("checkout" in action for action in slow)
+    network = offered[ProbableCause.network_degradation][0]
+    assert (
+        network
+        == f"Check network latency and packet loss between checkout and {playbook.NO_DEPENDENCY}"
+    )
+    assert "{" not in " ".join(a for listed in offered.values() for a in listed)
 
 
 def test_an_action_never_outgrows_the_contract() -> None:
