@@ -139,7 +139,9 @@ class ModelRuntime:
         self.adapters = Adapters(adapters_dir, self._llm, self.identity)
         self._chat = chat_formatter(self._llm)
         self._decoder = FieldDecoder(self._llm, repeat_penalty)
-        self._cause_bias = cause_bias or {}
+        self.cause_bias = cause_bias or {}
+        """Added to each cause's first token when no adapter is asked for: the calibration
+        of the adapter merged into this model (``whyslow train calibrate``)."""
         self.info = ModelInfo(
             base=path.name,
             quantization=_quantization_name(self._llm.metadata.get("general.file_type")),
@@ -179,7 +181,7 @@ class ModelRuntime:
         try:
             self.adapters.use(adapter)
             prompt = self.prompt_tokens(messages)
-            bias = self.adapters.cause_bias(adapter) if adapter else self._cause_bias
+            bias = self.adapters.cause_bias(adapter) if adapter else self.cause_bias
             try:
                 decoded = self.run(
                     lambda: self._decoder.decode(
