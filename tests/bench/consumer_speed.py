@@ -1,11 +1,19 @@
 """Throughput of the consumer through the real broker, against a raw pika consumer that only
 acknowledges the same messages, measured in the same run.
 
-    .venv/bin/python tests/bench/consumer_speed.py [--spans 200000]
+    .venv/bin/python tests/bench/consumer_speed.py [--spans 200000] [--per-message 1000 100 10]
 
-Two workloads: batched OTLP protobuf (1,000 spans per message, as the Collector's batch
-processor sends them) and JSON events (one message of 50 events each). whyslow runs in its
-exactly-once mode (a SQLite checkpoint before each acknowledgement) and without a store.
+Workloads: batched OTLP protobuf (1,000 spans per message, as the Collector's batch
+processor sends them under load, and smaller batches, as it sends them on its timeout at
+low traffic) and JSON events (50 per message). whyslow runs without a store and in its
+exactly-once mode (a SQLite checkpoint before each acknowledgement).
+
+A second reference bounds what any consumer of these messages can reach: a pika consumer
+that acknowledges after decoding each message with the library the issue prescribes
+(``ExportTraceServiceRequest.FromString`` of the OTel protobuf package, ``json.loads``)
+and reads nothing from it. Its ratio to the raw rate is the ceiling for a consumer that
+looks inside the messages at all.
+
 Target (issue): >= 50,000 spans/s with batched OTLP and >= 0.8 of the raw-consume rate.
 """
 
@@ -17,11 +25,13 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pika
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -37,8 +47,8 @@ from baselines.synthetic import last_full_week_start, telemetry
 from baselines.topology import declare_topology
 
 
-def otlp_messages(spans: int) -> list[bytes]:
-    """Synthetic week-seasonal spans of three services, 1,000 per OTLP request."""
+def otlp_messages(spans: int, per_message: int) -> list[bytes]:
+    """Synthetic week-seasonal spans of three services, ``per_message`` per OTLP request."""
     start = last_full_week_start(datetime.now(UTC))
     events = []
     for minute in telemetry(start, [], minutes=10 * 1440, peak_per_minute=60):
@@ -47,14 +57,14 @@ def otlp_messages(spans: int) -> list[bytes]:
             break
     events = events[:spans]
     messages = []
-    for i in range(0, len(events), 1000):
+    for i in range(0, len(events), per_message):
         recorded = []
         for service in ("checkout", "exchange-api", "search"):
             exporter = InMemorySpanExporter()
             provider = TracerProvider(resource=Resource({"service.name": service}))
             provider.add_span_processor(SimpleSpanProcessor(exporter))
             tracer = provider.get_tracer("bench")
-            for e in events[i : i + 1000]:
+            for e in events[i : i + per_message]:
                 if e["service"] != service:
                     continue
                 end = round(e["timestamp"] * 1e9)
@@ -94,8 +104,11 @@ def fill(settings: Settings, messages: list[bytes], routing_key: str, content_ty
     connection.close()
 
 
-def raw_consume(settings: Settings, count: int) -> float:
-    """Seconds for a bare pika consumer to receive and ack ``count`` messages."""
+def raw_consume(
+    settings: Settings, count: int, decode: Callable[[bytes], object] | None = None
+) -> float:
+    """Seconds for a bare pika consumer to receive and ack ``count`` messages, decoding each
+    body first when ``decode`` is given."""
     connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
     channel = connection.channel()
     channel.basic_qos(prefetch_count=settings.prefetch)
@@ -104,6 +117,8 @@ def raw_consume(settings: Settings, count: int) -> float:
 
     def on_message(ch, method, properties, body) -> None:
         nonlocal seen
+        if decode is not None:
+            decode(body)
         ch.basic_ack(method.delivery_tag)
         seen += 1
         if seen == count:
@@ -140,6 +155,7 @@ def run(
     units: int,
     routing_key: str,
     content_type: str,
+    decode: Callable[[bytes], object],
     settings: Settings,
     tmp: Path,
 ) -> None:
@@ -147,6 +163,12 @@ def run(
     raw = raw_consume(settings, len(messages))
     print(
         f"{label}: raw pika, ack only: {units / raw:>10,.0f}/s ({len(messages) / raw:,.0f} msgs/s)"
+    )
+    fill(settings, messages, routing_key, content_type)
+    ceiling = raw_consume(settings, len(messages), decode)
+    print(
+        f"{label}: raw pika, decode and ack: {units / ceiling:>10,.0f}/s, "
+        f"ratio to raw {raw / ceiling:.2f} (the ceiling)"
     )
     for mode, url in (
         ("no store", None),
@@ -160,6 +182,13 @@ def run(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spans", type=int, default=200_000)
+    parser.add_argument(
+        "--per-message",
+        type=int,
+        nargs="+",
+        default=[1000, 100, 10],
+        help="OTLP spans per message, one workload each",
+    )
     args = parser.parse_args()
     suffix = uuid.uuid4().hex[:8]
     settings = Settings(
@@ -171,23 +200,24 @@ def main() -> None:
     )
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            otlp = otlp_messages(args.spans)
-            run(
-                "OTLP protobuf, 1000 spans/msg",
-                otlp,
-                args.spans,
-                "otlp_spans",
-                "",
-                settings,
-                Path(tmp),
-            )
-            events = json_messages(args.spans // 2)
+            for per_message in args.per_message:
+                run(
+                    f"OTLP protobuf, {per_message} spans/msg",
+                    otlp_messages(args.spans, per_message),
+                    args.spans,
+                    "otlp_spans",
+                    "",
+                    ExportTraceServiceRequest.FromString,
+                    settings,
+                    Path(tmp),
+                )
             run(
                 "JSON, 50 events/msg",
-                events,
+                json_messages(args.spans // 2),
                 args.spans // 2,
                 "json",
                 "application/json",
+                json.loads,
                 settings,
                 Path(tmp),
             )
