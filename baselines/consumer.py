@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import pika
 import pika.exceptions
@@ -86,13 +86,31 @@ class _HeaderGetter(Getter[dict[str, Any]]):
 HEADERS = _HeaderGetter()
 
 
-def parse_message(body: bytes, routing_key: str, content_type: str) -> ParsedBatch:
-    """Pick the wire format: OTLP by routing key or protobuf content type, else JSON."""
+def wire_format(routing_key: str, content_type: str) -> Literal["otlp", "json"]:
+    """OTLP by routing key or protobuf content type, else JSON events (of a JSON type)."""
     if routing_key.startswith("otlp_") or content_type.endswith("protobuf"):
-        return parse_otlp(body, routing_key, content_type)
+        return "otlp"
     if content_type not in JSON_TYPES:
         raise MalformedMessage(f"unsupported content type {content_type!r}")
+    return "json"
+
+
+def parse_message(body: bytes, routing_key: str, content_type: str) -> ParsedBatch:
+    if wire_format(routing_key, content_type) == "otlp":
+        return parse_otlp(body, routing_key, content_type)
     return parse_json_events(body)
+
+
+def content_type_of(properties: BasicProperties) -> str:
+    return (properties.content_type or "").split(";")[0].strip().lower()
+
+
+def sent_routing_key(settings: Settings, method: Basic.Deliver, properties: BasicProperties) -> str:
+    """The routing key the producer published with, which names an OTLP signal: a shard's
+    copy, routed by its shard number, carries the original in its ``type``."""
+    if settings.shard is not None and properties.type:
+        return properties.type
+    return method.routing_key
 
 
 def message_digest(routing_key: str, body: bytes) -> str:
@@ -111,11 +129,11 @@ def parse_or_dead_letter(
     """(the message's usable events, dead letters sent). A message that cannot be parsed
     goes whole to the DLQ as it came (None); in a batch, the rejected items go there as a
     JSON list and the rest is returned."""
-    content_type = (properties.content_type or "").split(";")[0].strip().lower()
+    routing_key = sent_routing_key(settings, method, properties)
     try:
-        batch = parse_message(body, method.routing_key, content_type)
+        batch = parse_message(body, routing_key, content_type_of(properties))
     except MalformedMessage as exc:
-        dead_letter(channel, settings, method.routing_key, properties, body, str(exc), digest)
+        dead_letter(channel, settings, routing_key, properties, body, str(exc), digest)
         return None, 1
     if not batch.rejected:
         return batch, 0
@@ -124,7 +142,7 @@ def parse_or_dead_letter(
     dead_letter(
         channel,
         settings,
-        method.routing_key,
+        routing_key,
         properties,
         rejected,
         reason,

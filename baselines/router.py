@@ -2,14 +2,21 @@
 one consumer.
 
 One Collector batch mixes services, so the broker alone cannot route by service. ``whyslow
-route --shards N`` reads the ingest queue, parses each message once, and republishes each
-shard's events as one JSON batch to the ``whyslow.shards`` direct exchange, routing key =
-the shard (crc32 of the service name modulo N, so a service always lands in the same
-shard). Each copy is confirmed before the original is acknowledged, and carries a
-deterministic message id (the original's digest and the shard): if the router dies between
-publishing and acknowledging, the copies it sends again are dropped by the shard's consumer,
-which remembers the ids it applied. ``whyslow consume --shard K`` reads shard K's queue
-(quorum, single active consumer, standbys take over from the shared store).
+route --shards N`` reads the ingest queue and splits each message by service, in its own
+format, to the ``whyslow.shards`` direct exchange, routing key = the shard (crc32 of the
+service name modulo N, so a service always lands in the same shard): an OTLP request into
+requests holding each shard's resources, a JSON batch into each shard's events. It never
+reads a span (the shard's consumer does, once), so one router feeds many consumers. A copy
+keeps the original's headers (the trace context) and carries its routing key, which names
+the OTLP signal, in its ``type``.
+
+Each copy is confirmed before the original is acknowledged, and carries a deterministic
+message id (the original's digest and the shard): if the router dies between publishing and
+acknowledging, the copies it sends again are dropped by the shard's consumer, which
+remembers the ids it applied. A message that cannot be split (not JSON, not an OTLP request
+of a known signal) goes to the dead-letter queue with the reason, as the consumer would
+send it. ``whyslow consume --shard K`` reads shard K's queue (quorum, single active
+consumer, standbys take over from the shared store).
 
 Changing N moves services between shards; their baselines follow through the shared store
 (a consumer loads a service's row from it when it starts owning it, at its next restart).
@@ -17,10 +24,10 @@ Changing N moves services between shards; their baselines follow through the sha
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pika
@@ -28,13 +35,11 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic, BasicProperties
 
-from baselines.consumer import message_digest, parse_or_dead_letter
+from baselines.consumer import content_type_of, message_digest, wire_format
+from baselines.ingest.json_events import MalformedMessage, split_json_events
+from baselines.ingest.otlp import JSON_CONTENT_TYPE, split_otlp
 from baselines.settings import Settings
-from baselines.topology import (
-    declare_shard,
-    declare_topology,
-    run_reconnecting,
-)
+from baselines.topology import dead_letter, declare_shard, declare_topology, run_reconnecting
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +48,18 @@ def shard_of(service: str, shards: int) -> int:
     return zlib.crc32(service.encode()) % shards
 
 
+def split_message(
+    body: bytes, routing_key: str, content_type: str, shard: Callable[[str], int]
+) -> dict[int, tuple[bytes, str]]:
+    """shard -> (its part of the message, the part's content type)."""
+    if wire_format(routing_key, content_type) == "otlp":
+        return split_otlp(body, routing_key, content_type, shard)
+    return {k: (part, JSON_CONTENT_TYPE) for k, part in split_json_events(body, shard).items()}
+
+
 @dataclass
 class RouterStats:
     messages: int = 0
-    events: int = 0
     published: int = 0
     dead_lettered: int = 0
 
@@ -60,6 +73,9 @@ class Router:
         self._stopping = threading.Event()
         self.stats = RouterStats()
         self.ready = threading.Event()
+        self._uncommitted = 0
+        """Messages routed in the open transaction: their copies are published and they are
+        acknowledged, both only when it commits."""
 
     def stop(self) -> None:
         self._stopping.set()
@@ -68,19 +84,27 @@ class Router:
         run_reconnecting(self._route, self._stopping)
 
     def _route(self) -> None:
+        """Copies and acknowledgements go in one transaction per batch of deliveries: a
+        round trip (and the queues' fsync) per batch, not per copy as publisher confirms
+        would cost. A router that dies before a commit has published and acknowledged
+        nothing of the batch, which the broker delivers again."""
+        self._uncommitted = 0
         connection = pika.BlockingConnection(pika.URLParameters(self._settings.amqp_url))
         try:
             channel = connection.channel()
-            channel.confirm_delivery()
             declare_topology(channel, self._settings)
             for shard in range(self._shards):
                 declare_shard(channel, self._settings, shard)
+            channel.tx_select()
             channel.basic_qos(prefetch_count=self._settings.prefetch)
             channel.basic_consume(self._settings.queue, self._on_message)
             self.ready.set()
             log.info("routing %s to %d shards", self._settings.queue, self._shards)
             while not self._stopping.is_set() and connection.is_open:
                 connection.process_data_events(time_limit=0.2)
+                if self._uncommitted:
+                    channel.tx_commit()
+                    self._uncommitted = 0
         finally:
             self.ready.clear()
             if connection.is_open:
@@ -94,31 +118,34 @@ class Router:
         body: bytes,
     ) -> None:
         self.stats.messages += 1
+        self._uncommitted += 1
         digest = message_digest(method.routing_key, body)
-        batch, dead = parse_or_dead_letter(
-            channel, self._settings, method, properties, body, digest
-        )
-        self.stats.dead_lettered += dead
-        if batch is None:
+        try:
+            parts = split_message(
+                body,
+                method.routing_key,
+                content_type_of(properties),
+                lambda service: shard_of(service, self._shards),
+            )
+        except MalformedMessage as exc:
+            dead_letter(
+                channel, self._settings, method.routing_key, properties, body, str(exc), digest
+            )
+            self.stats.dead_lettered += 1
             channel.basic_ack(method.delivery_tag)
             return
-        by_shard: dict[int, list[dict[str, object]]] = {}
-        for event in batch.events:
-            by_shard.setdefault(shard_of(event.service, self._shards), []).append(
-                event.model_dump(mode="json", exclude_none=True)
-            )
-        for shard, events in sorted(by_shard.items()):
+        for shard, (part, content_type) in sorted(parts.items()):
             channel.basic_publish(
                 self._settings.shard_exchange,
                 str(shard),
-                json.dumps(events).encode(),
+                part,
                 BasicProperties(
-                    content_type="application/json",
+                    content_type=content_type,
+                    type=method.routing_key,
                     delivery_mode=pika.DeliveryMode.Persistent,
                     message_id=f"{digest}:{shard}",
                     headers=properties.headers,  # the producer's trace context goes along
                 ),
             )
             self.stats.published += 1
-        self.stats.events += len(batch.events)
         channel.basic_ack(method.delivery_tag)

@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from baselines.demo import free_port
 from baselines.settings import Settings as ConsumerSettings
+from baselines.settings import shard_queue
 from service.main import create_app
 from service.settings import Settings as ServiceSettings
 
@@ -68,6 +69,10 @@ def live_service(service_settings: ServiceSettings) -> Iterator[str]:
     thread.join(timeout=10)
 
 
+MAX_TEST_SHARDS = 4
+"""Shard queues a test may declare (``{queue}.shard.K``); the fixture removes them."""
+
+
 @pytest.fixture
 def amqp_settings() -> Iterator[ConsumerSettings]:
     """Consumer settings with queue and exchange names of this test only; removed after."""
@@ -77,6 +82,7 @@ def amqp_settings() -> Iterator[ConsumerSettings]:
         queue=f"test.{suffix}.telemetry",
         dead_letter_exchange=f"test.{suffix}.dlx",
         dead_letter_queue=f"test.{suffix}.dlq",
+        shard_exchange=f"test.{suffix}.shards",
     )
     try:
         connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
@@ -86,8 +92,9 @@ def amqp_settings() -> Iterator[ConsumerSettings]:
     yield settings
     connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
     channel = connection.channel()
-    for queue in (settings.queue, settings.dead_letter_queue):
+    shards = [shard_queue(settings.queue, k) for k in range(MAX_TEST_SHARDS)]
+    for queue in (settings.queue, settings.dead_letter_queue, *shards):
         channel.queue_delete(queue)
-    for exchange in (settings.exchange, settings.dead_letter_exchange):
+    for exchange in (settings.exchange, settings.dead_letter_exchange, settings.shard_exchange):
         channel.exchange_delete(exchange)
     connection.close()

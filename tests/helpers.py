@@ -62,6 +62,20 @@ def publish(
     connection.close()
 
 
+def dead_letters(settings: Settings) -> list[tuple[dict, bytes]]:
+    """Empty the dead-letter queue: (headers, body) of each letter."""
+    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
+    channel = connection.channel()
+    found = []
+    while True:
+        method, properties, body = channel.basic_get(settings.dead_letter_queue, auto_ack=True)
+        if method is None:
+            break
+        found.append((properties.headers, body))
+    connection.close()
+    return found
+
+
 def declare(settings: Settings) -> None:
     """The exchanges and queues, as a consumer declares them, before anything is published."""
     connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))

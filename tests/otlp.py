@@ -10,10 +10,12 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 
 def record_spans(build: Callable[[Any], None], resource: dict[str, Any]) -> list[ReadableSpan]:
@@ -45,3 +47,41 @@ def to_otlp_json(request: Message) -> bytes:
 
     hex_ids(payload)
     return json.dumps(payload).encode()
+
+
+KINDS = {"server": SpanKind.SERVER, "client": SpanKind.CLIENT}
+
+
+def otlp_requests(events: list[dict]) -> list:
+    """The same spans as each service's SDK would record them and the Collector export
+    them: one request per minute, holding each service's spans under its resource."""
+    minutes: dict[int, dict[str, list[dict]]] = {}
+    for event in events:
+        minute = minutes.setdefault(int(event["timestamp"] // 60), {})
+        minute.setdefault(event["service"], []).append(event)
+
+    def build(batch: list[dict]):
+        def record(tracer) -> None:
+            for e in batch:
+                end = round(e["timestamp"] * 1e9)
+                attributes = {"peer.service": e["peer_service"]} if "peer_service" in e else None
+                span = tracer.start_span(
+                    e["operation"],
+                    kind=KINDS[e["kind"]],
+                    attributes=attributes,
+                    start_time=end - round(e["duration_ms"] * 1e6),
+                )
+                span.end(end_time=end)
+
+        return record
+
+    return [
+        encode_spans(
+            [
+                span
+                for service, batch in services.items()
+                for span in record_spans(build(batch), {"service.name": service})
+            ]
+        )
+        for _, services in sorted(minutes.items())
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,3 +62,18 @@ def parse_json_events(body: bytes) -> ParsedBatch:
         except ValidationError as exc:
             batch.rejected.append((item, f"[{index}] {describe(exc)}"))
     return batch
+
+
+def split_json_events(body: bytes, shard_of: Callable[[str], int]) -> dict[int, bytes]:
+    """Split a message by the ``service`` of its events: shard -> the JSON array of the
+    shard's events, in their order. Nothing is validated here (the shard's consumer does
+    that and dead-letters what it refuses); an item without a service string goes to the
+    shard of ``""``. A message whose events all map to one shard is passed on unchanged."""
+    payload = load_json(body)
+    groups: dict[int, list[Any]] = {}
+    for item in payload if isinstance(payload, list) else [payload]:
+        service = item.get("service") if isinstance(item, dict) else None
+        groups.setdefault(shard_of(service if isinstance(service, str) else ""), []).append(item)
+    if len(groups) == 1:
+        return {shard: body for shard in groups}
+    return {shard: json.dumps(items).encode() for shard, items in groups.items()}

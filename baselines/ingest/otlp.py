@@ -46,7 +46,7 @@ import binascii
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -150,10 +150,27 @@ def parse_otlp(body: bytes, routing_key: str, content_type: str) -> OtlpBatch:
     which is what the exporter sends). Raises ``MalformedMessage`` for logs, an unknown
     routing key or content type, and an undecodable body."""
     encoding = _encoding(body, content_type)
-    if routing_key == TRACES_ROUTING_KEY:
+    if _signal(routing_key) is _TRACES:
         return parse_otlp_traces(body, encoding)
+    return parse_otlp_metrics(body, encoding)
+
+
+class _Signal(NamedTuple):
+    request: type[ExportTraceServiceRequest] | type[ExportMetricsServiceRequest]
+    field: str
+    json_field: str
+
+
+_TRACES = _Signal(ExportTraceServiceRequest, "resource_spans", "resourceSpans")
+_METRICS = _Signal(ExportMetricsServiceRequest, "resource_metrics", "resourceMetrics")
+
+
+def _signal(routing_key: str) -> _Signal:
+    """The request type the exporter's routing key names."""
+    if routing_key == TRACES_ROUTING_KEY:
+        return _TRACES
     if routing_key == METRICS_ROUTING_KEY:
-        return parse_otlp_metrics(body, encoding)
+        return _METRICS
     if routing_key == LOGS_ROUTING_KEY:
         raise MalformedMessage("logs are not ingested (routing key 'otlp_logs')")
     raise MalformedMessage(
@@ -861,3 +878,54 @@ def _json_metric(batch: OtlpBatch, service: str, scope: str, metric: dict[str, A
             state, cpu = _state_and_cpu(_json_attributes(point.get("attributes"), _POINT_KEYS))
         points.append((int(point.get("timeUnixNano") or 0), value, state, cpu))
     _add_metric(batch, service, name, rule, points)
+
+
+# --------------------------------------------------------------------------- sharding
+
+PROTO_CONTENT_TYPE = "application/x-protobuf"
+JSON_CONTENT_TYPE = "application/json"
+
+
+def split_otlp(
+    body: bytes, routing_key: str, content_type: str, shard_of: Callable[[str], int]
+) -> dict[int, tuple[bytes, str]]:
+    """Split one message of the rabbitmqexporter by service: shard -> (a request holding
+    the resources whose ``service.name`` maps to that shard, its content type).
+
+    It reads resources, never a span or a data point: a Collector batch mixes services,
+    so a router must split it, and doing so costs one decode and one encode of the
+    message, not the per-span work of ``parse_otlp``, which the shard's consumer does.
+    A message whose resources all map to one shard is passed on unchanged. Raises
+    ``MalformedMessage`` where ``parse_otlp`` would refuse the whole message."""
+    encoding = _encoding(body, content_type)
+    signal = _signal(routing_key)
+    if encoding == "proto":
+        request = _proto_request(signal.request, body, signal.field)
+        groups: dict[int, list[Any]] = {}
+        for resource in getattr(request, signal.field):
+            service = _proto_resource(resource.resource.attributes).service
+            groups.setdefault(shard_of(service), []).append(resource)
+        if len(groups) == 1:
+            return {shard: (body, PROTO_CONTENT_TYPE) for shard in groups}
+        parts = {}
+        for shard, resources in groups.items():
+            part = signal.request()
+            getattr(part, signal.field).extend(resources)
+            parts[shard] = (part.SerializeToString(), PROTO_CONTENT_TYPE)
+        return parts
+    payload = _json_object(body, signal.json_field, signal.request.__name__)
+    try:
+        groups = {}
+        for resource in payload.get(signal.json_field) or ():
+            values = _json_attributes(
+                (resource.get("resource") or {}).get("attributes"), _RESOURCE_KEYS
+            )
+            groups.setdefault(shard_of(_resource(values).service), []).append(resource)
+    except _MALFORMED as exc:
+        raise _decode_failure(signal.request.__name__, exc) from exc
+    if len(groups) == 1:
+        return {shard: (body, JSON_CONTENT_TYPE) for shard in groups}
+    return {
+        shard: (json.dumps({signal.json_field: resources}).encode(), JSON_CONTENT_TYPE)
+        for shard, resources in groups.items()
+    }

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import numpy as np
-import pika
 import pytest
 from opentelemetry.trace import SpanKind
 
@@ -16,20 +15,7 @@ from baselines.forward import Forwarder
 from baselines.synthetic import demo_incidents, last_full_week_start, telemetry
 from baselines.topology import ERROR_HEADER, ROUTING_KEY_HEADER
 from service.contract import Analysis, AnomalyReport
-from tests.helpers import publish, running_consumer, sample_value, wait_for
-
-
-def dead_letters(settings) -> list[tuple[dict, bytes]]:
-    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
-    channel = connection.channel()
-    found = []
-    while True:
-        method, properties, body = channel.basic_get(settings.dead_letter_queue, auto_ack=True)
-        if method is None:
-            break
-        found.append((properties.headers, body))
-    connection.close()
-    return found
+from tests.helpers import dead_letters, publish, running_consumer, sample_value, wait_for
 
 
 def test_published_events_reach_the_baseline(amqp_settings) -> None:

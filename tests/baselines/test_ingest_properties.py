@@ -10,6 +10,7 @@ import json
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pytest
@@ -23,8 +24,13 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from baselines.ingest.json_events import MalformedMessage, ParsedBatch, parse_json_events
-from baselines.ingest.otlp import parse_otlp
+from baselines.ingest.json_events import (
+    MalformedMessage,
+    ParsedBatch,
+    parse_json_events,
+    split_json_events,
+)
+from baselines.ingest.otlp import parse_otlp, split_otlp
 from service.contract import MAX_DURATION_MS, TELEMETRY_EVENT, MetricSample, SpanEvent
 from tests.hostile import (
     PROPERTIES,
@@ -70,6 +76,43 @@ def outcome_of(parse: Callable[[], ParsedBatch], tally: Tally, label: str) -> st
     assert_usable(batch)
     tally(f"{label} {'partly rejected' if batch.rejected else 'accepted'}")
     return "rejected" if batch.rejected else "accepted"
+
+
+def shard(service: str) -> int:
+    """Any deterministic mapping will do: this one spreads the seeds' services."""
+    return len(service) % 3
+
+
+def split_loses_nothing(
+    split: Callable[[], dict[int, tuple[bytes, str]]],
+    parse: Callable[[bytes, str], ParsedBatch],
+    whole: Callable[[], ParsedBatch],
+    tally: Tally,
+    label: str,
+) -> None:
+    """The router's split of a message: refused with a reason (and then the consumer would
+    refuse the whole message too), or parts that each parse, as the shard's consumer does,
+    to a batch or a reason; when the whole parses, the parts give its events and rejected
+    items, no more and no fewer."""
+    try:
+        parts = split()
+    except MalformedMessage as exc:
+        assert str(exc), "MalformedMessage without a reason"
+        with pytest.raises(MalformedMessage):
+            whole()
+        tally(f"{label} malformed")
+        return
+    outcomes = [outcome_of(partial(parse, *part), tally, label) for part in parts.values()]
+    try:
+        expected = whole()
+    except MalformedMessage:
+        assert "malformed" in outcomes  # only the parts of the unreadable resources are lost
+        return
+    batches = [parse(body, type_) for body, type_ in parts.values()]
+    assert sorted(repr(e) for b in batches for e in b.events) == sorted(
+        repr(e) for e in expected.events
+    )
+    assert sum(len(b.rejected) for b in batches) == len(expected.rejected)
 
 
 # --------------------------------------------------------------------------- JSON events
@@ -192,6 +235,13 @@ def test_json_events_near_valid_messages_give_a_batch_or_a_reason(
     if data.draw(st.booleans()):
         body = data.draw(mangled(body))
     outcome_of(lambda: parse_json_events(body), tally, "json_events near valid:")
+    split_loses_nothing(
+        lambda: {k: (part, "") for k, part in split_json_events(body, shard).items()},
+        lambda part, _: parse_json_events(part),
+        lambda: parse_json_events(body),
+        tally,
+        "json_events split:",
+    )
 
 
 @settings(PROPERTIES, max_examples=150)
@@ -309,6 +359,11 @@ SEED_TRACES = traces_request(
         ("charge", SpanKind.CLIENT, 1000, 80_000_000, "payments", "timeout"),
     ],
 )
+SEED_TRACES.resource_spans.extend(  # a second service, in another shard
+    traces_request(
+        "search", [("GET /search", SpanKind.SERVER, 0, 9_000_000, None, None)]
+    ).resource_spans
+)
 SEED_METRICS = metrics_request(0.3, 12, 4.0)
 SEEDS = {
     ("otlp_spans", "proto"): SEED_TRACES.SerializeToString(),
@@ -340,6 +395,13 @@ def test_otlp_damaged_messages_give_a_batch_or_a_reason(
     (so protobuf is also read as JSON, and JSON as protobuf)."""
     body = data.draw(mangled(SEEDS[seed]))
     outcome_of(lambda: parse_otlp(body, seed[0], content_type), tally, "otlp damaged bytes:")
+    split_loses_nothing(
+        lambda: split_otlp(body, seed[0], content_type, shard),
+        lambda part, type_: parse_otlp(part, seed[0], type_),
+        lambda: parse_otlp(body, seed[0], content_type),
+        tally,
+        "otlp split damaged:",
+    )
 
 
 @settings(PROPERTIES, max_examples=300)
@@ -352,6 +414,13 @@ def test_otlp_json_with_hostile_fields_gives_a_batch_or_a_reason(
     document = json.loads(SEEDS[(routing_key, "json")])
     body = data.draw(mutated(document) | mutated(document, hostile_numbers, leaves=True))
     outcome_of(lambda: parse_otlp(body, routing_key, content_type), tally, "otlp hostile json:")
+    split_loses_nothing(
+        lambda: split_otlp(body, routing_key, content_type, shard),
+        lambda part, type_: parse_otlp(part, routing_key, type_),
+        lambda: parse_otlp(body, routing_key, content_type),
+        tally,
+        "otlp split hostile json:",
+    )
 
 
 @settings(PROPERTIES, max_examples=100)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from baselines.ingest.json_events import MalformedMessage, parse_json_events
+from baselines.ingest.json_events import MalformedMessage, parse_json_events, split_json_events
 from service.contract import MetricSample, SpanEvent
 
 SPAN = {
@@ -58,3 +58,23 @@ def test_cpu_out_of_range_is_refused() -> None:
 def test_unparseable_bodies_raise_a_clear_error(body: bytes) -> None:
     with pytest.raises(MalformedMessage, match="not JSON"):
         parse_json_events(body)
+
+
+def test_a_batch_splits_by_service_in_order_with_the_items_it_cannot_read() -> None:
+    """The router's split: each shard's events in their order; an item without a service
+    string goes along (to the shard of ""), for that shard's consumer to dead-letter."""
+    search = {**SPAN, "service": "search"}
+    items = [SPAN, search, {**SPAN, "service": 5}, "not an event", {**SPAN, "operation": "b"}]
+
+    def shard(service: str) -> int:
+        return 1 if service == "search" else 0
+
+    parts = split_json_events(json.dumps(items).encode(), shard)
+    assert {k: json.loads(v) for k, v in parts.items()} == {
+        0: [items[0], items[2], items[3], items[4]],
+        1: [search],
+    }
+    one = json.dumps(SPAN).encode()
+    assert split_json_events(one, shard) == {0: one}
+    with pytest.raises(MalformedMessage, match="not JSON"):
+        split_json_events(b"{not json", shard)

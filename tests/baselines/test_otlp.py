@@ -14,6 +14,9 @@ from google.protobuf.message import Message
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource
@@ -25,6 +28,7 @@ from baselines.ingest.otlp import (
     parse_otlp,
     parse_otlp_metrics,
     parse_otlp_traces,
+    split_otlp,
 )
 from service.contract import MetricSample, SpanEvent
 from tests.otlp import record_spans, to_otlp_json
@@ -507,3 +511,56 @@ def test_unusable_messages_raise_a_clear_reason(
 ) -> None:
     with pytest.raises(MalformedMessage, match=reason):
         parse_otlp(body, routing_key, content_type)
+    with pytest.raises(MalformedMessage, match=reason):  # the router refuses it alike
+        split_otlp(body, routing_key, content_type, lambda service: 0)
+
+
+# --------------------------------------------------------------------------- sharding
+
+SHARDS = {"checkout": 0, "search": 1, "unknown_service": 1}
+
+
+def several_services() -> list[tuple[Message, str]]:
+    """A span request and a metric request, each mixing services of both shards."""
+    spans = encode_spans(
+        [
+            *record_spans(mixed_spans, {"service.name": "checkout"}),
+            *record_spans(mixed_spans, {"service.name": "search"}),
+            *record_spans(mixed_spans, {}),
+        ]
+    )
+    metrics = ExportMetricsServiceRequest()
+    for service in ("checkout", "search"):
+        metrics.resource_metrics.extend(
+            collect_metrics(host_metrics, {"service.name": service}).resource_metrics
+        )
+    return [(spans, "otlp_spans"), (metrics, "otlp_metrics")]
+
+
+@pytest.mark.parametrize("encoding", ["proto", "json"])
+def test_a_request_splits_by_service_into_requests_that_parse_to_the_same_events(
+    encoding: str,
+) -> None:
+    for request, routing_key in several_services():
+        body = dict((e, b) for b, e in both(request))[encoding]
+        parts = split_otlp(body, routing_key, "", SHARDS.__getitem__)
+        assert parts.keys() == {0, 1}
+        events = []
+        for shard, (part, content_type) in parts.items():
+            assert content_type == f"application/{'x-protobuf' if encoding == 'proto' else 'json'}"
+            batch = parse_otlp(part, routing_key, content_type)
+            assert not batch.rejected and {SHARDS[e.service] for e in batch.events} == {shard}
+            events += batch.events
+        whole = parse_otlp(body, routing_key, "").events
+        assert len(whole) >= 8 and sorted(events, key=repr) == sorted(whole, key=repr)
+
+
+def test_a_request_of_one_shard_passes_unchanged() -> None:
+    request = encode_spans(record_spans(mixed_spans, RESOURCE))
+    proto, otlp_json = request.SerializeToString(), to_otlp_json(request)
+    assert split_otlp(proto, "otlp_spans", "", SHARDS.__getitem__) == {
+        0: (proto, "application/x-protobuf")
+    }
+    assert split_otlp(otlp_json, "otlp_spans", "", SHARDS.__getitem__) == {
+        0: (otlp_json, "application/json")
+    }

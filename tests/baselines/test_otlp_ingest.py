@@ -5,51 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.trace import SpanKind
 
 from baselines.detect import DetectorConfig
 from baselines.forward import Forwarder
 from baselines.synthetic import last_full_week_start, telemetry
 from tests.helpers import publish, running_consumer, wait_for
-from tests.otlp import record_spans, to_otlp_json
-
-KINDS = {"server": SpanKind.SERVER, "client": SpanKind.CLIENT}
-
-
-def otlp_requests(events: list[dict]) -> list:
-    """The same spans as each service's SDK would record them and the Collector export
-    them: one request per minute, holding each service's spans under its resource."""
-    minutes: dict[int, dict[str, list[dict]]] = {}
-    for event in events:
-        minute = minutes.setdefault(int(event["timestamp"] // 60), {})
-        minute.setdefault(event["service"], []).append(event)
-
-    def build(batch: list[dict]):
-        def record(tracer) -> None:
-            for e in batch:
-                end = round(e["timestamp"] * 1e9)
-                attributes = {"peer.service": e["peer_service"]} if "peer_service" in e else None
-                span = tracer.start_span(
-                    e["operation"],
-                    kind=KINDS[e["kind"]],
-                    attributes=attributes,
-                    start_time=end - round(e["duration_ms"] * 1e6),
-                )
-                span.end(end_time=end)
-
-        return record
-
-    return [
-        encode_spans(
-            [
-                span
-                for service, batch in services.items()
-                for span in record_spans(build(batch), {"service.name": service})
-            ]
-        )
-        for _, services in sorted(minutes.items())
-    ]
+from tests.otlp import otlp_requests, to_otlp_json
 
 
 def learn(settings, bodies, routing_key: str, content_type: str, spans: int):
