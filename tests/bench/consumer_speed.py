@@ -6,7 +6,9 @@ acknowledges the same messages, measured in the same run.
 Workloads: batched OTLP protobuf (1,000 spans per message, as the Collector's batch
 processor sends them under load, and smaller batches, as it sends them on its timeout at
 low traffic) and JSON events (50 per message). whyslow runs without a store and in its
-exactly-once mode (a SQLite checkpoint before each acknowledgement).
+exactly-once mode (a SQLite checkpoint before each acknowledgement). The scale-out router
+(``whyslow route --shards 2``) is measured on the same messages: it feeds the shard
+consumers, so it must outrun them.
 
 A second reference bounds what any consumer of these messages can reach: a pika consumer
 that acknowledges after decoding each message with the library the issue prescribes
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import threading
 import time
@@ -41,10 +44,13 @@ from opentelemetry.trace import SpanKind
 from baselines.consumer import TelemetryConsumer
 from baselines.detect import Detector, DetectorConfig
 from baselines.forward import Forwarder
-from baselines.settings import Settings
+from baselines.router import Router
+from baselines.settings import Settings, shard_queue
 from baselines.store import open_store
 from baselines.synthetic import last_full_week_start, telemetry
 from baselines.topology import declare_topology
+
+ROUTED_SHARDS = 2
 
 
 def otlp_messages(spans: int, per_message: int) -> list[bytes]:
@@ -149,6 +155,26 @@ def whyslow_consume(settings: Settings, count: int, store_url: str | None) -> fl
     return elapsed
 
 
+def route(settings: Settings, count: int) -> float:
+    """Seconds for ``whyslow route --shards 2`` to split ``count`` messages into the shard
+    queues (copies and acknowledgements committed)."""
+    router = Router(settings, ROUTED_SHARDS)
+    thread = threading.Thread(target=router.run, daemon=True)
+    started = time.perf_counter()
+    thread.start()
+    while router.stats.messages < count:
+        time.sleep(0.005)
+    router.stop()
+    thread.join()
+    elapsed = time.perf_counter() - started
+    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
+    channel = connection.channel()
+    for shard in range(ROUTED_SHARDS):
+        channel.queue_purge(shard_queue(settings.queue, shard))
+    connection.close()
+    return elapsed
+
+
 def run(
     label: str,
     messages: list[bytes],
@@ -159,13 +185,20 @@ def run(
     settings: Settings,
     tmp: Path,
 ) -> None:
-    fill(settings, messages, routing_key, content_type)
-    raw = raw_consume(settings, len(messages))
+
+    def reference(decode: Callable[[bytes], object] | None) -> float:
+        """The median of three runs: a raw consumer drains 200 large messages in 50 ms."""
+        runs = []
+        for _ in range(3):
+            fill(settings, messages, routing_key, content_type)
+            runs.append(raw_consume(settings, len(messages), decode))
+        return statistics.median(runs)
+
+    raw = reference(None)
     print(
         f"{label}: raw pika, ack only: {units / raw:>10,.0f}/s ({len(messages) / raw:,.0f} msgs/s)"
     )
-    fill(settings, messages, routing_key, content_type)
-    ceiling = raw_consume(settings, len(messages), decode)
+    ceiling = reference(decode)
     print(
         f"{label}: raw pika, decode and ack: {units / ceiling:>10,.0f}/s, "
         f"ratio to raw {raw / ceiling:.2f} (the ceiling)"
@@ -177,6 +210,12 @@ def run(
         fill(settings, messages, routing_key, content_type)
         ours = whyslow_consume(settings, len(messages), url)
         print(f"{label}: whyslow ({mode}): {units / ours:>10,.0f}/s, ratio to raw {raw / ours:.2f}")
+    fill(settings, messages, routing_key, content_type)
+    routed = route(settings, len(messages))
+    print(
+        f"{label}: whyslow route --shards {ROUTED_SHARDS}: {units / routed:>10,.0f}/s, "
+        f"ratio to raw {raw / routed:.2f}"
+    )
 
 
 def main() -> None:
@@ -196,6 +235,7 @@ def main() -> None:
         queue=f"bench.{suffix}",
         dead_letter_exchange=f"bench.{suffix}.dlx",
         dead_letter_queue=f"bench.{suffix}.dlq",
+        shard_exchange=f"bench.{suffix}.shards",
         checkpoint_seconds=1.0,
     )
     try:
@@ -224,9 +264,10 @@ def main() -> None:
     finally:
         connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
         channel = connection.channel()
-        for queue in (settings.queue, settings.dead_letter_queue):
+        shards = [shard_queue(settings.queue, k) for k in range(ROUTED_SHARDS)]
+        for queue in (settings.queue, settings.dead_letter_queue, *shards):
             channel.queue_delete(queue)
-        for exchange in (settings.exchange, settings.dead_letter_exchange):
+        for exchange in (settings.exchange, settings.dead_letter_exchange, settings.shard_exchange):
             channel.exchange_delete(exchange)
         connection.close()
 
