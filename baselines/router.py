@@ -10,13 +10,14 @@ reads a span (the shard's consumer does, once), so one router feeds many consume
 keeps the original's headers (the trace context) and carries its routing key, which names
 the OTLP signal, in its ``type``.
 
-Each copy is confirmed before the original is acknowledged, and carries a deterministic
-message id (the original's digest and the shard): if the router dies between publishing and
-acknowledging, the copies it sends again are dropped by the shard's consumer, which
-remembers the ids it applied. A message that cannot be split (not JSON, not an OTLP request
-of a known signal) goes to the dead-letter queue with the reason, as the consumer would
-send it. ``whyslow consume --shard K`` reads shard K's queue (quorum, single active
-consumer, standbys take over from the shared store).
+The copies and the acknowledgement of their original are committed in one transaction
+(per batch of deliveries), and each copy carries a deterministic message id (the original's
+digest and the shard): should a commit publish the copies and lose the acknowledgement (a
+transaction spanning queues is not atomic), the copies sent again are dropped by the shard's
+consumer, which remembers the ids it applied. A message that cannot be split (not JSON,
+not an OTLP request of a known signal) goes to the dead-letter queue with the reason, as
+the consumer would send it. ``whyslow consume --shard K`` reads shard K's queue (quorum,
+single active consumer, standbys take over from the shared store).
 
 Changing N moves services between shards; their baselines follow through the shared store
 (a consumer loads a service's row from it when it starts owning it, at its next restart).

@@ -79,9 +79,9 @@ def dead_letter(
     message_id: str,
     content_type: str | None = None,
 ) -> None:
-    """Publish to the DLX with the reason in a header (confirmed on a confirm channel, committed
-    with the rest on a transactional one);
-    the message id lets a DLQ reader drop the duplicate a crash can cause."""
+    """Publish to the DLX with the reason in a header (confirmed on a confirm channel,
+    committed with the rest on a transactional one); the message id lets a DLQ reader drop
+    the duplicate a crash can cause."""
     log.warning("dead-lettering a message from %r: %s", routing_key, reason[:300])
     headers = dict(properties.headers or {})
     headers[ERROR_HEADER] = reason[:1000]

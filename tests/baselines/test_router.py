@@ -114,6 +114,10 @@ def test_each_service_lives_in_one_shard_and_learns_what_one_consumer_learns(
             store.close()
 
     assert router.stats.messages == len(bodies) and router.stats.dead_lettered == 0
+    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
+    ingest = connection.channel().queue_declare(settings.queue, passive=True)
+    connection.close()
+    assert ingest.method.message_count == 0  # every original acknowledged (committed)
     assert router.stats.published > len(bodies)  # the messages mixing shards were split
     shards = (zero, one)
     for consumer in shards:

@@ -5,9 +5,10 @@
 The first byte of an input picks the parser: ``parse_json_events``, or ``parse_otlp``
 with each routing key (``otlp_spans``, ``otlp_metrics``) and content type (protobuf,
 JSON, and none, which is sniffed as the rabbitmqexporter's messages are); the rest is the
-message body. Any exception but ``MalformedMessage``, and any event the contract would
-refuse (the OTLP path builds events without validation), is a crash; so is an input that
-takes more than 10 s or 2 GB.
+message body. The router's split of the same message (``split_json_events``,
+``split_otlp``) runs on it too. Any exception but ``MalformedMessage``, and any event the
+contract would refuse (the OTLP path builds events without validation), is a crash; so is
+an input that takes more than 10 s or 2 GB.
 
 The fuzzer starts from a small corpus of valid messages built with the OpenTelemetry SDK
 (as an instrumented app and the Collector would send them), written to a temporary folder
@@ -100,14 +101,29 @@ def fuzz(argv: list[str]) -> None:
     import atheris
 
     with atheris.instrument_imports(include=["baselines", "service"]):
-        from baselines.ingest.json_events import MalformedMessage, parse_json_events
-        from baselines.ingest.otlp import parse_otlp
+        from baselines.ingest.json_events import (
+            MalformedMessage,
+            parse_json_events,
+            split_json_events,
+        )
+        from baselines.ingest.otlp import parse_otlp, split_otlp
+
+    def shard(service: str) -> int:
+        return len(service) % 3
 
     def one_input(data: bytes) -> None:
         if not data:
             return
         routing_key, content_type = ROUTES[data[0] % len(ROUTES)]
         body = data[1:]
+        try:  # as the router splits it
+            if routing_key == "json":
+                split_json_events(body, shard)
+            else:
+                split_otlp(body, routing_key, content_type, shard)
+        except MalformedMessage as exc:
+            if not str(exc):
+                raise AssertionError("MalformedMessage without a reason") from exc
         try:
             if routing_key == "json":
                 batch = parse_json_events(body)
