@@ -17,7 +17,7 @@ def _consume(args: argparse.Namespace, settings: Settings) -> int:
     from baselines.consumer import TelemetryConsumer
     from baselines.detect import Detector
     from baselines.forward import Forwarder
-    from baselines.metrics import serve_metrics
+    from baselines.metrics import ConsumerCollector, serve_metrics
     from baselines.snapshot import SnapshotFormatError
     from baselines.store import StoreError, open_store
     from baselines.topology import broker_problem
@@ -38,7 +38,7 @@ def _consume(args: argparse.Namespace, settings: Settings) -> int:
         settings, lambda: Detector(settings.detector_config()), forwarder, store
     )
     if settings.metrics_port:
-        serve_metrics(consumer, settings.metrics_port)
+        serve_metrics(ConsumerCollector(consumer), settings.metrics_port)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: consumer.stop())
     try:
@@ -53,14 +53,19 @@ def _consume(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _route(args: argparse.Namespace, settings: Settings) -> int:
+    from baselines.metrics import RouterCollector, serve_metrics
     from baselines.router import Router
     from baselines.topology import broker_problem
+    from service.tracing import configure_tracing
 
     problem = broker_problem(settings.amqp_url)
     if problem:
         print(problem, file=sys.stderr)
         return 2
+    configure_tracing("whyslow-router")
     router = Router(settings, args.shards)
+    if settings.metrics_port:
+        serve_metrics(RouterCollector(router), settings.metrics_port)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: router.stop())
     router.run()

@@ -1,7 +1,8 @@
-"""The consumer's numbers in Prometheus text on ``/metrics``: read from its own counters at
-scrape time, so nothing is counted twice. Rates (events/s) are ``rate()`` of the counters.
-Counters come from the checkpoint after a restart, so they continue; a rollback to the last
-checkpoint after a broker failure can step them back, which Prometheus reads as a reset."""
+"""The consumer's and the router's numbers in Prometheus text on ``/metrics``: read from
+their own counters at scrape time, so nothing is counted twice. Rates (events/s) are
+``rate()`` of the counters. A consumer's counters come from the checkpoint after a restart,
+so they continue; a rollback to the last checkpoint after a broker failure can step them
+back, which Prometheus reads as a reset. The router's start from zero with its process."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from baselines.consumer import TelemetryConsumer
+    from baselines.router import Router
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +80,38 @@ class ConsumerCollector(Collector):
             yield GaugeMetricFamily(f"whyslow_{name}", text, value=value)
 
 
-def serve_metrics(consumer: TelemetryConsumer, port: int, host: str = "0.0.0.0") -> bool:
+class RouterCollector(Collector):
+    def __init__(self, router: Router) -> None:
+        self._router = router
+
+    def collect(self) -> Iterator[Metric]:
+        router, s = self._router, self._router.stats
+        for name, text, value in (
+            ("router_messages", "Messages taken from the ingest queue.", s.messages),
+            ("router_copies", "Parts published to the shard queues.", s.published),
+            (
+                "router_dead_lettered",
+                "Messages it could not split, sent to the DLQ.",
+                s.dead_lettered,
+            ),
+        ):
+            yield CounterMetricFamily(f"whyslow_{name}", text, value=value)
+        for name, text, value in (
+            ("router_lag_messages", "Messages ready in the ingest queue.", router.lag),
+            (
+                "router_active",
+                "1 while this router is the ingest queue's active one.",
+                int(router.active),
+            ),
+        ):
+            yield GaugeMetricFamily(f"whyslow_{name}", text, value=value)
+
+
+def serve_metrics(collector: Collector, port: int, host: str = "0.0.0.0") -> bool:
     """Serve ``/metrics`` from a daemon thread for the life of the process; a port in use
     is a warning (a second consumer on the host), not a reason to stop consuming."""
     registry = CollectorRegistry()
-    registry.register(ConsumerCollector(consumer))
+    registry.register(collector)
     try:
         start_http_server(port, host, registry=registry)
     except OSError as exc:

@@ -7,8 +7,9 @@ format, to the ``whyslow.shards`` direct exchange, routing key = the shard (crc3
 service name modulo N, so a service always lands in the same shard): an OTLP request into
 requests holding each shard's resources, a JSON batch into each shard's events. It never
 reads a span (the shard's consumer does, once), so one router feeds many consumers. A copy
-keeps the original's headers (the trace context) and carries its routing key, which names
-the OTLP signal, in its ``type``.
+carries the original's headers, with the trace context of the router's span (which continues
+the producer's trace), and the original's routing key, which names the OTLP signal, in its
+``type``.
 
 The copies and the acknowledgement of their original are committed in one transaction
 (per batch of deliveries), and each copy carries a deterministic message id (the original's
@@ -27,22 +28,26 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pika
 import pika.exceptions
+from opentelemetry import propagate, trace
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic, BasicProperties
 
-from baselines.consumer import content_type_of, message_digest, wire_format
+from baselines.consumer import HEADERS, LAG_EVERY_S, content_type_of, message_digest, wire_format
 from baselines.ingest.json_events import MalformedMessage, split_json_events
 from baselines.ingest.otlp import JSON_CONTENT_TYPE, split_otlp
 from baselines.settings import Settings
 from baselines.topology import dead_letter, declare_shard, declare_topology, run_reconnecting
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("whyslow.router")
 
 
 def shard_of(service: str, shards: int) -> int:
@@ -66,6 +71,8 @@ class RouterStats:
 
 
 class Router:
+    """Run with ``run()`` (blocks); ``stop()`` may be called from any thread or a signal."""
+
     def __init__(self, settings: Settings, shards: int) -> None:
         if shards < 1:
             raise ValueError("shards must be at least 1")
@@ -74,6 +81,10 @@ class Router:
         self._stopping = threading.Event()
         self.stats = RouterStats()
         self.ready = threading.Event()
+        self.lag = 0
+        """Messages ready in the ingest queue, as last seen (for /metrics)."""
+        self.active = False
+        """Receiving messages: the ingest queue's single active consumer (a standby is not)."""
         self._uncommitted = 0
         """Messages routed in the open transaction: their copies are published and they are
         acknowledged, both only when it commits."""
@@ -90,6 +101,7 @@ class Router:
         would cost. A router that dies before a commit has published and acknowledged
         nothing of the batch, which the broker delivers again."""
         self._uncommitted = 0
+        self.active = False
         connection = pika.BlockingConnection(pika.URLParameters(self._settings.amqp_url))
         try:
             channel = connection.channel()
@@ -101,12 +113,18 @@ class Router:
             channel.basic_consume(self._settings.queue, self._on_message)
             self.ready.set()
             log.info("routing %s to %d shards", self._settings.queue, self._shards)
+            last_lag = -LAG_EVERY_S
             while not self._stopping.is_set() and connection.is_open:
                 connection.process_data_events(time_limit=0.2)
                 if self._uncommitted:
                     channel.tx_commit()
                     self._uncommitted = 0
+                if time.monotonic() - last_lag >= LAG_EVERY_S:
+                    last_lag = time.monotonic()
+                    declared = channel.queue_declare(self._settings.queue, passive=True)
+                    self.lag = declared.method.message_count
         finally:
+            self.active = False
             self.ready.clear()
             if connection.is_open:
                 connection.close()
@@ -120,6 +138,28 @@ class Router:
     ) -> None:
         self.stats.messages += 1
         self._uncommitted += 1
+        self.active = True
+        headers = properties.headers or {}
+        with tracer.start_as_current_span(
+            f"{self._settings.queue} route",
+            context=propagate.extract(headers, getter=HEADERS),
+            kind=trace.SpanKind.CONSUMER,
+        ) as span:
+            span.set_attribute("messaging.system", "rabbitmq")
+            span.set_attribute("messaging.destination.name", self._settings.queue)
+            carrier = dict(headers)
+            propagate.inject(carrier)  # the shard's consumer continues this span's trace
+            self._split_and_publish(channel, method, properties, body, carrier)
+        channel.basic_ack(method.delivery_tag)
+
+    def _split_and_publish(
+        self,
+        channel: BlockingChannel,
+        method: Basic.Deliver,
+        properties: BasicProperties,
+        body: bytes,
+        headers: dict[str, Any],
+    ) -> None:
         digest = message_digest(method.routing_key, body)
         try:
             parts = split_message(
@@ -133,7 +173,6 @@ class Router:
                 channel, self._settings, method.routing_key, properties, body, str(exc), digest
             )
             self.stats.dead_lettered += 1
-            channel.basic_ack(method.delivery_tag)
             return
         for shard, (part, content_type) in sorted(parts.items()):
             channel.basic_publish(
@@ -145,8 +184,7 @@ class Router:
                     type=method.routing_key,
                     delivery_mode=pika.DeliveryMode.Persistent,
                     message_id=f"{digest}:{shard}",
-                    headers=properties.headers,  # the producer's trace context goes along
+                    headers=headers,
                 ),
             )
             self.stats.published += 1
-        channel.basic_ack(method.delivery_tag)

@@ -115,7 +115,7 @@ def test_an_injected_incident_reaches_the_service_and_is_analysed_in_one_trace(
 
 def test_metrics_report_what_the_consumer_did(amqp_settings) -> None:
     from baselines.demo import free_port
-    from baselines.metrics import serve_metrics
+    from baselines.metrics import ConsumerCollector, serve_metrics
 
     forwarder = Forwarder(amqp_settings.service_url, 5).start()
     good = {
@@ -126,8 +126,9 @@ def test_metrics_report_what_the_consumer_did(amqp_settings) -> None:
     }
     port = free_port()
     with running_consumer(amqp_settings, DetectorConfig(), forwarder) as consumer:
-        assert serve_metrics(consumer, port, "127.0.0.1")
-        assert not serve_metrics(consumer, port, "127.0.0.1")  # taken: a warning, not a crash
+        assert serve_metrics(ConsumerCollector(consumer), port, "127.0.0.1")
+        taken = serve_metrics(ConsumerCollector(consumer), port, "127.0.0.1")
+        assert not taken  # a warning, not a crash
         publish(amqp_settings, [[good] * 7, b"garbage"])
         wait_for(lambda: consumer.stats.messages == 2, 30, "two messages")
         text = httpx.get(f"http://127.0.0.1:{port}/metrics").text

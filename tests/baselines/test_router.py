@@ -11,22 +11,34 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import numpy as np
 import pika
 import pytest
+from opentelemetry.trace import SpanKind
 
 from baselines.consumer import TelemetryConsumer
+from baselines.demo import free_port
 from baselines.detect import Detector, DetectorConfig
 from baselines.forward import Forwarder
+from baselines.metrics import RouterCollector, serve_metrics
 from baselines.router import Router, shard_of
 from baselines.settings import Settings
 from baselines.store import open_store
 from baselines.synthetic import last_full_week_start, telemetry
 from baselines.topology import ERROR_HEADER
-from tests.helpers import dead_letters, declare, publish, running_consumer, wait_for
+from tests.helpers import (
+    dead_letters,
+    declare,
+    publish,
+    running_consumer,
+    sample_value,
+    wait_for,
+)
 from tests.otlp import otlp_requests, to_otlp_json
 
 SERVICES = ("checkout", "exchange-api", "search")
+EVENT = {"operation": "POST /checkout", "duration_ms": 1, "timestamp": time.time()}
 
 Encode = Callable[[list[dict]], list[bytes | object]]
 FORMATS: dict[str, tuple[Encode, str, str]] = {
@@ -138,12 +150,7 @@ def test_a_copy_the_router_sends_again_is_applied_once(amqp_settings) -> None:
     """The router died after publishing a copy and before acknowledging its original: the
     copy it sends again carries the same message id, and the shard's consumer drops it."""
     shard = amqp_settings.model_copy(update={"shard": 0})
-    event = {
-        "service": "checkout",
-        "operation": "POST /checkout",
-        "duration_ms": 1,
-        "timestamp": time.time(),
-    }
+    event = {**EVENT, "service": "checkout"}
     forwarder = Forwarder(amqp_settings.service_url, 5).start()
     try:
         with running_consumer(shard, DetectorConfig(), forwarder) as consumer:
@@ -170,14 +177,52 @@ def test_what_the_router_cannot_split_goes_to_the_dead_letter_queue_with_the_rea
     amqp_settings,
 ) -> None:
     declare(amqp_settings)
+    port = free_port()
+    mixed = [{**EVENT, "service": service} for service in SERVICES]
     with running_router(amqp_settings, shards=2) as router:
+        assert serve_metrics(RouterCollector(router), port, "127.0.0.1")
         publish(amqp_settings, [b"\x0a\xff\xff"], content_type="", routing_key="otlp_spans")
-        publish(amqp_settings, [b"{not json"], content_type="application/json")
+        publish(amqp_settings, [b"{not json", mixed], content_type="application/json")
         publish(amqp_settings, [b"{}"], content_type="", routing_key="otlp_logs")
-        wait_for(lambda: router.stats.dead_lettered == 3, 30, "three dead letters")
-        assert router.stats.published == 0
+        wait_for(lambda: router.stats.messages == 4, 30, "four messages")
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
     letters = {body: headers[ERROR_HEADER] for headers, body in dead_letters(amqp_settings)}
     assert letters.keys() == {b"\x0a\xff\xff", b"{not json", b"{}"}
     assert "not an OTLP protobuf ExportTraceServiceRequest" in letters[b"\x0a\xff\xff"]
     assert letters[b"{not json"].startswith("not JSON")
     assert "logs are not ingested" in letters[b"{}"]
+    assert sample_value(text, "whyslow_router_messages_total") == 4
+    assert sample_value(text, "whyslow_router_dead_lettered_total") == 3
+    assert sample_value(text, "whyslow_router_copies_total") == 2  # the mixed batch, split
+    assert sample_value(text, "whyslow_router_active") == 1
+
+
+def test_one_trace_links_the_producer_the_router_and_each_shard_consumer(
+    amqp_settings, spans
+) -> None:
+    mixed = [{**EVENT, "service": service} for service in SERVICES]
+    forwarder = Forwarder(amqp_settings.service_url, 5).start()
+    shards = [amqp_settings.model_copy(update={"shard": k}) for k in (0, 1)]
+    spans.clear()
+    try:
+        with (
+            running_router(amqp_settings, shards=2),
+            running_consumer(shards[0], DetectorConfig(), forwarder) as zero,
+            running_consumer(shards[1], DetectorConfig(), forwarder) as one,
+        ):
+            publish(amqp_settings, [mixed], traced=True)
+            wait_for(lambda: zero.stats.messages + one.stats.messages == 2, 30, "both copies")
+    finally:
+        forwarder.close()
+    finished = spans.get_finished_spans()
+    (produced,) = [s for s in finished if s.kind == SpanKind.PRODUCER]
+    (routed,) = [s for s in finished if s.name == f"{amqp_settings.queue} route"]
+    processed = [s for s in finished if s.name.endswith(" process")]
+    assert sorted(s.name for s in processed) == sorted(
+        f"{s.consumed_queue()} process" for s in shards
+    )
+    assert routed.context.trace_id == produced.context.trace_id
+    assert routed.parent is not None and routed.parent.span_id == produced.context.span_id
+    for span in processed:
+        assert span.context.trace_id == produced.context.trace_id
+        assert span.parent is not None and span.parent.span_id == routed.context.span_id

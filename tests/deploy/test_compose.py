@@ -82,18 +82,20 @@ def test_the_service_serves_where_it_is_checked_and_published() -> None:
     assert path and app_statuses(path.group(1)) == {path.group(1): 503}
 
 
-def test_each_consumer_is_checked_on_its_metrics_port() -> None:
-    """A consumer has no HTTP endpoint but /metrics (WHYSLOW_METRICS_PORT, default 9464):
-    its healthcheck must ask that port, and the router, which serves nothing, must not."""
+def test_each_consumer_and_the_router_is_checked_on_its_metrics_port() -> None:
+    """A consumer and the router have no HTTP endpoint but /metrics (WHYSLOW_METRICS_PORT,
+    default 9464): the healthcheck must ask that port, and the port must be published."""
     from baselines.settings import Settings
 
     default = Settings.model_fields["metrics_port"].default
+    checked = []
     for name, service in services().items():
-        if not name.startswith("consumer-"):
+        if not (name.startswith("consumer-") or name == "router"):
             continue
         port = int(service["environment"].get("WHYSLOW_METRICS_PORT", default))
         assert healthcheck_port(service) == port and port in container_ports(service), name
-    assert "127.0.0.1" not in " ".join(services()["router"]["healthcheck"]["test"])
+        checked.append(name)
+    assert "router" in checked and len(checked) > 1
 
 
 def test_the_router_the_consumers_and_the_broker_agree_on_the_shards() -> None:

@@ -17,7 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from baselines.consumer import TelemetryConsumer
 from baselines.detect import Detector, DetectorConfig
 from baselines.forward import Forwarder
-from baselines.metrics import ConsumerCollector
+from baselines.metrics import ConsumerCollector, RouterCollector
+from baselines.router import Router
 from baselines.settings import Settings
 from tests.deploy.files import DEPLOY
 
@@ -74,7 +75,7 @@ def test_the_dashboard_imports_into_any_grafana_with_a_prometheus() -> None:
 @pytest.fixture(scope="module")
 def exported(live_service: str) -> Series:
     """The series of a live service (model loaded, after one analysis, so the per-route and
-    token series exist) and of a consumer's collector."""
+    token series exist) and of a consumer's and a router's collectors."""
     report = {  # a situation of its own: no other test's report is answered from the cache
         "service": "grafana-check",
         "operation": "GET /panels",
@@ -88,6 +89,7 @@ def exported(live_service: str) -> Series:
     consumer = TelemetryConsumer(settings, lambda: Detector(DetectorConfig()), forwarder)
     registry = CollectorRegistry()
     registry.register(ConsumerCollector(consumer))
+    registry.register(RouterCollector(Router(settings, 3)))
     for name, labels in series(generate_latest(registry).decode()).items():
         assert name not in found, f"{name} is exported by both the service and the consumer"
         found[name] = labels
