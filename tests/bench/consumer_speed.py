@@ -54,23 +54,32 @@ ROUTED_SHARDS = 2
 
 
 def otlp_messages(spans: int, per_message: int) -> list[bytes]:
-    """Synthetic week-seasonal spans of three services, ``per_message`` per OTLP request."""
+    """Synthetic spans of three busy services (up to about 20,000 a minute), as the
+    Collector's batch processor sends them under load: each request holds up to
+    ``per_message`` spans of one minute, grouped by service (resource) as the OTLP encoder
+    groups them. A request never spans two minutes, so no span arrives after its window
+    has closed (a request of several minutes grouped by service would send the later
+    services' early spans late)."""
     start = last_full_week_start(datetime.now(UTC))
-    events = []
-    for minute in telemetry(start, [], minutes=10 * 1440, peak_per_minute=60):
-        events += [e for e in minute if "metric" not in e]
-        if len(events) >= spans:
+    chunks: list[list[dict]] = []
+    taken = 0
+    for minute in telemetry(start, [], minutes=10 * 1440, peak_per_minute=4000):
+        minute_spans = [e for e in minute if "metric" not in e][: spans - taken]
+        chunks += [
+            minute_spans[i : i + per_message] for i in range(0, len(minute_spans), per_message)
+        ]
+        taken += len(minute_spans)
+        if taken == spans:
             break
-    events = events[:spans]
     messages = []
-    for i in range(0, len(events), per_message):
+    for chunk in chunks:
         recorded = []
         for service in ("checkout", "exchange-api", "search"):
             exporter = InMemorySpanExporter()
             provider = TracerProvider(resource=Resource({"service.name": service}))
             provider.add_span_processor(SimpleSpanProcessor(exporter))
             tracer = provider.get_tracer("bench")
-            for e in events[i : i + per_message]:
+            for e in chunk:
                 if e["service"] != service:
                     continue
                 end = round(e["timestamp"] * 1e9)
@@ -137,7 +146,9 @@ def raw_consume(
     return elapsed
 
 
-def whyslow_consume(settings: Settings, count: int, store_url: str | None) -> float:
+def whyslow_consume(settings: Settings, count: int, units: int, store_url: str | None) -> float:
+    """Seconds for the consumer to apply ``count`` messages; every one of their ``units``
+    events must be applied (none late), or the figure would flatter it."""
     store = open_store(store_url) if store_url else None
     forwarder = Forwarder(settings.service_url, 5).start()
     consumer = TelemetryConsumer(settings, lambda: Detector(DetectorConfig()), forwarder, store)
@@ -152,6 +163,11 @@ def whyslow_consume(settings: Settings, count: int, store_url: str | None) -> fl
     forwarder.close()
     if store:
         store.close()
+    stats = consumer.detector.stats
+    if stats.spans + stats.metrics != units:
+        raise SystemExit(
+            f"applied {stats.spans + stats.metrics} of {units} events ({stats.late} late)"
+        )
     return elapsed
 
 
@@ -208,7 +224,7 @@ def run(
         ("exactly-once, SQLite", f"sqlite:///{tmp / f'{uuid.uuid4().hex}.db'}"),
     ):
         fill(settings, messages, routing_key, content_type)
-        ours = whyslow_consume(settings, len(messages), url)
+        ours = whyslow_consume(settings, len(messages), units, url)
         print(f"{label}: whyslow ({mode}): {units / ours:>10,.0f}/s, ratio to raw {raw / ours:.2f}")
     fill(settings, messages, routing_key, content_type)
     routed = route(settings, len(messages))
@@ -241,9 +257,10 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for per_message in args.per_message:
+                messages = otlp_messages(args.spans, per_message)
                 run(
-                    f"OTLP protobuf, {per_message} spans/msg",
-                    otlp_messages(args.spans, per_message),
+                    f"OTLP protobuf, {args.spans / len(messages):.0f} spans/msg",
+                    messages,
                     args.spans,
                     "otlp_spans",
                     "",
