@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from baselines.demo import free_port
 from baselines.settings import Settings, shard_queue
+from baselines.topology import declare_topology
 
 WHYSLOW = Path(sys.executable).with_name("whyslow")
 
@@ -45,6 +46,18 @@ def spans_applied(port: int) -> float:
             }:
                 return sample.value
     return 0.0
+
+
+def not_applied(port: int) -> str:
+    """A consumer's counts of what it did not apply, for a run that stalls."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    wanted = ("not_applied", "dead_lettered", "messages_total", "redelivered")
+    return ", ".join(
+        f"{sample.name}{sample.labels or ''} {sample.value:,.0f}"
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if any(word in sample.name for word in wanted) and sample.value
+    )
 
 
 def start(args: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
@@ -80,6 +93,10 @@ def run(
                 processes.append(start(command, {**env, **store}, port))
             connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
             channel = connection.channel()
+            # the processes declare it too, but may not have yet: what a topic exchange
+            # cannot route is dropped (and confirmed)
+            declare_topology(channel, settings)
+            channel.confirm_delivery()  # faster than the consumers, so it costs no time
             started = time.perf_counter()
             for body in messages:
                 channel.basic_publish(settings.exchange, "otlp_spans", body)
@@ -91,7 +108,10 @@ def run(
                 if now_applied > applied:
                     applied, progress_at = now_applied, time.monotonic()
                 elif time.monotonic() - progress_at > 60:
-                    raise SystemExit(f"stalled at {applied:,.0f} of {spans:,} spans applied")
+                    raise SystemExit(
+                        f"stalled at {applied:,.0f} of {spans:,} spans applied; "
+                        + "; ".join(not_applied(port) for port in ports)
+                    )
             return time.perf_counter() - started
         finally:
             for process in processes:
@@ -118,7 +138,7 @@ def main() -> None:
     env = {**os.environ, **names}
     settings = Settings(**{k.removeprefix("WHYSLOW_").lower(): v for k, v in names.items()})
     messages = otlp_messages(args.spans, args.per_message)
-    label = f"OTLP protobuf, {args.per_message} spans/msg, {args.spans:,} spans"
+    label = f"OTLP protobuf, {args.spans / len(messages):.0f} spans/msg, {args.spans:,} spans"
     try:
         one = run(settings, env, messages, args.spans, 0)
         print(f"{label}: one consumer: {args.spans / one:>10,.0f} spans/s")
