@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import pika
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -146,20 +147,31 @@ def raw_consume(
     return elapsed
 
 
+class Worker(Protocol):
+    def run(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+def timed(worker: Worker, count: Callable[[], int], messages: int) -> float:
+    """Seconds for ``worker`` (a consumer or the router), run in a thread, to take
+    ``messages`` messages as ``count`` counts them; stopped and joined after."""
+    thread = threading.Thread(target=worker.run, daemon=True)
+    started = time.perf_counter()
+    thread.start()
+    while count() < messages:
+        time.sleep(0.005)
+    worker.stop()
+    thread.join()
+    return time.perf_counter() - started
+
+
 def whyslow_consume(settings: Settings, count: int, units: int, store_url: str | None) -> float:
     """Seconds for the consumer to apply ``count`` messages; every one of their ``units``
     events must be applied (none late), or the figure would flatter it."""
     store = open_store(store_url) if store_url else None
     forwarder = Forwarder(settings.service_url, 5).start()
     consumer = TelemetryConsumer(settings, lambda: Detector(DetectorConfig()), forwarder, store)
-    thread = threading.Thread(target=consumer.run, daemon=True)
-    started = time.perf_counter()
-    thread.start()
-    while consumer.stats.messages < count:
-        time.sleep(0.005)
-    consumer.stop()
-    thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = timed(consumer, lambda: consumer.stats.messages, count)
     forwarder.close()
     if store:
         store.close()
@@ -175,20 +187,25 @@ def route(settings: Settings, count: int) -> float:
     """Seconds for ``whyslow route --shards 2`` to split ``count`` messages into the shard
     queues (copies and acknowledgements committed)."""
     router = Router(settings, ROUTED_SHARDS)
-    thread = threading.Thread(target=router.run, daemon=True)
-    started = time.perf_counter()
-    thread.start()
-    while router.stats.messages < count:
-        time.sleep(0.005)
-    router.stop()
-    thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = timed(router, lambda: router.stats.messages, count)
     connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
     channel = connection.channel()
     for shard in range(ROUTED_SHARDS):
         channel.queue_purge(shard_queue(settings.queue, shard))
     connection.close()
     return elapsed
+
+
+def delete_topology(settings: Settings, shards: int) -> None:
+    """Remove what a bench run declared: its queues (shards included) and exchanges."""
+    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
+    channel = connection.channel()
+    shard_queues = [shard_queue(settings.queue, k) for k in range(shards)]
+    for queue in (settings.queue, settings.dead_letter_queue, *shard_queues):
+        channel.queue_delete(queue)
+    for exchange in (settings.exchange, settings.dead_letter_exchange, settings.shard_exchange):
+        channel.exchange_delete(exchange)
+    connection.close()
 
 
 def run(
@@ -203,7 +220,8 @@ def run(
 ) -> None:
 
     def reference(decode: Callable[[bytes], object] | None) -> float:
-        """The median of three runs: a raw consumer drains 200 large messages in 50 ms."""
+        """The median of three runs: a raw consumer drains a few hundred large messages in
+        about 50 ms, too short for one run to be trusted."""
         runs = []
         for _ in range(3):
             fill(settings, messages, routing_key, content_type)
@@ -279,14 +297,7 @@ def main() -> None:
                 Path(tmp),
             )
     finally:
-        connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
-        channel = connection.channel()
-        shards = [shard_queue(settings.queue, k) for k in range(ROUTED_SHARDS)]
-        for queue in (settings.queue, settings.dead_letter_queue, *shards):
-            channel.queue_delete(queue)
-        for exchange in (settings.exchange, settings.dead_letter_exchange, settings.shard_exchange):
-            channel.exchange_delete(exchange)
-        connection.close()
+        delete_topology(settings, ROUTED_SHARDS)
 
 
 if __name__ == "__main__":

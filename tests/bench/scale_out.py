@@ -23,11 +23,11 @@ from pathlib import Path
 
 import httpx
 import pika
-from consumer_speed import otlp_messages
+from consumer_speed import delete_topology, otlp_messages
 from prometheus_client.parser import text_string_to_metric_families
 
 from baselines.demo import free_port
-from baselines.settings import Settings, shard_queue
+from baselines.settings import Settings
 from baselines.topology import declare_topology
 
 WHYSLOW = Path(sys.executable).with_name("whyslow")
@@ -148,14 +148,7 @@ def main() -> None:
             f"spans/s, {one / routed:.2f}x one consumer ({os.cpu_count()} cores, broker included)"
         )
     finally:
-        connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
-        channel = connection.channel()
-        shard_queues = [shard_queue(settings.queue, k) for k in range(args.shards)]
-        for queue in (settings.queue, settings.dead_letter_queue, *shard_queues):
-            channel.queue_delete(queue)
-        for exchange in (settings.exchange, settings.dead_letter_exchange, settings.shard_exchange):
-            channel.exchange_delete(exchange)
-        connection.close()
+        delete_topology(settings, args.shards)
 
 
 if __name__ == "__main__":
