@@ -123,7 +123,7 @@ class SeasonalProfile:
         self.min_level_samples = min_level_samples
         self._weekly: np.ndarray | None = None  # (168, depth), allocated on first use
         self._written = np.zeros(HOURS_PER_WEEK, dtype=np.int64)
-        self._recent = np.empty(recent, dtype=np.float32)
+        self._recent = np.full(recent, np.nan, dtype=np.float32)
         self._recent_written = 0
         self._memo: tuple[int, Estimate | None] | None = None
         self._pool_memo: tuple[int, float | None] | None = None

@@ -101,6 +101,19 @@ def test_add_many_equals_adding_one_by_one_and_state_round_trips() -> None:
         assert copy.estimate(h) == many.estimate(h)
 
 
+def test_a_young_profile_saves_the_same_bytes_for_the_same_values() -> None:
+    """Unwritten slots of the recent ring hold NaN, not leftover memory: a checkpoint of
+    the same baselines is the same data, whatever the process allocated before."""
+    states = []
+    for _ in range(2):
+        np.ones(4096, dtype=np.float32) * 7.0  # leaves non-zero memory for the next allocation
+        profile = SeasonalProfile(depth=8, recent=64)
+        profile.add(3, 12.5)
+        states.append(profile.state())
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(*(s.values() for s in states)))
+    assert np.isnan(states[0]["recent"][1:]).all()
+
+
 def test_row_medians_are_numpys_medians_bit_for_bit() -> None:
     rng = np.random.default_rng(3)
     rows = np.full((500, 48), np.nan)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import tempfile
 import threading
@@ -52,6 +53,8 @@ from baselines.synthetic import last_full_week_start, telemetry
 from baselines.topology import declare_topology
 
 ROUTED_SHARDS = 2
+REFERENCE_UNITS = 1_000_000
+"""Spans (or events) each reference run consumes, the messages repeated as needed."""
 
 
 def otlp_messages(spans: int, per_message: int) -> list[bytes]:
@@ -113,23 +116,34 @@ def fill(settings: Settings, messages: list[bytes], routing_key: str, content_ty
     channel = connection.channel()
     declare_topology(channel, settings)
     channel.queue_purge(settings.queue)
-    channel.confirm_delivery()
     properties = pika.BasicProperties(content_type=content_type, delivery_mode=2)
     for body in messages:
         channel.basic_publish(settings.exchange, routing_key, body, properties)
+
+    def held() -> int:
+        return channel.queue_declare(settings.queue, passive=True).method.message_count
+
+    # unconfirmed, so 100,000 small messages go in seconds: wait until the queue holds them
+    deadline = time.monotonic() + 120
+    while held() < len(messages):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the queue holds {held()} of the {len(messages)} messages published")
+        time.sleep(0.05)
     connection.close()
 
 
 def raw_consume(
     settings: Settings, count: int, decode: Callable[[bytes], object] | None = None
-) -> float:
-    """Seconds for a bare pika consumer to receive and ack ``count`` messages, decoding each
-    body first when ``decode`` is given."""
+) -> tuple[float, float]:
+    """(seconds, the share of them its process was on a CPU) for a bare pika consumer to
+    receive and ack ``count`` messages, decoding each body first when ``decode`` is given.
+    A share near 1 means the consumer, not the broker, sets the pace, so whatever a
+    consumer does per message adds to its time."""
     connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
     channel = connection.channel()
     channel.basic_qos(prefetch_count=settings.prefetch)
     seen = 0
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
 
     def on_message(ch, method, properties, body) -> None:
         nonlocal seen
@@ -143,8 +157,9 @@ def raw_consume(
     channel.basic_consume(settings.queue, on_message)
     channel.start_consuming()
     elapsed = time.perf_counter() - started
+    busy = (time.process_time() - cpu) / elapsed
     connection.close()
-    return elapsed
+    return elapsed, busy
 
 
 class Worker(Protocol):
@@ -219,23 +234,30 @@ def run(
     tmp: Path,
 ) -> None:
 
-    def reference(decode: Callable[[bytes], object] | None) -> float:
-        """The median of three runs: a raw consumer drains a few hundred large messages in
-        about 50 ms, too short for one run to be trusted."""
-        runs = []
-        for _ in range(3):
-            fill(settings, messages, routing_key, content_type)
-            runs.append(raw_consume(settings, len(messages), decode))
-        return statistics.median(runs)
+    repeats = math.ceil(REFERENCE_UNITS / units)
 
-    raw = reference(None)
+    def reference(decode: Callable[[bytes], object] | None) -> tuple[float, str]:
+        """(seconds a reference takes for ``messages`` once, its CPU share): the median of
+        three runs over ``repeats`` copies of them, since a raw consumer drains 227 large
+        messages in about 50 ms, too short for one run to be trusted (one such run gave a
+        ceiling of 1.11)."""
+        runs, busy = [], []
+        for _ in range(3):
+            fill(settings, messages * repeats, routing_key, content_type)
+            seconds, share = raw_consume(settings, len(messages) * repeats, decode)
+            runs.append(seconds / repeats)
+            busy.append(share)
+        return statistics.median(runs), f"on a CPU {min(busy):.0%}-{max(busy):.0%} of its time"
+
+    raw, raw_busy = reference(None)
     print(
-        f"{label}: raw pika, ack only: {units / raw:>10,.0f}/s ({len(messages) / raw:,.0f} msgs/s)"
+        f"{label}: raw pika, ack only: {units / raw:>10,.0f}/s "
+        f"({len(messages) / raw:,.0f} msgs/s, {raw_busy})"
     )
-    ceiling = reference(decode)
+    ceiling, ceiling_busy = reference(decode)
     print(
         f"{label}: raw pika, decode and ack: {units / ceiling:>10,.0f}/s, "
-        f"ratio to raw {raw / ceiling:.2f} (the ceiling)"
+        f"ratio to raw {raw / ceiling:.2f} (the ceiling; {ceiling_busy})"
     )
     for mode, url in (
         ("no store", None),
