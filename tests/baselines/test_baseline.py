@@ -110,8 +110,9 @@ def test_a_young_profile_saves_the_same_bytes_for_the_same_values() -> None:
         profile = SeasonalProfile(depth=8, recent=64)
         profile.add(3, 12.5)
         states.append(profile.state())
-    assert all(a.tobytes() == b.tobytes() for a, b in zip(*(s.values() for s in states)))
-    assert np.isnan(states[0]["recent"][1:]).all()
+    first, second = states
+    assert all(first[part].tobytes() == second[part].tobytes() for part in first)
+    assert np.isnan(first["recent"][1:]).all()
 
 
 def test_row_medians_are_numpys_medians_bit_for_bit() -> None:
