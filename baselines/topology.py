@@ -44,6 +44,16 @@ def declare_shard(channel: BlockingChannel, settings: Settings, shard: int) -> s
     return queue
 
 
+def delete_topology(channel: BlockingChannel, settings: Settings, shards: int) -> None:
+    """Remove what ``declare_topology`` and ``declare_shard`` (for shards ``0..shards-1``)
+    declared, messages included: for tests and benches that declared their own."""
+    shard_queues = [shard_queue(settings.queue, k) for k in range(shards)]
+    for queue in (settings.queue, settings.dead_letter_queue, *shard_queues):
+        channel.queue_delete(queue)
+    for exchange in (settings.exchange, settings.dead_letter_exchange, settings.shard_exchange):
+        channel.exchange_delete(exchange)
+
+
 def _queue_arguments(settings: Settings) -> dict[str, object]:
     arguments: dict[str, object] = {"x-dead-letter-exchange": settings.dead_letter_exchange}
     if settings.queue_type == "quorum":

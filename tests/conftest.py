@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from baselines.demo import free_port
 from baselines.settings import Settings as ConsumerSettings
-from baselines.settings import shard_queue
+from baselines.topology import delete_topology
 from service.main import create_app
 from service.settings import Settings as ServiceSettings
 
@@ -91,10 +91,5 @@ def amqp_settings() -> Iterator[ConsumerSettings]:
     connection.close()
     yield settings
     connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
-    channel = connection.channel()
-    shards = [shard_queue(settings.queue, k) for k in range(MAX_TEST_SHARDS)]
-    for queue in (settings.queue, settings.dead_letter_queue, *shards):
-        channel.queue_delete(queue)
-    for exchange in (settings.exchange, settings.dead_letter_exchange, settings.shard_exchange):
-        channel.exchange_delete(exchange)
+    delete_topology(connection.channel(), settings, MAX_TEST_SHARDS)
     connection.close()

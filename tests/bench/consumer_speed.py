@@ -50,7 +50,7 @@ from baselines.router import Router
 from baselines.settings import Settings, shard_queue
 from baselines.store import open_store
 from baselines.synthetic import last_full_week_start, telemetry
-from baselines.topology import declare_topology
+from baselines.topology import declare_topology, delete_topology
 
 ROUTED_SHARDS = 2
 REFERENCE_UNITS = 1_000_000
@@ -211,15 +211,10 @@ def route(settings: Settings, count: int) -> float:
     return elapsed
 
 
-def delete_topology(settings: Settings, shards: int) -> None:
+def teardown(settings: Settings, shards: int) -> None:
     """Remove what a bench run declared: its queues (shards included) and exchanges."""
     connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
-    channel = connection.channel()
-    shard_queues = [shard_queue(settings.queue, k) for k in range(shards)]
-    for queue in (settings.queue, settings.dead_letter_queue, *shard_queues):
-        channel.queue_delete(queue)
-    for exchange in (settings.exchange, settings.dead_letter_exchange, settings.shard_exchange):
-        channel.exchange_delete(exchange)
+    delete_topology(connection.channel(), settings, shards)
     connection.close()
 
 
@@ -319,7 +314,7 @@ def main() -> None:
                 Path(tmp),
             )
     finally:
-        delete_topology(settings, ROUTED_SHARDS)
+        teardown(settings, ROUTED_SHARDS)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 import pika
-from consumer_speed import delete_topology, otlp_messages
+from consumer_speed import otlp_messages, teardown
 from prometheus_client.parser import text_string_to_metric_families
 
 from baselines.demo import free_port
@@ -148,7 +148,7 @@ def main() -> None:
             f"spans/s, {one / routed:.2f}x one consumer ({os.cpu_count()} cores, broker included)"
         )
     finally:
-        delete_topology(settings, args.shards)
+        teardown(settings, args.shards)
 
 
 if __name__ == "__main__":
