@@ -248,12 +248,12 @@ def small_disk(where: Path, size: str = "8m") -> Iterator[Path]:
 
 
 def fill(filler: Path) -> None:
-    """Write ``filler`` until its disk is full."""
-    with filler.open("wb") as out:
+    """Write ``filler`` until its disk is full. Unbuffered: a buffered file keeps the part
+    of its last write that did not fit and fails again writing it out on close."""
+    with filler.open("wb", buffering=0) as out:
         try:
             while True:
                 out.write(b"\0" * 65536)
-                out.flush()
         except OSError:
             pass
 
