@@ -177,7 +177,7 @@ VERDICT: dict[ProbableCause, str] = {
 @dataclass(frozen=True)
 class Settled:
     """What the report's facts settle before the model writes: the severity, which the
-    policy reads off two numbers (a 135M model sampling it got 23-54% right, issue 6's
+    policy reads off two numbers (a 135M model sampling it got 23-54% right in the
     eval), the summary's opening, and each cause's actions (``playbook``), filled with the
     report's names, for the model to pick from. A backend writes them as given; None or
     empty: the model's."""

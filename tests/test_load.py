@@ -6,7 +6,7 @@ Holds when: nothing crashes; every published span is applied; the service answer
 200 or 503, and a 503 (with Retry-After) only when the queue really was full; both
 processes' memory is flat (the service's may grow only by the part of the model's KV
 cache that longer answers first reach). The figures (spans/s, answer p50/p95, 503 share,
-RSS) are printed (``-s``) for the README's Reliability section; no timing is
+RSS) are printed (``-s``) for docs/reliability.md; no timing is
 asserted.
 """
 
@@ -39,7 +39,7 @@ from tests.helpers import declare, sample_value, wait_for
 from tests.otlp import record_spans
 
 SPANS_PER_S = 50_000
-"""The consumer's benchmark target (issue 4), in 1,000-span OTLP messages."""
+"""The consumer's benchmark target, in 1,000-span OTLP messages."""
 DURATION_S = 40
 BATCH_S = 2
 """Event time one message covers, as a Collector batch covers its flush interval."""

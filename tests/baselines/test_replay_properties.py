@@ -1,4 +1,4 @@
-"""Hostile input for ``whyslow replay`` (issue 8): any file is either replayed, one output
+"""Hostile input for ``whyslow replay``: any file is either replayed, one output
 row per input row, or refused with ``ReplayInputError`` naming its line, which the CLI
 prints before exiting 2. Anything else would be a traceback."""
 
@@ -203,7 +203,7 @@ def test_inputs_that_crashed_replay_are_refused_naming_their_line(
     tally: Tally, text: str, line: int
 ) -> None:
     """Each of these raised ValueError, OverflowError or csv.Error (a traceback from the
-    CLI) or named the wrong line before issue 8."""
+    CLI) or named the wrong line before these tests."""
     with pytest.raises(ReplayInputError, match=rf"^line {line}: "):
         replay(io.StringIO(text, newline=""), io.StringIO(), CONFIG)
     tally("known crash refused")

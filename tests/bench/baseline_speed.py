@@ -11,7 +11,7 @@ in the same run.
   groups the same events into windows per series (the least any streaming aggregator does),
   for sparse windows (~12 spans per series and minute) and dense ones (~200);
 - memory: bytes per series after a week, and for a series whose every bucket is full.
-Targets (issue): >= 1,000,000 observations/s in replay, >= 200,000 events/s streaming,
+Targets: >= 1,000,000 observations/s in replay, >= 200,000 events/s streaming,
 <= 64 KB per series.
 """
 

@@ -11,12 +11,12 @@ exactly-once mode (a SQLite checkpoint before each acknowledgement). The scale-o
 consumers, so it must outrun them.
 
 A second reference bounds what any consumer of these messages can reach: a pika consumer
-that acknowledges after decoding each message with the library the issue prescribes
+that acknowledges after decoding each message with the standard libraries
 (``ExportTraceServiceRequest.FromString`` of the OTel protobuf package, ``json.loads``)
 and reads nothing from it. Its ratio to the raw rate is the ceiling for a consumer that
 looks inside the messages at all.
 
-Target (issue): >= 50,000 spans/s with batched OTLP and >= 0.8 of the raw-consume rate.
+Targets: >= 50,000 spans/s with batched OTLP and >= 0.8 of the raw-consume rate.
 """
 
 from __future__ import annotations

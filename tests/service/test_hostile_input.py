@@ -1,4 +1,4 @@
-"""Hostile input for ``POST /v1/analyze`` and the prompt (issue 8), on the real app: no
+"""Hostile input for ``POST /v1/analyze`` and the prompt, on the real app: no
 model file, so the rule engine answers in milliseconds (the prompt is checked directly,
 and through the embedded model's own tokenizer).
 
@@ -352,7 +352,7 @@ BODIES = {
     ).encode(),
     "NUL in the id": json.dumps({**REPORT, "id": "r\u0000"}).encode(),
 }
-"""Bodies that got a 500 before issue 8 (NaN, Infinity, 1e400, the surrogates, the year-0
+"""Bodies that once got a 500 (NaN, Infinity, 1e400, the surrogates, the year-0
 and year-10000 windows), and other edges of JSON."""
 
 

@@ -1,4 +1,4 @@
-"""Hostile input for the training pipeline's files (issue 8): a YAML config is either a
+"""Hostile input for the training pipeline's files: a YAML config is either a
 config or a ``ConfigError`` naming the key that is wrong; a JSONL data file is either
 checked, its problems reported per sample, or refused with a ``DataError`` naming its line.
 Both are hand-edited files: a traceback would tell their author nothing."""
@@ -165,14 +165,14 @@ def test_any_yaml_text_is_a_config_or_a_config_error(
     ],
 )
 def test_values_that_cannot_train_are_refused(workdir: Path, text: str, key: str) -> None:
-    """Accepted before issue 8: an infinite scale or decay, bf16 given as a number."""
+    """Once accepted: an infinite scale or decay, bf16 given as a number."""
     with pytest.raises(ConfigError, match=rf"{key}="):
         load(workdir, text)
 
 
 def test_keys_yaml_reads_as_numbers_or_null_are_warned_not_a_crash(workdir: Path) -> None:
     """``1:`` and ``null:`` are keys YAML reads as int and None (sorting them with the
-    text keys raised TypeError before issue 8)."""
+    text keys once raised TypeError)."""
     path = workdir / "keys.yaml"
     path.write_text("1: x\nlora_r: 8\nnull: y\n")
     with pytest.warns(UserWarning) as warned:
@@ -185,7 +185,7 @@ def test_keys_yaml_reads_as_numbers_or_null_are_warned_not_a_crash(workdir: Path
 
 
 def test_a_whole_count_too_big_for_a_float_is_a_count(workdir: Path) -> None:
-    """It raised OverflowError before issue 8."""
+    """It once raised OverflowError."""
     assert load(workdir, f"val_set_size: {'9' * 400}\n").val_set_size == int("9" * 400)
 
 
@@ -195,7 +195,7 @@ def test_a_whole_count_too_big_for_a_float_is_a_count(workdir: Path) -> None:
     ids=["deep flow", "deep block", "5000 digits"],
 )
 def test_yaml_the_parser_cannot_read_is_refused(workdir: Path, text: str) -> None:
-    """PyYAML composes recursively (RecursionError before issue 8) and reads integers
+    """PyYAML composes recursively (once a RecursionError) and reads integers
     with int() (ValueError past 4300 digits)."""
     with pytest.raises(ConfigError, match="not valid YAML"):
         load(workdir, text)
@@ -297,7 +297,7 @@ def test_a_damaged_sample_is_reported_as_that_sample(
     ],
 )
 def test_data_lines_that_crashed_the_check_are_reported(tmp_path: Path, line: str) -> None:
-    """Before issue 8 each raised ValueError, RecursionError, TypeError or AttributeError."""
+    """Each once raised ValueError, RecursionError, TypeError or AttributeError."""
     path = tmp_path / "data.jsonl"
     path.write_text(line + "\n")
     try:
@@ -310,7 +310,7 @@ def test_data_lines_that_crashed_the_check_are_reported(tmp_path: Path, line: st
 
 def test_line_separators_inside_json_strings_do_not_split_a_sample(tmp_path: Path) -> None:
     """write_jsonl writes U+2028, U+0085 and form feeds raw (valid in JSON strings);
-    read_jsonl cut lines at them before issue 8, so a written file did not read back."""
+    read_jsonl once cut lines at them, so a written file did not read back."""
     row = {**GOOD[0], "meta": {**GOOD[0]["meta"], "note": "a\u2028b\x85c\x0cd\x1ce"}}
     path = tmp_path / "data.jsonl"
     samples.write_jsonl(path, [row])

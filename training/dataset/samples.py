@@ -31,9 +31,9 @@ EXTRA = DATA_DIR / "generated-extra.jsonl"
 GENERATED_SEED, HELDOUT_SEED, EXTRA_SEED, CALIBRATION_SEED = 0, 1, 2, 3
 EXTRA_SIZE = 660
 """The shipped run reads the combined file and this many more generated scenarios: with ~5
-cases per cause and pattern a 135M model learns the clear cases only (issue 6's first
+cases per cause and pattern a 135M model learns the clear cases only (its first
 eval); the extra ones are what fits the 15-minute CPU budget in one epoch with bf16 (13 min
-on 2 cores with AMX; README, Training)."""
+on 2 cores with AMX; docs/training.md)."""
 
 
 EXTRA_RECIPES = (
@@ -43,7 +43,7 @@ EXTRA_RECIPES = (
     + tuple(entry for entry in RECIPES if entry.service == "exchange-api")
 )
 """The extra scenarios come from every recipe, twice from those the model learns slowest:
-the evidence ones (issue 6's eval: 50% held-out with each recipe once), and the three
+the evidence ones (an early eval: 50% held-out with each recipe once), and the three
 where one tag reverses the cause: a busy CPU beside a dependency under 2x slower (CPU), a
 CPU-bound note with the CPU busy (CPU) or idle (a dependency). On 480 cases of a seed of
 their own, these were 23 of the 46 misses of the adapter trained without (README)."""
