@@ -66,10 +66,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     config = TrainConfig.load(args.config) if args.config else TrainConfig()
     overrides = {"lora_r": args.r, "lora_target_modules": args.targets, "base_model": args.base}
-    for key, value in overrides.items():
-        if value is not None:
-            setattr(config, key, value)
-    config.validate("plan")
+    given = {key: value for key, value in overrides.items() if value is not None}
+    config = TrainConfig.from_dict({**config.model_dump(), **given}, "plan")
     print(render(plan(architecture_of(config.base_model), config), config))
     return 0
 

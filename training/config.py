@@ -1,8 +1,10 @@
 """The training configuration: axolotl's YAML keys, so a config moves between the two tools.
 
-Each field carries its help text (as peft's config dataclasses do) and every check lives in
-``TrainConfig.validate``: an invalid value is refused with its key named; an unknown key is
-reported as a warning and ignored, as axolotl does with keys of its other features.
+``TrainConfig`` is a pydantic model: each field carries its help text and its constraints,
+and the rules between fields live in one validator. Values are strict (YAML's ``yes``, a
+``1`` for a flag or ``"16"`` for a rank are refused, not coerced), and an invalid value is
+refused as a ``ConfigError`` naming its key; an unknown key is reported as a warning and
+ignored, as axolotl does with keys of its other features.
 """
 
 from __future__ import annotations
@@ -10,120 +12,154 @@ from __future__ import annotations
 import math
 import reprlib
 import warnings
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
-KNOWN_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+TargetModule = Literal["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+KNOWN_TARGETS: tuple[str, ...] = get_args(TargetModule)
 
 
 class ConfigError(ValueError):
     """A config value that cannot work; the message names the key."""
 
 
-@dataclass
-class DatasetSpec:
-    path: str = field(metadata={"help": "Chat JSONL file, one {'messages': [...]} per line."})
-    type: str = field(
-        default="chat_template",
-        metadata={"help": "Only 'chat_template': the base's own template formats the chat."},
+Number = int | float
+"""Either, kept as written: YAML's ``32`` stays an int, ``.inf`` and ``.nan`` are refused
+(``allow_inf_nan``), and a count larger than any float stays a count."""
+
+
+def _fraction_or_count(value: Number) -> Number:
+    """A held-out size is a fraction below 1 or a whole count (``10`` or ``10.0``)."""
+    if value >= 1 and not (isinstance(value, int) or value.is_integer()):
+        raise PydanticCustomError("fraction_or_count", "must be a fraction in [0, 1) or a count")
+    return value
+
+
+FractionOrCount = Annotated[Number, Field(ge=0), AfterValidator(_fraction_or_count)]
+
+_STRICT = ConfigDict(strict=True, allow_inf_nan=False, extra="ignore")
+
+
+class DatasetSpec(BaseModel):
+    """One training file; axolotl's other dataset keys are ignored."""
+
+    model_config = _STRICT
+
+    path: str = Field(description="Chat JSONL file, one {'messages': [...]} per line.")
+    type: Literal["chat_template"] = Field(
+        "chat_template",
+        description="Only 'chat_template': the base's own template formats the chat.",
     )
 
 
-@dataclass
-class TrainConfig:
-    base_model: str = field(
-        default="embedded",
-        metadata={
-            "help": "'embedded' (SmolLM2-135M-Instruct shipped with whyslow), a GGUF file, a "
-            "transformers folder, or a hub name already in the local cache (no downloads)."
-        },
+class TrainConfig(BaseModel):
+    """One training run, as axolotl's keys name it; ``from_dict`` and ``load`` refuse a bad
+    value with a ``ConfigError`` naming its key."""
+
+    model_config = _STRICT
+
+    base_model: str = Field(
+        "embedded",
+        description="'embedded' (SmolLM2-135M-Instruct shipped with whyslow), a GGUF file, a "
+        "transformers folder, or a hub name already in the local cache (no downloads).",
     )
-    load_in_8bit: bool = field(
-        default=False, metadata={"help": "Load the frozen base in 8 bits (bitsandbytes, CUDA)."}
+    load_in_8bit: bool = Field(
+        False, description="Load the frozen base in 8 bits (bitsandbytes, CUDA)."
     )
-    load_in_4bit: bool = field(
-        default=False,
-        metadata={"help": "Load the base in 4-bit NF4 with double quantisation (QLoRA, CUDA)."},
+    load_in_4bit: bool = Field(
+        False, description="Load the base in 4-bit NF4 with double quantisation (QLoRA, CUDA)."
     )
-    adapter: str = field(default="lora", metadata={"help": "'lora' or 'qlora' (4-bit base)."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank r."})
-    lora_alpha: float = field(default=32, metadata={"help": "LoRA scale numerator: alpha / r."})
-    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA input."})
-    lora_target_modules: list[str] = field(
+    adapter: Literal["lora", "qlora"] = Field("lora", description="'lora' or 'qlora' (4-bit base).")
+    lora_r: int = Field(16, ge=1, description="LoRA rank r.")
+    lora_alpha: Number = Field(32, gt=0, description="LoRA scale numerator: alpha / r.")
+    lora_dropout: Number = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
+    lora_target_modules: list[TargetModule] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
-        metadata={"help": f"Linear layers that get an adapter, among {', '.join(KNOWN_TARGETS)}."},
+        min_length=1,
+        description=f"Linear layers that get an adapter, among {', '.join(KNOWN_TARGETS)}.",
     )
-    peft_use_rslora: bool = field(
-        default=False, metadata={"help": "Scale by alpha / sqrt(r) instead of alpha / r."}
+    peft_use_rslora: bool = Field(
+        False, description="Scale by alpha / sqrt(r) instead of alpha / r."
     )
-    datasets: list[DatasetSpec] = field(
-        default_factory=lambda: [DatasetSpec("training/data/training-data-combined.jsonl")],
-        metadata={"help": "Training files (chat JSONL)."},
+    datasets: list[DatasetSpec] = Field(
+        default_factory=lambda: [DatasetSpec(path="training/data/training-data-combined.jsonl")],
+        min_length=1,
+        description="Training files (chat JSONL).",
     )
-    val_set_size: float = field(
-        default=0.05,
-        metadata={"help": "Held-out fraction (0..1) or count (>= 1) for the eval loss."},
+    val_set_size: FractionOrCount = Field(
+        0.05, description="Held-out fraction (0..1) or count (>= 1) for the eval loss."
     )
-    num_epochs: int = field(default=3, metadata={"help": "Passes over the training split."})
-    micro_batch_size: int = field(default=4, metadata={"help": "Samples per forward pass."})
-    gradient_accumulation_steps: int = field(
-        default=1, metadata={"help": "Micro-batches per optimiser step."}
+    num_epochs: int = Field(3, ge=1, description="Passes over the training split.")
+    micro_batch_size: int = Field(4, ge=1, description="Samples per forward pass.")
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, description="Micro-batches per optimiser step."
     )
-    learning_rate: float = field(default=8e-4, metadata={"help": "Peak AdamW learning rate."})
-    warmup_steps: int = field(default=5, metadata={"help": "Linear warm-up steps."})
-    lr_scheduler: str = field(default="cosine", metadata={"help": "'cosine' or 'constant'."})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    sequence_len: int = field(
-        default=1024, metadata={"help": "Longest tokenised sample; a longer one is refused."}
+    learning_rate: Number = Field(8e-4, gt=0, lt=1, description="Peak AdamW learning rate.")
+    warmup_steps: int = Field(5, ge=0, description="Linear warm-up steps.")
+    lr_scheduler: Literal["cosine", "constant"] = Field(
+        "cosine", description="'cosine' or 'constant'."
     )
-    train_on_inputs: bool = field(
-        default=False,
-        metadata={"help": "Also learn the system and user turns (default: the answer only)."},
+    weight_decay: Number = Field(0.0, ge=0, description="AdamW weight decay.")
+    sequence_len: int = Field(
+        1024,
+        ge=64,
+        le=131072,
+        description="Longest tokenised sample; a longer one is refused.",
     )
-    cause_loss_weight: float = field(
-        default=5.0,
-        metadata={
-            "help": "whyslow: loss weight of the probable_cause value's tokens; the decision "
-            "is a few tokens among ~150 and a tiny model learns it only when it weighs more."
-        },
+    train_on_inputs: bool = Field(
+        False, description="Also learn the system and user turns (default: the answer only)."
     )
-    gradient_checkpointing: bool = field(
-        default=False, metadata={"help": "Recompute activations: less memory, ~20% slower."}
+    cause_loss_weight: Number = Field(
+        5.0,
+        ge=1,
+        description="whyslow: loss weight of the probable_cause value's tokens; the decision "
+        "is a few tokens among ~150 and a tiny model learns it only when it weighs more.",
     )
-    group_by_length: bool = field(
-        default=False,
-        metadata={
-            "help": "Batch samples of similar length together, the batches in random order: "
-            "less padding (11% of the shipped run's tokens without it)."
-        },
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations: less memory, ~20% slower."
     )
-    bf16: str | bool = field(
-        default="auto",
-        metadata={
-            "help": "bf16 compute ('auto': when the hardware has it). CUDA holds the base in "
-            "bf16; a CPU keeps fp32 weights and runs the matmuls in bf16 autocast, ~1.8x "
-            "faster on AVX512-BF16/AMX cores. False: fp32 throughout."
-        },
+    group_by_length: bool = Field(
+        False,
+        description="Batch samples of similar length together, the batches in random order: "
+        "less padding (11% of the shipped run's tokens without it).",
     )
-    seed: int = field(default=42, metadata={"help": "Seed of the split, init and shuffling."})
-    output_dir: str = field(
-        default="training/output/whyslow-smollm2", metadata={"help": "Where the adapter goes."}
+    bf16: bool | Literal["auto"] = Field(
+        "auto",
+        description="bf16 compute ('auto': when the hardware has it). CUDA holds the base in "
+        "bf16; a CPU keeps fp32 weights and runs the matmuls in bf16 autocast, ~1.8x "
+        "faster on AVX512-BF16/AMX cores. False: fp32 throughout.",
     )
+    seed: int = Field(42, description="Seed of the split, init and shuffling.")
+    output_dir: str = Field(
+        "training/output/whyslow-smollm2", description="Where the adapter goes."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        """The rules between fields, each naming the key to change."""
+        if self.load_in_8bit and self.load_in_4bit:
+            raise PydanticCustomError(
+                "conflict", "load_in_4bit=True: load_in_8bit and load_in_4bit exclude each other"
+            )
+        if self.adapter == "qlora" and not self.load_in_4bit:
+            raise PydanticCustomError("conflict", "adapter='qlora': qlora needs load_in_4bit: true")
+        return self
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str = "config") -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        for key in sorted(set(raw) - known, key=str):  # YAML keys may be ints, null, dates
+    def from_dict(cls, raw: dict[Any, Any], source: str = "config") -> TrainConfig:
+        """A config from a YAML mapping; unknown keys are warned about and ignored."""
+        known = cls.model_fields
+        for key in sorted(set(raw) - set(known), key=str):  # YAML keys may be ints, null, dates
             warnings.warn(f"{source}: unknown key {key!r} ignored", UserWarning, stacklevel=2)
         values = {key: value for key, value in raw.items() if key in known}
-        if "datasets" in values:
-            values["datasets"] = _datasets(values["datasets"])
-        config = cls(**values)
-        config.validate(source)
-        return config
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise ConfigError(f"{source}: {_reasons(exc)}") from None
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
@@ -141,116 +177,41 @@ class TrainConfig:
             raise ConfigError(f"{path}: expected a mapping of keys, got {type(raw).__name__}")
         return cls.from_dict(raw, str(path))
 
-    def validate(self, source: str = "config") -> None:
-        """Every rule in one place; the first broken one is raised with its key."""
-
-        def need(ok: bool, key: str, why: str) -> None:
-            if not ok:
-                raise ConfigError(f"{source}: {key}={_short(getattr(self, key))}: {why}")
-
-        def kind(key: str, types: tuple[type, ...]) -> None:
-            value = getattr(self, key)
-            ok = (
-                isinstance(value, bool)
-                if types == (bool,)
-                else (isinstance(value, types) and not isinstance(value, bool))
-            )
-            need(ok, key, f"must be {' or '.join(t.__name__ for t in types)}")
-            if float in types:  # YAML's .inf and .nan are floats: no rate or scale is
-                need(not isinstance(value, float) or math.isfinite(value), key, "must be finite")
-
-        for key in (
-            "load_in_8bit",
-            "load_in_4bit",
-            "peft_use_rslora",
-            "train_on_inputs",
-            "gradient_checkpointing",
-            "group_by_length",
-        ):
-            kind(key, (bool,))
-        for key in (
-            "lora_r",
-            "num_epochs",
-            "micro_batch_size",
-            "gradient_accumulation_steps",
-            "warmup_steps",
-            "sequence_len",
-            "seed",
-        ):
-            kind(key, (int,))
-        for key in (
-            "lora_alpha",
-            "lora_dropout",
-            "val_set_size",
-            "learning_rate",
-            "weight_decay",
-            "cause_loss_weight",
-        ):
-            kind(key, (int, float))
-        kind("base_model", (str,))
-        kind("output_dir", (str,))
-        need(self.adapter in ("lora", "qlora"), "adapter", "must be 'lora' or 'qlora'")
-        need(
-            not (self.load_in_8bit and self.load_in_4bit),
-            "load_in_4bit",
-            "load_in_8bit and load_in_4bit exclude each other",
-        )
-        need(
-            self.adapter != "qlora" or self.load_in_4bit,
-            "adapter",
-            "qlora needs load_in_4bit: true",
-        )
-        need(self.lora_r >= 1, "lora_r", "must be >= 1")
-        need(self.lora_alpha > 0, "lora_alpha", "must be > 0")
-        need(0 <= self.lora_dropout < 1, "lora_dropout", "must be in [0, 1)")
-        need(
-            isinstance(self.lora_target_modules, list) and bool(self.lora_target_modules),
-            "lora_target_modules",
-            "must be a non-empty list",
-        )
-        unknown = [m for m in self.lora_target_modules if m not in KNOWN_TARGETS]
-        need(
-            not unknown,
-            "lora_target_modules",
-            f"unknown modules {_short(unknown)}; known: {', '.join(KNOWN_TARGETS)}",
-        )
-        need(bool(self.datasets), "datasets", "needs at least one dataset")
-        need(
-            self.val_set_size >= 0
-            and (
-                self.val_set_size < 1
-                or isinstance(self.val_set_size, int)
-                or float(self.val_set_size).is_integer()
-            ),
-            "val_set_size",
-            "a fraction in [0, 1) or a whole count",
-        )
-        for key in ("num_epochs", "micro_batch_size", "gradient_accumulation_steps"):
-            need(getattr(self, key) >= 1, key, "must be >= 1")
-        need(
-            0 < self.learning_rate < 1 and math.isfinite(self.learning_rate),
-            "learning_rate",
-            "must be in (0, 1)",
-        )
-        need(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
-        need(
-            self.lr_scheduler in ("cosine", "constant"),
-            "lr_scheduler",
-            "must be 'cosine' or 'constant'",
-        )
-        need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
-        need(64 <= self.sequence_len <= 131072, "sequence_len", "must be in [64, 131072]")
-        need(self.cause_loss_weight >= 1, "cause_loss_weight", "must be >= 1")
-        need(
-            isinstance(self.bf16, bool) or self.bf16 == "auto",  # 1 == True: not `in`
-            "bf16",
-            "must be true, false or 'auto'",
-        )
-
     @property
     def scale(self) -> float:
         """The LoRA scale applied to B·A."""
         return self.lora_alpha / (math.sqrt(self.lora_r) if self.peft_use_rslora else self.lora_r)
+
+
+_FIELD_NAMES = frozenset({*TrainConfig.model_fields, *DatasetSpec.model_fields})
+_SHOULD = "Input should be "
+
+
+def _reasons(exc: ValidationError) -> str:
+    """One ``key=value: why`` per wrong key, as ``datasets[0].type`` for a nested one.
+
+    pydantic reports a value that fits no member of a union (``int | float``, ``bool |
+    'auto'``) once per member, under the member's name: those become one reason per key."""
+    reasons: dict[str, list[str]] = {}
+    for error in exc.errors(include_url=False):
+        key = ""
+        for part in error["loc"]:
+            if isinstance(part, int):
+                key += f"[{part}]"
+            elif part in _FIELD_NAMES:
+                key += f".{part}" if key else str(part)
+        if not key:  # a rule between fields: its message names the key
+            reasons.setdefault(error["msg"], [])
+            continue
+        if error["type"] != "missing":
+            key = f"{key}={_short(error['input'])}"
+        reasons.setdefault(key, []).append(error["msg"])
+    parts = []
+    for key, messages in reasons.items():
+        if len(messages) > 1 and all(m.startswith(_SHOULD) for m in messages):
+            messages = [_SHOULD + " or ".join(dict.fromkeys(m[len(_SHOULD) :] for m in messages))]
+        parts.append(f"{key}: {'; '.join(messages)}" if messages else key)
+    return "; ".join(parts)
 
 
 def _short(value: Any) -> str:
@@ -260,17 +221,3 @@ def _short(value: Any) -> str:
     short.maxlevel, short.maxstring, short.maxother = 3, 80, 80
     short.maxlist = short.maxdict = short.maxtuple = short.maxset = 5
     return short.repr(value)
-
-
-def _datasets(raw: Any) -> list[DatasetSpec]:
-    if not isinstance(raw, list):
-        raise ConfigError(f"datasets={_short(raw)}: must be a list of {{path, type}}")
-    specs = []
-    for index, item in enumerate(raw):
-        if not isinstance(item, dict) or not isinstance(item.get("path"), str):
-            raise ConfigError(f"datasets[{index}]={_short(item)}: needs a 'path'")
-        kind = item.get("type", "chat_template")
-        if kind != "chat_template":
-            raise ConfigError(f"datasets[{index}].type={_short(kind)}: only 'chat_template'")
-        specs.append(DatasetSpec(item["path"], kind))
-    return specs

@@ -18,7 +18,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -334,5 +334,5 @@ def train(
         created=datetime.now(UTC),
     )
     (output / "manifest.json").write_text(manifest.model_dump_json(indent=2) + "\n")
-    (output / "training-config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    (output / "training-config.json").write_text(json.dumps(config.model_dump(), indent=2) + "\n")
     return output

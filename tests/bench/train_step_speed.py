@@ -14,7 +14,6 @@ batch's common prefix (the system prompt) computed once, as ``training.train`` d
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import statistics
 import time
@@ -58,9 +57,9 @@ def main() -> None:
     folder = hf_folder(_base_gguf("embedded"), HF_CACHE)
     rows = read_jsonl(Path(config.datasets[0].path))[: 4 * (args.steps + 1)]
     torch.set_num_threads(os.cpu_count() or 1)  # as training.train does
-    bf16 = dataclasses.replace(config, bf16=True)
+    bf16 = config.model_copy(update={"bf16": True})
     with patch("training.train.MIN_SHARED_PREFIX", 10**9):
-        fp32 = step_times(dataclasses.replace(config, bf16=False), folder, rows, args.steps)
+        fp32 = step_times(config.model_copy(update={"bf16": False}), folder, rows, args.steps)
         whole = step_times(bf16, folder, rows, args.steps)
     shared = step_times(bf16, folder, rows, args.steps)
     modes = {"fp32, rows whole": fp32, "bf16, rows whole": whole, "bf16, prefix once": shared}

@@ -28,7 +28,7 @@ tally = tally_fixture("training config YAML and data JSONL")
 
 SHIPPED = Path(__file__).resolve().parents[2] / "training" / "configs" / "axolotl-config.yaml"
 VALID: dict[str, Any] = yaml.safe_load(SHIPPED.read_text())
-KEYS = sorted(TrainConfig.__dataclass_fields__)
+KEYS = sorted(TrainConfig.model_fields)
 
 
 @pytest.fixture(scope="module")
