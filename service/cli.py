@@ -1,30 +1,13 @@
-"""``python -m service`` and the ``whyslow`` console script."""
+"""``python -m service`` / ``whyslow serve|model`` (the ``whyslow`` command: whyslow/cli.py)."""
 
 from __future__ import annotations
 
 import argparse
 import ctypes
-import importlib
 import os
 import sys
 
 from service.logs import configure_logging
-
-USAGE = """usage: whyslow COMMAND [options]
-
-commands:
-  serve     run the analysis API (uvicorn)
-  model     prepare the embedded model and print its path
-  consume   consume telemetry from RabbitMQ and forward anomalies
-  route     split the ingest queue into shards by service (scale-out)
-  replay    backtest the detector on a timestamp,value CSV
-  demo      run service + consumer on a synthetic week with two incidents
-  train     the training pipeline (dataset, LoRA, merge, GGUF, eval)
-
-`whyslow COMMAND --help` for the options of one command."""
-
-ELSEWHERE = dict.fromkeys(("consume", "route", "replay", "demo"), "baselines.cli")
-
 
 M_ARENA_MAX = -8
 
@@ -84,20 +67,3 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging()
     return {"serve": _serve, "model": _model}[args.command](args)
-
-
-def whyslow(argv: list[str] | None = None) -> int:
-    """Dispatch a subcommand to the package that owns it (imported only when asked for)."""
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
-        return 0 if argv else 2
-    command = argv[0]
-    if command == "train":
-        return importlib.import_module("training.cli").main(argv[1:])
-    if command in ELSEWHERE:
-        return importlib.import_module(ELSEWHERE[command]).main(argv)
-    if command in ("serve", "model"):
-        return main(argv)
-    print(f"whyslow: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
-    return 2

@@ -1,7 +1,8 @@
 import subprocess
 import sys
 
-WHYSLOW = [sys.executable, "-c", "import sys; from service.cli import whyslow; sys.exit(whyslow())"]
+WHYSLOW = [sys.executable, "-m", "whyslow"]
+"""The `whyslow` console script's function (whyslow/cli.py), as `python -m whyslow`."""
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -11,7 +12,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_help_lists_every_command() -> None:
     done = run("--help")
     assert done.returncode == 0
-    for command in ("serve", "consume", "replay", "demo", "train"):
+    for command in ("serve", "model", "consume", "route", "replay", "demo", "train"):
         assert f"  {command} " in done.stdout
 
 
@@ -23,10 +24,11 @@ def test_unknown_command_is_an_error_with_usage() -> None:
 def test_subcommands_reach_their_package() -> None:
     assert "--direction" in run("replay", "--help").stdout
     assert "--port" in run("serve", "--help").stdout
+    assert "export-adapter" in run("train", "--help").stdout
 
 
 def test_package_entry_points_run() -> None:
-    for package in ("baselines", "service", "training"):
+    for package in ("baselines", "service", "training", "whyslow"):
         done = subprocess.run(
             [sys.executable, "-m", package, "--help"], capture_output=True, text=True, timeout=60
         )

@@ -1,0 +1,3 @@
+from whyslow.cli import whyslow
+
+raise SystemExit(whyslow())
