@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from opentelemetry import trace
 from pydantic import ValidationError
 
 from service.catalogue import Catalogue
 from service.contract import AnomalyReport, Diagnosis
-from service.model.fields import CONFIDENCE_STEPS
 from service.model.runtime import ModelBackend
 from service.prompt import build_messages, settled
 
@@ -18,17 +15,6 @@ tracer = trace.get_tracer("whyslow.service")
 
 class ModelOutputError(RuntimeError):
     """The model's answer did not form a valid Diagnosis."""
-
-
-def generation_schema() -> dict[str, Any]:
-    """Diagnosis's JSON schema, as a remote model server's response format.
-
-    Schema-to-grammar conversions ignore numeric bounds, so ``confidence`` is offered as the
-    21 values 0.0, 0.05 ... 1.0 (as the local decoder does), within 0..1 by construction.
-    """
-    schema = Diagnosis.model_json_schema()
-    schema["properties"]["confidence"] = {"enum": CONFIDENCE_STEPS}
-    return schema
 
 
 class Analyzer:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -15,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from service.analyses import Analyses
+from service.analyze import Analyzer
 from service.api.metrics import install_metrics
 from service.api.middleware import ApiKeys, BodyLimit
 from service.api.routes import analyze, anomalies, baselines, health, models
@@ -45,7 +47,7 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     catalogue = Catalogue.load(settings.catalogue)
-    loader = ModelLoader(settings, catalogue)
+    loader = ModelLoader(settings)
     store = AnalysisStore(settings.resolved_store_url())
 
     @asynccontextmanager
@@ -61,6 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.loader = loader
+    # the Analyzer over the runtime the loader yields (service/api/deps.py)
+    app.state.analyzer_for = partial(Analyzer, max_tokens=settings.max_tokens, catalogue=catalogue)
     app.state.store = store
     app.state.catalogue = catalogue
     app.state.profiles = ProfileReader(settings.resolved_baselines_url())

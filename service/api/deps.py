@@ -18,12 +18,19 @@ async def get_loader(request: Request) -> ModelLoader:
     return request.app.state.loader
 
 
-async def get_analyzer(loader: Annotated[ModelLoader, Depends(get_loader)]) -> Analyzer | None:
-    """The loaded model; None if it failed to load (the rule engine answers); 503 while it
-    is still loading."""
-    if loader.analyzer is None and loader.error is None:
-        raise HTTPException(503, detail="the model is still loading", headers={"Retry-After": "5"})
-    return loader.analyzer
+async def get_analyzer(
+    request: Request, loader: Annotated[ModelLoader, Depends(get_loader)]
+) -> Analyzer | None:
+    """The Analyzer over the loaded model (built as the app assembled it: it holds only the
+    runtime, the catalogue and the answer budget); None if the model failed to load (the
+    rule engine answers); 503 while it is still loading."""
+    if loader.runtime is None:
+        if loader.error is None:
+            raise HTTPException(
+                503, detail="the model is still loading", headers={"Retry-After": "5"}
+            )
+        return None
+    return request.app.state.analyzer_for(loader.runtime)
 
 
 async def get_analyses(request: Request) -> Analyses:

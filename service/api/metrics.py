@@ -40,12 +40,11 @@ class ModelCollector(Collector):
             "Requests waiting for or using the model.",
             value=self._analyses.waiting,
         )
-        analyzer = self._loader.analyzer
+        runtime = self._loader.runtime
         yield GaugeMetricFamily(
-            "whyslow_model_ready", "1 once the model is loaded.", value=int(analyzer is not None)
+            "whyslow_model_ready", "1 once the model is loaded.", value=int(runtime is not None)
         )
-        if analyzer is not None:
-            runtime = analyzer.runtime
+        if runtime is not None:
             tokens = CounterMetricFamily("whyslow_model_tokens", "Tokens.", labels=["kind"])
             for kind, count in runtime.tokens.items():
                 tokens.add_metric([kind], count)

@@ -25,6 +25,7 @@ import json
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from llama_cpp import Llama
@@ -45,6 +46,17 @@ FIELDS = [
     "explanation",
     "recommended_actions",
 ]
+
+
+def generation_schema() -> dict[str, Any]:
+    """Diagnosis's JSON schema, as a remote model server's response format.
+
+    Schema-to-grammar conversions ignore numeric bounds, so ``confidence`` is offered as the
+    21 values 0.0, 0.05 ... 1.0 (as this decoder does), within 0..1 by construction.
+    """
+    schema = Diagnosis.model_json_schema()
+    schema["properties"]["confidence"] = {"enum": CONFIDENCE_STEPS}
+    return schema
 
 
 class FieldOutputError(RuntimeError):

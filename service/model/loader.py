@@ -1,5 +1,8 @@
 """Loads the model off the request path, so the process answers /healthz at once and
-/readyz tells an orchestrator when analyses can be served (and why not, if it failed)."""
+/readyz tells an orchestrator when analyses can be served (and why not, if it failed).
+
+It yields the model runtime only: what is built on it (the Analyzer, with the catalogue and
+the answer budget) is assembled by the app (service/main.py), the layer above the model."""
 
 from __future__ import annotations
 
@@ -7,9 +10,8 @@ import logging
 import threading
 from pathlib import Path
 
-from service.analyze import Analyzer, generation_schema
-from service.catalogue import Catalogue
 from service.model.embedded import prepare_embedded
+from service.model.fields import generation_schema
 from service.model.remote import OpenAIRuntime
 from service.model.runtime import ModelBackend, ModelRuntime
 from service.model.tuned import cause_bias, prepare_tuned
@@ -19,11 +21,10 @@ log = logging.getLogger(__name__)
 
 
 class ModelLoader:
-    def __init__(self, settings: Settings, catalogue: Catalogue | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._catalogue = catalogue
         self._thread = threading.Thread(target=self._load, name="whyslow-model-load", daemon=True)
-        self.analyzer: Analyzer | None = None
+        self.runtime: ModelBackend | None = None
         self.error: str | None = None
 
     def start(self) -> None:
@@ -33,7 +34,7 @@ class ModelLoader:
 
     def wait(self, timeout: float | None = None) -> bool:
         self._thread.join(timeout)
-        return self.analyzer is not None
+        return self.runtime is not None
 
     def model_path(self) -> Path:
         s = self._settings
@@ -66,7 +67,7 @@ class ModelLoader:
                     s.flash_attn,
                     cause_bias() if tuned else None,
                 )
-            self.analyzer = Analyzer(runtime, s.max_tokens, self._catalogue)
+            self.runtime = runtime
             log.info("model ready: %s (%s)", where, runtime.info.quantization)
         except Exception as exc:  # reported on /readyz, the process stays up to say so
             self.error = f"{type(exc).__name__}: {exc}"

@@ -32,10 +32,10 @@ from fastapi.testclient import TestClient
 from llama_cpp import LlamaGrammar
 from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-from service.analyze import generation_schema
 from service.contract import AnomalyReport, Diagnosis
 from service.main import create_app
 from service.model.adapters import Adapters
+from service.model.fields import generation_schema
 from service.prompt import build_messages
 from service.settings import Settings
 
@@ -139,7 +139,7 @@ def main() -> None:
         with TestClient(create_app(settings)) as client:
             while client.get("/readyz").status_code != 200:
                 time.sleep(0.05)
-            runtime = client.app.state.loader.analyzer.runtime
+            runtime = client.app.state.loader.runtime
             llm = runtime._llm
             grammar = json_grammar()
             served, raw, raw_whole, naive, regenerated = [], [], [], [], 0

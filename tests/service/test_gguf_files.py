@@ -161,7 +161,7 @@ def test_the_service_refuses_an_adapter_made_for_another_base(
     base = prepare_embedded(service_settings.data_dir)  # the bare base, whatever the default
     settings = service_settings.model_copy(update={"adapters_dir": adapters, "model_path": base})
     with serving(settings) as client:
-        assert client.app.state.loader.analyzer is not None, client.get("/readyz").text
+        assert client.app.state.loader.runtime is not None, client.get("/readyz").text
         refused = client.post(
             "/v1/analyze", json=FULL_REPORT, headers={"X-Whyslow-Adapter": "theirs"}
         )
@@ -178,7 +178,7 @@ def test_the_service_refuses_an_adapter_made_for_another_base(
             "/v1/analyze", json=FULL_REPORT, headers={"X-Whyslow-Adapter": "nobody"}
         )
         assert unknown.status_code == 422 and "'nobody'" in unknown.json()["detail"]
-        runtime = client.app.state.loader.analyzer.runtime
+        runtime = client.app.state.loader.runtime
         with pytest.raises(AdapterMismatch):
             runtime.adapters.use("theirs")
         for accepted in ("ours", "bare"):  # a matching manifest, and none at all

@@ -10,8 +10,8 @@ def test_model_path_overrides_the_embedded_model(tmp_path: Path) -> None:
     loader = ModelLoader(Settings(data_dir=tmp_path, model_path=shipped_gguf()))
     loader.start()
     assert loader.wait(60)
-    assert loader.analyzer.runtime.info.quantization == "Q4_1"
-    assert loader.analyzer.runtime.cause_bias == {}  # a given file brings no calibration
+    assert loader.runtime.info.quantization == "Q4_1"
+    assert loader.runtime.cause_bias == {}  # a given file brings no calibration
     assert not (tmp_path / "models").exists()  # nothing prepared when a file is given
 
 
@@ -22,10 +22,10 @@ def test_the_tuned_default_is_served_with_its_calibration(service_settings: Sett
     loader.start()
     assert loader.wait(120), loader.error
     try:
-        assert loader.analyzer.runtime.info.quantization == "Q8_0"
-        assert loader.analyzer.runtime.cause_bias == cause_bias() != {}
+        assert loader.runtime.info.quantization == "Q8_0"
+        assert loader.runtime.cause_bias == cause_bias() != {}
     finally:
-        loader.analyzer.runtime.close()
+        loader.runtime.close()
 
 
 def test_a_missing_model_file_is_reported_not_raised(tmp_path: Path) -> None:
