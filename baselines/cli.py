@@ -29,7 +29,7 @@ def _consume(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     configure_tracing("whyslow-consumer")
     try:
-        store = open_store(settings.resolved_store_url())
+        store = open_store(settings.resolved_baselines_url())
     except (StoreError, ValueError) as exc:
         print(f"consume: baseline store: {exc}", file=sys.stderr)
         return 2

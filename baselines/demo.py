@@ -55,7 +55,7 @@ def demo_settings(settings: Settings, service_url: str, state: Path) -> Settings
             "dead_letter_exchange": "whyslow.demo.dlx",
             "dead_letter_queue": "whyslow.demo.dlq",
             "service_url": service_url,
-            "store_url": f"sqlite:///{state / 'baselines.db'}",
+            "baselines_url": f"sqlite:///{state / 'baselines.db'}",
         }
     )
 
@@ -82,8 +82,10 @@ def start_service(
     """The service, keeping its analyses at ``analyses_url``, reading the consumer's
     profiles from ``baselines_url`` and its service notes from ``catalogue``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = os.environ | {
-        "WHYSLOW_STORE_URL": analyses_url,
+    # both stores are named here: an inherited deprecated name would only earn a warning
+    inherited = {k: v for k, v in os.environ.items() if k != "WHYSLOW_STORE_URL"}
+    env = inherited | {
+        "WHYSLOW_ANALYSES_URL": analyses_url,
         "WHYSLOW_BASELINES_URL": baselines_url,
         "WHYSLOW_CATALOGUE": str(catalogue),
     }
@@ -171,7 +173,7 @@ def run_demo(settings: Settings, port: int = 8000, keep_serving: bool = False) -
         port,
         log_path,
         f"sqlite:///{state / 'analyses.db'}",
-        settings.resolved_store_url(),
+        settings.resolved_baselines_url(),
         catalogue,
     )
     try:
@@ -219,7 +221,7 @@ def _run_pipeline(settings: Settings) -> int:
         print_analysis(report, analysis)
 
     forwarder = Forwarder(settings.service_url, settings.forward_timeout_s, on_analysis).start()
-    store = open_store(settings.resolved_store_url())
+    store = open_store(settings.resolved_baselines_url())
     consumer = TelemetryConsumer(
         settings, lambda: Detector(settings.detector_config()), forwarder, store
     )

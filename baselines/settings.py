@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from baselines.detect import DetectorConfig
 from baselines.judge import Thresholds
 from baselines.store import default_store_url
+from service.renamed import read_renamed
 from service.settings import default_data_dir
 
 
@@ -84,10 +85,11 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default_factory=default_data_dir, description="Where the default SQLite store lives."
     )
-    store_url: str | None = Field(
+    baselines_url: str | None = Field(
         None,
         description="Where baselines are checkpointed: sqlite:///path or postgresql://...; "
-        "default: a SQLite file in the data directory.",
+        "default: a SQLite file in the data directory. The service reads its profiles from "
+        "the same variable. Formerly WHYSLOW_STORE_URL, still read.",
     )
     metrics_port: int = Field(
         9464, ge=0, le=65535, description="Port of the consumer's /metrics; 0 turns it off."
@@ -100,8 +102,14 @@ class Settings(BaseSettings):
         """The queue this consumer reads: the ingest queue, or its shard's."""
         return self.queue if self.shard is None else shard_queue(self.queue, self.shard)
 
-    def resolved_store_url(self) -> str:
-        return self.store_url or default_store_url(self.data_dir)
+    def resolved_baselines_url(self) -> str:
+        return self.baselines_url or default_store_url(self.data_dir)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_store_variable(cls, data: Any) -> Any:
+        """The consumer read its baselines store from WHYSLOW_STORE_URL."""
+        return read_renamed(data, "baselines_url", "WHYSLOW_STORE_URL", "WHYSLOW_BASELINES_URL")
 
     @field_validator("timezone")
     @classmethod

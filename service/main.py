@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     catalogue = Catalogue.load(settings.catalogue)
     loader = ModelLoader(settings)
-    store = AnalysisStore(settings.resolved_store_url())
+    store = AnalysisStore(settings.resolved_analyses_url())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.renamed import read_renamed
 
 
 def default_data_dir() -> Path:
@@ -94,17 +96,22 @@ class Settings(BaseSettings):
         description="LoRA adapters (NAME.gguf) selectable per request; default: "
         "the data directory's adapters/ folder.",
     )
-    store_url: str | None = Field(
+    analyses_url: str | None = Field(
         None,
         description="Where analyses are kept: sqlite:///path or postgresql://...; default: "
-        "a SQLite file in the data directory.",
+        "a SQLite file in the data directory. Formerly WHYSLOW_STORE_URL, still read.",
     )
-
     baselines_url: str | None = Field(
         None,
         description="The consumers' store, for baseline profiles; default: its default "
         "SQLite file in the data directory.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_store_variable(cls, data: Any) -> Any:
+        """The service read its analyses store from WHYSLOW_STORE_URL."""
+        return read_renamed(data, "analyses_url", "WHYSLOW_STORE_URL", "WHYSLOW_ANALYSES_URL")
 
     def resolved_baselines_url(self) -> str:
         return self.baselines_url or f"sqlite:///{self.data_dir / 'baselines.db'}"
@@ -118,5 +125,5 @@ class Settings(BaseSettings):
     def origins(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
-    def resolved_store_url(self) -> str:
-        return self.store_url or f"sqlite:///{self.data_dir / 'analyses.db'}"
+    def resolved_analyses_url(self) -> str:
+        return self.analyses_url or f"sqlite:///{self.data_dir / 'analyses.db'}"

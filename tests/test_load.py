@@ -177,12 +177,12 @@ def test_sustained_telemetry_and_an_overloaded_api_hold(
     env |= {
         "WHYSLOW_DATA_DIR": str(tmp_path / "data"),
         "WHYSLOW_MODEL_PATH": str(model),
-        "WHYSLOW_STORE_URL": f"sqlite:///{tmp_path / 'analyses.db'}",
+        "WHYSLOW_ANALYSES_URL": f"sqlite:///{tmp_path / 'analyses.db'}",
         "WHYSLOW_QUEUE_LIMIT": str(QUEUE_LIMIT),
         "WHYSLOW_N_THREADS": "1",
     }
     consumer_env = env | {
-        "WHYSLOW_STORE_URL": f"sqlite:///{tmp_path / 'baselines.db'}",
+        "WHYSLOW_BASELINES_URL": f"sqlite:///{tmp_path / 'baselines.db'}",
         "WHYSLOW_EXCHANGE": settings.exchange,
         "WHYSLOW_QUEUE": settings.queue,
         "WHYSLOW_DEAD_LETTER_EXCHANGE": settings.dead_letter_exchange,

@@ -79,6 +79,8 @@ def test_chaos_every_event_applied_once_and_every_anomaly_analysed_once(
     port = free_port()
     baselines_url = f"sqlite:///{tmp_path / 'baselines.db'}"
     analyses_url = f"sqlite:///{tmp_path / 'analyses.db'}"
+    analyses_env = {"WHYSLOW_ANALYSES_URL": analyses_url}
+    baselines_env = {"WHYSLOW_BASELINES_URL": baselines_url}
     env = {k: v for k, v in os.environ.items() if not k.startswith("WHYSLOW_")}
     env |= {
         "WHYSLOW_DATA_DIR": str(tmp_path / "data"),
@@ -94,17 +96,17 @@ def test_chaos_every_event_applied_once_and_every_anomaly_analysed_once(
     logs = tmp_path / "logs"
     logs.mkdir()
 
-    def start(name: str, *args: str, store_url: str) -> subprocess.Popen[bytes]:
+    def start(name: str, *args: str, store: dict[str, str]) -> subprocess.Popen[bytes]:
         out = (logs / f"{name}-{time.monotonic_ns()}.log").open("wb")
         return subprocess.Popen(
             [sys.executable, "-m", *args],
-            env=env | {"WHYSLOW_STORE_URL": store_url},
+            env=env | store,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
 
     def start_service() -> subprocess.Popen[bytes]:
-        process = start("service", "service", "serve", "--port", str(port), store_url=analyses_url)
+        process = start("service", "service", "serve", "--port", str(port), store=analyses_env)
         wait_for(lambda: _ready(port), 120, "the service")
         return process
 
@@ -136,7 +138,7 @@ def test_chaos_every_event_applied_once_and_every_anomaly_analysed_once(
 
     declare(amqp_settings)
     service = start_service()
-    consumer = start("consumer", "baselines", "consume", store_url=baselines_url)
+    consumer = start("consumer", "baselines", "consume", store=baselines_env)
     try:
         publish(amqp_settings, [*messages[: split[0]], *malformed[:10], *mixed[:5]])
         wait_for(
@@ -146,7 +148,7 @@ def test_chaos_every_event_applied_once_and_every_anomaly_analysed_once(
         )
         consumer.send_signal(signal.SIGKILL)  # fault 1: the consumer dies mid-stream
         consumer.wait()
-        consumer = start("consumer", "baselines", "consume", store_url=baselines_url)
+        consumer = start("consumer", "baselines", "consume", store=baselines_env)
 
         publish(amqp_settings, [*messages[split[0] : split[1]], *malformed[10:], *mixed[5:]])
         time.sleep(1.0)

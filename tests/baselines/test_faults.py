@@ -304,7 +304,7 @@ def test_the_service_killed_mid_analysis_analyses_the_report_once(
     env |= {
         "WHYSLOW_DATA_DIR": str(tmp_path / "data"),
         "WHYSLOW_MODEL_PATH": str(model),
-        "WHYSLOW_STORE_URL": store_url,
+        "WHYSLOW_ANALYSES_URL": store_url,
         "WHYSLOW_N_THREADS": "2",
     }
 

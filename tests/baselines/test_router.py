@@ -104,8 +104,8 @@ def test_each_service_lives_in_one_shard_and_learns_what_one_consumer_learns(
     ]
     bodies = encode(events)
     forwarder = Forwarder(amqp_settings.service_url, 5).start()
-    settings = amqp_settings.model_copy(update={"store_url": f"sqlite:///{tmp_path / 's.db'}"})
-    stores = [open_store(settings.resolved_store_url()) for _ in (0, 1)]
+    settings = amqp_settings.model_copy(update={"baselines_url": f"sqlite:///{tmp_path / 's.db'}"})
+    stores = [open_store(settings.resolved_baselines_url()) for _ in (0, 1)]
     try:
         with running_consumer(amqp_settings, DetectorConfig(), forwarder) as whole:
             publish(amqp_settings, bodies, content_type=content_type, routing_key=routing_key)

@@ -72,7 +72,7 @@ def test_bad_payloads_are_refused_with_the_reason() -> None:
 def test_a_restarted_consumer_resumes_from_its_checkpoint_and_refuses_a_corrupt_one(
     amqp_settings, backend: Backend
 ) -> None:
-    settings = amqp_settings.model_copy(update={"store_url": backend.url})
+    settings = amqp_settings.model_copy(update={"baselines_url": backend.url})
     events = [e for batch in telemetry(WEEK_START, [], minutes=180) for e in batch]
 
     store = open_store(backend.url)
@@ -117,7 +117,7 @@ def test_a_standby_consumer_takes_over_from_the_shared_store(
     """Two consumers on one queue (single active consumer): the standby receives nothing
     while the first is active, never checkpoints, and when the first stops takes over
     from its checkpoint; every event is applied once across both."""
-    settings = amqp_settings.model_copy(update={"store_url": backend.url})
+    settings = amqp_settings.model_copy(update={"baselines_url": backend.url})
     events = [e for batch in telemetry(WEEK_START, [], minutes=240) for e in batch]
     half = len(events) // 2
     declare(settings)

@@ -88,7 +88,7 @@ def run(
             if shards:
                 processes.append(start(["route", "--shards", str(shards)], env, free_port()))
             for k, port in enumerate(ports):
-                store = {"WHYSLOW_STORE_URL": f"sqlite:///{tmp}/{k}.db"}
+                store = {"WHYSLOW_BASELINES_URL": f"sqlite:///{tmp}/{k}.db"}
                 command = ["consume", "--shard", str(k)] if shards else ["consume"]
                 processes.append(start(command, {**env, **store}, port))
             connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))

@@ -116,13 +116,23 @@ def test_the_router_the_consumers_and_the_broker_agree_on_the_shards() -> None:
 
 
 def test_every_whyslow_variable_is_one_the_code_reads() -> None:
-    """pydantic-settings ignores unknown variables: a misspelt WHYSLOW_STORE_URL would
-    silently leave the consumers on a local SQLite file each."""
+    """pydantic-settings ignores unknown variables: a misspelt WHYSLOW_BASELINES_URL would
+    silently leave the consumers on a local SQLite file each. The deprecated
+    WHYSLOW_STORE_URL is still read, but means a different store in each process."""
     known = setting_env_names()
     for name in WHYSLOW_SERVICES:
         for variable in services()[name]["environment"]:
             if variable.startswith("WHYSLOW_"):
                 assert variable in known, f"{name}: {variable} is not a setting"
+
+
+def test_the_consumers_checkpoint_where_the_service_reads_their_profiles() -> None:
+    """One variable names the baselines store on both sides: the service's profiles come
+    from the database the consumers checkpoint to."""
+    profiles = services()["service"]["environment"]["WHYSLOW_BASELINES_URL"]
+    for name in WHYSLOW_SERVICES:
+        if name.startswith("consumer-"):
+            assert services()[name]["environment"]["WHYSLOW_BASELINES_URL"] == profiles, name
 
 
 def sha256_password_matches(password: str, password_hash: str) -> bool:
@@ -154,7 +164,7 @@ def test_the_broker_and_database_credentials_are_the_ones_defined() -> None:
     postgres = services()["postgres"]["environment"]
     for name in WHYSLOW_SERVICES:
         environment = services()[name]["environment"]
-        for variable in ("WHYSLOW_STORE_URL", "WHYSLOW_BASELINES_URL"):
+        for variable in ("WHYSLOW_ANALYSES_URL", "WHYSLOW_BASELINES_URL"):
             if variable in environment:
                 url = urlsplit(environment[variable])
                 assert (url.scheme, url.hostname, url.port) == ("postgresql", "postgres", 5432)

@@ -28,7 +28,7 @@ CASES = [
 
 def stored(tmp_path) -> Settings:
     settings = Settings(data_dir=tmp_path, model_path=tmp_path / "none.gguf")
-    store = AnalysisStore(settings.resolved_store_url())
+    store = AnalysisStore(settings.resolved_analyses_url())
     for i, (service, context) in enumerate(CASES):
         report = AnomalyReport.model_validate(
             {
@@ -124,7 +124,7 @@ def test_feedback_is_kept_and_exports_as_valid_training_samples(tmp_path) -> Non
         export = client.get("/v1/feedback/export")
     lines = export.text.splitlines()
     assert export.status_code == 200 and len(lines) == 2
-    store = AnalysisStore(settings.resolved_store_url())
+    store = AnalysisStore(settings.resolved_analyses_url())
     reports = {rid: store.record(rid) for rid in ("a0", "a3")}
     store.close()
     for line, (rid, expected_cause) in zip(

@@ -129,7 +129,7 @@ def test_a_repeated_id_is_analysed_once(live_service: str, service_settings) -> 
     from service.store import AnalysisStore
 
     report = FULL_REPORT | {"id": "repeat-me", "evidence": ["a situation of its own"]}
-    store = AnalysisStore(service_settings.resolved_store_url())
+    store = AnalysisStore(service_settings.resolved_analyses_url())
     before = store.count()
     with ThreadPoolExecutor(3) as pool:
         answers = list(

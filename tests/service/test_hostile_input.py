@@ -80,7 +80,7 @@ def clients(tmp: Path, store_url: str | None = None) -> Iterator[TestClient]:
         data_dir=tmp,
         model_path=tmp / "none.gguf",
         max_body_bytes=1_000_000,  # length rules, not the body limit, refuse long fields
-        store_url=store_url,
+        analyses_url=store_url,
         baselines_url=store_url,
     )
     with serving(settings, raise_server_exceptions=False) as client:
