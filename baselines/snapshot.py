@@ -21,6 +21,7 @@ from baselines.baseline import SeasonalProfile, json_column
 from baselines.detect import Detector, SeriesState, SpanKey
 from baselines.judge import IncidentGate, Thresholds, band, flag_above
 from baselines.trail import HourlyTrail
+from service.contract import PROFILE_KEY_PREFIX, OperationProfile, WeekProfile
 
 PAYLOAD_VERSION = 1
 PROFILES = ("p95", "p50", "count", "error_rate")
@@ -28,10 +29,6 @@ RESERVED_PREFIX = "whyslow:"
 """Store keys that are not a service's baselines start with this."""
 CONSUMER_KEY_PREFIX = "whyslow:consumer:"
 """Store key of a consumer's own record: this prefix and its queue's name."""
-PROFILE_KEY_PREFIX = "whyslow:profile:"
-"""Store key of a service's readable profile (JSON, for the service's API and minimal
-reports): this prefix and the service's name. The service reads these rows; keep the
-format in step with service/profiles.py."""
 
 
 class SnapshotFormatError(ValueError):
@@ -121,8 +118,9 @@ def restore(detector: Detector, payloads: dict[str, bytes]) -> None:
 
 
 def profile(detector: Detector, service: str, timezone: str, thresholds: Thresholds) -> bytes:
-    """A service's week profile as JSON: per server operation, each hour-of-week's usual
-    p95 and p50 (ms) and the windows behind them, the band a window is judged against
+    """A service's week profile, the contract's WeekProfile as JSON (the service's API and
+    minimal reports read it): per server operation, each hour-of-week's usual p95 and p50
+    (ms) and the windows behind them, the band a window is judged against
     (``band_low``/``band_high`` at z_flag; ``flag_above``: where the ratio and delta floors
     also hold), and the last week as observed with its flags (baselines/trail.py)."""
     series, _ = detector.export(service)
@@ -131,14 +129,17 @@ def profile(detector: Detector, service: str, timezone: str, thresholds: Thresho
         if kind in ("server", "consumer"):
             p95, samples = state.p95.bucket_usuals()
             p50, _ = state.p50.bucket_usuals()
-            operations[operation] = {
-                "p95": p95,
-                "p50": p50,
-                "samples": samples,
-                **_band(state.p95, max(state.day, 0), thresholds),
-                **state.trail.export(),
-            }
-    return json.dumps({"service": service, "timezone": timezone, "operations": operations}).encode()
+            operations[operation] = OperationProfile.model_validate(
+                {
+                    "p95": p95,
+                    "p50": p50,
+                    "samples": samples,
+                    **_band(state.p95, max(state.day, 0), thresholds),
+                    **state.trail.export(),
+                }
+            )
+    week = WeekProfile(service=service, timezone=timezone, operations=operations)
+    return week.model_dump_json().encode()
 
 
 def _band(p95: SeasonalProfile, local_day: int, th: Thresholds) -> dict[str, list[float | None]]:

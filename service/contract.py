@@ -12,6 +12,7 @@ import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -316,3 +317,67 @@ class Analysis(Diagnosis):
     ungrounded_numbers: list[str] = Field(
         [], description="Numbers the model wrote that the report does not contain."
     )
+
+
+# ------------------------------------------------------------------ week profile (consumer)
+
+PROFILE_KEY_PREFIX = "whyslow:profile:"
+"""Store key of a service's week profile, beside its baselines in ``whyslow_baselines``:
+this prefix and the service's name. The consumer writes the row (baselines/snapshot.py),
+the service reads it (service/profiles.py)."""
+PROFILE_VERSION = 1
+"""Bumped when a WeekProfile changes shape. A row of another version is no profile to the
+service until the consumer's next checkpoint rewrites it."""
+
+HOURS_PER_WEEK = 168
+HourColumn = Annotated[
+    list[float | None], Field(min_length=HOURS_PER_WEEK, max_length=HOURS_PER_WEEK)
+]
+"""One value per hour of the week (0 = Monday 00:00 in the profile's time zone); null: no
+data for that hour yet."""
+HourCounts = Annotated[list[Count], Field(min_length=HOURS_PER_WEEK, max_length=HOURS_PER_WEEK)]
+HourOfWeek = Annotated[int, Field(ge=0, le=167)]
+
+
+def _known_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}") from None
+    return value
+
+
+class ProfileFlag(Strict):
+    """A window of the last week that was flagged."""
+
+    start: Rfc3339
+    hour_of_week: HourOfWeek
+    p95: float
+
+
+class OperationProfile(Strict):
+    """One server operation's week: what is usual, the band a window is judged against, and
+    the last week as observed."""
+
+    p95: HourColumn = Field(description="The usual p95 (ms) of each hour of the week.")
+    p50: HourColumn = Field(description="The usual p50 (ms).")
+    samples: HourCounts = Field(description="The windows behind each hour's usual values.")
+    band_low: HourColumn = Field(description="The band a window is judged against (ms).")
+    band_high: HourColumn
+    flag_above: HourColumn = Field(
+        description="The p95 above which a window is flagged (the ratio floors hold too)."
+    )
+    observed_p95: HourColumn = Field(description="Last week as observed (ms).")
+    observed_peak: HourColumn
+    latest_hour_of_week: HourOfWeek | None = None
+    flags: list[ProfileFlag] = []
+
+
+class WeekProfile(Strict):
+    """A service's week profile as the consumer learnt it: one row per service, rewritten at
+    each checkpoint. A row written before ``version`` existed has the same shape: version 1."""
+
+    version: Literal[1] = PROFILE_VERSION  # the only version this service reads
+    service: Name
+    timezone: Annotated[str, AfterValidator(_known_zone)]
+    operations: dict[str, OperationProfile]

@@ -2,15 +2,15 @@
 and to complete a report posted without a baseline.
 
 The consumer writes, beside each service's baselines and in the same transaction, a row
-``whyslow:profile:SERVICE`` of the ``whyslow_baselines`` table: JSON with, per server
-operation, each hour-of-week's usual p95 and p50 (ms) and the windows behind them, and the
-time zone its hours are in (baselines/snapshot.py writes it). This module only reads it.
+``whyslow:profile:SERVICE`` of the ``whyslow_baselines`` table: the contract's WeekProfile
+as JSON (baselines/snapshot.py writes it). This module only reads it; a row it cannot read
+(another version, a shape the contract refuses) is no profile, logged once per row.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import logging
 import sqlite3
 import statistics
 from datetime import datetime
@@ -19,32 +19,56 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg
+from pydantic import ValidationError
 
-from service.contract import AnomalyReport, BaselineRef
+from service.contract import PROFILE_KEY_PREFIX, AnomalyReport, BaselineRef, WeekProfile
 
-PREFIX = "whyslow:profile:"
+log = logging.getLogger(__name__)
 
 
 class ProfileReader:
     def __init__(self, url: str) -> None:
         self._url = url
+        self._refused: dict[str, str] = {}
+        """Per service, the checksum of the row last refused: each bad row is logged once,
+        not at every request that reads it."""
 
-    def get(self, service: str) -> dict[str, Any] | None:
-        """The service's profile; None when there is none (or no store yet)."""
+    def get(self, service: str) -> WeekProfile | None:
+        """The service's profile; None when there is none (or no store yet), or when its row
+        is not a profile this service reads."""
         rows = self._query(
-            "SELECT payload, checksum FROM whyslow_baselines WHERE service = {}", PREFIX + service
+            "SELECT payload, checksum FROM whyslow_baselines WHERE service = {}",
+            PROFILE_KEY_PREFIX + service,
         )
-        if not rows or hashlib.sha256(bytes(rows[0][0])).hexdigest() != rows[0][1]:
+        if not rows:
             return None
-        return json.loads(bytes(rows[0][0]))
+        payload, checksum = bytes(rows[0][0]), rows[0][1]
+        if hashlib.sha256(payload).hexdigest() != checksum:
+            return None
+        try:
+            return WeekProfile.model_validate_json(payload)
+        except ValidationError as exc:
+            if self._refused.get(service) != checksum:
+                self._refused[service] = checksum
+                first = exc.errors(include_url=False)[0]
+                where = ".".join(str(part) for part in first["loc"])
+                log.warning(
+                    "profile of %r ignored until the consumer rewrites it: %d problems, "
+                    "first at %s: %s",
+                    service,
+                    exc.error_count(),
+                    where or "(row)",
+                    first["msg"],
+                )
+            return None
 
     def services(self) -> list[str]:
         """The services that have a profile, by name."""
         rows = self._query(
             "SELECT service FROM whyslow_baselines WHERE service LIKE {} ORDER BY service",
-            PREFIX + "%",
+            PROFILE_KEY_PREFIX + "%",
         )
-        return [row[0].removeprefix(PREFIX) for row in rows]
+        return [row[0].removeprefix(PROFILE_KEY_PREFIX) for row in rows]
 
     def _query(self, query: str, parameter: str) -> list[tuple[Any, ...]]:
         """Rows of a one-parameter query (``{}`` marks it); none without a store."""
@@ -72,25 +96,25 @@ def _usual(values: list[float | None], how: int) -> tuple[float, str] | None:
     return (statistics.median(known), "global") if known else None
 
 
-def complete(report: AnomalyReport, profile: dict[str, Any] | None) -> AnomalyReport:
+def complete(report: AnomalyReport, profile: WeekProfile | None) -> AnomalyReport:
     """A report without a baseline gets the one its operation's profile has for the hour
     (of its window, else now), so a hand-posted p95 is judged against the usual one."""
     if report.baseline is not None or profile is None:
         return report
-    operation = profile.get("operations", {}).get(report.operation)
+    operation = profile.operations.get(report.operation)
     if operation is None:
         return report
     moment = report.window.start if report.window else datetime.now(ZoneInfo("UTC"))
-    local = moment.astimezone(ZoneInfo(profile.get("timezone", "UTC")))
+    local = moment.astimezone(ZoneInfo(profile.timezone))
     how = local.weekday() * 24 + local.hour
-    p95, p50 = _usual(operation["p95"], how), _usual(operation["p50"], how)
+    p95, p50 = _usual(operation.p95, how), _usual(operation.p50, how)
     if p95 is None:
         return report
     baseline = BaselineRef(
         hour_of_week=how,
         p50=round(p50[0] if p50 else 0.0, 1),
         p95=round(p95[0], 1),
-        samples=int(operation["samples"][how]),
+        samples=operation.samples[how],
         level=p95[1],  # type: ignore[arg-type]
     )
     return report.model_copy(update={"id": report.anomaly_id, "baseline": baseline})

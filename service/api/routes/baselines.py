@@ -1,8 +1,7 @@
-from typing import Any
-
 from fastapi import APIRouter, HTTPException
 
 from service.api.deps import ProfilesDep
+from service.contract import WeekProfile
 
 router = APIRouter(prefix="/v1/baselines", tags=["baselines"])
 
@@ -14,7 +13,7 @@ def services(profiles: ProfilesDep) -> dict[str, list[str]]:
 
 
 @router.get("/{service}", responses={404: {"description": "No profile for this service."}})
-def baseline(service: str, profiles: ProfilesDep) -> dict[str, Any]:
+def baseline(service: str, profiles: ProfilesDep) -> WeekProfile:
     """The week profile the consumers learnt for a service, per operation and hour of the
     week (0 = Monday 00:00 in the profile's time zone; null: no data yet): the usual p95
     and p50 (ms) and the windows behind them; the band a window is judged against
