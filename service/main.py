@@ -20,6 +20,7 @@ from service.analyze import Analyzer
 from service.api.metrics import install_metrics
 from service.api.middleware import ApiKeys, BodyLimit
 from service.api.routes import analyze, anomalies, baselines, health, models
+from service.api.routes.docs import install_docs
 from service.catalogue import Catalogue
 from service.model.loader import ModelLoader
 from service.profiles import ProfileReader
@@ -61,6 +62,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Why is this service slow? Structured diagnoses of latency anomalies.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # service/api/routes/docs.py: no CDN
+        redoc_url=None,
     )
     app.state.loader = loader
     # the Analyzer over the runtime the loader yields (service/api/deps.py)
@@ -91,4 +94,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(baselines.router)
     app.include_router(anomalies.export_router)
     app.mount("/dashboard", StaticFiles(directory=DASHBOARD, html=True), name="dashboard")
+    install_docs(app)
     return app
