@@ -127,6 +127,7 @@ class SeasonalProfile:
         self._recent_written = 0
         self._memo: tuple[int, Estimate | None] | None = None
         self._pool_memo: tuple[int, float | None] | None = None
+        self._recent_memo: tuple[int, float] | None = None
 
     # ----------------------------------------------------------------- reading
 
@@ -152,6 +153,16 @@ class SeasonalProfile:
                 pooled = float(np.median(spreads))
         self._pool_memo = (local_day, pooled)
         return pooled
+
+    def recent_spread(self, local_day: int) -> float:
+        """Robust spread of the recent values of any hour, as the profile stood when the
+        day began (0 before any): the series' own scale, whatever the hour."""
+        if self._recent_memo is not None and self._recent_memo[0] == local_day:
+            return self._recent_memo[1]
+        values = self._recent[: min(self._recent_written, self._recent.size)]
+        spread = robust(values)[1] if values.size else 0.0
+        self._recent_memo = (local_day, spread)
+        return spread
 
     def _bucket(self, how: int) -> np.ndarray:
         if self._weekly is None:
@@ -295,6 +306,18 @@ class SeasonalProfile:
             self._weekly += np.float32(offset)
         self._recent[: min(self._recent_written, self._recent.size)] += np.float32(offset)
         self._memo = None
+
+    def rescale(self, factor: float) -> None:
+        """Multiply every learnt value by ``factor`` (a profile in the series' units): a new
+        level of a positive series whose daily shape scales with it (load, latency)."""
+        if self.log:
+            self.shift(float(np.log(factor)))
+            return
+        if self._weekly is not None:
+            self._weekly *= np.float32(factor)
+        self._recent[: min(self._recent_written, self._recent.size)] *= np.float32(factor)
+        self._memo = None
+        self._recent_memo = None
 
     # ----------------------------------------------------------------- state
 

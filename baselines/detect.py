@@ -21,7 +21,16 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from baselines.baseline import LOG_FLOOR, Estimate, SeasonalProfile, local_hour
-from baselines.judge import IncidentGate, Thresholds, deviation, exceeding, over_and_calm
+from baselines.judge import (
+    Habits,
+    IncidentGate,
+    Thresholds,
+    deviation,
+    floored_spread,
+    likelihood,
+    material_and_calm,
+    raw_score,
+)
 from baselines.report import WindowFacts, build_report
 from baselines.trail import HourlyTrail
 from service.contract import AnomalyReport, MetricSample, SpanEvent
@@ -89,8 +98,10 @@ class SeriesState:
     count: SeasonalProfile = field(default_factory=_context_profile)
     error_rate: SeasonalProfile = field(default_factory=_context_profile)
     gate: IncidentGate = field(default_factory=IncidentGate)
-    day: int = -1
-    """The local day last judged: an incident may be adopted when a new one starts."""
+    habits: Habits = field(default_factory=Habits)
+    """What is ordinary for the window p95: its score distribution and smallest step."""
+    hour: int = -1
+    """The local hour last judged: an incident may be adopted when a new one starts."""
     trail: HourlyTrail = field(default_factory=HourlyTrail)
     """The last week as observed (server and consumer series), incidents included."""
 
@@ -282,8 +293,9 @@ class Detector:
         summaries = {key: _summarise(agg.durations) for key, agg in window.spans.items()}
         for key in window.spans:
             state = self._series[key]
-            if state.day != hour // 24:
-                state.day = hour // 24
+            if state.hour != hour:
+                state.hour = hour
+                state.habits.begin_day(hour // 24, th)
                 offset = state.gate.adopt(start, th)
                 if offset is not None:
                     state.p95.shift(offset)
@@ -293,7 +305,7 @@ class Detector:
         for key in watched:
             self._series[key].trail.add(hour, summaries[key][1])
         judged = [
-            key
+            (key, base)
             for key in watched
             if (base := usual[key]) is not None
             and base.history >= th.min_history
@@ -301,22 +313,29 @@ class Detector:
         ]
         flagged: dict[str, list[WindowFacts]] = {}
         if judged:  # all series of the window in one vectorised step
-            states = [self._series[key] for key in judged]
-            p95 = np.array([summaries[key][1] for key in judged])
-            center = np.array([usual[key].center for key in judged])  # type: ignore[union-attr]
-            spread = np.array([usual[key].spread for key in judged])  # type: ignore[union-attr]
-            score, z, ratio, usual_p95 = deviation(p95, center, spread, th, log=True)
-            over, spike, calm = over_and_calm(p95, usual_p95, z, ratio, th)
-            before = np.array([state.gate.last_over for state in states])
-            exceeds = exceeding(over, spike, before)
+            states = [self._series[key] for key, _ in judged]
+            p95 = np.array([summaries[key][1] for key, _ in judged])
+            center = np.array([base.center for _, base in judged])
+            spread = floored_spread(
+                center,
+                np.array([base.spread for _, base in judged]),
+                th,
+                True,
+                np.array([state.habits.frozen_quantum for state in states]),
+                np.array([state.p95.recent_spread(hour // 24) for state in states]),
+            )
+            z, ratio, usual_p95 = deviation(p95, center, spread, th, log=True)
+            scores = raw_score(z)
+            material, calm = material_and_calm(p95, usual_p95, z, ratio, th)
             offsets = np.log(np.maximum(p95, LOG_FLOOR)) - center
-            for i, (key, state) in enumerate(zip(judged, states, strict=True)):
-                state.gate.last_over = bool(over[i])
-                if state.gate.step(end, bool(exceeds[i]), bool(calm[i]), th):
+            for i, ((key, _), state) in enumerate(zip(judged, states, strict=True)):
+                surprise = state.habits.standardised(scores[i : i + 1], th)
+                state.habits.commit(scores[i : i + 1], p95[i : i + 1], th)
+                exceeds = bool(material[i]) and bool(surprise[0] > th.critical)
+                if state.gate.step(end, exceeds, bool(calm[i]), th):
                     state.trail.flag(start, hour, float(p95[i]))
-                    facts = self._facts(
-                        key, start, hour, float(score[i]), window, summaries, usual, metrics
-                    )
+                    score = float(likelihood(surprise)[0])
+                    facts = self._facts(key, start, hour, score, window, summaries, usual, metrics)
                     flagged.setdefault(key[0], []).append(facts)
                 if state.gate.open:
                     state.gate.keep_offsets(offsets[i : i + 1])

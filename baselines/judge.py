@@ -1,18 +1,33 @@
-"""Deciding: how far a value is from its baseline, and when that is an incident.
+"""Deciding: how far a value is from its baseline, and whether that is a surprise for
+this series.
 
-A value is scored by a robust z (distance to the usual value in robust standard
-deviations, floored at a fraction of the usual value so a flat history does not make every
-wiggle infinite) and by a ratio to the usual value. It is *over* when both are large and
-the absolute change matters. Real telemetry is heavy-tailed: single values several
-deviations out are ordinary, incidents persist. So a value *exceeds* (and may alert) when
-it is over and so was the previous judged value, or when it is over by ``z_spike`` on its
-own. An open incident closes when a value is back near usual. One incident gives one alert,
-and a cooldown after it absorbs the aftershocks.
+A value is measured by a robust z: its distance to the usual value in spreads. The spread
+cannot collapse, whatever the history (``floored_spread``): a series stuck at one level, a
+count that is mostly zero, or a quantised metric would otherwise make every small change
+infinitely far. The z is turned into a bounded score, ``log1p(z)``, so a single wild value
+cannot dominate what follows.
+
+Distance alone floods on real series: a noisy series is several spreads out every hour.
+So each series learns the distribution of its own scores (``Habits``), and recent behaviour
+(the mean score of the last few values) alerts only when it is improbable under that
+distribution: its tail probability is below ``Thresholds.surprise``, as Numenta's anomaly
+likelihood does. A noisy series and a quiet one then alert at the same rate of surprise,
+and the likelihood (1 - tail) ranks values across series.
+
+An alert opens an incident (``IncidentGate``): one alert, silence until a calm value, then
+a cooldown. An incident that lasts ``adopt_after_seconds`` is a new level (a deploy, a
+migration): the baseline moves to it at the next hour and the incident closes.
+
+Everything a value is judged against (baseline, floors, the score distribution) is frozen
+as it stood when the value's local hour (baseline) or day (floors, scores) began, so the
+replay can judge a whole day in one vectorised step with exactly the live result.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Literal
 
 import numpy as np
@@ -21,110 +36,228 @@ from baselines.baseline import LOG_FLOOR
 
 Direction = Literal["high", "low", "both"]
 MAX_OFFSETS = 4096
+MIN_SCORE_SPREAD = 1e-3
+"""The score distribution's spread is at least this (a perfectly regular series)."""
 
 
 @dataclass(frozen=True)
 class Thresholds:
     direction: Direction = "high"
-    z_flag: float = 5.0
-    """Robust z of two values in a row that exceed (the score reaches 0.5 here)..."""
-    z_spike: float = 12.0
-    """...or of a single value that does."""
+    surprise: float = 1e-4
+    """Tail probability of the recent mean score, under the series' own score
+    distribution, below which recent behaviour is a surprise (an alert)."""
+    recent_values: int = 3
+    """Values whose mean score is 'recent behaviour'."""
+    memory_values: int = 1000
+    """Values the score distribution effectively remembers (exponential forgetting)."""
+    min_scores: int = 200
+    """Scores a series must have learnt before a surprise can be measured."""
+    z_flag: float = 3.5
+    """A value alerts only this many spreads out (the band drawn around usual)..."""
     z_clear: float = 2.5
-    """An open incident closes when the z falls below this..."""
+    """...and an incident closes below this many..."""
     flag_ratio: float = 2.0
-    """...and a value exceeds only if it is also this many times the usual value..."""
+    """...and a value alerts only if it is also this many times the usual value..."""
     clear_ratio: float = 1.5
-    """...or closes when the ratio falls below this."""
+    """...or closes the incident when the ratio falls below this."""
     min_delta: float = 20.0
     """Smallest absolute change that counts (latency: ms)."""
     min_history: int = 30
     """Values a series must have learnt before anything of it may be flagged."""
-    spread_floor: float = 0.05
-    """The spread used is at least this fraction of the usual value."""
+    spread_floor: float = 0.01
+    """Floor of the spread relative to the level: 1% of the usual value."""
+    longrun_share: float = 0.1
+    """Floor of the spread relative to the series' recent spread across all hours."""
     cooldown_seconds: float = 900.0
-    adopt_after_seconds: float = 6 * 3600.0
-    """An incident still open at the start of a local day after this long is a new normal
-    (a deploy, a migration): the baseline is moved to its level, and it closes."""
+    adopt_after_seconds: float = 2 * 3600.0
+    """An incident still open after this long is a new level: the baseline moves to it at
+    the next hour, and it closes."""
+
+    @property
+    def critical(self) -> float:
+        """The standardised recent score whose upper tail is ``surprise``."""
+        return NormalDist().inv_cdf(1.0 - self.surprise)
 
 
-def scale(center: np.ndarray, spread: np.ndarray, th: Thresholds, log: bool) -> np.ndarray:
-    """The spread a value is measured in: at least ``spread_floor`` of the usual value."""
-    floor = np.log1p(th.spread_floor) if log else th.spread_floor * np.abs(center)
-    return np.maximum(np.maximum(spread, floor), 1e-9)
+def floored_spread(
+    center: np.ndarray,
+    spread: np.ndarray,
+    th: Thresholds,
+    log: bool,
+    quantum: float | np.ndarray,
+    longrun: float | np.ndarray,
+) -> np.ndarray:
+    """The spread a value is measured in, never below: the smallest step the series takes
+    (``quantum``, in the series' units: a count cannot change by less than 1), a share of
+    the level (``spread_floor``), and a share of the series' recent spread across all hours
+    (``longrun``, working units: one flat hour-of-week bucket does not make the series
+    flat)."""
+    if log:
+        step = quantum / np.maximum(np.exp(center), LOG_FLOOR)
+        level = np.log1p(th.spread_floor)
+    else:
+        step = np.broadcast_to(quantum, center.shape)
+        level = th.spread_floor * np.abs(center)
+    floors = np.maximum(np.maximum(step, level), th.longrun_share * longrun)
+    return np.maximum(np.maximum(spread, floors), 1e-9)
 
 
 def band(
     center: np.ndarray, spread: np.ndarray, th: Thresholds, log: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(lower, upper) values at z_flag from the usual one, in the series' units."""
-    width = th.z_flag * scale(center, spread, th, log)
+    """(lower, upper) values at z_flag floored spreads from the usual one, in the series'
+    units (``spread`` already floored)."""
+    width = th.z_flag * spread
     if log:
         return np.exp(center - width), np.exp(center + width)
     return center - width, center + width
 
 
+def flag_above(center: np.ndarray, spread: np.ndarray, th: Thresholds) -> np.ndarray:
+    """For a log profile watched for highs: the value below which nothing may alert
+    (z_flag spreads, flag_ratio x and min_delta above usual); above it, the series'
+    surprise decides."""
+    usual = np.exp(center)
+    floor = np.exp(center + th.z_flag * np.maximum(spread, np.log1p(th.spread_floor)))
+    return np.maximum(floor, np.maximum(usual * th.flag_ratio, usual + th.min_delta))
+
+
 def deviation(
     value: np.ndarray, center: np.ndarray, spread: np.ndarray, th: Thresholds, log: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(score 0..1, z, ratio, usual), oriented so that larger means 'more in the watched
-    direction'. ``center`` and ``spread`` are in the profile's working units (log values
-    for a log profile); ``value`` and the returned ``usual`` are in the series' units."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(z, ratio, usual), oriented so that larger means 'more in the watched direction'.
+    ``center`` and the floored ``spread`` are in the profile's working units (log values for
+    a log profile); ``value`` and the returned ``usual`` are in the series' units."""
     work = np.log(np.maximum(value, LOG_FLOOR)) if log else value
     usual = np.exp(center) if log else center
-    up = (work - center) / scale(center, spread, th, log)
+    up = (work - center) / spread
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         rise = np.where(usual > 0, value / usual, np.where(value > 0, np.inf, 1.0))
         fall = np.where(value > 0, usual / value, np.where(usual > 0, np.inf, 1.0))
     if th.direction == "high":
-        z, ratio = up, rise
-    elif th.direction == "low":
-        z, ratio = -up, fall
-    else:
-        z, ratio = np.abs(up), np.maximum(rise, fall)
-    score = 1.0 - np.power(0.5, np.maximum(z, 0.0) / th.z_flag)
-    return score, z, ratio, usual
+        return up, rise, usual
+    if th.direction == "low":
+        return -up, fall, usual
+    return np.abs(up), np.maximum(rise, fall), usual
 
 
-def over_and_calm(
+def raw_score(z: np.ndarray) -> np.ndarray:
+    """The bounded score a series' distribution is learnt on: 0 at usual, log-growing."""
+    return np.log1p(np.maximum(z, 0.0))
+
+
+def material_and_calm(
     value: np.ndarray, usual: np.ndarray, z: np.ndarray, ratio: np.ndarray, th: Thresholds
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(over, spike, calm) per value: see the module docstring."""
-    big = (ratio >= th.flag_ratio) & (np.abs(value - usual) >= th.min_delta)
+) -> tuple[np.ndarray, np.ndarray]:
+    """(material, calm): a value may alert only if it is far enough out to matter (z_flag
+    spreads, flag_ratio x and min_delta from usual); an incident closes on a calm value."""
+    material = (z >= th.z_flag) & (ratio >= th.flag_ratio) & (np.abs(value - usual) >= th.min_delta)
     calm = (z < th.z_clear) | (ratio < th.clear_ratio)
-    return big & (z >= th.z_flag), big & (z >= th.z_spike), calm
+    return material, calm
 
 
-def flag_above(center: np.ndarray, spread: np.ndarray, th: Thresholds) -> np.ndarray:
-    """For a log profile watched for highs: the value above which ``over_and_calm`` calls a
-    value over (z_flag deviations up, and flag_ratio x and min_delta above usual)."""
-    _, high = band(center, spread, th, log=True)
-    usual = np.exp(center)
-    return np.maximum(high, np.maximum(usual * th.flag_ratio, usual + th.min_delta))
+_erfc = np.frompyfunc(math.erfc, 1, 1)
 
 
-def exceeding(over: np.ndarray, spike: np.ndarray, before: np.ndarray) -> np.ndarray:
-    """A spike, or over with the previous judged value of the same series (``before``)
-    over too."""
-    return spike | (over & before)
+def likelihood(standardised: np.ndarray) -> np.ndarray:
+    """1 - the upper tail probability of a standardised recent score: the score a replay
+    writes (0.5 for ordinary behaviour, near 1 for a surprise); NaN (unmeasured) gives 0."""
+    known = np.isfinite(standardised)
+    tail = np.ones_like(standardised)
+    if known.any():
+        tail[known] = 0.5 * _erfc(standardised[known] / math.sqrt(2.0)).astype(np.float64)
+    return np.where(known, 1.0 - tail, 0.0)
 
 
-def previous(over: np.ndarray, last: bool) -> np.ndarray:
-    """``before`` for consecutive values of one series, the one before them being ``last``."""
-    return np.concatenate(([last], over[:-1]))
+@dataclass
+class Habits:
+    """What is ordinary for one series: the distribution of its scores (exponentially
+    weighted sums) and the smallest step its values take, frozen when each local day
+    begins (``begin_day``), and the last scores for the recent mean."""
+
+    s0: float = 0.0
+    s1: float = 0.0
+    s2: float = 0.0
+    learnt: int = 0
+    day: int = -1
+    mean: float = math.nan
+    """The frozen distribution: NaN until ``min_scores`` were learnt."""
+    sd: float = math.nan
+    quantum: float = math.inf
+    """Smallest positive step between consecutive values seen so far..."""
+    frozen_quantum: float = 0.0
+    """...and as it stood when the day began (0: none yet)."""
+    last_value: float = math.nan
+    tail: list[float] = field(default_factory=list)
+    """The last ``recent_values - 1`` scores."""
+    pending: list[float] = field(default_factory=list)
+    """Scores of the current day, learnt when the next one begins."""
+
+    def begin_day(self, day: int, th: Thresholds) -> None:
+        """Learn the finished day's scores, then freeze the distribution and the step."""
+        if day == self.day:
+            return
+        self.day = day
+        if self.pending:
+            scores = np.array(self.pending, dtype=np.float64)
+            decay = 1.0 - 1.0 / th.memory_values
+            weights = decay ** np.arange(scores.size - 1, -1, -1, dtype=np.float64)
+            carry = decay**scores.size
+            self.s0 = carry * self.s0 + float(weights.sum())
+            self.s1 = carry * self.s1 + float((weights * scores).sum())
+            self.s2 = carry * self.s2 + float((weights * scores * scores).sum())
+            self.learnt += scores.size
+            self.pending = []
+        if self.learnt >= th.min_scores and self.s0 > 0:
+            self.mean = self.s1 / self.s0
+            variance = max(self.s2 / self.s0 - self.mean * self.mean, 0.0)
+            self.sd = max(math.sqrt(variance), MIN_SCORE_SPREAD)
+        self.frozen_quantum = 0.0 if math.isinf(self.quantum) else self.quantum
+
+    def standardised(self, scores: np.ndarray, th: Thresholds) -> np.ndarray:
+        """For consecutive scores of this day: the mean of each one and the ones before it
+        (``recent_values`` in all), standardised by the frozen distribution; NaN before the
+        distribution is known or where one of them was not judged (NaN). Pure: ``commit``
+        records them."""
+        k = th.recent_values
+        if math.isnan(self.mean) or scores.size == 0:
+            return np.full(scores.size, np.nan)
+        series = np.concatenate((np.array(self.tail, dtype=np.float64), scores))
+        missing = np.isnan(series)
+        sums = np.concatenate(([0.0], np.cumsum(np.where(missing, 0.0, series))))
+        gaps = np.concatenate(([0], np.cumsum(missing)))
+        ends = np.arange(len(self.tail) + 1, series.size + 1)
+        starts = ends - k
+        out = np.full(scores.size, np.nan)
+        whole = (starts >= 0) & (gaps[ends] == gaps[np.maximum(starts, 0)])
+        recent = (sums[ends[whole]] - sums[starts[whole]]) / k
+        out[whole] = (recent - self.mean) / self.sd
+        return out
+
+    def commit(self, scores: np.ndarray, values: np.ndarray, th: Thresholds) -> None:
+        """Record consecutive scores (NaN: not judged) and the values they scored."""
+        if scores.size == 0:
+            return
+        self.pending.extend(scores[~np.isnan(scores)].tolist())
+        recent = self.tail + scores.tolist()
+        self.tail = recent[max(0, len(recent) - (th.recent_values - 1)) :]
+        series = np.concatenate(([self.last_value], values))
+        steps = np.abs(np.diff(series))
+        steps = steps[np.isfinite(steps) & (steps > 0)]
+        if steps.size:
+            self.quantum = min(self.quantum, float(steps.min()))
+        self.last_value = float(values[-1])
 
 
 @dataclass
 class IncidentGate:
     """Open on the first exceeding value (that is the alert), stay open and silent until a
     calm value, then stay quiet for the cooldown. While open, it keeps the values' offsets
-    from the baseline, in case the incident turns out to be a new normal."""
+    from the baseline, in case the incident turns out to be a new level."""
 
     open: bool = False
     quiet_until: float = float("-inf")
     opened_at: float = float("-inf")
-    last_over: bool = False
-    """Whether the previous judged value was over the threshold."""
     offsets: list[float] = field(default_factory=list)
 
     def step(self, end: float, exceeds: bool, calm: bool, th: Thresholds) -> bool:
@@ -143,11 +276,20 @@ class IncidentGate:
         self.offsets.extend(offsets.tolist())
         del self.offsets[:-MAX_OFFSETS]
 
+    def adopt_due(self, now: float, th: Thresholds) -> bool:
+        return self.open and now - self.opened_at >= th.adopt_after_seconds and bool(self.offsets)
+
     def adopt(self, now: float, th: Thresholds) -> float | None:
-        """At a day's start: the offset to move the baseline by, if the open incident has
-        lasted long enough to be the new normal (else None)."""
-        if not self.open or now - self.opened_at < th.adopt_after_seconds or not self.offsets:
+        """At an hour's start: the offset to move the baseline by (the median of the last
+        hour's worth of offsets kept), if the open incident has lasted long enough to be
+        the new level (else None). The incident closes: the level is now usual."""
+        if not self.adopt_due(now, th):
             return None
-        offset = float(np.median(self.offsets))
-        self.offsets = []
+        offset = float(np.median(self.offsets[-ADOPT_LAST:]))
+        self.open, self.offsets = False, []
+        self.quiet_until = now + th.cooldown_seconds
         return offset
+
+
+ADOPT_LAST = 60
+"""Offsets the new level is measured on: the latest (an hour of one-minute windows)."""

@@ -1,10 +1,17 @@
 """Backtest: the live detector's profile, scoring and incident gate over a CSV series.
 
-Contract (DESIGN.md, stable): reads ``timestamp,value`` rows (the first two columns; a
-header is required), writes ``timestamp,value,expected,score,is_anomaly``. Each row is one
+Contract (stable): reads ``timestamp,value`` rows (the first two columns; a header is
+required), writes ``timestamp,value,expected,score,is_anomaly``. Each row is one
 observation, judged like one window of the live detector: against the profile as it stood
-when the row's local hour began, so a whole hour is judged in one vectorised step, and a
+when the row's local hour began and the series' floors and score distribution as they
+stood when its local day began, so a whole hour is judged in one vectorised step, and a
 run of hours of one local day whose hour-of-week buckets are mature in one more.
+
+A row is a metric of unknown unit, judged in its own units (a CPU %, a count, a
+temperature: their noise is additive; latency windows of the live detector are judged in
+log units). ``score`` is the likelihood of the row's recent behaviour under the series' own
+score distribution (0.5 ordinary, near 1 a surprise; 0 before it is known): it ranks rows,
+and ``is_anomaly`` is where it crossed ``1 - surprise`` and opened an incident.
 """
 
 from __future__ import annotations
@@ -25,13 +32,15 @@ from baselines.baseline import SeasonalProfile, hour_of_week, local_hours
 from baselines.detect import DetectorConfig
 from baselines.judge import (
     Direction,
+    Habits,
     IncidentGate,
     Thresholds,
     band,
     deviation,
-    exceeding,
-    over_and_calm,
-    previous,
+    floored_spread,
+    likelihood,
+    material_and_calm,
+    raw_score,
 )
 
 if TYPE_CHECKING:
@@ -73,8 +82,8 @@ class ReplayResult:
 
 
 def replay_thresholds(config: DetectorConfig, direction: Direction) -> Thresholds:
-    """A row is one observation of a metric of unknown unit: no span count, no ms floor, no
-    ratio floor (a CPU going from 40% to 70% matters); the robust z decides."""
+    """A row is one observation of a metric of unknown unit: no ms floor, no ratio floor (a
+    CPU going from 40% to 70% matters); the surprise decides."""
     return replace(
         config.thresholds, direction=direction, min_delta=0.0, flag_ratio=1.0, clear_ratio=1.0
     )
@@ -212,21 +221,22 @@ def detect(
     hours = local_hours(ts, ZoneInfo(config.timezone))
     n = x.size
     center, spread, history = np.full(n, np.nan), np.zeros(n), np.zeros(n, dtype=np.int64)
-    log = bool(n) and bool(np.all(x > 0))  # positive series: multiplicative noise
-    profile, gate = SeasonalProfile(log=log), IncidentGate()
+    standardised = np.full(n, np.nan)
+    profile, gate, habits = SeasonalProfile(log=False), IncidentGate(), Habits()
+    positive = bool(n) and bool(np.all(x > 0))  # a new level scales the daily shape
     runs = list(_hour_runs(hours)) if n else []
-    hows = hour_of_week(hours[[a for a, _ in runs]]) if runs else np.empty(0, dtype=np.int64)
+    run_starts = np.array([a for a, _ in runs], dtype=np.int64)
+    hows = hour_of_week(hours[run_starts]) if runs else np.empty(0, dtype=np.int64)
     alerts: list[int] = []
     bar = tqdm(total=n, unit="rows", disable=not progress, desc="replay")
     r = 0
-    day = None
     while r < len(runs):
-        first = r
-        if int(hours[runs[r][0]]) // 24 != day:
-            day = int(hours[runs[r][0]]) // 24
-            offset = gate.adopt(float(ts[runs[r][0]]), th)
-            if offset is not None:
-                profile.shift(offset)
+        first, row = r, runs[r][0]
+        day = int(hours[row]) // 24
+        habits.begin_day(day, th)
+        offset = gate.adopt(float(ts[row]), th)
+        if offset is not None:
+            move_level(profile, offset, positive)
         if profile.mature(int(hows[r])):
             while (
                 r < len(runs)
@@ -246,15 +256,27 @@ def detect(
                 center[lo:hi], spread[lo:hi] = estimate.center, estimate.spread
                 history[lo:hi] = estimate.history
             r += 1
-        learn = _judge(ts, x, center, spread, history, lo, hi, gate, th, profile, alerts)
-        profile.add_many(hours[lo:hi][learn], x[lo:hi][learn])
-        bar.update(hi - lo)
+        spread[lo:hi] = floored_spread(
+            center[lo:hi],
+            spread[lo:hi],
+            th,
+            False,
+            habits.frozen_quantum,
+            profile.recent_spread(day),
+        )
+        batch = Batch(ts, x, center, spread, history, standardised, positive, lo, hi)
+        learn, cut = _judge(batch, run_starts[first:r] - lo, gate, habits, th, alerts)
+        if cut < hi:  # the incident became a new level at an hour's start: go on from there
+            r = first + int(np.searchsorted(run_starts[first:r], cut))
+        profile.add_many(hours[lo:cut][learn], x[lo:cut][learn])
+        bar.update(cut - lo)
     bar.close()
 
     known = ~np.isnan(center)
-    center = np.where(known, center, profile.working(x))  # no baseline yet: itself
-    score, _, _, expected = deviation(x, center, spread, th, log)
-    lower, upper = band(center, spread, th, log)
+    center = np.where(known, center, x)  # no baseline yet: itself
+    spread = np.where(known, spread, 1.0)
+    _, _, expected = deviation(x, center, spread, th, log=False)
+    lower, upper = band(center, np.where(known, spread, 0.0), th, log=False)
 
     def on_rows(judged: np.ndarray, skipped: np.ndarray) -> np.ndarray:
         """Per input row: the value for judged rows, ``skipped`` for the others."""
@@ -266,7 +288,7 @@ def detect(
     is_anomaly[keep[alerts]] = 1
     return ReplayResult(
         expected=on_rows(expected, values),
-        score=on_rows(np.where(known, score, 0.0), np.zeros(n_rows)),
+        score=on_rows(likelihood(standardised), np.zeros(n_rows)),
         is_anomaly=is_anomaly,
         lower=on_rows(lower, values),
         upper=on_rows(upper, values),
@@ -275,56 +297,95 @@ def detect(
     )
 
 
+def level_offsets(x: np.ndarray, center: np.ndarray, positive: bool) -> np.ndarray:
+    """How far values are from usual, as a new level would move the profile: a log ratio
+    for a positive series, a difference otherwise."""
+    if positive:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.log(x / center)
+    return x - center
+
+
+def move_level(profile: SeasonalProfile, offset: float, positive: bool) -> None:
+    """Adopt a new level measured by ``level_offsets``."""
+    if positive:
+        profile.rescale(float(np.exp(offset)))
+    else:
+        profile.shift(offset)
+
+
+@dataclass
+class Batch:
+    """Rows lo..hi of a replay, judged in one step, and the arrays they live in."""
+
+    ts: np.ndarray
+    x: np.ndarray
+    center: np.ndarray
+    spread: np.ndarray
+    """Floored."""
+    history: np.ndarray
+    standardised: np.ndarray
+    """Written: each row's standardised recent score."""
+    positive: bool
+    lo: int
+    hi: int
+
+
 def _judge(
-    ts: np.ndarray,
-    x: np.ndarray,
-    center: np.ndarray,
-    spread: np.ndarray,
-    history: np.ndarray,
-    lo: int,
-    hi: int,
+    b: Batch,
+    hour_starts: np.ndarray,
     gate: IncidentGate,
+    habits: Habits,
     th: Thresholds,
-    profile: SeasonalProfile,
     alerts: list[int],
-) -> np.ndarray:
-    """Run the incident gate over rows lo..hi (only its transitions are visited); returns
-    which rows the profile may learn (those not inside an open incident)."""
-    judged = history[lo:hi] >= th.min_history
-    _, z, ratio, usual = deviation(x[lo:hi], center[lo:hi], spread[lo:hi], th, profile.log)
-    over, spike, calm = over_and_calm(x[lo:hi], usual, z, ratio, th)
-    judged_at = np.flatnonzero(judged)
-    exceeds = np.zeros(hi - lo, dtype=bool)
-    if judged_at.size:
-        over_j = over[judged_at]
-        exceeds[judged_at] = exceeding(over_j, spike[judged_at], previous(over_j, gate.last_over))
-        gate.last_over = bool(over[judged_at[-1]])
-    offsets = profile.working(x[lo:hi]) - center[lo:hi]
-    exceed_at = np.flatnonzero(judged & exceeds)
+) -> tuple[np.ndarray, int]:
+    """Run the incident gate over rows lo..hi (only its transitions are visited). Returns
+    which rows the profile may learn (those not inside an open incident) and the row the
+    batch was judged up to: ``hi``, or the start of an hour at which the open incident
+    became a new level (the baseline moves there, and judging goes on with it)."""
+    lo, hi = b.lo, b.hi
+    x, center = b.x[lo:hi], b.center[lo:hi]
+    judged = (b.history[lo:hi] >= th.min_history) & ~np.isnan(center)
+    z, ratio, usual = deviation(x, center, b.spread[lo:hi], th, log=False)
+    scores = np.where(judged, raw_score(z), np.nan)
+    surprise = habits.standardised(scores, th)
+    material, calm = material_and_calm(x, usual, z, ratio, th)
+    exceeds = judged & material & (surprise > th.critical)
+    exceed_at = np.flatnonzero(exceeds)
     calm_at = np.flatnonzero(judged & calm & ~exceeds)
+    offsets = level_offsets(x, center, b.positive)
+    ts = b.ts[lo:hi]
     learn = np.ones(hi - lo, dtype=bool)
+    cut = hi - lo
     pos = 0
     while True:
         if gate.open:
             k = int(np.searchsorted(calm_at, pos))
             stop = int(calm_at[k]) if k < calm_at.size else hi - lo
+            due = hour_starts[
+                (hour_starts > pos) & (ts[hour_starts] >= gate.opened_at + th.adopt_after_seconds)
+            ]
+            if due.size and due[0] <= stop:
+                stop = cut = int(due[0])
             learn[pos:stop] = False
             gate.keep_offsets(offsets[pos:stop][judged[pos:stop]])
-            if k == calm_at.size:
+            if stop == cut or k == calm_at.size:
                 break
-            gate.step(float(ts[lo + stop]), False, True, th)
+            gate.step(float(ts[stop]), False, True, th)
             pos = stop + 1
         else:
             k = int(np.searchsorted(exceed_at, pos))
             if k == exceed_at.size:
                 break
             j = int(exceed_at[k])
-            if gate.step(float(ts[lo + j]), True, False, th):
+            if gate.step(float(ts[j]), True, False, th):
                 alerts.append(lo + j)
             learn[j] = False
             gate.keep_offsets(offsets[j : j + 1])
             pos = j + 1
-    return learn
+    b.standardised[lo : lo + cut] = surprise[:cut]
+    habits.commit(scores[:cut], x[:cut], th)
+    return learn[:cut], lo + cut
 
 
 # --------------------------------------------------------------------------- files
@@ -339,7 +400,7 @@ def write_result(sink: TextIO, series: Series, result: ReplayResult) -> None:
             series.stamps,
             series.texts,
             [f"{v:.6g}" for v in result.expected.tolist()],
-            [f"{v:.4f}" for v in result.score.tolist()],
+            [f"{v:.6f}" for v in result.score.tolist()],
             result.is_anomaly.tolist(),
             strict=True,
         )

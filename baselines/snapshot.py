@@ -19,7 +19,7 @@ import numpy as np
 
 from baselines.baseline import SeasonalProfile, json_column
 from baselines.detect import Detector, SeriesState, SpanKey
-from baselines.judge import IncidentGate, Thresholds, band, flag_above
+from baselines.judge import Habits, IncidentGate, Thresholds, band, flag_above
 from baselines.trail import HourlyTrail
 from service.contract import PROFILE_KEY_PREFIX, OperationProfile, WeekProfile
 
@@ -46,8 +46,14 @@ def encode(
                 arrays[f"s{i}.{name}.{part}"] = array
         for part, array in state.trail.state().items():
             arrays[f"s{i}.trail.{part}"] = array
+        arrays[f"s{i}.habits.pending"] = np.array(state.habits.pending, dtype=np.float64)
         gate = {f.name: getattr(state.gate, f.name) for f in fields(IncidentGate)}
-        manifest["series"].append({"key": list(key), "gate": gate, "day": state.day})  # type: ignore[union-attr]
+        habits = {
+            f.name: getattr(state.habits, f.name) for f in fields(Habits) if f.name != "pending"
+        }
+        manifest["series"].append(  # type: ignore[union-attr]
+            {"key": list(key), "gate": gate, "habits": habits, "hour": state.hour}
+        )
     for i, (key, profile) in enumerate(metrics.items()):
         for part, array in profile.state().items():
             arrays[f"m{i}.{part}"] = array
@@ -77,10 +83,13 @@ def decode(
                 name: SeasonalProfile.from_state(_parts(archive, f"s{i}.{name}."))
                 for name in PROFILES
             }
-            gate = IncidentGate(**entry["gate"])
+            gate = IncidentGate(**_known(IncidentGate, entry["gate"]))
+            habits = Habits(**_known(Habits, entry.get("habits", {})))
+            if f"s{i}.habits.pending" in archive.files:
+                habits.pending = archive[f"s{i}.habits.pending"].tolist()
             trail = HourlyTrail.from_state(_parts(archive, f"s{i}.trail."))
             series[tuple(entry["key"])] = SeriesState(
-                **profiles, gate=gate, day=entry["day"], trail=trail
+                **profiles, gate=gate, habits=habits, hour=entry.get("hour", -1), trail=trail
             )
         metrics = {
             tuple(entry["key"]): SeasonalProfile.from_state(_parts(archive, f"m{i}."))
@@ -89,6 +98,13 @@ def decode(
     except (KeyError, TypeError, ValueError) as exc:
         raise SnapshotFormatError(f"incomplete baseline snapshot: {exc!r}") from exc
     return series, metrics  # type: ignore[return-value]
+
+
+def _known(cls: type, saved: dict[str, Any]) -> dict[str, Any]:
+    """The saved fields this build's dataclass still has (a snapshot of an older build
+    carries fields since dropped, and lacks new ones, which take their defaults)."""
+    names = {f.name for f in fields(cls)}
+    return {name: value for name, value in saved.items() if name in names}
 
 
 def _parts(archive: np.lib.npyio.NpzFile, prefix: str) -> dict[str, np.ndarray]:
@@ -134,7 +150,7 @@ def profile(detector: Detector, service: str, timezone: str, thresholds: Thresho
                     "p95": p95,
                     "p50": p50,
                     "samples": samples,
-                    **_band(state.p95, max(state.day, 0), thresholds),
+                    **_band(state.p95, max(state.hour // 24, 0), thresholds),
                     **state.trail.export(),
                 }
             )

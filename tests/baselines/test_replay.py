@@ -10,8 +10,23 @@ import pytest
 
 from baselines.baseline import SeasonalProfile, local_hour
 from baselines.detect import DetectorConfig
-from baselines.judge import IncidentGate, deviation, exceeding, over_and_calm
-from baselines.replay import ReplayInputError, detect, replay, replay_thresholds
+from baselines.judge import (
+    Habits,
+    IncidentGate,
+    deviation,
+    floored_spread,
+    likelihood,
+    material_and_calm,
+    raw_score,
+)
+from baselines.replay import (
+    ReplayInputError,
+    detect,
+    level_offsets,
+    move_level,
+    replay,
+    replay_thresholds,
+)
 
 START = datetime(2026, 10, 5, tzinfo=UTC)  # a Monday
 
@@ -45,34 +60,45 @@ def run(text: str, direction: str = "high") -> list[dict[str, str]]:
 def reference(epoch, values, config: DetectorConfig, direction: str):
     """The live detector's semantics, one row at a time, through the public pieces."""
     th = replay_thresholds(config, direction)  # type: ignore[arg-type]
-    log = bool(np.all(values > 0))
-    profile, gate, zone = SeasonalProfile(log=log), IncidentGate(), ZoneInfo(config.timezone)
-    flags, expected, day = [], [], None
+    profile, gate, habits = SeasonalProfile(), IncidentGate(), Habits()
+    zone, positive = ZoneInfo(config.timezone), bool(np.all(values > 0))
+    flags, expected, scores, last_hour = [], [], [], None
     for t, v in zip(epoch.tolist(), values.tolist(), strict=True):
         hour = local_hour(t, zone)
-        if hour // 24 != day:
-            day = hour // 24
+        if hour != last_hour:
+            last_hour = hour
+            habits.begin_day(hour // 24, th)
             offset = gate.adopt(t, th)
             if offset is not None:
-                profile.shift(offset)
+                move_level(profile, offset, positive)
         est = profile.estimate(hour)
-        flag = False
+        flag, score, x = False, np.array([np.nan]), np.array([v])
         if est is not None and est.history >= th.min_history:
-            x = np.array([v])
-            _, z, ratio, usual = deviation(
-                x, np.array([est.center]), np.array([est.spread]), th, log
+            spread = floored_spread(
+                np.array([est.center]),
+                np.array([est.spread]),
+                th,
+                False,
+                habits.frozen_quantum,
+                profile.recent_spread(hour // 24),
             )
-            over, spike, calm = over_and_calm(x, usual, z, ratio, th)
-            exc = exceeding(over, spike, np.array([gate.last_over]))
-            gate.last_over = bool(over[0])
-            flag = gate.step(t, bool(exc[0]), bool(calm[0]), th)
+            z, ratio, usual = deviation(x, np.array([est.center]), spread, th, False)
+            score = raw_score(z)
+            surprise = habits.standardised(score, th)
+            material, calm = material_and_calm(x, usual, z, ratio, th)
+            exceeds = bool(material[0]) and bool(surprise[0] > th.critical)
+            flag = gate.step(t, exceeds, bool(calm[0]), th)
             if gate.open:
-                gate.keep_offsets(profile.working(x) - est.center)
+                gate.keep_offsets(level_offsets(x, np.array([est.center]), positive))
+            scores.append(float(likelihood(surprise)[0]))
+        else:
+            scores.append(0.0)
+        habits.commit(score, x, th)
         flags.append(int(flag))
         expected.append(est.usual if est else v)
         if not gate.open:
             profile.add(hour, v)
-    return np.array(flags), np.array(expected)
+    return np.array(flags), np.array(expected), np.array(scores)
 
 
 @pytest.mark.parametrize(
@@ -85,9 +111,10 @@ def test_vectorised_replay_is_exactly_the_row_by_row_detector(zone: str, directi
     values[6000:] *= 1.8  # a level shift that stays
     config = DetectorConfig(timezone=zone)
     result = detect(epoch, values, config, direction)  # type: ignore[arg-type]
-    flags, expected = reference(epoch, values, config, direction)
+    flags, expected, scores = reference(epoch, values, config, direction)
     np.testing.assert_array_equal(result.is_anomaly, flags)
     np.testing.assert_allclose(result.expected, expected)
+    np.testing.assert_allclose(result.score, scores)
     assert flags.sum() >= 1
 
 
@@ -109,7 +136,7 @@ def test_a_spike_is_flagged_once_and_the_weekly_cycle_is_not() -> None:
     assert flagged == [spike]
     assert list(rows[0]) == ["timestamp", "value", "expected", "score", "is_anomaly"]
     assert all(0 <= float(r["score"]) <= 1 for r in rows)
-    assert float(rows[spike]["score"]) > 0.5 > float(rows[spike - 20]["score"])
+    assert float(rows[spike]["score"]) > 0.999 > 0.99 > float(rows[spike - 20]["score"])
     assert float(rows[spike]["expected"]) == pytest.approx(200, rel=0.1)
 
 
@@ -178,7 +205,7 @@ def test_timestamps_in_any_rfc3339_form_or_epoch_agree() -> None:
 def test_cli_contract_summary_and_plot(tmp_path) -> None:
     source, target, picture = tmp_path / "in.csv", tmp_path / "out.csv", tmp_path / "p.png"
     epoch, values = seasonal(weeks=3)
-    values[5000] *= 8
+    values[5000:5003] *= 8  # a sustained rise (one value alone is a blip)
     source.write_text(as_csv(epoch, values))
     done = subprocess.run(
         [
