@@ -33,7 +33,9 @@ def _consume(args: argparse.Namespace, settings: Settings) -> int:
     except (StoreError, ValueError) as exc:
         print(f"consume: baseline store: {exc}", file=sys.stderr)
         return 2
-    forwarder = Forwarder(settings.service_url, settings.forward_timeout_s).start()
+    forwarder = Forwarder(
+        settings.service_url, settings.forward_timeout_s, api_key=settings.api_key()
+    ).start()
     consumer = TelemetryConsumer(
         settings, lambda: Detector(settings.detector_config()), forwarder, store
     )

@@ -220,7 +220,9 @@ def _run_pipeline(settings: Settings) -> int:
         analysed.append((report, analysis))
         print_analysis(report, analysis)
 
-    forwarder = Forwarder(settings.service_url, settings.forward_timeout_s, on_analysis).start()
+    forwarder = Forwarder(
+        settings.service_url, settings.forward_timeout_s, on_analysis, api_key=settings.api_key()
+    ).start()
     store = open_store(settings.resolved_baselines_url())
     consumer = TelemetryConsumer(
         settings, lambda: Detector(settings.detector_config()), forwarder, store

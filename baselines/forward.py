@@ -6,8 +6,11 @@ a worker thread. While the service is down or overloaded the worker retries with
 jittered backoff, forever: the outbox is part of the consumer's checkpoint, so a report
 survives restarts too. Report ids are stable and the service treats a repeated id as the
 same request, so a report delivered twice (a crash between delivery and checkpoint) is
-analysed once. A report the service refuses (4xx) is logged and counted, not retried.
-The W3C trace context of the message that produced a report travels with it.
+analysed once. A report the service refuses (4xx) is logged and counted, not retried,
+except a 401 or 403: that refuses the consumer's key (WHYSLOW_SERVICE_API_KEY), not the
+report, so delivery stops and is retried with the same backoff until the key is accepted;
+the reports wait in the outbox. The W3C trace context of the message that produced a report
+travels with it.
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ from service.contract import Analysis, AnomalyReport
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("whyslow.forward")
 
+API_KEY_HEADER = "X-API-Key"
+"""How the key travels: the service's middleware reads it, and so does Kong's key-auth."""
+KEY_REFUSED = frozenset({401, 403})
+
 
 @dataclass
 class ForwardStats:
@@ -34,6 +41,9 @@ class ForwardStats:
     forwarded: int = 0
     retried: int = 0
     refused: int = 0
+    """Reports the service refused for good (4xx but 401/403): dropped."""
+    key_refused: int = 0
+    """Delivery attempts refused for the key (401/403): retried, nothing dropped."""
 
 
 @dataclass(frozen=True)
@@ -51,8 +61,11 @@ class Forwarder:
         on_analysis: Callable[[AnomalyReport, Analysis], None] | None = None,
         backoff_s: float = 0.5,
         max_backoff_s: float = 15.0,
+        api_key: str | None = None,
     ) -> None:
-        self._client = httpx.Client(base_url=service_url, timeout=timeout_s)
+        headers = {API_KEY_HEADER: api_key} if api_key else {}
+        self._client = httpx.Client(base_url=service_url, timeout=timeout_s, headers=headers)
+        self._has_key = bool(api_key)
         self._on_analysis = on_analysis
         self._backoff_s = backoff_s
         self._max_backoff_s = max_backoff_s
@@ -64,6 +77,8 @@ class Forwarder:
         """Counts submissions and deliveries: a consumer checkpoints when it moves."""
         self._thread = threading.Thread(target=self._run, name="whyslow-forwarder", daemon=True)
         self.stats = ForwardStats()
+        self.key_refused = False
+        """The service's last answer refused the key; delivery waits until it accepts it."""
 
     def start(self) -> Forwarder:
         self._thread.start()
@@ -144,6 +159,12 @@ class Forwarder:
             return False
         finally:
             otel_context.detach(token)
+        if response.status_code in KEY_REFUSED:
+            self.stats.key_refused += 1
+            self._key_refused(response.status_code)
+            return False
+        if response.status_code < 500:  # past the key check (a 5xx may be a proxy's)
+            self._key_accepted()
         if response.status_code >= 500 or response.status_code == 429:
             log.warning("report %s: HTTP %d; will retry", report.id, response.status_code)
             return False
@@ -155,3 +176,23 @@ class Forwarder:
         if self._on_analysis is not None:
             self._on_analysis(report, Analysis.model_validate_json(response.content))
         return True
+
+    def _key_refused(self, status: int) -> None:
+        """Logged once per change of state, not per retry: every report would say it."""
+        if self.key_refused:
+            return
+        self.key_refused = True
+        with self._wake:
+            waiting = len(self._outbox)
+        log.error(
+            "the service refused the key (%d): set WHYSLOW_SERVICE_API_KEY (%s) to one of the "
+            "service's WHYSLOW_API_KEYS; delivery is retried, %d reports wait in the outbox",
+            status,
+            "its value is not accepted" if self._has_key else "unset here",
+            waiting,
+        )
+
+    def _key_accepted(self) -> None:
+        if self.key_refused:
+            self.key_refused = False
+            log.warning("the service accepts the key again: delivering the outbox")

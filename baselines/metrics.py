@@ -60,13 +60,27 @@ class ConsumerCollector(Collector):
         yield counter("consumer_flagged", "Anomalies flagged.", d.flagged)
         yield counter("forwarder_forwarded", "Reports analysed by the service.", f.forwarded)
         yield counter("forwarder_retries", "Delivery attempts that will be retried.", f.retried)
-        yield counter("forwarder_refused", "Reports the service refused (4xx).", f.refused)
+        yield counter(
+            "forwarder_refused",
+            "Reports the service refused (4xx but 401/403): dropped.",
+            f.refused,
+        )
+        yield counter(
+            "forwarder_key_refused",
+            "Deliveries the service refused for the API key (401/403): retried, not dropped.",
+            f.key_refused,
+        )
         series, size = consumer.detector.memory()
         for name, text, value in (
             (
                 "forwarder_outbox",
                 "Reports waiting for delivery.",
                 len(consumer.forwarder.pending()),
+            ),
+            (
+                "forwarder_blocked_by_key",
+                "1 while the service refuses the consumer's key (set WHYSLOW_SERVICE_API_KEY).",
+                int(consumer.forwarder.key_refused),
             ),
             ("consumer_lag_messages", "Messages ready in the queue.", consumer.lag),
             (

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from baselines.detect import DetectorConfig
@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     )
     service_url: str = Field(
         "http://127.0.0.1:8000", description="Base URL of the whyslow service (POST /v1/analyze)."
+    )
+    service_api_key: SecretStr | None = Field(
+        None,
+        description="Key sent to the service (X-API-Key) when its WHYSLOW_API_KEYS is set; "
+        "without it the service refuses every report, which then waits in the outbox.",
     )
     forward_timeout_s: float = Field(120.0, gt=0, description="Timeout of one analyze call.")
     timezone: str = Field(
@@ -104,6 +109,11 @@ class Settings(BaseSettings):
 
     def resolved_baselines_url(self) -> str:
         return self.baselines_url or default_store_url(self.data_dir)
+
+    def api_key(self) -> str | None:
+        """The service key, or None when unset or empty (no header is sent)."""
+        key = self.service_api_key.get_secret_value() if self.service_api_key else ""
+        return key.strip() or None
 
     @model_validator(mode="before")
     @classmethod

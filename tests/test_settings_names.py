@@ -20,7 +20,7 @@ STORE_VARIABLES = (OLD, "WHYSLOW_BASELINES_URL", "WHYSLOW_ANALYSES_URL")
 
 @pytest.fixture(autouse=True)
 def no_store_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in STORE_VARIABLES:
+    for name in (*STORE_VARIABLES, "WHYSLOW_SERVICE_API_KEY"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -73,3 +73,14 @@ def test_with_both_names_set_the_new_one_wins_and_the_warning_says_so(
         settings = settings_class()
     assert getattr(settings, resolved)() == "sqlite:///new.db"
 
+
+def test_the_consumers_service_key_is_read_and_kept_out_of_its_repr(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert ConsumerSettings().api_key() is None
+    monkeypatch.setenv("WHYSLOW_SERVICE_API_KEY", "")
+    assert ConsumerSettings().api_key() is None  # an empty variable sends no header
+    monkeypatch.setenv("WHYSLOW_SERVICE_API_KEY", "s3cret-key")
+    settings = ConsumerSettings()
+    assert settings.api_key() == "s3cret-key"
+    assert "s3cret-key" not in repr(settings)

@@ -135,6 +135,15 @@ def test_the_consumers_checkpoint_where_the_service_reads_their_profiles() -> No
             assert services()[name]["environment"]["WHYSLOW_BASELINES_URL"] == profiles, name
 
 
+def test_the_consumers_can_send_a_key_wherever_the_service_requires_one() -> None:
+    """With WHYSLOW_API_KEYS set the service refuses a consumer without a key (its reports
+    wait in the outbox): every consumer must be able to send WHYSLOW_SERVICE_API_KEY."""
+    assert "WHYSLOW_API_KEYS" in services()["service"]["environment"]
+    for name in WHYSLOW_SERVICES:
+        if name.startswith("consumer-"):
+            assert "WHYSLOW_SERVICE_API_KEY" in services()[name]["environment"], name
+
+
 def sha256_password_matches(password: str, password_hash: str) -> bool:
     """RabbitMQ's rabbit_password_hashing_sha256: base64(salt(4) + sha256(salt + password))."""
     raw = base64.b64decode(password_hash)
