@@ -222,7 +222,8 @@ def test_sustained_telemetry_and_an_overloaded_api_hold(
         wait_for(lambda: applied_spans(metrics_port) >= published, 180, "the consumer to drain")
         drained = time.perf_counter() - started
         assert service.poll() is None and consumer.poll() is None, "a process died"
-        assert applied_spans(metrics_port) == published
+        applied = applied_spans(metrics_port)
+        assert applied == published
     finally:
         for process in (service, consumer):
             process.terminate()
@@ -231,7 +232,8 @@ def test_sustained_telemetry_and_an_overloaded_api_hold(
     assert consumer.returncode == 0, (logs / "consumer.log").read_text()[-2000:]
 
     statuses = [status for status, *_ in clients.answers]
-    assert set(statuses) <= {200, 503}, sorted(set(statuses))
+    others = [status for status in statuses if status not in {200, 503}]
+    assert not others, sorted(set(others))
     refused = [a for a in clients.answers if a[0] == 503]
     assert refused, "the clients never filled the queue"
     for _, _, peak, retry_after in refused:
@@ -247,10 +249,10 @@ def test_sustained_telemetry_and_an_overloaded_api_hold(
     rss = ", ".join(f"{n} {flat(s)[0]:.0f} -> {flat(s)[1]:.0f} MB" for n, s in memory.items())
     print(
         f"\nload: {published:,} spans published in {DURATION_S} s "
-        f"({published / DURATION_S:,.0f}/s), all applied, drained after {drained:.1f} s; "
+        f"({published / DURATION_S:,.0f}/s), {applied:,} applied, drained after {drained:.1f} s; "
         f"{len(clients.answers)} analyze calls from {CLIENTS} clients (queue {QUEUE_LIMIT}): "
         f"{len(answered)} answered (p50 {statistics.median(answered):.2f} s, p95 {p95:.2f} s), "
-        f"{len(refused)} 503 past the bound, 0 other errors; RSS {rss}"
+        f"{len(refused)} 503 past the bound, {len(others)} other errors; RSS {rss}"
     )
 
 
