@@ -118,7 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay = sub.add_parser("replay", help="backtest the detector on a timestamp,value CSV")
     replay.add_argument("--input", type=Path, required=True, help="CSV with a header row")
     replay.add_argument("--output", type=Path, required=True, help="where to write the scores")
-    replay.add_argument("--direction", choices=["high", "low", "both"], default="high")
+    replay.add_argument(
+        "--direction",
+        choices=["high", "low", "both"],
+        default="both",
+        help="which deviations count (default both: a metric of unknown meaning)",
+    )
     replay.add_argument("--summary", action="store_true", help="print rows, flags and time")
     replay.add_argument(
         "--plot", type=Path, help="also draw the series, its band and the flags to this PNG"

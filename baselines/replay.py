@@ -10,8 +10,10 @@ run of hours of one local day whose hour-of-week buckets are mature in one more.
 A row is a metric of unknown unit, judged in its own units (a CPU %, a count, a
 temperature: their noise is additive; latency windows of the live detector are judged in
 log units). ``score`` is the likelihood of the row's recent behaviour under the series' own
-score distribution (0.5 ordinary, near 1 a surprise; 0 before it is known): it ranks rows,
-and ``is_anomaly`` is where it crossed ``1 - surprise`` and opened an incident.
+score distribution (0.5 ordinary, near 1 a surprise) where the row could raise an alert:
+far enough from usual to matter, no incident open before it, no cooldown after one (0
+elsewhere, and before the distribution is known). So it ranks candidate alerts, and
+``is_anomaly`` is exactly where it crossed ``1 - surprise``.
 """
 
 from __future__ import annotations
@@ -325,7 +327,8 @@ class Batch:
     """Floored."""
     history: np.ndarray
     standardised: np.ndarray
-    """Written: each row's standardised recent score."""
+    """Written: each row's standardised recent score where it could raise an alert (far
+    enough out, no incident open before it, no cooldown), NaN elsewhere."""
     positive: bool
     lo: int
     hi: int
@@ -356,6 +359,8 @@ def _judge(
     offsets = level_offsets(x, center, b.positive)
     ts = b.ts[lo:hi]
     learn = np.ones(hi - lo, dtype=bool)
+    inside = np.zeros(hi - lo, dtype=bool)
+    quiet_until = np.full(hi - lo, gate.quiet_until)
     cut = hi - lo
     pos = 0
     while True:
@@ -368,10 +373,12 @@ def _judge(
             if due.size and due[0] <= stop:
                 stop = cut = int(due[0])
             learn[pos:stop] = False
+            inside[pos : stop + 1] = True
             gate.keep_offsets(offsets[pos:stop][judged[pos:stop]])
             if stop == cut or k == calm_at.size:
                 break
             gate.step(float(ts[stop]), False, True, th)
+            quiet_until[stop + 1 :] = gate.quiet_until
             pos = stop + 1
         else:
             k = int(np.searchsorted(exceed_at, pos))
@@ -383,7 +390,8 @@ def _judge(
             learn[j] = False
             gate.keep_offsets(offsets[j : j + 1])
             pos = j + 1
-    b.standardised[lo : lo + cut] = surprise[:cut]
+    candidate = material & ~inside & (ts > quiet_until)
+    b.standardised[lo : lo + cut] = np.where(candidate, surprise, np.nan)[:cut]
     habits.commit(scores[:cut], x[:cut], th)
     return learn[:cut], lo + cut
 
@@ -400,7 +408,7 @@ def write_result(sink: TextIO, series: Series, result: ReplayResult) -> None:
             series.stamps,
             series.texts,
             [f"{v:.6g}" for v in result.expected.tolist()],
-            [f"{v:.6f}" for v in result.score.tolist()],
+            [f"{v:.8f}" for v in result.score.tolist()],
             result.is_anomaly.tolist(),
             strict=True,
         )

@@ -87,10 +87,11 @@ def reference(epoch, values, config: DetectorConfig, direction: str):
             surprise = habits.standardised(score, th)
             material, calm = material_and_calm(x, usual, z, ratio, th)
             exceeds = bool(material[0]) and bool(surprise[0] > th.critical)
+            candidate = bool(material[0]) and not gate.open and t > gate.quiet_until
             flag = gate.step(t, exceeds, bool(calm[0]), th)
             if gate.open:
                 gate.keep_offsets(level_offsets(x, np.array([est.center]), positive))
-            scores.append(float(likelihood(surprise)[0]))
+            scores.append(float(likelihood(surprise)[0]) if candidate else 0.0)
         else:
             scores.append(0.0)
         habits.commit(score, x, th)
