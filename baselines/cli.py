@@ -152,3 +152,24 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "shard", None) is not None:
         settings = settings.model_copy(update={"shard": args.shard})
     return COMMANDS[args.command](args, settings)
+
+
+def consume(argv: list[str]) -> int:
+    """``whyslow consume``: the ``whyslow.commands`` entry points get the arguments after
+    the command's name."""
+    return main(["consume", *argv])
+
+
+def route(argv: list[str]) -> int:
+    """``whyslow route``."""
+    return main(["route", *argv])
+
+
+def replay(argv: list[str]) -> int:
+    """``whyslow replay``."""
+    return main(["replay", *argv])
+
+
+def demo(argv: list[str]) -> int:
+    """``whyslow demo``."""
+    return main(["demo", *argv])

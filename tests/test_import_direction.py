@@ -1,7 +1,7 @@
 """The packages depend one way: ``service`` at the bottom, ``baselines`` (the consumer) and
-``training`` above it, each using only the part of ``service`` it needs, and the
-``whyslow`` command (whyslow/cli.py) above all three. Inside ``service`` the model layer
-knows nothing of what is built on it.
+``training`` above it, each using only the part of ``service`` it needs. The ``whyslow``
+command (service/cli.py) reaches the others through entry points, never an import. Inside
+``service`` the model layer knows nothing of what is built on it.
 
 A static scan of every module's imports (function-level ones included, and
 ``importlib.import_module("...")`` with a literal name), so a wrong-way import fails here,
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("service", "baselines", "training", "whyslow")
+PACKAGES = ("service", "baselines", "training")
 
 SHARED_WITH_BASELINES = {
     "service.contract": None,  # the wire contract: reports, telemetry, the week profile
@@ -103,27 +103,35 @@ def literal_import_module(node: ast.AST) -> str | None:
     return None
 
 
-def scan() -> tuple[Import, ...]:
+def imports_in(source: str, path: Path) -> list[Import]:
+    """Every import of the module at ``path`` (under ROOT) whose text is ``source``."""
+    module = module_name(path)
     found: list[Import] = []
-    for package in PACKAGES:
-        for path in sorted((ROOT / package).rglob("*.py")):
-            module = module_name(path)
-            for node in ast.walk(ast.parse(path.read_text(), str(path))):
-                where = f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', 0)}"
-                if isinstance(node, ast.Import):
-                    found += [Import(module, alias.name, None, where) for alias in node.names]
-                elif isinstance(node, ast.ImportFrom):
-                    target = absolute(node, module, path)
-                    for alias in node.names:  # ``from service import playbook``: a module
-                        sub = f"{target}.{alias.name}"
-                        found.append(
-                            Import(module, sub, None, where)
-                            if is_module(sub)
-                            else Import(module, target, alias.name, where)
-                        )
-                elif (name := literal_import_module(node)) is not None:
-                    found.append(Import(module, name, None, where))
-    return tuple(found)
+    for node in ast.walk(ast.parse(source, str(path))):
+        where = f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', 0)}"
+        if isinstance(node, ast.Import):
+            found += [Import(module, alias.name, None, where) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            target = absolute(node, module, path)
+            for alias in node.names:  # ``from service import playbook``: a module
+                sub = f"{target}.{alias.name}"
+                found.append(
+                    Import(module, sub, None, where)
+                    if is_module(sub)
+                    else Import(module, target, alias.name, where)
+                )
+        elif (name := literal_import_module(node)) is not None:
+            found.append(Import(module, name, None, where))
+    return found
+
+
+def scan() -> tuple[Import, ...]:
+    return tuple(
+        found
+        for package in PACKAGES
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for found in imports_in(path.read_text(), path)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -151,25 +159,43 @@ def test_the_scan_sees_every_package_and_kind_of_import(imports: tuple[Import, .
     assert ("baselines.cli", "service.logs", "configure_logging") in seen  # module level
     assert ("baselines.cli", "baselines.consumer", "TelemetryConsumer") in seen  # in a function
     assert ("service.prompt", "service.playbook", None) in seen  # a module from its package
-    assert ("whyslow.cli", "importlib", None) in seen
+
+
+def below_the_others(i: Import) -> bool:
+    """The service's rule: it imports neither of the packages built on it."""
+    return package_of(i.target) not in PACKAGES[1:]
 
 
 def test_service_imports_none_of_the_packages_above_it(imports: tuple[Import, ...]) -> None:
-    refused = wrong(imports, "service", lambda i: package_of(i.target) not in PACKAGES[1:])
+    refused = wrong(imports, "service", below_the_others)
     assert not refused, refused
 
 
-def test_the_whyslow_command_is_imported_by_no_package(imports: tuple[Import, ...]) -> None:
-    for package in PACKAGES[:-1]:
-        refused = wrong(imports, package, lambda i: package_of(i.target) != "whyslow")
-        assert not refused, refused
+def test_the_service_rule_refuses_training_however_it_is_named() -> None:
+    """A dispatcher that named ``training.cli`` itself, in a function or as a string, would
+    break the rule as much as a module-level import."""
+    source = (
+        "import importlib\n"
+        "from importlib import import_module\n\n"
+        "def train(argv):\n"
+        "    from training import cli\n"
+        '    importlib.import_module("training.cli")\n'
+        '    return import_module("training.cli").main(argv)\n'
+    )
+    found = imports_in(source, ROOT / "service" / "cli.py")
+    refused = wrong(tuple(found), "service", below_the_others).splitlines()
+    assert refused == [
+        "service/cli.py:5: service.cli imports training.cli",
+        "service/cli.py:6: service.cli imports training.cli",
+        "service/cli.py:7: service.cli imports training.cli",
+    ]
 
 
 def test_baselines_takes_only_the_contract_and_shared_infrastructure_from_service(
     imports: tuple[Import, ...],
 ) -> None:
     def allowed(i: Import) -> bool:
-        if package_of(i.target) in ("training", "whyslow"):
+        if package_of(i.target) == "training":
             return False
         if package_of(i.target) != "service":
             return True
@@ -186,7 +212,7 @@ def test_training_takes_only_the_prompt_and_the_model_from_service(
     imports: tuple[Import, ...],
 ) -> None:
     def allowed(i: Import) -> bool:
-        if package_of(i.target) in ("baselines", "whyslow"):
+        if package_of(i.target) == "baselines":
             return False
         return package_of(i.target) != "service" or any(
             within(i.target, shared) for shared in SHARED_WITH_TRAINING
@@ -209,15 +235,21 @@ def test_the_model_layer_knows_nothing_built_on_it(imports: tuple[Import, ...]) 
 
 
 def test_importing_the_service_loads_no_training_module() -> None:
-    """What the rules above promise, as the interpreter sees it: the app, its CLI and the
-    package itself start without the training pipeline (nor its torch)."""
-    for module in ("service", "service.main", "service.cli"):
+    """What the rules above promise, as the interpreter sees it: the app, its CLI, the
+    package itself and the ``whyslow`` command's help start without the training pipeline
+    (nor its torch)."""
+    for start in (
+        "import service",
+        "import service.main",
+        "import service.cli",
+        "from service.cli import whyslow; whyslow(['--help'])",
+    ):
         check = (
-            f"import sys, {module}; "
+            f"import sys; {start}; "
             "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('training', 'torch')); "
-            "print(loaded); sys.exit(bool(loaded))"
+            "print(loaded, file=sys.stderr); sys.exit(bool(loaded))"
         )
         done = subprocess.run(
             [sys.executable, "-c", check], capture_output=True, text=True, timeout=120, cwd=ROOT
         )
-        assert done.returncode == 0, f"import {module} loaded {done.stdout.strip()}{done.stderr}"
+        assert done.returncode == 0, f"{start} loaded {done.stderr.strip()}"

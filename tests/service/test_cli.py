@@ -1,8 +1,15 @@
 import subprocess
 import sys
+from importlib.metadata import EntryPoints
+from pathlib import Path
 
-WHYSLOW = [sys.executable, "-m", "whyslow"]
-"""The `whyslow` console script's function (whyslow/cli.py), as `python -m whyslow`."""
+import pytest
+
+from service.cli import dispatch
+
+WHYSLOW = [str(Path(sys.executable).with_name("whyslow"))]
+"""The installed ``whyslow`` console script (service/cli.py), which runs each command
+through its ``whyslow.commands`` entry point (pyproject.toml)."""
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -27,8 +34,15 @@ def test_subcommands_reach_their_package() -> None:
     assert "export-adapter" in run("train", "--help").stdout
 
 
+def test_without_its_entry_points_the_command_says_to_install(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert dispatch(["serve"], EntryPoints(())) == 2
+    assert "run `make install`" in capsys.readouterr().err
+
+
 def test_package_entry_points_run() -> None:
-    for package in ("baselines", "service", "training", "whyslow"):
+    for package in ("baselines", "service", "training"):
         done = subprocess.run(
             [sys.executable, "-m", package, "--help"], capture_output=True, text=True, timeout=60
         )

@@ -1,3 +1,0 @@
-from whyslow.cli import whyslow
-
-raise SystemExit(whyslow())
