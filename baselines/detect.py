@@ -38,6 +38,11 @@ from service.contract import AnomalyReport, MetricSample, SpanEvent
 MAX_FUTURE_SECONDS = 300.0
 MAX_EXEMPLARS = 5
 MAX_EVIDENCE = 8
+MIN_POOLED_SPANS = 3
+"""A series pooled for ``max_pooled_windows`` is judged if it gathered at least this many."""
+JUDGED_KINDS = ("server", "consumer", "client", "producer")
+"""Span kinds whose latency is judged: a service's own time, and its calls as the caller
+sees them (network delay in front of a callee shows there, not in the callee's spans)."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,9 @@ class DetectorConfig:
     timezone: str = "UTC"
     max_series: int = 50_000
     """Distinct series kept; events of further ones are counted as overflow and dropped."""
+    max_pooled_windows: int = 30
+    """A series whose window holds fewer than ``min_window_count`` spans is pooled with its
+    next windows, up to this many, and judged on them together."""
     thresholds: Thresholds = field(default_factory=Thresholds)
 
 
@@ -61,6 +69,21 @@ class SpanWindow:
     errors: int = 0
     slowest: list[tuple[float, str]] = field(default_factory=list)
     evidence: dict[str, None] = field(default_factory=dict)
+    windows: int = 1
+    """Consecutive windows pooled into this one (a sparse series)."""
+
+    def merged(self, later: SpanWindow) -> SpanWindow:
+        """This pool and the next window of the same series, as one."""
+        slowest = heapq.nlargest(MAX_EXEMPLARS, self.slowest + later.slowest)
+        heapq.heapify(slowest)
+        evidence = dict.fromkeys(list(self.evidence) + list(later.evidence))
+        return SpanWindow(
+            self.durations + later.durations,
+            self.errors + later.errors,
+            slowest,
+            dict.fromkeys(list(evidence)[:MAX_EVIDENCE]),
+            self.windows + later.windows,
+        )
 
     def add(self, event: SpanEvent) -> None:
         self.durations.append(event.duration_ms)
@@ -102,6 +125,8 @@ class SeriesState:
     """What is ordinary for the window p95: its score distribution and smallest step."""
     hour: int = -1
     """The local hour last judged: an incident may be adopted when a new one starts."""
+    pool: SpanWindow | None = None
+    """Sparse windows not judged yet (see ``DetectorConfig.max_pooled_windows``)."""
     trail: HourlyTrail = field(default_factory=HourlyTrail)
     """The last week as observed (server and consumer series), incidents included."""
 
@@ -290,6 +315,7 @@ class Detector:
             key: (float(np.mean(values)), _usual(self._metrics[key].estimate(hour)))
             for key, values in window.metrics.items()
         }
+        complete = self._pool(window)
         summaries = {key: _summarise(agg.durations) for key, agg in window.spans.items()}
         for key in window.spans:
             state = self._series[key]
@@ -301,15 +327,17 @@ class Detector:
                     state.p95.shift(offset)
         usual = {key: self._series[key].p95.estimate(hour) for key in window.spans}
 
-        watched = [key for key in window.spans if key[2] in ("server", "consumer")]
+        watched = [key for key in window.spans if key[2] in JUDGED_KINDS]
         for key in watched:
-            self._series[key].trail.add(hour, summaries[key][1])
+            if key[2] in ("server", "consumer"):
+                self._series[key].trail.add(hour, summaries[key][1])
         judged = [
             (key, base)
             for key in watched
-            if (base := usual[key]) is not None
+            if key in complete
+            and (base := usual[key]) is not None
             and base.history >= th.min_history
-            and len(window.spans[key].durations) >= cfg.min_window_count
+            and len(window.spans[key].durations) >= min(MIN_POOLED_SPANS, cfg.min_window_count)
         ]
         flagged: dict[str, list[WindowFacts]] = {}
         if judged:  # all series of the window in one vectorised step
@@ -346,16 +374,37 @@ class Detector:
         for key, agg in window.spans.items():
             if key[0] not in alerting:
                 state, (p50, p95_, _) = self._series[key], summaries[key]
-                state.p95.add(hour, p95_)
-                state.p50.add(hour, p50)
-                state.count.add(hour, len(agg.durations))
-                state.error_rate.add(hour, agg.errors / len(agg.durations))
+                state.count.add(hour, complete.get(key, len(agg.durations)))
+                if key in complete:
+                    state.p95.add(hour, p95_)
+                    state.p50.add(hour, p50)
+                    state.error_rate.add(hour, agg.errors / len(agg.durations))
         for (service, name), (value, _) in metrics.items():
             if service not in alerting:
                 self._metrics[(service, name)].add(hour, value)
         self._changed.update(key[0] for key in window.spans)
         self._changed.update(key[0] for key in window.metrics)
         return reports
+
+    def _pool(self, window: WindowData) -> dict[SpanKey, int]:
+        """Pool sparse windows: each series' window joins the windows pooled before it;
+        a pool is complete (judged and learnt) once it holds ``min_window_count`` spans or
+        ``max_pooled_windows`` windows, and then replaces the window's own data. Returns the
+        complete series with the spans of this window alone (the count profile learns
+        per window)."""
+        cfg = self.config
+        complete: dict[SpanKey, int] = {}
+        for key, agg in window.spans.items():
+            state = self._series[key]
+            merged = agg if state.pool is None else state.pool.merged(agg)
+            full = len(merged.durations) >= cfg.min_window_count
+            if full or merged.windows >= cfg.max_pooled_windows:
+                state.pool = None
+                complete[key] = len(agg.durations)
+                window.spans[key] = merged
+            else:
+                state.pool = merged
+        return complete
 
     def _facts(
         self,
@@ -376,8 +425,10 @@ class Detector:
         return WindowFacts(
             service=service,
             operation=operation,
-            start=datetime.fromtimestamp(start, UTC),
-            seconds=self.config.window_seconds,
+            start=datetime.fromtimestamp(
+                start - (agg.windows - 1) * self.config.window_seconds, UTC
+            ),
+            seconds=self.config.window_seconds * agg.windows,
             count=len(agg.durations),
             errors=agg.errors,
             p50=p50,

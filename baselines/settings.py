@@ -64,17 +64,20 @@ class Settings(BaseSettings):
     min_baseline_windows: int = Field(
         30, ge=1, description="Windows of history a baseline needs before it may flag."
     )
-    z_flag: float = Field(
-        5.0,
+    surprise: float = Field(
+        1e-4,
         gt=0,
-        description="Flag when two windows in a row are this many robust deviations "
-        "above usual, or one is z_spike deviations above...",
+        lt=0.5,
+        description="Alert when a series' recent windows are this improbable under its own "
+        "learnt score distribution (tail probability)...",
     )
-    z_spike: float = Field(12.0, gt=0, description="...(see z_flag)...")
     flag_ratio: float = Field(2.0, ge=1, description="...and at least ratio x usual p95...")
-    min_delta_ms: float = Field(20.0, ge=0, description="...and this many ms above usual.")
+    min_delta_ms: float = Field(20.0, ge=0, description="...and this many ms above usual...")
     z_clear: float = Field(
-        2.5, gt=0, description="An open incident closes below this many deviations..."
+        2.5,
+        gt=0,
+        description="...and this many robust deviations above usual; an open incident "
+        "closes below it...",
     )
     clear_ratio: float = Field(1.5, ge=1, description="...or below ratio x usual.")
     cooldown_seconds: int = Field(
@@ -138,8 +141,7 @@ class Settings(BaseSettings):
             timezone=self.timezone,
             max_series=self.max_series,
             thresholds=Thresholds(
-                z_flag=self.z_flag,
-                z_spike=self.z_spike,
+                surprise=self.surprise,
                 z_clear=self.z_clear,
                 flag_ratio=self.flag_ratio,
                 clear_ratio=self.clear_ratio,

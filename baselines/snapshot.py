@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from baselines.baseline import SeasonalProfile, json_column
-from baselines.detect import Detector, SeriesState, SpanKey
+from baselines.detect import Detector, SeriesState, SpanKey, SpanWindow
 from baselines.judge import Habits, IncidentGate, Thresholds, band, flag_above
 from baselines.trail import HourlyTrail
 from service.contract import PROFILE_KEY_PREFIX, OperationProfile, WeekProfile
@@ -47,12 +47,23 @@ def encode(
         for part, array in state.trail.state().items():
             arrays[f"s{i}.trail.{part}"] = array
         arrays[f"s{i}.habits.pending"] = np.array(state.habits.pending, dtype=np.float64)
+        pool = state.pool
+        if pool is not None:
+            arrays[f"s{i}.pool.durations"] = np.array(pool.durations, dtype=np.float64)
         gate = {f.name: getattr(state.gate, f.name) for f in fields(IncidentGate)}
         habits = {
             f.name: getattr(state.habits, f.name) for f in fields(Habits) if f.name != "pending"
         }
         manifest["series"].append(  # type: ignore[union-attr]
-            {"key": list(key), "gate": gate, "habits": habits, "hour": state.hour}
+            {
+                "key": list(key),
+                "gate": gate,
+                "habits": habits,
+                "hour": state.hour,
+                "pool": None
+                if pool is None
+                else [pool.errors, pool.slowest, list(pool.evidence), pool.windows],
+            }
         )
     for i, (key, profile) in enumerate(metrics.items()):
         for part, array in profile.state().items():
@@ -88,8 +99,23 @@ def decode(
             if f"s{i}.habits.pending" in archive.files:
                 habits.pending = archive[f"s{i}.habits.pending"].tolist()
             trail = HourlyTrail.from_state(_parts(archive, f"s{i}.trail."))
+            pool = None
+            if entry.get("pool") is not None:
+                errors, slowest, evidence, windows = entry["pool"]
+                pool = SpanWindow(
+                    archive[f"s{i}.pool.durations"].tolist(),
+                    errors,
+                    [(float(d), str(t)) for d, t in slowest],
+                    dict.fromkeys(evidence),
+                    windows,
+                )
             series[tuple(entry["key"])] = SeriesState(
-                **profiles, gate=gate, habits=habits, hour=entry.get("hour", -1), trail=trail
+                **profiles,
+                gate=gate,
+                habits=habits,
+                hour=entry.get("hour", -1),
+                trail=trail,
+                pool=pool,
             )
         metrics = {
             tuple(entry["key"]): SeasonalProfile.from_state(_parts(archive, f"m{i}."))

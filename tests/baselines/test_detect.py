@@ -98,3 +98,76 @@ def test_operations_of_one_service_flagged_together_give_one_report() -> None:
     assert report.related[0].p95_ms > 3 * report.related[0].baseline_p95_ms
     assert detector.stats.flagged == 1
     assert "also slow: GET /" in build_messages(report)[1]["content"]
+
+
+def traffic(
+    days: int, per_minute: int, slow: tuple[datetime, datetime, float] | None, seed: int = 0
+) -> list[list[SpanEvent]]:
+    """Minutes of a caller ``web`` (server spans) calling ``db`` (web's client spans, db's
+    server spans); inside ``slow`` (from, to, factor) the calls slow on the wire only: web's
+    client spans, and so its own time, grow while db's server spans stay flat."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    t0 = datetime(2026, 11, 16, tzinfo=UTC)
+    minutes = []
+    for m in range(days * 24 * 60):
+        at = t0 + timedelta(minutes=m)
+        factor = slow[2] if slow and slow[0] <= at < slow[1] else 1.0
+        events = []
+        for i in range(per_minute):
+            moment = at + timedelta(seconds=60 * i / per_minute)
+            db = float(rng.lognormal(np.log(8), 0.2))
+            wire = float(rng.lognormal(np.log(2), 0.2)) * factor
+            own = float(rng.lognormal(np.log(20), 0.2))
+            events += [
+                SpanEvent(service="db", operation="SELECT", duration_ms=db, timestamp=moment),
+                SpanEvent(
+                    service="web",
+                    operation="SELECT",
+                    kind="client",
+                    peer_service="db",
+                    duration_ms=db + wire,
+                    timestamp=moment,
+                ),
+                SpanEvent(
+                    service="web", operation="GET /", duration_ms=own + db + wire, timestamp=moment
+                ),
+            ]
+        minutes.append(events)
+    return minutes
+
+
+def replay_minutes(minutes: list[list[SpanEvent]]) -> list[AnomalyReport]:
+    detector = Detector(DetectorConfig())
+    reports = []
+    for events in minutes:
+        reports += detector.observe(events, now=events[-1].timestamp.timestamp())
+    return reports + detector.flush()
+
+
+def test_a_sparse_operation_is_judged_over_pooled_windows() -> None:
+    """Two spans a minute, fewer than a window needs: windows are pooled until they hold
+    enough, and a slowdown of an hour is reported once, over the pooled windows."""
+    start = datetime(2026, 11, 19, 14, tzinfo=UTC)
+    reports = replay_minutes(traffic(4, 2, (start, start + timedelta(hours=1), 40.0)))
+    assert len(reports) == 1
+    (report,) = reports
+    assert report.service == "web"
+    assert start <= report.window.start <= start + timedelta(minutes=15)
+    assert report.window.end - report.window.start > timedelta(minutes=1)  # pooled
+
+
+def test_network_delay_in_front_of_a_callee_is_reported_by_its_caller() -> None:
+    """The wire to db slows 30x while db's own spans stay flat: only web, whose client
+    spans see the delay, is reported, and its calls to db carry the evidence."""
+    start = datetime(2026, 11, 19, 14, tzinfo=UTC)
+    reports = replay_minutes(traffic(4, 12, (start, start + timedelta(minutes=30), 30.0)))
+    assert [r.service for r in reports] == ["web"]
+    (dep,) = reports[0].context.downstream
+    assert dep.service == "db" and dep.p95_ms > 2 * dep.baseline_p95_ms
+
+
+def test_quiet_sparse_and_busy_traffic_raises_no_alert_for_days() -> None:
+    assert replay_minutes(traffic(5, 2, None, seed=1)) == []
+    assert replay_minutes(traffic(5, 12, None, seed=2)) == []

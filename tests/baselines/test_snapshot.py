@@ -86,7 +86,8 @@ def test_a_restarted_consumer_resumes_from_its_checkpoint_and_refuses_a_corrupt_
         )
     store.close()
     learnt = consumer.detector.profile_p95("checkout", "POST /checkout").history
-    assert learnt >= 170  # about three hours of one-minute windows
+    # three night hours: windows of fewer than 10 spans are pooled, one value per pool
+    assert learnt >= 30
 
     store = open_store(backend.url)
     with running_consumer(settings, DetectorConfig(), forwarder, store) as second:
