@@ -11,7 +11,7 @@ import hashlib
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -166,6 +166,11 @@ class LatencySummary(Strict):
     p99: NonNegative | None = None
 
 
+BaselineLevel = Literal["hour_of_week", "hour_of_day", "global"]
+"""Which history a baseline came from: the hour of the week, the same hour on other days,
+or every hour."""
+
+
 class BaselineRef(Strict):
     """Which baseline the window was compared with, and how much history stood behind it."""
 
@@ -173,7 +178,7 @@ class BaselineRef(Strict):
     p50: NonNegative
     p95: NonNegative
     samples: Count
-    level: Literal["hour_of_week", "hour_of_day", "global"]
+    level: BaselineLevel
 
 
 class Deviation(Strict):
@@ -325,7 +330,7 @@ PROFILE_KEY_PREFIX = "whyslow:profile:"
 """Store key of a service's week profile, beside its baselines in ``whyslow_baselines``:
 this prefix and the service's name. The consumer writes the row (baselines/snapshot.py),
 the service reads it (service/profiles.py)."""
-PROFILE_VERSION = 1
+PROFILE_VERSION: Final = 1
 """Bumped when a WeekProfile changes shape. A row of another version is no profile to the
 service until the consumer's next checkpoint rewrites it."""
 

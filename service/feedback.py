@@ -43,6 +43,8 @@ def expected_answer(
 ) -> Diagnosis:
     if verdict == "correct":
         return Diagnosis.model_validate(analysis.model_dump(include=set(Diagnosis.model_fields)))
+    if right_cause is None:
+        raise ValueError("a wrong verdict names the right cause")
     cause = ProbableCause(right_cause)
     summary, explanation = rules.explain(report, cause, None)
     given = settled(report)

@@ -21,7 +21,13 @@ from zoneinfo import ZoneInfo
 import psycopg
 from pydantic import ValidationError
 
-from service.contract import PROFILE_KEY_PREFIX, AnomalyReport, BaselineRef, WeekProfile
+from service.contract import (
+    PROFILE_KEY_PREFIX,
+    AnomalyReport,
+    BaselineLevel,
+    BaselineRef,
+    WeekProfile,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +91,10 @@ class ProfileReader:
             return []
 
 
-def _usual(values: list[float | None], how: int) -> tuple[float, str] | None:
+def _usual(values: list[float | None], how: int) -> tuple[float, BaselineLevel] | None:
     """The bucket's value, else the same hour's on other days, else all hours' median."""
-    if values[how] is not None:
-        return values[how], "hour_of_week"  # type: ignore[return-value]
+    if (value := values[how]) is not None:
+        return value, "hour_of_week"
     same_hour = [v for d in range(7) if (v := values[d * 24 + how % 24]) is not None]
     if same_hour:
         return statistics.median(same_hour), "hour_of_day"
@@ -115,6 +121,6 @@ def complete(report: AnomalyReport, profile: WeekProfile | None) -> AnomalyRepor
         p50=round(p50[0] if p50 else 0.0, 1),
         p95=round(p95[0], 1),
         samples=operation.samples[how],
-        level=p95[1],  # type: ignore[arg-type]
+        level=p95[1],
     )
     return report.model_copy(update={"id": report.anomaly_id, "baseline": baseline})

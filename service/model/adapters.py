@@ -47,7 +47,7 @@ class Adapters:
         manifest each time (a small file), so a replaced adapter is judged afresh."""
         if name not in self.names():
             raise UnknownAdapter(name)
-        manifest = self._directory / f"{name}.json"  # type: ignore[operator]
+        manifest = self._file(name).with_suffix(".json")
         if manifest.is_file():
             check_manifest(read_manifest(manifest), self._base)
 
@@ -63,7 +63,8 @@ class Adapters:
         if name is None:
             llama_cpp.llama_set_adapters_lora(ctx, None, 0, None)
         else:
-            handles = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self._handle(name))
+            handle = self._handle(name)
+            handles = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(handle)  # type: ignore[misc]  # llama_cpp says c_void_p, its restype is POINTER(c_void_p)
             scales = (ctypes.c_float * 1)(1.0)
             llama_cpp.llama_set_adapters_lora(ctx, handles, 1, scales)
         self._llm.reset()  # the KV cache holds the previous adapter's keys and values
@@ -72,12 +73,19 @@ class Adapters:
     def _handle(self, name: str) -> llama_cpp.llama_adapter_lora_p:
         if name not in self._loaded:
             self.check(name)
-            path = self._directory / f"{name}.gguf"  # type: ignore[operator]
+            path = self._file(name)
             handle = llama_cpp.llama_adapter_lora_init(self._llm._model.model, str(path).encode())
             if not handle:
                 raise UnknownAdapter(f"{name} ({path} is not a LoRA adapter for this base)")
             manifest = path.with_suffix(".json")
             if manifest.is_file():
-                self._bias[name] = dict(read_manifest(manifest).cause_bias)
+                bias = read_manifest(manifest).cause_bias
+                self._bias[name] = {cause.value: value for cause, value in bias.items()}
             self._loaded[name] = handle
         return self._loaded[name]
+
+    def _file(self, name: str) -> Path:
+        """``name``'s GGUF file (UnknownAdapter without an adapters directory)."""
+        if self._directory is None:
+            raise UnknownAdapter(name)
+        return self._directory / f"{name}.gguf"

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from llama_cpp import Llama
+from llama_cpp import Llama, LogitsProcessorList
 
 from service.contract import Diagnosis, ProbableCause, Severity
 from service.model.numbers import PromptNumbers, TokenClasses
@@ -204,7 +204,7 @@ class FieldDecoder:
             seen.append(scores.copy())
             return scores
 
-        tokens = self._llm.generate(ids, temp=0.0, logits_processor=[keep])
+        tokens = self._llm.generate(ids, temp=0.0, logits_processor=LogitsProcessorList([keep]))
         next(tokens)
         tokens.close()
         return {cause: float(seen[0][t].max()) for cause, t in self._cause_starts.items()}
@@ -234,7 +234,7 @@ class _Run:
     def force(self, text: bytes) -> None:
         self.answer += text
 
-    def _tokens(self, steer: Callable[[np.ndarray], None]) -> Iterator[int]:
+    def _tokens(self, steer: Callable[[np.ndarray], None]) -> Generator[int, None, None]:
         """Tokens sampled after the answer so far, each from the scores as ``steer``
         leaves them (it changes them in place: no 49k-float garbage per token)."""
         llm = self.d._llm
@@ -244,9 +244,14 @@ class _Run:
             steer(scores)
             return scores
 
-        sampling = {"temp": self.temp, "top_k": 40, "top_p": 0.95, "min_p": 0.05}
         for token in llm.generate(
-            ids, repeat_penalty=self.d._repeat_penalty, logits_processor=[mask], **sampling
+            ids,
+            temp=self.temp,
+            top_k=40,
+            top_p=0.95,
+            min_p=0.05,
+            repeat_penalty=self.d._repeat_penalty,
+            logits_processor=LogitsProcessorList([mask]),
         ):
             self.sampled += 1
             if self.sampled > self.budget:

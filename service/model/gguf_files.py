@@ -14,7 +14,7 @@ import json
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import gguf
 import llama_cpp
@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from service.contract import ProbableCause
 
-MANIFEST_FORMAT = "whyslow-adapter/1"
+MANIFEST_FORMAT: Final = "whyslow-adapter/1"
 
 OutType = Literal["F32", "F16"]
 

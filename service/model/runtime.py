@@ -28,9 +28,13 @@ class ModelBackend(Protocol):
     (service/model/remote.py)."""
 
     info: ModelInfo
-    adapters: AdapterSelector
     tokens: dict[str, int]
     generating_s: float
+
+    @property
+    def adapters(self) -> AdapterSelector:
+        """Read-only here, so that each backend may hold its own kind of selector."""
+        ...
 
     def complete(
         self,
@@ -159,7 +163,7 @@ class ModelRuntime:
     def prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
         """The chat as the model reads it: its own template, special tokens parsed (the
         prompt has neutralised every one in untrusted text)."""
-        prompt = self._chat(messages=messages).prompt
+        prompt = self._chat(messages=messages).prompt  # type: ignore[arg-type]  # llama_cpp types each role's dict apart
         return self._llm.tokenize(prompt.encode(), add_bos=True, special=True)
 
     def complete(

@@ -31,7 +31,8 @@ ADAPTER = Path(__file__).resolve().parent / "weights" / "whyslow-smollm2.gguf"
 def cause_bias(adapter: Path = ADAPTER) -> dict[str, float]:
     """The adapter's calibration (its manifest's ``cause_bias``), which the merged model is
     served with."""
-    return dict(read_manifest(adapter.with_suffix(".json")).cause_bias)
+    bias = read_manifest(adapter.with_suffix(".json")).cause_bias
+    return {cause.value: value for cause, value in bias.items()}
 
 
 def adapter_digest(adapter: Path = ADAPTER) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import PlainTextResponse
@@ -24,7 +24,7 @@ def _rfc3339(value: object) -> object:
 
 
 Rfc3339 = Annotated[datetime, BeforeValidator(_rfc3339)]
-UNDECODABLE = {400: {"description": "The body is not UTF-8 JSON."}}
+UNDECODABLE: dict[int | str, dict[str, Any]] = {400: {"description": "The body is not UTF-8 JSON."}}
 
 
 class AnomalyPage(BaseModel):
