@@ -60,7 +60,7 @@ def hf_folder(gguf_path: Path, cache_dir: Path) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
         # The GGUF loader marks the model as quantised and not serialisable; its weights are
         # plain fp32 by now, so forgetting the quantizer lets it save as a normal checkpoint.
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]  # torch types module attributes as tensors or modules
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(work)
@@ -88,6 +88,7 @@ def _tokens(tokenizer: PreTrainedTokenizerBase, vocab_size: int | None) -> list[
     "[PADn]" for the ids in between, as llama.cpp's converter writes them."""
     size = max(len(tokenizer), vocab_size or 0)
     known = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    assert isinstance(known, list)  # a list of ids gives a list of tokens
     return known + [f"[PAD{i}]" for i in range(len(known), size)]
 
 

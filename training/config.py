@@ -21,6 +21,7 @@ from pydantic_core import PydanticCustomError
 
 TargetModule = Literal["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 KNOWN_TARGETS: tuple[str, ...] = get_args(TargetModule)
+ATTENTION_TARGETS: tuple[TargetModule, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
 class ConfigError(ValueError):
@@ -78,7 +79,7 @@ class TrainConfig(BaseModel):
     lora_alpha: Number = Field(32, gt=0, description="LoRA scale numerator: alpha / r.")
     lora_dropout: Number = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
     lora_target_modules: list[TargetModule] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        default_factory=lambda: list(ATTENTION_TARGETS),
         min_length=1,
         description=f"Linear layers that get an adapter, among {', '.join(KNOWN_TARGETS)}.",
     )

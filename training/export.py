@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
 import gguf
 import numpy as np
@@ -75,20 +75,27 @@ def _field(reader: gguf.GGUFReader, key: str) -> object:
     return None if field is None else field.contents()
 
 
-def _lora_scale_alpha(config: dict[str, object]) -> tuple[int, float]:
+def _count(reader: gguf.GGUFReader, key: str) -> int:
+    value = _field(reader, key)
+    if not isinstance(value, int):
+        raise ValueError(f"the base has no count {key} (got {value!r})")
+    return value
+
+
+def _lora_scale_alpha(config: dict[str, Any]) -> tuple[int, float]:
     """(r, alpha as llama.cpp must read it). llama.cpp scales by alpha / r; rsLoRA scales
     by alpha / sqrt(r), which is the same as an alpha of alpha * sqrt(r)."""
-    r, alpha = int(config["r"]), float(config["lora_alpha"])  # type: ignore[arg-type]
+    r, alpha = int(config["r"]), float(config["lora_alpha"])
     return r, alpha * math.sqrt(r) if config.get("use_rslora") else alpha
 
 
-def _refusals(config: dict[str, object]) -> list[str]:
+def _refusals(config: dict[str, Any]) -> list[str]:
     """What in a LoraConfig this exporter cannot express as a llama.cpp LoRA."""
     faults = []
     targets = config.get("target_modules") or []
     if isinstance(targets, str):
         targets = []  # a regex: the tensors themselves are checked below
-    unmappable = sorted(set(targets) - set(HF_TO_GGUF))  # type: ignore[arg-type]
+    unmappable = sorted(set(targets) - set(HF_TO_GGUF))
     if unmappable:
         faults.append(f"target modules {unmappable} have no llama.cpp LoRA tensor")
     if config.get("modules_to_save"):
@@ -135,8 +142,8 @@ def peft_to_gguf_adapter(
     if not isinstance(arch, str):
         raise ValueError(f"{base_gguf} has no general.architecture")
     heads = {
-        "attn_q": int(_field(base, f"{arch}.attention.head_count")),  # type: ignore[arg-type]
-        "attn_k": int(_field(base, f"{arch}.attention.head_count_kv")),  # type: ignore[arg-type]
+        "attn_q": _count(base, f"{arch}.attention.head_count"),
+        "attn_k": _count(base, f"{arch}.attention.head_count_kv"),
     }
     shapes = {t.name: tuple(reversed(t.shape.tolist())) for t in base.tensors}
 

@@ -200,15 +200,15 @@ def load_model(config: TrainConfig, folder: Path) -> tuple[Any, Any]:
             model, use_gradient_checkpointing=config.gradient_checkpointing
         )
     elif cuda:
-        model = model.to("cuda")
+        model = model.to("cuda")  # type: ignore[arg-type]  # functools.wraps hides the bound self
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
     lora = LoraConfig(
         r=config.lora_r,
-        lora_alpha=config.lora_alpha,
+        lora_alpha=config.lora_alpha,  # type: ignore[arg-type]  # peft says int; alpha / r takes a float
         lora_dropout=config.lora_dropout,
-        target_modules=config.lora_target_modules,
+        target_modules=list[str](config.lora_target_modules),
         use_rslora=config.peft_use_rslora,
         task_type="CAUSAL_LM",
     )

@@ -71,17 +71,17 @@ def _as_chat(row: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     return to_sample(scenario, "handwritten"), []
 
 
-def _check_sample(row: dict[str, Any]) -> tuple[str | None, list[str]]:
+def _check_sample(row: dict[str, Any]) -> tuple[ProbableCause | None, list[str]]:
     """(the answer's cause, the sample's errors)."""
-    messages = row.get("messages")
+    turns = row.get("messages")
+    messages: list[Any] = turns if isinstance(turns, list) else []
     roles = (
         [m.get("role") if isinstance(m, dict) else type(m).__name__ for m in messages]
-        if isinstance(messages, list)
+        if isinstance(turns, list)
         else None
     )
     if roles != ["system", "user", "assistant"] or not all(
-        isinstance(m.get("content"), str)
-        for m in messages  # type: ignore[union-attr]
+        isinstance(m.get("content"), str) for m in messages
     ):
         got = reprlib.repr(roles)
         return None, [f"messages must be system, user, assistant with text (got {got})"]

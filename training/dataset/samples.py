@@ -91,8 +91,8 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     try:
         lines = data.decode("utf-8").split("\n")
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise DataError(f"{path}:{line}: not UTF-8 text ({exc.reason})") from exc
+        at = data.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{path}:{at}: not UTF-8 text ({exc.reason})") from exc
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue

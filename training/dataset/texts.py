@@ -248,6 +248,8 @@ def explanation_for(
     speed)."""
     signals = derived_signals(report)
     summary = settled(report).summary(cause)
+    if summary is None:  # the generator gives every report a baseline
+        raise ValueError(f"{report.service}: a training report needs a baseline to summarise")
     key = {
         C.local_cpu_saturation: "cpu",
         C.downstream_dependency: "downstream",
