@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, overload
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -68,6 +68,10 @@ def _offset(epoch_s: float, zone: ZoneInfo) -> float:
     return offset.total_seconds() if offset else 0.0
 
 
+@overload
+def hour_of_week(hour_index: int) -> int: ...
+@overload
+def hour_of_week(hour_index: np.ndarray) -> np.ndarray: ...
 def hour_of_week(hour_index: int | np.ndarray) -> int | np.ndarray:
     """0 = Monday 00:00 local, from a local hour index."""
     return (hour_index + EPOCH_WEEKDAY_HOURS) % HOURS_PER_WEEK
@@ -180,7 +184,7 @@ class SeasonalProfile:
         for level, caution, values in candidates:
             if values.size >= self.min_level_samples:
                 center, spread = robust(values)
-                spread = caution * float(self.shrink(np.float64(spread), values.size, pooled))
+                spread = caution * float(self.shrink(np.asarray(spread), values.size, pooled))
                 return Estimate(
                     self.to_units(center),
                     center,

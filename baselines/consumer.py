@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -70,16 +70,16 @@ class ConsumerStats:
     store_errors: int = 0
 
 
-class _HeaderGetter(Getter[dict[str, Any]]):
+class _HeaderGetter(Getter[Mapping[str, Any]]):
     """W3C context from AMQP headers, whose values pika may hand over as bytes."""
 
-    def get(self, carrier: dict[str, Any], key: str) -> list[str] | None:
+    def get(self, carrier: Mapping[str, Any], key: str) -> list[str] | None:
         value = carrier.get(key)
         if value is None:
             return None
         return [value.decode() if isinstance(value, bytes) else str(value)]
 
-    def keys(self, carrier: dict[str, Any]) -> list[str]:
+    def keys(self, carrier: Mapping[str, Any]) -> list[str]:
         return list(carrier)
 
 
@@ -110,7 +110,15 @@ def sent_routing_key(settings: Settings, method: Basic.Deliver, properties: Basi
     copy, routed by its shard number, carries the original in its ``type``."""
     if settings.shard is not None and properties.type:
         return properties.type
-    return method.routing_key
+    return delivered(method)[1]
+
+
+def delivered(method: Basic.Deliver) -> tuple[int, str]:
+    """A delivery's tag and routing key. The broker sets both on every delivery; pika types
+    them optional because a method frame may be built without them."""
+    if method.delivery_tag is None or method.routing_key is None:
+        raise ValueError(f"a delivery without its tag or routing key: {method}")
+    return method.delivery_tag, method.routing_key
 
 
 def message_digest(routing_key: str, body: bytes) -> str:
@@ -339,7 +347,8 @@ class TelemetryConsumer:
             self._restore()
             self._active = True
         self.stats.messages += 1
-        digest = message_digest(method.routing_key, body)
+        tag, routing_key = delivered(method)
+        digest = message_digest(routing_key, body)
         headers = properties.headers or {}
         parent = propagate.extract(headers, getter=HEADERS)
         with tracer.start_as_current_span(
@@ -359,9 +368,9 @@ class TelemetryConsumer:
                 self._recent.append(key)
                 self._recent_set.add(key)
         if self._store is None:
-            channel.basic_ack(method.delivery_tag)
+            channel.basic_ack(tag)
         else:
-            self._unacked = method.delivery_tag
+            self._unacked = tag
             self._unacked_count += 1
 
     def _apply(

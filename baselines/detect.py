@@ -264,7 +264,7 @@ class Detector:
             window = open_windows.get(start)
             if window is None:
                 window = open_windows[start] = WindowData()
-            if type(event) is SpanEvent:
+            if isinstance(event, SpanEvent):
                 key = (event.service, event.operation, event.kind, event.peer_service or "")
                 agg = window.spans.get(key)
                 if agg is None:

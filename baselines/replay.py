@@ -46,7 +46,7 @@ from baselines.judge import (
 )
 
 if TYPE_CHECKING:
-    from _csv import _reader
+    from _csv import Reader
 
 PROGRESS_MIN_ROWS = 200_000
 HEADER = ["timestamp", "value", "expected", "score", "is_anomaly"]
@@ -104,7 +104,7 @@ def read_series(source: TextIO) -> Series:
     return Series(stamps, texts, parse_timestamps(stamps, lines), values)
 
 
-def _columns(reader: _reader) -> tuple[list[str], list[str], list[int]]:
+def _columns(reader: Reader) -> tuple[list[str], list[str], list[int]]:
     """The first two columns, and the line each row ends on (blank lines are skipped, so
     an error names the line of the file, not the count of rows)."""
     header = next(reader, None)

@@ -40,7 +40,14 @@ from opentelemetry import propagate, trace
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic, BasicProperties
 
-from baselines.consumer import HEADERS, LAG_EVERY_S, content_type_of, message_digest, wire_format
+from baselines.consumer import (
+    HEADERS,
+    LAG_EVERY_S,
+    content_type_of,
+    delivered,
+    message_digest,
+    wire_format,
+)
 from baselines.ingest.json_events import MalformedMessage, split_json_events
 from baselines.ingest.otlp import JSON_CONTENT_TYPE, split_otlp
 from baselines.settings import Settings
@@ -150,7 +157,7 @@ class Router:
             carrier = dict(headers)
             propagate.inject(carrier)  # the shard's consumer continues this span's trace
             self._split_and_publish(channel, method, properties, body, carrier)
-        channel.basic_ack(method.delivery_tag)
+        channel.basic_ack(delivered(method)[0])
 
     def _split_and_publish(
         self,
@@ -160,18 +167,17 @@ class Router:
         body: bytes,
         headers: dict[str, Any],
     ) -> None:
-        digest = message_digest(method.routing_key, body)
+        routing_key = delivered(method)[1]
+        digest = message_digest(routing_key, body)
         try:
             parts = split_message(
                 body,
-                method.routing_key,
+                routing_key,
                 content_type_of(properties),
                 lambda service: shard_of(service, self._shards),
             )
         except MalformedMessage as exc:
-            dead_letter(
-                channel, self._settings, method.routing_key, properties, body, str(exc), digest
-            )
+            dead_letter(channel, self._settings, routing_key, properties, body, str(exc), digest)
             self.stats.dead_lettered += 1
             return
         for shard, (part, content_type) in sorted(parts.items()):
@@ -181,7 +187,7 @@ class Router:
                 part,
                 BasicProperties(
                     content_type=content_type,
-                    type=method.routing_key,
+                    type=routing_key,
                     delivery_mode=pika.DeliveryMode.Persistent,
                     message_id=f"{digest}:{shard}",
                     headers=headers,

@@ -39,7 +39,8 @@ def encode(
     series: dict[SpanKey, SeriesState], metrics: dict[tuple[str, str], SeasonalProfile]
 ) -> bytes:
     arrays: dict[str, np.ndarray] = {}
-    manifest: dict[str, object] = {"version": PAYLOAD_VERSION, "series": [], "metrics": []}
+    series_entries: list[dict[str, object]] = []
+    metric_entries: list[dict[str, object]] = []
     for i, (key, state) in enumerate(series.items()):
         for name in PROFILES:
             for part, array in getattr(state, name).state().items():
@@ -54,7 +55,7 @@ def encode(
         habits = {
             f.name: getattr(state.habits, f.name) for f in fields(Habits) if f.name != "pending"
         }
-        manifest["series"].append(  # type: ignore[union-attr]
+        series_entries.append(
             {
                 "key": list(key),
                 "gate": gate,
@@ -65,13 +66,14 @@ def encode(
                 else [pool.errors, pool.slowest, list(pool.evidence), pool.windows],
             }
         )
-    for i, (key, profile) in enumerate(metrics.items()):
+    for i, (metric, profile) in enumerate(metrics.items()):
         for part, array in profile.state().items():
             arrays[f"m{i}.{part}"] = array
-        manifest["metrics"].append({"key": list(key)})  # type: ignore[union-attr]
+        metric_entries.append({"key": list(metric)})
+    manifest = {"version": PAYLOAD_VERSION, "series": series_entries, "metrics": metric_entries}
     arrays["manifest"] = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
     out = io.BytesIO()
-    np.savez_compressed(out, **arrays)
+    np.savez_compressed(out, **arrays)  # type: ignore[arg-type]  # array names; none is allow_pickle
     return out.getvalue()
 
 
@@ -88,7 +90,7 @@ def decode(
             f"payload version {manifest.get('version')!r}, this build reads {PAYLOAD_VERSION}"
         )
     try:
-        series = {}
+        series: dict[SpanKey, SeriesState] = {}
         for i, entry in enumerate(manifest["series"]):
             profiles = {
                 name: SeasonalProfile.from_state(_parts(archive, f"s{i}.{name}."))
@@ -117,13 +119,13 @@ def decode(
                 trail=trail,
                 pool=pool,
             )
-        metrics = {
+        metrics: dict[tuple[str, str], SeasonalProfile] = {
             tuple(entry["key"]): SeasonalProfile.from_state(_parts(archive, f"m{i}."))
             for i, entry in enumerate(manifest["metrics"])
         }
     except (KeyError, TypeError, ValueError) as exc:
         raise SnapshotFormatError(f"incomplete baseline snapshot: {exc!r}") from exc
-    return series, metrics  # type: ignore[return-value]
+    return series, metrics
 
 
 def _known(cls: type, saved: dict[str, Any]) -> dict[str, Any]:

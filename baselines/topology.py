@@ -118,12 +118,13 @@ def run_reconnecting(
     """Call ``step`` (one connection's life) until ``stopping`` is set, reconnecting after a
     lost broker, or one of the ``transient`` errors, with exponential backoff (0.5 s
     doubling to 30 s) and jitter."""
+    retried: tuple[type[Exception], ...] = (pika.exceptions.AMQPConnectionError, *transient)
     delay = 0.5
     while not stopping.is_set():
         try:
             step()
             delay = 0.5
-        except (pika.exceptions.AMQPConnectionError, *transient) as exc:
+        except retried as exc:
             if stopping.is_set():
                 break
             wait = min(delay, 30.0) * random.uniform(0.5, 1.5)

@@ -18,9 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NamedTuple, TypeVar
 
-from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from baselines.ingest.json_events import MAX_REASON_CHARS, MalformedMessage, ParsedBatch, load_json
@@ -103,7 +101,7 @@ def _valid_unicode(payload: dict[str, Any]) -> bool:
     return True
 
 
-_Request = TypeVar("_Request", ExportTraceServiceRequest, ExportMetricsServiceRequest)
+_Request = TypeVar("_Request", bound=Message)
 
 
 def proto_request(cls: type[_Request], body: bytes, field: str) -> _Request:

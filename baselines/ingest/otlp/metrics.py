@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
@@ -75,8 +75,8 @@ METRIC_RULES: Mapping[str, MetricRule] = MappingProxyType(
 """Instrument name -> whyslow metric. Other gauges pass through under their own name with
 the mean of their points per timestamp, other non-monotonic sums with the total."""
 
-_GAUGE_RULE = "mean"
-_SUM_RULE = "sum"
+_GAUGE_RULE: Final = "mean"
+_SUM_RULE: Final = "sum"
 _STATE_KEYS = ("state", "cpu.mode", "system.cpu.state", "system.memory.state")
 _CPU_KEYS = ("cpu", "cpu.logical_number", "system.cpu.logical_number")
 _POINT_KEYS = frozenset({*_STATE_KEYS, *_CPU_KEYS})

@@ -139,7 +139,7 @@ def _add_span(
         problem = f"span_id is longer than {MAX_SPAN_ID_CHARS} hex characters"
     if problem is not None:
         label = name[:80] if name else "<unnamed>"
-        item = {
+        item: dict[str, object] = {
             "service": resource.service,
             "name": name[:MAX_NAME_CHARS],
             "trace_id": trace_id,
