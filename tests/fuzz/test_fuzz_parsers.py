@@ -1,5 +1,6 @@
 """The fuzz harness runs, and finds no crash in 20 seconds (the 5-minute run is
-``python tests/fuzz/fuzz_parsers.py --seconds 300``). It is a real, coverage-guided run: the corpus grows."""
+``python tests/fuzz/fuzz_parsers.py --seconds 300``). It is a real, coverage-guided run: the
+corpus grows."""
 
 from __future__ import annotations
 

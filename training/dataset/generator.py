@@ -128,7 +128,8 @@ class Draft:
         """Half the time, one loud signal that follows from the cause (memory holding a slow
         query's rows, a backlog behind starved workers, dependency calls slowed by the
         network): the evidence still decides (policy.md, step 1). Without these a model
-        read an evidence case by its loudest number (the hand-written misses of an early adapter)."""
+        read an evidence case by its loudest number (the hand-written misses of an early
+        adapter)."""
         if self.rng.random() >= 0.5:
             return
         name = self.rng.choice(names)
