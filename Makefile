@@ -1,4 +1,5 @@
-# whyslow: `make run` installs everything and runs the demo; `make test` runs the tests.
+# whyslow: `make run` installs everything and runs the demo; `make test` runs the tests;
+# `make lint` checks style and types.
 VENV ?= .venv
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
@@ -11,9 +12,11 @@ run: install rabbitmq
 test: install-train rabbitmq
 	$(BIN)/pytest
 
-lint: install
+# mypy checks training against its stack too (torch, transformers, peft): install-train.
+lint: install-train
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 install: $(VENV)/.installed
 
