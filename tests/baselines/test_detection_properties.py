@@ -273,8 +273,8 @@ def test_noise_alerts_at_most_once_a_day_once_learnt(sigma: float, step: int, se
 def test_new_series_of_noise_do_not_alert_while_they_learn(sigma: float, step: int) -> None:
     """The first week of ten series of the same noise: while each hour's baseline still
     comes from other hours and days, and each day judges more narrowly than the day before,
-    noise is no more surprising than later, when a series alerts about once a month: two
-    alerts at most in all ten first weeks."""
+    noise is no more surprising than later, when ten such series together alert less than
+    once a week: two alerts at most in all ten first weeks."""
     days, series = 7, 10
     per_day = sum(
         alerts_per_day(
