@@ -91,6 +91,8 @@ class Estimate:
     hour_of_week: int
     history: int
     """Values the series has learnt in all: how long it has been watched."""
+    caution: float = 1.0
+    """How much ``spread`` was widened because a less specific level answered."""
 
 
 def json_column(values: np.ndarray) -> list[float | None]:
@@ -193,6 +195,7 @@ class SeasonalProfile:
                     level,
                     how,
                     self._recent_written,
+                    caution,
                 )
         return None
 

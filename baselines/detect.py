@@ -344,20 +344,29 @@ class Detector:
             states = [self._series[key] for key, _ in judged]
             p95 = np.array([summaries[key][1] for key, _ in judged])
             center = np.array([base.center for _, base in judged])
-            spread = floored_spread(
-                center,
-                np.array([base.spread for _, base in judged]),
+            widened = np.array([base.spread for _, base in judged])
+            caution = np.array([base.caution for _, base in judged])
+            floors = (
                 th,
                 True,
                 np.array([state.habits.frozen_quantum for state in states]),
                 np.array([state.p95.recent_spread(hour // 24) for state in states]),
             )
+            spread = floored_spread(center, widened, *floors)
             z, ratio, usual_p95 = deviation(p95, center, spread, th, log=True)
-            scores = raw_score(z)
-            material, calm = material_and_calm(p95, usual_p95, z, ratio, th)
+            z_score = deviation(
+                p95, center, floored_spread(center, widened / caution, *floors), th, log=True
+            )[0]
+            scores = raw_score(z_score)
+            surprises = [
+                state.habits.standardised(scores[i : i + 1], th) for i, state in enumerate(states)
+            ]
+            material, calm = material_and_calm(
+                p95, usual_p95, z, ratio, np.concatenate(surprises), th
+            )
             offsets = np.log(np.maximum(p95, LOG_FLOOR)) - center
             for i, ((key, _), state) in enumerate(zip(judged, states, strict=True)):
-                surprise = state.habits.standardised(scores[i : i + 1], th)
+                surprise = surprises[i]
                 state.habits.commit(scores[i : i + 1], p95[i : i + 1], th)
                 exceeds = bool(material[i]) and bool(surprise[0] > th.critical)
                 if state.gate.step(end, exceeds, bool(calm[i]), th):

@@ -59,7 +59,9 @@ class Thresholds:
     flag_ratio: float = 2.0
     """...and a value alerts only if it is also this many times the usual value..."""
     clear_ratio: float = 1.5
-    """...or closes the incident when the ratio falls below this."""
+    """...or closes the incident when the ratio falls below this, once recent behaviour
+    is ordinary again: its standardised recent score below ``clear_surprise``."""
+    clear_surprise: float = 1.0
     min_delta: float = 20.0
     """Smallest absolute change that counts (latency: ms)."""
     min_history: int = 30
@@ -142,17 +144,27 @@ def deviation(
 
 
 def raw_score(z: np.ndarray) -> np.ndarray:
-    """The bounded score a series' distribution is learnt on: 0 at usual, log-growing."""
+    """The bounded score a series' distribution is learnt on: 0 at usual, log-growing. Its
+    z is measured in the spread *before* the caution widening of a young baseline
+    (``Estimate.caution``), so the distribution learnt while the baseline was young still
+    fits once it matures; the widening only raises the bar of ``material_and_calm``."""
     return np.log1p(np.maximum(z, 0.0))
 
 
 def material_and_calm(
-    value: np.ndarray, usual: np.ndarray, z: np.ndarray, ratio: np.ndarray, th: Thresholds
+    value: np.ndarray,
+    usual: np.ndarray,
+    z: np.ndarray,
+    ratio: np.ndarray,
+    surprise: np.ndarray,
+    th: Thresholds,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(material, calm): a value may alert only if it is far enough out to matter (z_flag
-    spreads, flag_ratio x and min_delta from usual); an incident closes on a calm value."""
+    spreads, flag_ratio x and min_delta from usual); an incident closes on a calm value
+    whose recent behaviour (``surprise``, standardised; NaN: unknown) is ordinary again,
+    so one quiet minute inside a burst of a noisy count does not end it."""
     material = (z >= th.z_flag) & (ratio >= th.flag_ratio) & (np.abs(value - usual) >= th.min_delta)
-    calm = (z < th.z_clear) | (ratio < th.clear_ratio)
+    calm = ((z < th.z_clear) | (ratio < th.clear_ratio)) & ~(surprise >= th.clear_surprise)
     return material, calm
 
 

@@ -74,18 +74,13 @@ def reference(epoch, values, config: DetectorConfig, direction: str):
         est = profile.estimate(hour)
         flag, score, x = False, np.array([np.nan]), np.array([v])
         if est is not None and est.history >= th.min_history:
-            spread = floored_spread(
-                np.array([est.center]),
-                np.array([est.spread]),
-                th,
-                False,
-                habits.frozen_quantum,
-                profile.recent_spread(hour // 24),
-            )
-            z, ratio, usual = deviation(x, np.array([est.center]), spread, th, False)
-            score = raw_score(z)
+            floors = (th, False, habits.frozen_quantum, profile.recent_spread(hour // 24))
+            c, widened = np.array([est.center]), np.array([est.spread])
+            z, ratio, usual = deviation(x, c, floored_spread(c, widened, *floors), th, False)
+            unwidened = floored_spread(c, widened / est.caution, *floors)
+            score = raw_score(deviation(x, c, unwidened, th, False)[0])
             surprise = habits.standardised(score, th)
-            material, calm = material_and_calm(x, usual, z, ratio, th)
+            material, calm = material_and_calm(x, usual, z, ratio, surprise, th)
             exceeds = bool(material[0]) and bool(surprise[0] > th.critical)
             candidate = bool(material[0]) and not gate.open and t > gate.quiet_until
             flag = gate.step(t, exceeds, bool(calm[0]), th)
@@ -124,8 +119,8 @@ def test_an_isolated_blip_is_not_an_incident() -> None:
     blip = 2 * 7 * 288 + 100
     values[blip] *= 1.8  # several deviations out, but alone
     assert detect(epoch, values, DetectorConfig()).is_anomaly.sum() == 0
-    values[blip + 1] *= 1.8  # twice in a row: an incident
-    assert detect(epoch, values, DetectorConfig()).is_anomaly[blip + 1] == 1
+    values[blip + 1 : blip + 3] *= 1.8  # three in a row (the recent mean): an incident
+    assert detect(epoch, values, DetectorConfig()).is_anomaly[blip + 2] == 1
 
 
 def test_a_spike_is_flagged_once_and_the_weekly_cycle_is_not() -> None:
