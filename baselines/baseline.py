@@ -91,8 +91,6 @@ class Estimate:
     hour_of_week: int
     history: int
     """Values the series has learnt in all: how long it has been watched."""
-    caution: float = 1.0
-    """How much ``spread`` was widened because a less specific level answered."""
 
 
 def json_column(values: np.ndarray) -> list[float | None]:
@@ -195,7 +193,6 @@ class SeasonalProfile:
                     level,
                     how,
                     self._recent_written,
-                    caution,
                 )
         return None
 

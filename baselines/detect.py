@@ -344,20 +344,16 @@ class Detector:
             states = [self._series[key] for key, _ in judged]
             p95 = np.array([summaries[key][1] for key, _ in judged])
             center = np.array([base.center for _, base in judged])
-            widened = np.array([base.spread for _, base in judged])
-            caution = np.array([base.caution for _, base in judged])
-            floors = (
+            spread = floored_spread(
+                center,
+                np.array([base.spread for _, base in judged]),
                 th,
                 True,
                 np.array([state.habits.frozen_quantum for state in states]),
                 np.array([state.p95.recent_spread(hour // 24) for state in states]),
             )
-            spread = floored_spread(center, widened, *floors)
             z, ratio, usual_p95 = deviation(p95, center, spread, th, log=True)
-            z_score = deviation(
-                p95, center, floored_spread(center, widened / caution, *floors), th, log=True
-            )[0]
-            scores = raw_score(z_score)
+            scores = raw_score(z)
             surprises = [
                 state.habits.standardised(scores[i : i + 1], th) for i, state in enumerate(states)
             ]

@@ -144,10 +144,7 @@ def deviation(
 
 
 def raw_score(z: np.ndarray) -> np.ndarray:
-    """The bounded score a series' distribution is learnt on: 0 at usual, log-growing. Its
-    z is measured in the spread *before* the caution widening of a young baseline
-    (``Estimate.caution``), so the distribution learnt while the baseline was young still
-    fits once it matures; the widening only raises the bar of ``material_and_calm``."""
+    """The bounded score a series' distribution is learnt on: 0 at usual, log-growing."""
     return np.log1p(np.maximum(z, 0.0))
 
 

@@ -223,7 +223,7 @@ def detect(
     hours = local_hours(ts, ZoneInfo(config.timezone))
     n = x.size
     center, spread, history = np.full(n, np.nan), np.zeros(n), np.zeros(n, dtype=np.int64)
-    standardised, caution, score_spread = np.full(n, np.nan), np.ones(n), np.zeros(n)
+    standardised = np.full(n, np.nan)
     profile, gate, habits = SeasonalProfile(log=False), IncidentGate(), Habits()
     positive = bool(n) and bool(np.all(x > 0))  # a new level scales the daily shape
     runs = list(_hour_runs(hours)) if n else []
@@ -256,12 +256,11 @@ def detect(
             lo, hi = runs[r]
             if estimate is not None:
                 center[lo:hi], spread[lo:hi] = estimate.center, estimate.spread
-                history[lo:hi], caution[lo:hi] = estimate.history, estimate.caution
+                history[lo:hi] = estimate.history
             r += 1
         floors = (th, False, habits.frozen_quantum, profile.recent_spread(day))
-        score_spread[lo:hi] = floored_spread(center[lo:hi], spread[lo:hi] / caution[lo:hi], *floors)
         spread[lo:hi] = floored_spread(center[lo:hi], spread[lo:hi], *floors)
-        batch = Batch(ts, x, center, spread, score_spread, history, standardised, positive, lo, hi)
+        batch = Batch(ts, x, center, spread, history, standardised, positive, lo, hi)
         learn, cut = _judge(batch, run_starts[first:r] - lo, gate, habits, th, alerts)
         if cut < hi:  # the incident became a new level at an hour's start: go on from there
             r = first + int(np.searchsorted(run_starts[first:r], cut))
@@ -320,8 +319,6 @@ class Batch:
     center: np.ndarray
     spread: np.ndarray
     """Floored."""
-    score_spread: np.ndarray
-    """Floored, without the caution widening of a young baseline (``raw_score``)."""
     history: np.ndarray
     standardised: np.ndarray
     """Written: each row's standardised recent score where it could raise an alert (far
@@ -347,8 +344,7 @@ def _judge(
     x, center = b.x[lo:hi], b.center[lo:hi]
     judged = (b.history[lo:hi] >= th.min_history) & ~np.isnan(center)
     z, ratio, usual = deviation(x, center, b.spread[lo:hi], th, log=False)
-    z_score = deviation(x, center, b.score_spread[lo:hi], th, log=False)[0]
-    scores = np.where(judged, raw_score(z_score), np.nan)
+    scores = np.where(judged, raw_score(z), np.nan)
     surprise = habits.standardised(scores, th)
     material, calm = material_and_calm(x, usual, z, ratio, surprise, th)
     exceeds = judged & material & (surprise > th.critical)
