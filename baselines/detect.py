@@ -339,7 +339,7 @@ class Detector:
             and base.history >= th.min_history
             and len(window.spans[key].durations) >= min(MIN_POOLED_SPANS, cfg.min_window_count)
         ]
-        flagged: dict[str, list[WindowFacts]] = {}
+        flagged: dict[str, list[tuple[bool, WindowFacts]]] = {}
         if judged:  # all series of the window in one vectorised step
             states = [self._series[key] for key, _ in judged]
             p95 = np.array([summaries[key][1] for key, _ in judged])
@@ -369,7 +369,8 @@ class Detector:
                     state.trail.flag(start, hour, float(p95[i]))
                     score = float(likelihood(surprise)[0])
                     facts = self._facts(key, start, hour, score, window, summaries, usual, metrics)
-                    flagged.setdefault(key[0], []).append(facts)
+                    own = key[2] in ("server", "consumer")
+                    flagged.setdefault(key[0], []).append((own, facts))
                 if state.gate.open:
                     state.gate.keep_offsets(offsets[i : i + 1])
         alerting = {key[0] for key in window.spans if self._series[key].gate.open}
@@ -459,10 +460,12 @@ class Detector:
         )
 
 
-def _coalesce(group: list[WindowFacts]) -> tuple[WindowFacts, list[WindowFacts]]:
-    """One report for a service's operations flagged together: the worst leads."""
-    group = sorted(group, key=lambda facts: facts.score, reverse=True)
-    return group[0], group[1:]
+def _coalesce(group: list[tuple[bool, WindowFacts]]) -> tuple[WindowFacts, list[WindowFacts]]:
+    """One report for a service's series flagged together (``(own, facts)``: whether the
+    series is the service's own operation rather than a call it makes): its own worst
+    operation leads, its slow calls show as context and related operations."""
+    ordered = [facts for _, facts in sorted(group, key=lambda g: (g[0], g[1].score), reverse=True)]
+    return ordered[0], ordered[1:]
 
 
 def _summarise(durations: list[float]) -> tuple[float, float, float]:
