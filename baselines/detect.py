@@ -354,15 +354,10 @@ class Detector:
             )
             z, ratio, usual_p95 = deviation(p95, center, spread, th, log=True)
             scores = raw_score(z)
-            surprises = [
-                state.habits.standardised(scores[i : i + 1], th) for i, state in enumerate(states)
-            ]
-            material, calm = material_and_calm(
-                p95, usual_p95, z, ratio, np.concatenate(surprises), th
-            )
+            material, calm = material_and_calm(p95, usual_p95, z, ratio, th)
             offsets = np.log(np.maximum(p95, LOG_FLOOR)) - center
             for i, ((key, _), state) in enumerate(zip(judged, states, strict=True)):
-                surprise = surprises[i]
+                surprise = state.habits.standardised(scores[i : i + 1], th)
                 state.habits.commit(scores[i : i + 1], p95[i : i + 1], th)
                 exceeds = bool(material[i]) and bool(surprise[0] > th.critical)
                 if state.gate.step(end, exceeds, bool(calm[i]), th):

@@ -346,7 +346,7 @@ def _judge(
     z, ratio, usual = deviation(x, center, b.spread[lo:hi], th, log=False)
     scores = np.where(judged, raw_score(z), np.nan)
     surprise = habits.standardised(scores, th)
-    material, calm = material_and_calm(x, usual, z, ratio, surprise, th)
+    material, calm = material_and_calm(x, usual, z, ratio, th)
     exceeds = judged & material & (surprise > th.critical)
     exceed_at = np.flatnonzero(exceeds)
     calm_at = np.flatnonzero(judged & calm & ~exceeds)

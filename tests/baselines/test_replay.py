@@ -79,7 +79,7 @@ def reference(epoch, values, config: DetectorConfig, direction: str):
             z, ratio, usual = deviation(x, c, floored_spread(c, widened, *floors), th, False)
             score = raw_score(z)
             surprise = habits.standardised(score, th)
-            material, calm = material_and_calm(x, usual, z, ratio, surprise, th)
+            material, calm = material_and_calm(x, usual, z, ratio, th)
             exceeds = bool(material[0]) and bool(surprise[0] > th.critical)
             candidate = bool(material[0]) and not gate.open and t > gate.quiet_until
             flag = gate.step(t, exceeds, bool(calm[0]), th)
