@@ -357,12 +357,12 @@ class Detector:
             material, calm = material_and_calm(p95, usual_p95, z, ratio, th)
             offsets = np.log(np.maximum(p95, LOG_FLOOR)) - center
             for i, ((key, _), state) in enumerate(zip(judged, states, strict=True)):
-                surprise = state.habits.standardised(scores[i : i + 1], th)
-                state.habits.commit(scores[i : i + 1], p95[i : i + 1], th)
-                exceeds = bool(material[i]) and bool(surprise[0] > th.critical)
+                surprise = state.habits.standardised_one(float(scores[i]), th)
+                state.habits.commit_one(float(scores[i]), float(p95[i]), th)
+                exceeds = bool(material[i]) and surprise > th.critical
                 if state.gate.step(end, exceeds, bool(calm[i]), th):
                     state.trail.flag(start, hour, float(p95[i]))
-                    score = float(likelihood(surprise)[0])
+                    score = float(likelihood(np.array([surprise]))[0])
                     facts = self._facts(key, start, hour, score, window, summaries, usual, metrics)
                     own = key[2] in ("server", "consumer")
                     flagged.setdefault(key[0], []).append((own, facts))

@@ -237,6 +237,25 @@ class Habits:
         out[whole] = (recent - self.mean) / self.sd
         return out
 
+    def standardised_one(self, score: float, th: Thresholds) -> float:
+        """``standardised`` of one score, without numpy (the live detector's path: one
+        value per series and window)."""
+        k = th.recent_values
+        window = [*self.tail[len(self.tail) - (k - 1) :], score] if k > 1 else [score]
+        if math.isnan(self.mean) or len(window) < k or any(math.isnan(v) for v in window):
+            return math.nan
+        return (sum(window) / k - self.mean) / self.sd
+
+    def commit_one(self, score: float, value: float, th: Thresholds) -> None:
+        """``commit`` of one score and its value, without numpy."""
+        if not math.isnan(score):
+            self.pending.append(score)
+        self.tail = [*self.tail, score][len(self.tail) + 1 - (th.recent_values - 1) :]
+        step = abs(value - self.last_value)
+        if math.isfinite(step) and step > 0:
+            self.quantum = min(self.quantum, step)
+        self.last_value = value
+
     def commit(self, scores: np.ndarray, values: np.ndarray, th: Thresholds) -> None:
         """Record consecutive scores (NaN: not judged) and the values they scored."""
         if scores.size == 0:
