@@ -10,9 +10,7 @@ fail.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -25,9 +23,9 @@ import uvicorn
 from baselines.demo import free_port
 from service.main import create_app
 from service.settings import Settings
+from tests.service.browser import chromium, require_chromium
 from tests.service.serving import serving
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 TITLE = "whyslow"
 """The API's title, which both pages show."""
 
@@ -85,11 +83,7 @@ def test_the_pages_honour_the_root_path_of_a_proxy_without_model(tmp_path) -> No
 
 @pytest.fixture(scope="module")
 def browser_paths() -> None:
-    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
-        message = "needs Chromium: apt-get install chromium chromium-driver"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    require_chromium()
 
 
 @pytest.fixture(scope="module")
@@ -116,28 +110,12 @@ def live_without_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
 def offline_chromium(browser_paths, tmp_path) -> Iterator:
     """Headless Chromium for which no host name but 127.0.0.1 resolves (a CDN's fails with
     ERR_NAME_NOT_RESOLVED), logging each request it makes."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
+    driver = chromium(
+        tmp_path / "profile",
         "--no-proxy-server",
         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-        "--window-size=1400,900",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        capabilities={"goog:loggingPrefs": {"performance": "ALL", "browser": "ALL"}},
+    )
     try:
         yield driver
     finally:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,16 +17,12 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+from tests.service.browser import chromium, require_chromium
 
 
 @pytest.fixture(scope="module")
 def browser_paths() -> None:
-    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
-        message = "needs Chromium: apt-get install chromium chromium-driver"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    require_chromium()
 
 
 @pytest.fixture(scope="module")
@@ -60,29 +55,12 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[s
 
 @pytest.mark.slow
 def test_the_dashboard_shows_the_feed_and_the_band(browser_paths, demo, tmp_path) -> None:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     url, printed = demo
     assert any("diagnosed" in line for line in printed), printed
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1400,900",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = chromium(tmp_path / "profile")
     try:
         driver.get(url)
         wait = WebDriverWait(driver, 30)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NamedTuple, TypeVar
@@ -120,6 +120,29 @@ def proto_request(cls: type[_Request], body: bytes, field: str) -> _Request:
 
 def decode_failure(message: str, exc: Exception) -> MalformedMessage:
     return MalformedMessage(f"malformed OTLP/JSON {message}: {exc!r}"[:MAX_REASON_CHARS])
+
+
+def parse_request(
+    body: bytes,
+    encoding: str,
+    cls: type[_Request],
+    fields: tuple[str, str],
+    from_proto: Callable[[_Request, OtlpBatch], None],
+    from_json: Callable[[dict[str, Any], OtlpBatch], None],
+) -> OtlpBatch:
+    """One OTLP export request in either encoding into a batch: ``fields`` names its
+    list of resources in protobuf and in JSON (``resource_spans``, ``resourceSpans``)."""
+    check_encoding(encoding)
+    batch = OtlpBatch()
+    if encoding == "proto":
+        from_proto(proto_request(cls, body, fields[0]), batch)
+        return batch
+    payload = json_object(body, fields[1], cls.__name__)
+    try:
+        from_json(payload, batch)
+    except MALFORMED as exc:
+        raise decode_failure(cls.__name__, exc) from exc
+    return batch
 
 
 # --------------------------------------------------------------------------- shared helpers

@@ -23,12 +23,9 @@ from baselines.ingest.otlp.common import (
     RESOURCE_KEYS,
     Encoding,
     OtlpBatch,
-    check_encoding,
     construct,
-    decode_failure,
     json_attributes,
-    json_object,
-    proto_request,
+    parse_request,
     proto_resource,
     proto_value,
     reject,
@@ -89,18 +86,14 @@ Point = tuple[int, float, object, object]
 def parse_otlp_metrics(body: bytes, encoding: Encoding) -> OtlpBatch:
     """Gauge and sum points of an ``ExportMetricsServiceRequest`` as ``MetricSample``s;
     see ``METRIC_RULES``."""
-    check_encoding(encoding)
-    batch = OtlpBatch()
-    if encoding == "proto":
-        request = proto_request(ExportMetricsServiceRequest, body, "resource_metrics")
-        _metrics_from_proto(request, batch)
-        return batch
-    payload = json_object(body, "resourceMetrics", "ExportMetricsServiceRequest")
-    try:
-        _metrics_from_json(payload, batch)
-    except MALFORMED as exc:
-        raise decode_failure("ExportMetricsServiceRequest", exc) from exc
-    return batch
+    return parse_request(
+        body,
+        encoding,
+        ExportMetricsServiceRequest,
+        ("resource_metrics", "resourceMetrics"),
+        _metrics_from_proto,
+        _metrics_from_json,
+    )
 
 
 def _rule(name: str, unit: str, scope: str, data: str, monotonic: bool) -> MetricRule | None:

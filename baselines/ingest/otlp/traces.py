@@ -37,13 +37,10 @@ from baselines.ingest.otlp.common import (
     Encoding,
     OtlpBatch,
     Resource,
-    check_encoding,
     clean,
     construct,
-    decode_failure,
     json_attributes,
-    json_object,
-    proto_request,
+    parse_request,
     proto_resource,
     proto_value,
     reject,
@@ -91,18 +88,14 @@ _EXCEPTION_KEYS = frozenset({"exception.type", "exception.message"})
 
 def parse_otlp_traces(body: bytes, encoding: Encoding) -> OtlpBatch:
     """Spans of an ``ExportTraceServiceRequest`` as ``SpanEvent``s; see the module doc."""
-    check_encoding(encoding)
-    batch = OtlpBatch()
-    if encoding == "proto":
-        request = proto_request(ExportTraceServiceRequest, body, "resource_spans")
-        _spans_from_proto(request, batch)
-        return batch
-    payload = json_object(body, "resourceSpans", "ExportTraceServiceRequest")
-    try:
-        _spans_from_json(payload, batch)
-    except MALFORMED as exc:
-        raise decode_failure("ExportTraceServiceRequest", exc) from exc
-    return batch
+    return parse_request(
+        body,
+        encoding,
+        ExportTraceServiceRequest,
+        ("resource_spans", "resourceSpans"),
+        _spans_from_proto,
+        _spans_from_json,
+    )
 
 
 def _add_span(
