@@ -28,6 +28,30 @@ EVENTS_PER_MESSAGE = 200
 OUTAGE_S = 60
 
 
+def two_days_two_incidents() -> tuple[datetime, list[Incident], list[dict[str, object]]]:
+    """(the week's start, the incidents, the events): two days of the synthetic week's
+    telemetry, an incident on each of two services late on the second day (checkout's
+    CPU, exchange-api's dependency)."""
+    week = last_full_week_start(datetime.now(UTC))
+    day2 = week + timedelta(days=1)
+    incidents = [
+        Incident(
+            "checkout",
+            "local_cpu_saturation",
+            day2 + timedelta(hours=14),
+            day2 + timedelta(hours=14, minutes=20),
+        ),
+        Incident(
+            "exchange-api",
+            "downstream_dependency",
+            day2 + timedelta(hours=16),
+            day2 + timedelta(hours=16, minutes=20),
+        ),
+    ]
+    events = [e for minute in telemetry(week, incidents, minutes=2 * 1440) for e in minute]
+    return week, incidents, events
+
+
 def consumer_record(store_url: str, queue: str) -> ConsumerRecord | None:
     store = open_store(store_url)
     try:
@@ -110,24 +134,7 @@ def test_chaos_every_event_applied_once_and_every_anomaly_analysed_once(
         wait_for(lambda: _ready(port), 120, "the service")
         return process
 
-    # the data: two days, an incident on each service late on the second day
-    week = last_full_week_start(datetime.now(UTC))
-    day2 = week + timedelta(days=1)
-    incidents = [
-        Incident(
-            "checkout",
-            "local_cpu_saturation",
-            day2 + timedelta(hours=14),
-            day2 + timedelta(hours=14, minutes=20),
-        ),
-        Incident(
-            "exchange-api",
-            "downstream_dependency",
-            day2 + timedelta(hours=16),
-            day2 + timedelta(hours=16, minutes=20),
-        ),
-    ]
-    events = [e for minute in telemetry(week, incidents, minutes=2 * 1440) for e in minute]
+    _, incidents, events = two_days_two_incidents()
     assert len(events) >= 100_000
     messages = [
         events[i : i + EVENTS_PER_MESSAGE] for i in range(0, len(events), EVENTS_PER_MESSAGE)

@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -19,11 +19,11 @@ import pytest
 
 from baselines.demo import free_port
 from baselines.snapshot import ConsumerRecord
-from baselines.synthetic import Incident, last_full_week_start, telemetry
+from baselines.synthetic import telemetry
 from service.model.loader import ModelLoader
 from service.settings import Settings as ServiceSettings
 from service.store import AnalysisStore
-from tests.baselines.test_chaos import _ready, applied, consumer_record
+from tests.baselines.test_chaos import _ready, applied, consumer_record, two_days_two_incidents
 from tests.helpers import declare, publish, sample_value, wait_for
 
 KEY = "consumer-key-7f3a"
@@ -99,23 +99,7 @@ def test_a_refused_key_keeps_every_report_and_the_key_delivers_them_all(
         found = record()
         return -1 if found is None else len(found.outbox)
 
-    week = last_full_week_start(datetime.now(UTC))
-    day2 = week + timedelta(days=1)
-    incidents = [
-        Incident(
-            "checkout",
-            "local_cpu_saturation",
-            day2 + timedelta(hours=14),
-            day2 + timedelta(hours=14, minutes=20),
-        ),
-        Incident(
-            "exchange-api",
-            "downstream_dependency",
-            day2 + timedelta(hours=16),
-            day2 + timedelta(hours=16, minutes=20),
-        ),
-    ]
-    events = [e for minute in telemetry(week, incidents, minutes=2 * 1440) for e in minute]
+    week, incidents, events = two_days_two_incidents()
     messages = [events[i : i + 500] for i in range(0, len(events), 500)]
 
     declare(amqp_settings)
