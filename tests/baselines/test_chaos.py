@@ -1,6 +1,6 @@
 """Nothing lost, nothing twice: 100,000 events through the real broker, consumer and service
 while the consumer is killed with SIGKILL, the broker restarts and the service is down for
-a minute."""
+a minute; with API keys on, as a production service runs."""
 
 from __future__ import annotations
 
@@ -116,6 +116,9 @@ def test_chaos_every_event_applied_once_and_every_anomaly_analysed_once(
         "WHYSLOW_CHECKPOINT_SECONDS": "0.5",
         "WHYSLOW_PREFETCH": "50",
         "WHYSLOW_METRICS_PORT": "0",
+        # keys on: the service refuses reports without one, the consumer sends it
+        "WHYSLOW_API_KEYS": "chaos-key",
+        "WHYSLOW_SERVICE_API_KEY": "chaos-key",
     }
     logs = tmp_path / "logs"
     logs.mkdir()
