@@ -40,9 +40,11 @@ MAX_EXEMPLARS = 5
 MAX_EVIDENCE = 8
 MIN_POOLED_SPANS = 3
 """A series pooled for ``max_pooled_windows`` is judged if it gathered at least this many."""
-JUDGED_KINDS = ("server", "consumer", "client", "producer")
-"""Span kinds whose latency is judged: a service's own time, and its calls as the caller
-sees them (network delay in front of a callee shows there, not in the callee's spans)."""
+OWN_KINDS = ("server", "consumer")
+"""Span kinds of a service's own operations..."""
+CALL_KINDS = ("client", "producer")
+"""...and of its calls to others, as the caller sees them (network delay in front of a
+callee shows there, not in the callee's spans). Both are judged."""
 
 
 @dataclass(frozen=True)
@@ -327,9 +329,9 @@ class Detector:
                     state.p95.shift(offset)
         usual = {key: self._series[key].p95.estimate(hour) for key in window.spans}
 
-        watched = [key for key in window.spans if key[2] in JUDGED_KINDS]
+        watched = [key for key in window.spans if key[2] in OWN_KINDS + CALL_KINDS]
         for key in watched:
-            if key[2] in ("server", "consumer"):
+            if key[2] in OWN_KINDS:
                 self._series[key].trail.add(hour, summaries[key][1])
         judged = [
             (key, base)
@@ -364,8 +366,7 @@ class Detector:
                     state.trail.flag(start, hour, float(p95[i]))
                     score = float(likelihood(np.array([surprise]))[0])
                     facts = self._facts(key, start, hour, score, window, summaries, usual, metrics)
-                    own = key[2] in ("server", "consumer")
-                    flagged.setdefault(key[0], []).append((own, facts))
+                    flagged.setdefault(key[0], []).append((key[2] in OWN_KINDS, facts))
                 if state.gate.open:
                     state.gate.keep_offsets(offsets[i : i + 1])
         alerting = {key[0] for key in window.spans if self._series[key].gate.open}
@@ -444,7 +445,7 @@ class Detector:
             downstream=[
                 (k[3] or k[1], k[1], summaries[k][1], _usual(usual[k]))
                 for k in window.spans
-                if k[0] == service and k[2] in ("client", "producer")
+                if k[0] == service and k[2] in CALL_KINDS
             ],
             evidence=list(
                 dict.fromkeys(

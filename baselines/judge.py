@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from statistics import NormalDist
 from typing import Literal
 
@@ -38,6 +39,8 @@ Direction = Literal["high", "low", "both"]
 MAX_OFFSETS = 4096
 MIN_SCORE_SPREAD = 1e-3
 """The score distribution's spread is at least this (a perfectly regular series)."""
+ADOPT_LAST = 60
+"""Offsets a new level is measured on: the latest (an hour of one-minute windows)."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ class Thresholds:
     """An incident still open after this long is a new level: the baseline moves to it at
     the next hour, and it closes."""
 
-    @property
+    @cached_property
     def critical(self) -> float:
         """The standardised recent score whose upper tail is ``surprise``."""
         return NormalDist().inv_cdf(1.0 - self.surprise)
@@ -250,25 +253,24 @@ class Habits:
         """``commit`` of one score and its value, without numpy."""
         if not math.isnan(score):
             self.pending.append(score)
-        self.tail = [*self.tail, score][len(self.tail) + 1 - (th.recent_values - 1) :]
-        step = abs(value - self.last_value)
-        if math.isfinite(step) and step > 0:
-            self.quantum = min(self.quantum, step)
-        self.last_value = value
+        self._remember([*self.tail, score], abs(value - self.last_value), value, th)
 
     def commit(self, scores: np.ndarray, values: np.ndarray, th: Thresholds) -> None:
         """Record consecutive scores (NaN: not judged) and the values they scored."""
         if scores.size == 0:
             return
         self.pending.extend(scores[~np.isnan(scores)].tolist())
-        recent = self.tail + scores.tolist()
-        self.tail = recent[max(0, len(recent) - (th.recent_values - 1)) :]
-        series = np.concatenate(([self.last_value], values))
-        steps = np.abs(np.diff(series))
+        steps = np.abs(np.diff(np.concatenate(([self.last_value], values))))
         steps = steps[np.isfinite(steps) & (steps > 0)]
-        if steps.size:
-            self.quantum = min(self.quantum, float(steps.min()))
-        self.last_value = float(values[-1])
+        smallest = float(steps.min()) if steps.size else math.nan
+        self._remember(self.tail + scores.tolist(), smallest, float(values[-1]), th)
+
+    def _remember(self, recent: list[float], step: float, last: float, th: Thresholds) -> None:
+        """Keep the scores the next recent mean needs, the smallest step, the last value."""
+        self.tail = recent[max(0, len(recent) - (th.recent_values - 1)) :]
+        if math.isfinite(step) and step > 0:
+            self.quantum = min(self.quantum, step)
+        self.last_value = last
 
 
 @dataclass
@@ -299,6 +301,7 @@ class IncidentGate:
         del self.offsets[:-MAX_OFFSETS]
 
     def adopt_due(self, now: float, th: Thresholds) -> bool:
+        """Whether the open incident has lasted long enough at ``now`` to be a new level."""
         return self.open and now - self.opened_at >= th.adopt_after_seconds and bool(self.offsets)
 
     def adopt(self, now: float, th: Thresholds) -> float | None:
@@ -311,7 +314,3 @@ class IncidentGate:
         self.open, self.offsets = False, []
         self.quiet_until = now + th.cooldown_seconds
         return offset
-
-
-ADOPT_LAST = 60
-"""Offsets the new level is measured on: the latest (an hour of one-minute windows)."""

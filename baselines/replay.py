@@ -269,10 +269,8 @@ def detect(
     bar.close()
 
     known = ~np.isnan(center)
-    center = np.where(known, center, x)  # no baseline yet: itself
-    spread = np.where(known, spread, 1.0)
-    _, _, expected = deviation(x, center, spread, th, log=False)
-    lower, upper = band(center, np.where(known, spread, 0.0), th, log=False)
+    expected = np.where(known, center, x)  # no baseline yet: itself
+    lower, upper = band(expected, np.where(known, spread, 0.0), th, log=False)
 
     def on_rows(judged: np.ndarray, skipped: np.ndarray) -> np.ndarray:
         """Per input row: the value for judged rows, ``skipped`` for the others."""
@@ -361,11 +359,10 @@ def _judge(
         if gate.open:
             k = int(np.searchsorted(calm_at, pos))
             stop = int(calm_at[k]) if k < calm_at.size else hi - lo
-            due = hour_starts[
-                (hour_starts > pos) & (ts[hour_starts] >= gate.opened_at + th.adopt_after_seconds)
-            ]
-            if due.size and due[0] <= stop:
-                stop = cut = int(due[0])
+            due = [h for h in hour_starts.tolist() if pos < h <= stop]
+            due = [h for h in due if gate.adopt_due(float(ts[h]), th)]
+            if due:
+                stop = cut = due[0]
             learn[pos:stop] = False
             inside[pos : stop + 1] = True
             gate.keep_offsets(offsets[pos:stop][judged[pos:stop]])
