@@ -112,7 +112,31 @@ class SpanEvent(Strict):
     peer_service: Name | None = None
     trace_id: Annotated[str, Field(max_length=64)] | None = None
     span_id: Annotated[str, Field(max_length=32)] | None = None
+    parent_span_id: Annotated[str, Field(max_length=32)] | None = Field(
+        default=None,
+        description="The span this one is a child of: across services, a call-graph edge.",
+    )
     attributes: dict[str, str | int | float | bool] | None = None
+
+
+LogSeverity = Literal["debug", "info", "warn", "error", "fatal"]
+
+
+class LogRecord(Strict):
+    """One log line of a service. ERROR and FATAL lines are a judged series per service and
+    the evidence of the incidents that service is a root-cause candidate of."""
+
+    service: Name
+    timestamp: UtcDatetime
+    severity: LogSeverity = "info"
+    body: Annotated[str, Field(max_length=4000)] = ""
+    template: Annotated[str, Field(max_length=300)] = Field(
+        default="",
+        description="The body with its variable parts (numbers, ids, quoted values) masked: "
+        "lines of one statement share it.",
+    )
+    trace_id: Annotated[str, Field(max_length=64)] | None = None
+    span_id: Annotated[str, Field(max_length=32)] | None = None
 
 
 class MetricSample(Strict):
@@ -218,6 +242,54 @@ class RelatedOperation(Strict):
     baseline_p95_ms: NonNegative
 
 
+RootCauseKind = Literal["own_time", "resources", "network", "errors"]
+"""Where an incident starts in its root service: its own code got slower, its resources
+(CPU, memory) ran short, the network in front of it slowed its callers' calls, or it fails
+(error spans, error log lines)."""
+
+
+class Candidate(Strict):
+    """A service that may be where an incident starts, with reasons a person can check."""
+
+    service: Label
+    kind: RootCauseKind
+    score: NonNegative = Field(
+        description="Higher is likelier: the sum of the weights of the reasons."
+    )
+    reasons: Annotated[
+        list[Annotated[str, Field(max_length=300)]],
+        Field(max_length=8, description="Each observed signal behind the score, with its numbers."),
+    ] = []
+    evidence: Annotated[
+        list[Annotated[str, Field(max_length=500)]],
+        Field(max_length=8, description="Untrusted text: the service's error log lines."),
+    ] = []
+
+
+class AffectedService(Strict):
+    """A service in the incident and the signals that flagged it."""
+
+    service: Label
+    operations: Annotated[list[Label], Field(max_length=20)] = []
+    signals: Annotated[list[Label], Field(max_length=10)] = []
+
+
+class Incident(Strict):
+    """Anomalies of connected services within a few minutes, as one: where it starts and
+    what it reached. Reports of one incident share its id; ``revision`` grows with it."""
+
+    id: ReportId
+    started: Rfc3339
+    revision: Count = 0
+    root_cause: Candidate | None = None
+    candidates: Annotated[list[Candidate], Field(max_length=3)] = []
+    affected: Annotated[list[AffectedService], Field(max_length=50)] = []
+    path: Annotated[
+        list[Label],
+        Field(max_length=20, description="Services from the flagged one down to the root."),
+    ] = []
+
+
 class AnomalyReport(Strict):
     """A flagged window, with its baseline and context. Only ``service``, ``operation`` and
     ``latency_ms.p95`` are required, so a person can post one by hand."""
@@ -245,6 +317,9 @@ class AnomalyReport(Strict):
             "root, one report.",
         ),
     ] = []
+    incident: Incident | None = Field(
+        default=None, description="The incident this report belongs to, across services."
+    )
 
     @property
     def anomaly_id(self) -> str:
