@@ -108,7 +108,11 @@ class SpanEvent(Strict):
     duration_ms: Annotated[float, Field(ge=0, le=MAX_DURATION_MS, allow_inf_nan=False)]
     timestamp: UtcDatetime
     status: Literal["ok", "error"] = "ok"
-    kind: Literal["server", "client", "consumer", "producer"] = "server"
+    kind: Literal["server", "client", "consumer", "producer", "internal"] = Field(
+        default="server",
+        description="'internal': the tracer did not say (or said in-process); whether it is "
+        "an entry or a call is inferred from its parent's and children's services.",
+    )
     peer_service: Name | None = None
     trace_id: Annotated[str, Field(max_length=64)] | None = None
     span_id: Annotated[str, Field(max_length=32)] | None = None
