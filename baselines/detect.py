@@ -2,9 +2,12 @@
 
 All series share aligned windows (``start = floor(t / W) * W``). When the stream's event
 time passes a window's end (plus the allowed lateness), the whole window closes at once:
-context series (CPU, memory, client calls) are summarised, every server/consumer series is
-judged, then the baselines learn from the window, except for services in an open incident,
-so an anomaly does not teach its own baseline that it is normal.
+spans of unknown kind are resolved from their links (``callgraph``), context series (CPU,
+memory) are summarised, every entry, call and call-gap series is judged, and so are each
+service's errors (``errors``); the window's signals fold into incidents across the call
+graph (``incident``), each reported once with its ranked root cause. Then the baselines
+learn from the window, except for services in an open incident, so an anomaly does not
+teach its own baseline that it is normal.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from baselines.baseline import LOG_FLOOR, Estimate, SeasonalProfile, local_hour
+from baselines.callgraph import CallGraph, Linked, SpanIndex
+from baselines.errors import ErrorHabits, ErrorVerdict, ErrorWindow
+from baselines.incident import IncidentTracker, Signal, Update
 from baselines.judge import (
     Habits,
     IncidentGate,
@@ -33,7 +39,7 @@ from baselines.judge import (
 )
 from baselines.report import WindowFacts, build_report
 from baselines.trail import HourlyTrail
-from service.contract import AnomalyReport, MetricSample, SpanEvent
+from service.contract import AnomalyReport, LogRecord, MetricSample, SpanEvent
 
 MAX_FUTURE_SECONDS = 300.0
 MAX_EXEMPLARS = 5
@@ -45,6 +51,17 @@ OWN_KINDS = ("server", "consumer")
 CALL_KINDS = ("client", "producer")
 """...and of its calls to others, as the caller sees them (network delay in front of a
 callee shows there, not in the callee's spans). Both are judged."""
+GAP_KIND = "gap"
+"""A call's time the callee did not spend working: the caller's span minus the callee's
+entry span under it, per (caller, operation, callee)."""
+MAX_LINKED_PER_WINDOW = 100_000
+"""Spans a window holds for linking (unknown kinds, entries below a call); further ones are
+counted in ``DetectorStats.unlinked``."""
+ERROR_LEVELS = frozenset({"error", "fatal"})
+RESOURCE_RISE = 1.5
+"""CPU or memory at least this many times its usual, and ``RESOURCE_POINTS`` above it, is a
+resources signal for a service in an incident."""
+RESOURCE_POINTS = 10.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +80,8 @@ class DetectorConfig:
 
 SpanKey = tuple[str, str, str, str]
 """(service, operation, kind, peer_service or '')."""
+ServiceExtras = dict[str, Any]
+"""A service's part of the call graph and its usual errors, JSON-ready."""
 
 
 @dataclass
@@ -103,11 +122,23 @@ class SpanWindow:
                 if isinstance(text, str) and text:
                     self.evidence.setdefault(f"{name}: {text[:200]}")
 
+    def add_value(self, duration_ms: float, trace_id: str | None) -> None:
+        self.durations.append(duration_ms)
+        if trace_id:
+            entry = (duration_ms, trace_id)
+            if len(self.slowest) < MAX_EXEMPLARS:
+                heapq.heappush(self.slowest, entry)
+            elif entry > self.slowest[0]:
+                heapq.heapreplace(self.slowest, entry)
+
 
 @dataclass
 class WindowData:
     spans: dict[SpanKey, SpanWindow] = field(default_factory=dict)
     metrics: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    linked: list[SpanEvent] = field(default_factory=list)
+    """Spans of unknown kind, and entry spans under a call, resolved at the window's close."""
+    logs: dict[str, ErrorWindow] = field(default_factory=dict)
 
 
 def _context_profile() -> SeasonalProfile:
@@ -147,6 +178,9 @@ class DetectorStats:
     overflow: int = 0
     windows_closed: int = 0
     flagged: int = 0
+    logs: int = 0
+    unlinked: int = 0
+    """Spans of unknown kind that were in-process work, orphans, or past the window cap."""
 
 
 class Detector:
@@ -161,6 +195,11 @@ class Detector:
         self._watermark = -math.inf
         self._series: dict[SpanKey, SeriesState] = {}
         self._metrics: dict[tuple[str, str], SeasonalProfile] = {}
+        self._errors: dict[tuple[str, str], ErrorHabits] = {}
+        """(service, 'logs' or 'spans') -> what errors are usual for it."""
+        self.graph = CallGraph()
+        self.incidents = IncidentTracker()
+        self._index = SpanIndex()
         self._changed: set[str] = set()
 
     def profile_p95(self, service: str, operation: str) -> SeasonalProfile | None:
@@ -170,21 +209,41 @@ class Detector:
 
     def export(
         self, service: str
-    ) -> tuple[dict[SpanKey, SeriesState], dict[tuple[str, str], SeasonalProfile]]:
-        """The learnt state of one service's series (for a checkpoint)."""
+    ) -> tuple[dict[SpanKey, SeriesState], dict[tuple[str, str], SeasonalProfile], ServiceExtras]:
+        """The learnt state of one service's series, its calls out and its usual errors
+        (for a checkpoint)."""
         return (
             {k: v for k, v in self._series.items() if k[0] == service},
             {k: v for k, v in self._metrics.items() if k[0] == service},
+            {
+                "service": service,
+                "calls": self.graph.export(service),
+                "errors": {
+                    source: habits.state()
+                    for (svc, source), habits in self._errors.items()
+                    if svc == service
+                },
+            },
         )
 
     def install(
         self,
         series: dict[SpanKey, SeriesState],
         metrics: dict[tuple[str, str], SeasonalProfile],
+        extras: ServiceExtras | None = None,
     ) -> None:
         """Put back state exported earlier (a restart, or a service moving consumers)."""
         self._series.update(series)
         self._metrics.update(metrics)
+        if extras:
+            service = str(extras["service"])
+            calls = extras.get("calls")
+            if isinstance(calls, dict):
+                self.graph.install(service, calls)
+            errors = extras.get("errors")
+            if isinstance(errors, dict):
+                for source, saved in errors.items():
+                    self._errors[(service, source)] = ErrorHabits.from_state(saved)
 
     def stream_state(self) -> dict[str, object]:
         """Where the stream stands (open windows, watermark, counters), JSON-ready: with
@@ -202,9 +261,15 @@ class Detector:
                         for key, agg in window.spans.items()
                     ],
                     "metrics": [[list(key), values] for key, values in window.metrics.items()],
+                    "linked": [event.model_dump(mode="json") for event in window.linked],
+                    "logs": [
+                        [service, agg.total, agg.errors, agg.templates, agg.samples]
+                        for service, agg in window.logs.items()
+                    ],
                 }
                 for start, window in self._open.items()
             ],
+            "incidents": self.incidents.state(),
         }
 
     def load_stream_state(self, state: dict[str, Any]) -> None:
@@ -223,6 +288,12 @@ class Detector:
             for key, values in entry["metrics"]:
                 self._metrics.setdefault((key[0], key[1]), _context_profile())
                 window.metrics[(key[0], key[1])] = values
+            window.linked = [SpanEvent.model_validate(e) for e in entry.get("linked", ())]
+            for event in window.linked:
+                self._index.add(event.span_id, _linked(event))
+            for service, total, errors, templates, samples in entry.get("logs", ()):
+                window.logs[service] = ErrorWindow(total, errors, templates, samples)
+        self.incidents.load(state.get("incidents", []))
 
     def take_changed(self) -> set[str]:
         """Services whose baselines changed since the last call (what to checkpoint)."""
@@ -246,12 +317,11 @@ class Detector:
         return False
 
     def observe(
-        self, events: Iterable[SpanEvent | MetricSample], now: float | None = None
+        self, events: Iterable[SpanEvent | MetricSample | LogRecord], now: float | None = None
     ) -> list[AnomalyReport]:
         """Apply events to the open windows; close and judge windows the stream has passed."""
         horizon = (time.time() if now is None else now) + MAX_FUTURE_SECONDS
         width = self.config.window_seconds
-        lateness = self.config.allowed_lateness_seconds
         stats, series, metrics, open_windows = self.stats, self._series, self._metrics, self._open
         reports: list[AnomalyReport] = []
         for event in events:
@@ -267,6 +337,19 @@ class Detector:
             if window is None:
                 window = open_windows[start] = WindowData()
             if isinstance(event, SpanEvent):
+                if event.span_id is not None or event.parent_span_id is not None:
+                    self._index.add(event.span_id, _linked(event))
+                if event.kind == "internal" or (
+                    event.parent_span_id is not None and event.kind in OWN_KINDS
+                ):
+                    if len(window.linked) < MAX_LINKED_PER_WINDOW:
+                        window.linked.append(event)
+                    else:
+                        stats.unlinked += 1
+                    if event.kind == "internal":
+                        stats.spans += 1
+                        self._advance(ts, reports)
+                        continue
                 key = (event.service, event.operation, event.kind, event.peer_service or "")
                 agg = window.spans.get(key)
                 if agg is None:
@@ -277,6 +360,12 @@ class Detector:
                     agg = window.spans[key] = SpanWindow()
                 agg.add(event)
                 stats.spans += 1
+            elif isinstance(event, LogRecord):
+                logs = window.logs.get(event.service)
+                if logs is None:
+                    logs = window.logs[event.service] = ErrorWindow()
+                logs.add(event.severity in ERROR_LEVELS, event.template, event.body)
+                stats.logs += 1
             else:
                 metric_key = (event.service, event.metric)
                 values = window.metrics.get(metric_key)
@@ -289,11 +378,17 @@ class Detector:
                 values.append(event.value)
                 stats.metrics += 1
             if ts > self._watermark:
-                self._watermark = ts
-                limit = ts - lateness
-                if limit >= self._closed_before + width:
-                    reports.extend(self._close_before(limit - limit % width))
+                self._advance(ts, reports)
         return reports
+
+    def _advance(self, ts: float, reports: list[AnomalyReport]) -> None:
+        """Move the watermark to ``ts``; close the windows it passed."""
+        if ts > self._watermark:
+            self._watermark = ts
+            limit = ts - self.config.allowed_lateness_seconds
+            width = self.config.window_seconds
+            if limit >= self._closed_before + width:
+                reports.extend(self._close_before(limit - limit % width))
 
     def flush(self) -> list[AnomalyReport]:
         """Close every open window (end of a replay or of the demo)."""
@@ -313,6 +408,7 @@ class Detector:
         self.stats.windows_closed += 1
         hour = local_hour(start, self._zone)
         end = start + cfg.window_seconds
+        self._link(window, start)
         metrics = {
             key: (float(np.mean(values)), _usual(self._metrics[key].estimate(hour)))
             for key, values in window.metrics.items()
@@ -329,7 +425,7 @@ class Detector:
                     state.p95.shift(offset)
         usual = {key: self._series[key].p95.estimate(hour) for key in window.spans}
 
-        watched = [key for key in window.spans if key[2] in OWN_KINDS + CALL_KINDS]
+        watched = [key for key in window.spans if key[2] in OWN_KINDS + CALL_KINDS + (GAP_KIND,)]
         for key in watched:
             if key[2] in OWN_KINDS:
                 self._series[key].trail.add(hour, summaries[key][1])
@@ -341,7 +437,7 @@ class Detector:
             and base.history >= th.min_history
             and len(window.spans[key].durations) >= min(MIN_POOLED_SPANS, cfg.min_window_count)
         ]
-        flagged: dict[str, list[tuple[bool, WindowFacts]]] = {}
+        flagged: dict[SpanKey, WindowFacts] = {}
         if judged:  # all series of the window in one vectorised step
             states = [self._series[key] for key, _ in judged]
             p95 = np.array([summaries[key][1] for key, _ in judged])
@@ -365,13 +461,33 @@ class Detector:
                 if state.gate.step(end, exceeds, bool(calm[i]), th):
                     state.trail.flag(start, hour, float(p95[i]))
                     score = float(likelihood(np.array([surprise]))[0])
-                    facts = self._facts(key, start, hour, score, window, summaries, usual, metrics)
-                    flagged.setdefault(key[0], []).append((key[2] in OWN_KINDS, facts))
+                    flagged[key] = self._facts(
+                        key, start, hour, score, window, summaries, usual, metrics
+                    )
                 if state.gate.open:
                     state.gate.keep_offsets(offsets[i : i + 1])
         alerting = {key[0] for key in window.spans if self._series[key].gate.open}
-        reports = [build_report(*_coalesce(group)) for group in flagged.values()]
+        verdicts = self._judge_errors(window, alerting)
+        signals = _latency_signals(flagged, {key for key, _ in judged})
+        signals += [
+            Signal(
+                service,
+                "errors",
+                1.0,
+                verdict.reason(source),
+                evidence=tuple(f"{service}: {line}" for line in verdict.samples),
+            )
+            for (service, source), verdict in verdicts.items()
+        ]
+        suspects = self.incidents.touched_services() | {s.service for s in signals}
+        signals += _resource_signals(metrics, suspects, self.graph)
+        updates = self.incidents.update(start, signals, self.graph)
+        reports = [
+            self._incident_report(update, flagged, start, hour, window, summaries, usual, metrics)
+            for update in updates
+        ]
         self.stats.flagged += len(reports)
+        alerting |= {service for service, _ in verdicts}
 
         for key, agg in window.spans.items():
             if key[0] not in alerting:
@@ -386,7 +502,153 @@ class Detector:
                 self._metrics[(service, name)].add(hour, value)
         self._changed.update(key[0] for key in window.spans)
         self._changed.update(key[0] for key in window.metrics)
+        self._changed.update(window.logs)
         return reports
+
+    def _link(self, window: WindowData, start: float) -> None:
+        """Resolve the window's spans of unknown kind into entries and calls, and learn the
+        call graph and the gap series from entries under a call in another service."""
+        for event in window.linked:
+            kind: str = event.kind
+            peer = event.peer_service
+            if kind == "internal":
+                resolved = self._index.resolve(event.span_id, _linked(event))
+                if resolved is None:
+                    self.stats.unlinked += 1
+                    continue
+                kind, peer = resolved
+                self._add(window, (event.service, event.operation, kind, peer or ""), event)
+            if kind not in OWN_KINDS:
+                continue
+            parent = self._index.get(event.parent_span_id)
+            if parent is None or parent.service == event.service:
+                continue
+            self.graph.observe(parent.service, event.service, 1, start)
+            gap = max(parent.duration_ms - event.duration_ms, 0.0)
+            key = (parent.service, parent.operation, GAP_KIND, event.service)
+            agg = window.spans.get(key)
+            if agg is None:
+                if key not in self._series:
+                    if not self._admit():
+                        continue
+                    self._series[key] = SeriesState()
+                agg = window.spans[key] = SpanWindow()
+            agg.add_value(gap, event.trace_id)
+        for key in window.spans:
+            if key[2] in CALL_KINDS and key[3]:
+                self.graph.observe(key[0], key[3], len(window.spans[key].durations), start)
+        window.linked = []
+
+    def _add(self, window: WindowData, key: SpanKey, event: SpanEvent) -> None:
+        agg = window.spans.get(key)
+        if agg is None:
+            if key not in self._series:
+                if not self._admit():
+                    return
+                self._series[key] = SeriesState()
+            agg = window.spans[key] = SpanWindow()
+        agg.add(event)
+
+    def _judge_errors(
+        self, window: WindowData, alerting: set[str]
+    ) -> dict[tuple[str, str], ErrorVerdict]:
+        """Each service's error lines and error spans against what is usual for it; learns
+        from the window where nothing is flagged."""
+        th = self.config.thresholds
+        sources: dict[tuple[str, str], ErrorWindow] = {
+            (service, "logs"): agg for service, agg in window.logs.items()
+        }
+        for key, agg in window.spans.items():
+            if key[2] in OWN_KINDS:
+                spans = sources.setdefault((key[0], "spans"), ErrorWindow())
+                spans.total += len(agg.durations)
+                spans.errors += agg.errors
+                for text in agg.evidence:
+                    if agg.errors and len(spans.samples) < 8:
+                        spans.samples.setdefault(text, text)
+                        spans.templates[text] = spans.templates.get(text, 0) + 1
+        verdicts: dict[tuple[str, str], ErrorVerdict] = {}
+        for source, errors in sources.items():
+            habits = self._errors.get(source)
+            if habits is None:
+                if not self._admit():
+                    continue
+                habits = self._errors[source] = ErrorHabits()
+            verdict = habits.judge(errors, th.surprise)
+            if verdict is not None:
+                verdicts[source] = verdict
+            elif source[0] not in alerting:
+                habits.learn(errors)
+        return verdicts
+
+    def _incident_report(
+        self,
+        update: Update,
+        flagged: dict[SpanKey, WindowFacts],
+        start: float,
+        hour: int,
+        window: WindowData,
+        summaries: dict[SpanKey, tuple[float, float, float]],
+        usual: dict[SpanKey, Estimate | None],
+        metrics: dict[tuple[str, str], tuple[float, float | None]],
+    ) -> AnomalyReport:
+        """One report for an incident: led by the flagged window of its most upstream
+        flagged service (what users feel), or the busiest entry series of its first service
+        when only errors flagged it; the incident rides along."""
+        incident = update.incident
+        lead = None
+        related: list[WindowFacts] = []
+        for service in update.flagged:
+            group = [(k[2] in OWN_KINDS, f) for k, f in flagged.items() if k[0] == service]
+            if group:
+                lead, related = _coalesce(group)
+                break
+        if lead is None:
+            service = update.flagged[0] if update.flagged else incident.affected[0].service
+            lead = self._quiet_facts(service, start, hour, window, summaries, usual, metrics)
+        report = build_report(lead, related)
+        root = incident.root_cause
+        evidence = list(dict.fromkeys([*(root.evidence if root else []), *report.evidence]))
+        report_key = incident.id if incident.revision == 0 else f"{incident.id}-{incident.revision}"
+        return report.model_copy(
+            update={"id": report_key, "incident": incident, "evidence": evidence[:MAX_EVIDENCE]}
+        )
+
+    def _quiet_facts(
+        self,
+        service: str,
+        start: float,
+        hour: int,
+        window: WindowData,
+        summaries: dict[SpanKey, tuple[float, float, float]],
+        usual: dict[SpanKey, Estimate | None],
+        metrics: dict[tuple[str, str], tuple[float, float | None]],
+    ) -> WindowFacts:
+        """The facts of a service's busiest entry series in the window, flagged or not."""
+        own = [k for k in window.spans if k[0] == service and k[2] in OWN_KINDS]
+        if own:
+            key = max(own, key=lambda k: len(window.spans[k].durations))
+            return self._facts(key, start, hour, 0.0, window, summaries, usual, metrics)
+        return WindowFacts(
+            service=service,
+            operation="(errors)",
+            start=datetime.fromtimestamp(start, UTC),
+            seconds=self.config.window_seconds,
+            count=0,
+            errors=0,
+            p50=0.0,
+            p95=0.0,
+            p99=0.0,
+            baseline_p50=None,
+            baseline=None,
+            score=0.0,
+            count_usual=None,
+            error_rate_usual=None,
+            metrics={name: v for (svc, name), v in metrics.items() if svc == service},
+            downstream=[],
+            evidence=[],
+            trace_ids=[],
+        )
 
     def _pool(self, window: WindowData) -> dict[SpanKey, int]:
         """Pool sparse windows: each series' window joins the windows pooled before it;
@@ -422,7 +684,6 @@ class Detector:
         """Everything about a flagged window a person would look at next."""
         service, operation = key[0], key[1]
         agg, state, base = window.spans[key], self._series[key], usual[key]
-        assert base is not None
         p50, p95, p99 = summaries[key]
         return WindowFacts(
             service=service,
@@ -462,6 +723,66 @@ def _coalesce(group: list[tuple[bool, WindowFacts]]) -> tuple[WindowFacts, list[
     operation leads, its slow calls show as context and related operations."""
     ordered = [facts for _, facts in sorted(group, key=lambda g: (g[0], g[1].score), reverse=True)]
     return ordered[0], ordered[1:]
+
+
+def _linked(event: SpanEvent) -> Linked:
+    return Linked(
+        event.service, event.operation, event.kind, event.duration_ms, event.parent_span_id
+    )
+
+
+def _latency_signals(flagged: dict[SpanKey, WindowFacts], judged: set[SpanKey]) -> list[Signal]:
+    """What the flagged latency series say about each service. A slow entry is its service's
+    own time; a slow gap is the network in front of the callee; a slow call is a symptom of
+    its caller and points at the callee: at its own time when the callee has no judged entry
+    series (no spans of its own, or too few), at the network when its entries are judged and
+    calm."""
+    own_judged = {key[0] for key in judged if key[2] in OWN_KINDS}
+    own_flagged = {key[0] for key in flagged if key[2] in OWN_KINDS}
+    gap_flagged = {key[3] for key in flagged if key[2] == GAP_KIND}
+    signals = []
+    for key, facts in flagged.items():
+        service, operation, kind, peer = key
+        usual = facts.baseline.usual if facts.baseline is not None else 0.0
+        numbers = f"p95 {facts.p95:.0f} ms, usual {usual:.0f} ms"
+        evidence = tuple(f"{service}: {text}" for text in facts.evidence)
+        if kind in OWN_KINDS:
+            signals.append(
+                Signal(service, "own_time", 1.0, f"{operation}: {numbers}", operation, evidence)
+            )
+        elif kind == GAP_KIND:
+            reason = f"calls from {service} ({operation}) wait beyond its work: {numbers}"
+            signals.append(Signal(peer, "network", 1.0, reason, peer=service))
+        else:
+            reason = f"calls to {peer or 'its dependency'} ({operation}): {numbers}"
+            signals.append(Signal(service, "calls", 1.0, reason, operation, evidence, peer))
+            if not peer or peer in own_flagged or peer in gap_flagged:
+                continue
+            seen = f"seen from {service}'s calls ({operation}): {numbers}"
+            if peer in own_judged:
+                signals.append(Signal(peer, "network", 0.8, seen, peer=service))
+            else:
+                signals.append(Signal(peer, "own_time", 0.7, seen))
+    return signals
+
+
+def _resource_signals(
+    metrics: dict[tuple[str, str], tuple[float, float | None]],
+    suspects: set[str],
+    graph: CallGraph,
+) -> list[Signal]:
+    """CPU or memory far above usual, for the services of incidents and what they call."""
+    watched = suspects | {callee for service in suspects for callee in graph.callees(service)}
+    signals = []
+    for (service, name), (value, usual) in metrics.items():
+        if service not in watched or name not in ("cpu_pct", "memory_pct") or usual is None:
+            continue
+        if value >= RESOURCE_RISE * usual and value - usual >= RESOURCE_POINTS:
+            what = "CPU" if name == "cpu_pct" else "memory"
+            strength = min(1.0, (value - usual) / max(usual, RESOURCE_POINTS))
+            reason = f"{what} {value:.0f}% (usual {usual:.0f}%)"
+            signals.append(Signal(service, "resources", strength, reason))
+    return signals
 
 
 def _summarise(durations: list[float]) -> tuple[float, float, float]:

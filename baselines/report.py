@@ -40,7 +40,8 @@ class WindowFacts:
     p95: float
     p99: float
     baseline_p50: float | None
-    baseline: Estimate
+    baseline: Estimate | None
+    """None for a service flagged by its errors alone, with no latency baseline yet."""
     score: float
     count_usual: float | None
     error_rate_usual: float | None
@@ -55,13 +56,13 @@ def _round(value: float | None, digits: int = 1) -> float | None:
 
 
 def build_report(facts: WindowFacts, related: list[WindowFacts] | None = None) -> AnomalyReport:
-    ratio = facts.p95 / facts.baseline.usual
+    base = facts.baseline
     context: dict[str, object] = {
         "request_rate": _round(facts.count / facts.seconds, 2),
         "request_rate_baseline": _round(
             None if facts.count_usual is None else facts.count_usual / facts.seconds, 2
         ),
-        "error_rate": round(facts.errors / facts.count, 3),
+        "error_rate": round(facts.errors / facts.count, 3) if facts.count else None,
         "error_rate_baseline": _round(facts.error_rate_usual, 3),
         "downstream": [
             Downstream(
@@ -87,14 +88,18 @@ def build_report(facts: WindowFacts, related: list[WindowFacts] | None = None) -
         latency_ms=LatencySummary(
             p50=round(facts.p50, 1), p95=round(facts.p95, 1), p99=round(facts.p99, 1)
         ),
-        baseline=BaselineRef(
-            hour_of_week=facts.baseline.hour_of_week,
+        baseline=None
+        if base is None
+        else BaselineRef(
+            hour_of_week=base.hour_of_week,
             p50=round(facts.baseline_p50 or 0.0, 1),
-            p95=round(facts.baseline.usual, 1),
-            samples=facts.baseline.samples,
-            level=facts.baseline.level,
+            p95=round(base.usual, 1),
+            samples=base.samples,
+            level=base.level,
         ),
-        deviation=Deviation(ratio=round(ratio, 2), score=round(facts.score, 3)),
+        deviation=None
+        if base is None
+        else Deviation(ratio=round(facts.p95 / base.usual, 2), score=round(facts.score, 3)),
         context=Context.model_validate(context),
         evidence=facts.evidence,
         trace_ids=facts.trace_ids,
@@ -105,5 +110,6 @@ def build_report(facts: WindowFacts, related: list[WindowFacts] | None = None) -
                 baseline_p95_ms=round(other.baseline.usual, 1),
             )
             for other in related or []
+            if other.baseline is not None
         ],
     )

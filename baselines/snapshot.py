@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from baselines.baseline import SeasonalProfile, json_column
-from baselines.detect import Detector, SeriesState, SpanKey, SpanWindow
+from baselines.detect import Detector, SeriesState, ServiceExtras, SpanKey, SpanWindow
 from baselines.judge import Habits, IncidentGate, Thresholds, band, flag_above
 from baselines.trail import HourlyTrail
 from service.contract import PROFILE_KEY_PREFIX, OperationProfile, WeekProfile
@@ -36,7 +36,9 @@ class SnapshotFormatError(ValueError):
 
 
 def encode(
-    series: dict[SpanKey, SeriesState], metrics: dict[tuple[str, str], SeasonalProfile]
+    series: dict[SpanKey, SeriesState],
+    metrics: dict[tuple[str, str], SeasonalProfile],
+    extras: ServiceExtras | None = None,
 ) -> bytes:
     arrays: dict[str, np.ndarray] = {}
     series_entries: list[dict[str, object]] = []
@@ -70,7 +72,12 @@ def encode(
         for part, array in profile.state().items():
             arrays[f"m{i}.{part}"] = array
         metric_entries.append({"key": list(metric)})
-    manifest = {"version": PAYLOAD_VERSION, "series": series_entries, "metrics": metric_entries}
+    manifest = {
+        "version": PAYLOAD_VERSION,
+        "series": series_entries,
+        "metrics": metric_entries,
+        "extras": extras,
+    }
     arrays["manifest"] = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
     out = io.BytesIO()
     np.savez_compressed(out, **arrays)  # type: ignore[arg-type]  # array names; none is allow_pickle
@@ -79,7 +86,11 @@ def encode(
 
 def decode(
     payload: bytes,
-) -> tuple[dict[SpanKey, SeriesState], dict[tuple[str, str], SeasonalProfile]]:
+) -> tuple[
+    dict[SpanKey, SeriesState], dict[tuple[str, str], SeasonalProfile], ServiceExtras | None
+]:
+    """A payload's series, metrics, and the service's calls out and usual errors (None in a
+    payload of a build that did not learn them)."""
     try:
         archive = np.load(io.BytesIO(payload), allow_pickle=False)
         manifest = json.loads(archive["manifest"].tobytes())
@@ -125,7 +136,8 @@ def decode(
         }
     except (KeyError, TypeError, ValueError) as exc:
         raise SnapshotFormatError(f"incomplete baseline snapshot: {exc!r}") from exc
-    return series, metrics
+    extras = manifest.get("extras")
+    return series, metrics, extras if isinstance(extras, dict) else None
 
 
 def _known(cls: type, saved: dict[str, Any]) -> dict[str, Any]:
@@ -167,7 +179,7 @@ def profile(detector: Detector, service: str, timezone: str, thresholds: Thresho
     (ms) and the windows behind them, the band a window is judged against
     (``band_low``/``band_high`` at z_flag; ``flag_above``: where the ratio and delta floors
     also hold), and the last week as observed with its flags (baselines/trail.py)."""
-    series, _ = detector.export(service)
+    series, _, _ = detector.export(service)
     operations = {}
     for (_, operation, kind, _), state in series.items():
         if kind in ("server", "consumer"):

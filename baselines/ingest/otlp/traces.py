@@ -6,9 +6,9 @@ Mapping decisions (the "why" is next to each helper):
   ``unknown_service``, the fallback the OTel SDK specification prescribes, so its spans still
   count rather than vanish; a ``service.name`` longer than 200 characters rejects the
   resource's spans as one rejected item.
-* ``SPAN_KIND_INTERNAL`` and ``SPAN_KIND_UNSPECIFIED`` spans are not latency of a request
-  or call, so they are neither events nor rejected: they are counted in
-  ``OtlpBatch.skipped``.
+* ``SPAN_KIND_INTERNAL`` and ``SPAN_KIND_UNSPECIFIED`` spans become kind ``internal``, with
+  their ``parent_span_id``: some tracers set no kind at all, and the detector infers from
+  the services of a span's parent and children whether it is an entry, a call or neither.
 * Evidence (``exception.type``, ``exception.message`` of the last ``exception`` span event,
   ``status.description`` from the span status) and the resource's ``service.version`` and
   ``deployment.environment`` go into ``SpanEvent.attributes``; spans without evidence share
@@ -51,10 +51,21 @@ from service.contract import MAX_DURATION_MS, SpanEvent
 MAX_TRACE_ID_CHARS = 64
 MAX_SPAN_ID_CHARS = 32
 
-_KINDS: tuple[str | None, ...] = (None, None, "server", "client", "producer", "consumer")
-"""Indexed by the protobuf ``Span.SpanKind`` number: UNSPECIFIED, INTERNAL are skipped."""
+_KINDS: tuple[str | None, ...] = (
+    "internal",
+    "internal",
+    "server",
+    "client",
+    "producer",
+    "consumer",
+)
+"""Indexed by the protobuf ``Span.SpanKind`` number."""
 _JSON_KINDS: Mapping[int | str, str] = MappingProxyType(
     {
+        0: "internal",
+        1: "internal",
+        "SPAN_KIND_UNSPECIFIED": "internal",
+        "SPAN_KIND_INTERNAL": "internal",
         2: "server",
         3: "client",
         4: "producer",
@@ -107,6 +118,7 @@ def _add_span(
     end: int,
     trace_id: str | None,
     span_id: str | None,
+    parent_span_id: str | None,
     error: bool,
     peer: str | None,
     evidence: dict[str, str | int | float | bool] | None,
@@ -130,6 +142,8 @@ def _add_span(
         problem = f"trace_id is longer than {MAX_TRACE_ID_CHARS} hex characters"
     elif span_id is not None and len(span_id) > MAX_SPAN_ID_CHARS:
         problem = f"span_id is longer than {MAX_SPAN_ID_CHARS} hex characters"
+    elif parent_span_id is not None and len(parent_span_id) > MAX_SPAN_ID_CHARS:
+        problem = f"parent_span_id is longer than {MAX_SPAN_ID_CHARS} hex characters"
     if problem is not None:
         label = name[:80] if name else "<unnamed>"
         item: dict[str, object] = {
@@ -161,6 +175,7 @@ def _add_span(
                 "peer_service": peer[:MAX_NAME_CHARS] if peer else None,
                 "trace_id": trace_id,
                 "span_id": span_id,
+                "parent_span_id": parent_span_id,
                 "attributes": attributes,
             },
         )
@@ -218,6 +233,7 @@ def _spans_from_proto(request: ExportTraceServiceRequest, batch: OtlpBatch) -> N
                     evidence = _proto_evidence(span, status.message)
                 trace_id = span.trace_id.hex() or None
                 span_id = span.span_id.hex() or None
+                parent_span_id = span.parent_span_id.hex() or None
                 _add_span(
                     batch,
                     resource,
@@ -227,6 +243,7 @@ def _spans_from_proto(request: ExportTraceServiceRequest, batch: OtlpBatch) -> N
                     span.end_time_unix_nano,
                     trace_id,
                     span_id,
+                    parent_span_id,
                     status.code == _STATUS_ERROR,
                     peer,
                     evidence,
@@ -322,6 +339,7 @@ def _spans_from_json(payload: dict[str, Any], batch: OtlpBatch) -> None:
                         int(span.get("endTimeUnixNano") or 0),
                         _json_id(span.get("traceId"), 16, "traceId"),
                         _json_id(span.get("spanId"), 8, "spanId"),
+                        _json_id(span.get("parentSpanId"), 8, "parentSpanId"),
                         status.get("code", 0) in _JSON_STATUS_ERROR,
                         peer,
                         evidence,

@@ -1,0 +1,138 @@
+"""Errors as a judged signal per service: error log lines and error spans.
+
+A fault that throws, or returns a wrong value, often slows nothing: it shows as error
+lines a service did not log before, or as more of them than usual. Each service learns,
+per source (``logs``, ``spans``), how many errors a window usually holds and which error
+log templates it already knows; a window is flagged when its error count is improbable
+under that usual rate (Poisson tail below the surprise threshold) or when it holds error
+lines of templates the service never logged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+MAX_TEMPLATES = 2000
+"""Error templates remembered per service; the least recently seen are forgotten first."""
+MAX_WINDOW_TEMPLATES = 50
+MAX_SAMPLES = 8
+MIN_WINDOWS = 3
+"""Windows of history before a service's errors are judged: what is usual must be known."""
+RATE_FLOOR = 0.5
+"""Errors a window is assumed to usually hold at least: a service that never logged an error
+does not alert on its first one or two."""
+MIN_ERRORS = 3
+"""Fewest errors in a window that can be improbable by count alone."""
+MIN_NOVEL = 2
+"""Fewest lines of never-seen error templates that flag a window."""
+MEMORY = 0.05
+"""Weight of each new window in the usual error count (about the last 20 windows)."""
+
+
+@dataclass
+class ErrorWindow:
+    """One service's errors in one window, from one source."""
+
+    total: int = 0
+    errors: int = 0
+    templates: dict[str, int] = field(default_factory=dict)
+    samples: dict[str, str] = field(default_factory=dict)
+    """One line of each error template, as evidence."""
+
+    def add(self, error: bool, template: str = "", body: str = "") -> None:
+        self.total += 1
+        if not error:
+            return
+        self.errors += 1
+        if template and (template in self.templates or len(self.templates) < MAX_WINDOW_TEMPLATES):
+            self.templates[template] = self.templates.get(template, 0) + 1
+            if len(self.samples) < MAX_SAMPLES:
+                self.samples.setdefault(template, body[:300])
+
+
+@dataclass(frozen=True)
+class ErrorVerdict:
+    errors: int
+    usual: float
+    novel: int
+    """Lines of error templates the service never logged before."""
+    surprise: float
+    """Poisson tail probability of at least ``errors`` at the usual rate."""
+    samples: list[str]
+
+    def reason(self, source: str) -> str:
+        what = "error log lines" if source == "logs" else "error spans"
+        text = f"{what}: {self.errors} in the window (usual {self.usual:.1f})"
+        if self.novel:
+            text += f", {self.novel} of templates never seen before"
+        return text
+
+
+@dataclass
+class ErrorHabits:
+    windows: int = 0
+    usual: float = 0.0
+    known: dict[str, int] = field(default_factory=dict)
+    """Error templates seen, by the window count when last seen."""
+
+    def judge(self, window: ErrorWindow, surprise_threshold: float) -> ErrorVerdict | None:
+        """The verdict when the window's errors are improbable for this service, else None."""
+        if self.windows < MIN_WINDOWS or window.errors == 0:
+            return None
+        novel = sum(n for t, n in window.templates.items() if t not in self.known)
+        usual = max(self.usual, RATE_FLOOR)
+        tail = poisson_tail(window.errors, usual)
+        if novel >= MIN_NOVEL or (window.errors >= MIN_ERRORS and tail < surprise_threshold):
+            novel_first = sorted(
+                window.templates, key=lambda t: (t in self.known, -window.templates[t])
+            )
+            samples = [window.samples[t] for t in novel_first if t in window.samples]
+            return ErrorVerdict(window.errors, self.usual, novel, tail, samples)
+        return None
+
+    def learn(self, window: ErrorWindow | None) -> None:
+        """A window (None: the service was seen in the window but had no such source)."""
+        errors = 0 if window is None else window.errors
+        self.windows += 1
+        weight = max(MEMORY, 1.0 / self.windows)
+        self.usual += weight * (errors - self.usual)
+        if window is not None:
+            for template in window.templates:
+                self.known[template] = self.windows
+            if len(self.known) > MAX_TEMPLATES:
+                for template, _ in sorted(self.known.items(), key=lambda kv: kv[1])[
+                    : len(self.known) - MAX_TEMPLATES
+                ]:
+                    del self.known[template]
+
+    def state(self) -> dict[str, object]:
+        return {"windows": self.windows, "usual": self.usual, "known": self.known}
+
+    @classmethod
+    def from_state(cls, saved: dict[str, object]) -> ErrorHabits:
+        known = saved.get("known")
+        return cls(
+            int(saved.get("windows", 0)),  # type: ignore[call-overload]
+            float(saved.get("usual", 0.0)),  # type: ignore[arg-type]
+            dict(known) if isinstance(known, dict) else {},
+        )
+
+
+def poisson_tail(k: int, rate: float) -> float:
+    """P(X >= k) for X ~ Poisson(rate): summed in log space for small rates, by the normal
+    approximation (continuity-corrected) where the sum would underflow."""
+    if k <= 0:
+        return 1.0
+    if rate > 50.0:
+        return 0.5 * math.erfc((k - 0.5 - rate) / math.sqrt(2.0 * rate))
+    log_rate = math.log(rate)
+    below = 0.0
+    term_log = -rate
+    for i in range(k):
+        if i:
+            term_log += log_rate - math.log(i)
+        below += math.exp(term_log)
+        if term_log < -745.0 and i > rate:  # the rest adds nothing a float can hold
+            break
+    return max(0.0, 1.0 - below)

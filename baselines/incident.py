@@ -1,0 +1,301 @@
+"""Anomalies of connected services within a few minutes, as one incident with one root.
+
+A slowdown travels up the call graph: when a service deep down slows, fails or runs short
+of CPU, every caller above it flags too. Each window's signals join the open incident of
+a service they are connected to (one calls the other, directly or through others), or
+open a new one. The root-cause candidates are ranked by a score a person can follow:
+
+* each signal of a service adds its strength: ``errors`` (error lines or spans far above
+  usual, or of templates never seen), ``network`` (its callers wait on it longer than it
+  works), ``resources`` (CPU or memory far above usual), ``own_time`` (its own operations
+  slowed), the last counting less when a service it calls shows a signal too, since the
+  callee then explains it;
+* a service that more of the incident's services call into, directly or not, gains up to
+  ``DEPTH_WEIGHT``: the root sits below what it slows.
+
+Its kind is the signal that contributes most. An incident is reported when it opens and
+again (a new revision, the same incident id) when its root or its affected services change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal, cast
+
+from baselines.callgraph import CallGraph
+from service.contract import (
+    AffectedService,
+    Candidate,
+    Incident,
+    RootCauseKind,
+    report_id,
+)
+
+SignalKind = Literal["own_time", "resources", "network", "errors", "calls"]
+"""A root-cause kind, or ``calls``: the service's calls to another slowed (a symptom that
+points at the callee)."""
+OPENING: frozenset[SignalKind] = frozenset({"own_time", "network", "errors", "calls"})
+"""Signals that open an incident; resources only rank the candidates of one."""
+WEIGHTS: dict[SignalKind, float] = {
+    "errors": 1.0,
+    "network": 1.0,
+    "resources": 0.8,
+    "own_time": 1.0,
+    "calls": 0.0,
+}
+EXPLAINED = 0.3
+"""What an own-time slowdown still counts when a service it calls shows a signal."""
+DEPTH_WEIGHT = 0.5
+QUIET_SECONDS = 300.0
+"""An incident without a new opening signal for this long is over."""
+MAX_OPEN = 1000
+MAX_SERVICES = 50
+MAX_REASONS = 8
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One observation about one service in one window."""
+
+    service: str
+    kind: SignalKind
+    strength: float
+    reason: str
+    operation: str = ""
+    evidence: tuple[str, ...] = ()
+    peer: str = ""
+    """For ``calls``, the service called; for ``network``, the caller."""
+
+
+@dataclass
+class Suspect:
+    """What an incident saw of one service: the strongest signal of each kind."""
+
+    strengths: dict[str, float] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    operations: list[str] = field(default_factory=list)
+    evidence: list[str] = field(default_factory=list)
+
+    def add(self, signal: Signal) -> None:
+        if signal.strength >= self.strengths.get(signal.kind, -1.0):
+            self.strengths[signal.kind] = signal.strength
+            self.reasons[signal.kind] = signal.reason
+        if signal.operation and signal.operation not in self.operations:
+            self.operations = [*self.operations, signal.operation][:20]
+        for text in signal.evidence:
+            if text not in self.evidence and len(self.evidence) < MAX_REASONS:
+                self.evidence.append(text)
+
+    @property
+    def opening(self) -> bool:
+        return any(kind in OPENING for kind in self.strengths)
+
+
+@dataclass
+class OpenIncident:
+    id: str
+    started: float
+    last_signal: float
+    suspects: dict[str, Suspect] = field(default_factory=dict)
+    revision: int = -1
+    reported_root: str = ""
+    reported_services: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "started": self.started,
+            "last_signal": self.last_signal,
+            "revision": self.revision,
+            "reported_root": self.reported_root,
+            "reported_services": self.reported_services,
+            "suspects": {
+                name: [s.strengths, s.reasons, s.operations, s.evidence]
+                for name, s in self.suspects.items()
+            },
+        }
+
+    @classmethod
+    def from_json(cls, saved: dict[str, object]) -> OpenIncident:
+        suspects = saved["suspects"]
+        assert isinstance(suspects, dict)
+        return cls(
+            id=str(saved["id"]),
+            started=float(saved["started"]),  # type: ignore[arg-type]
+            last_signal=float(saved["last_signal"]),  # type: ignore[arg-type]
+            suspects={
+                name: Suspect(dict(st), dict(rs), list(ops), list(ev))
+                for name, (st, rs, ops, ev) in suspects.items()
+            },
+            revision=int(saved["revision"]),  # type: ignore[call-overload]
+            reported_root=str(saved["reported_root"]),
+            reported_services=list(saved["reported_services"]),  # type: ignore[call-overload]
+        )
+
+
+@dataclass(frozen=True)
+class Update:
+    """An incident to report now: its contract form and the services it flagged."""
+
+    incident: Incident
+    flagged: list[str]
+
+
+class IncidentTracker:
+    """The open incidents, fed each closed window's signals in time order."""
+
+    def __init__(self, quiet_seconds: float = QUIET_SECONDS) -> None:
+        self.quiet_seconds = quiet_seconds
+        self.open: list[OpenIncident] = []
+
+    def update(self, window_start: float, signals: list[Signal], graph: CallGraph) -> list[Update]:
+        """Fold a window's signals into incidents; the incidents to report now."""
+        self.open = [i for i in self.open if window_start - i.last_signal <= self.quiet_seconds]
+        touched: dict[str, OpenIncident] = {}
+        for signal in sorted(signals, key=lambda s: s.kind not in OPENING):
+            opening = signal.kind in OPENING
+            incident = self._home(signal.service, graph, opening)
+            if incident is None:
+                if not opening or len(self.open) >= MAX_OPEN:
+                    continue
+                incident = OpenIncident(
+                    id=report_id(signal.service, "incident", _utc(window_start)),
+                    started=window_start,
+                    last_signal=window_start,
+                )
+                self.open.append(incident)
+            if opening:
+                incident.last_signal = window_start
+            if signal.service not in incident.suspects and len(incident.suspects) >= MAX_SERVICES:
+                continue
+            incident.suspects.setdefault(signal.service, Suspect()).add(signal)
+            if signal.kind == "network" and signal.peer:
+                caller = Signal(signal.peer, "calls", signal.strength, signal.reason)
+                incident.suspects.setdefault(signal.peer, Suspect()).add(caller)
+            touched[incident.id] = incident
+        updates = []
+        for incident in touched.values():
+            ranked = rank(incident, graph)
+            services = sorted(incident.suspects)
+            root = ranked[0].service if ranked else ""
+            if root == incident.reported_root and services == incident.reported_services:
+                continue
+            incident.revision += 1
+            incident.reported_root, incident.reported_services = root, services
+            flagged = [
+                name
+                for name in _upstream_first(incident, graph)
+                if any(k in OPENING for k in incident.suspects[name].strengths)
+            ]
+            updates.append(Update(_contract(incident, ranked, flagged, graph), flagged))
+        return updates
+
+    def _home(self, service: str, graph: CallGraph, opening: bool) -> OpenIncident | None:
+        """The open incident this service's signal belongs to: one that already holds the
+        service, or (for an opening signal) one holding a service it is connected to."""
+        for incident in self.open:
+            if service in incident.suspects:
+                return incident
+        if not opening:
+            return None
+        for incident in self.open:
+            members = set(incident.suspects)
+            if graph.reachable(service, members):
+                return incident
+            if any(graph.reachable(member, {service}) for member in members):
+                return incident
+        return None
+
+    def touched_services(self) -> set[str]:
+        """Services of open incidents: what a window's resources are read for."""
+        return {name for incident in self.open for name in incident.suspects}
+
+    def state(self) -> list[dict[str, object]]:
+        return [incident.to_json() for incident in self.open]
+
+    def load(self, saved: list[dict[str, object]]) -> None:
+        self.open = [OpenIncident.from_json(entry) for entry in saved]
+
+
+def rank(incident: OpenIncident, graph: CallGraph) -> list[Candidate]:
+    """The incident's services ranked as its root cause, best first (see the module doc)."""
+    names = list(incident.suspects)
+    symptomatic = {
+        name
+        for name, suspect in incident.suspects.items()
+        if any(kind != "calls" for kind in suspect.strengths)
+    }
+    upstream_of: dict[str, int] = dict.fromkeys(names, 0)
+    explained: dict[str, bool] = dict.fromkeys(names, False)
+    for name in names:
+        reach = graph.reachable(name, set(names))
+        for target in reach:
+            if target != name:
+                upstream_of[target] += 1
+                if target in symptomatic:
+                    explained[name] = True
+    candidates = []
+    for name, suspect in incident.suspects.items():
+        parts: dict[str, float] = {}
+        for kind, strength in suspect.strengths.items():
+            weight = WEIGHTS[cast(SignalKind, kind)]
+            if kind == "own_time" and explained[name]:
+                weight *= EXPLAINED
+            parts[kind] = weight * strength
+        depth = DEPTH_WEIGHT * upstream_of[name] / max(len(names) - 1, 1)
+        score = sum(parts.values()) + depth
+        if not any(v > 0 for v in parts.values()):
+            continue
+        ordered = sorted((k for k in parts if k != "calls"), key=lambda k: -parts[k])
+        root_kind = cast(RootCauseKind, ordered[0] if ordered else "own_time")
+        reasons = [suspect.reasons[k] for k in ordered]
+        if depth > 0:
+            reasons.append(f"{upstream_of[name]} of the incident's services call into it")
+        candidates.append(
+            Candidate(
+                service=name,
+                kind=root_kind,
+                score=round(score, 3),
+                reasons=[r[:300] for r in reasons[:MAX_REASONS]],
+                evidence=[e[:500] for e in suspect.evidence[:MAX_REASONS]],
+            )
+        )
+    candidates.sort(key=lambda c: (-c.score, c.service))
+    return candidates
+
+
+def _upstream_first(incident: OpenIncident, graph: CallGraph) -> list[str]:
+    """The incident's services, those more others call into last."""
+    names = list(incident.suspects)
+    below = {name: len(graph.reachable(name, set(names))) for name in names}
+    return sorted(names, key=lambda n: (-below[n], n))
+
+
+def _contract(
+    incident: OpenIncident, ranked: list[Candidate], flagged: list[str], graph: CallGraph
+) -> Incident:
+    root = ranked[0] if ranked else None
+    path: list[str] = []
+    if root is not None and flagged:
+        path = graph.reachable(flagged[0], {root.service}).get(root.service, [root.service])
+    return Incident(
+        id=incident.id,
+        started=_utc(incident.started),
+        revision=incident.revision,
+        root_cause=root,
+        candidates=ranked[:3],
+        affected=[
+            AffectedService(
+                service=name,
+                operations=suspect.operations[:20],
+                signals=sorted(suspect.strengths)[:10],
+            )
+            for name, suspect in list(incident.suspects.items())[:MAX_SERVICES]
+        ],
+        path=path[:20],
+    )
+
+
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)
