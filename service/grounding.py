@@ -5,14 +5,19 @@ Small models invent plausible measurements ("p95 432 ms vs usual 108 ms") that a
 engineer would act on. A number matches when it equals a report number at the precision it
 is written with (``946`` matches 945.5, ``4.7`` matches 4.72); integers up to 10 pass,
 since they count things ("3 steps") rather than measure them. Identifiers (the report's id,
-its trace ids) hold digits but no facts, so they ground nothing; the window's times count as
-a reader writes them (``14:05``, ``2026-11-12``).
+its trace ids, its incident's id) hold digits but no facts, so they ground nothing; the
+window's times and the incident's start count as a reader writes them (``14:05``,
+``2026-11-12``). The incident's root cause and candidates ground their reasons' numbers
+("own time 840ms vs usual 42ms") and scores: the rule engine and the prompt cite them.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import datetime
+
+from pydantic.main import IncEx
 
 from service.contract import AnomalyReport
 from service.prompt import derived_signals
@@ -36,9 +41,19 @@ def _numbers(value: object) -> Iterator[float]:
         yield from (float(n) for n in NUMBER.findall(value))
 
 
-READ_APART = {"id", "trace_ids", "window"}
+READ_APART: dict[str, IncEx | bool] = {
+    "id": True,
+    "trace_ids": True,
+    "window": True,
+    "incident": {"id": True, "started": True},
+}
 """Fields not read for numbers as text: identifiers hold digits but no facts, and an ISO time
-hides its hour behind the ``T``; the window's numbers are added as a reader writes them."""
+hides its hour behind the ``T``; the window's and the incident's times are added as a reader
+writes them."""
+
+
+def _as_written(time: datetime) -> tuple[int, ...]:
+    return (time.year, time.month, time.day, time.hour, time.minute)
 
 
 def report_numbers(report: AnomalyReport) -> set[float]:
@@ -47,7 +62,9 @@ def report_numbers(report: AnomalyReport) -> set[float]:
     if report.window:
         numbers.add(report.window.count)
         for time in (report.window.start, report.window.end):
-            numbers.update((time.year, time.month, time.day, time.hour, time.minute))
+            numbers.update(_as_written(time))
+    if report.incident:
+        numbers.update(_as_written(report.incident.started))
     for signal in derived_signals(report):
         numbers.add(signal.observed)
         if signal.usual:

@@ -77,6 +77,26 @@ NO_DEPENDENCY = "its dependency"
 LENGTH = Diagnosis.model_json_schema()["properties"]["recommended_actions"]["items"]["maxLength"]
 
 
+def root_dependency(report: AnomalyReport) -> str | None:
+    """The root of the report's incident, when it is another service than the flagged one:
+    the dependency the actions name before any call the report measured."""
+    incident = report.incident
+    if incident is None or incident.root_cause is None:
+        return None
+    root = incident.root_cause.service
+    return root if root != report.service else None
+
+
+def caller_of(report: AnomalyReport, dependency: str | None) -> str:
+    """The service whose calls to ``dependency`` crossed the network: the one before it on
+    the incident's path, else the report's own (the network's actions name it where the
+    others name the report's service)."""
+    path = report.incident.path if report.incident else []
+    if dependency in path and path.index(dependency) > 0:
+        return path[path.index(dependency) - 1]
+    return report.service
+
+
 def slowest_dependency(report: AnomalyReport) -> str | None:
     """The downstream service that slowed most against its usual p95, if any is known."""
     calls = [d for d in report.context.downstream if d.baseline_p95_ms]
@@ -86,9 +106,18 @@ def slowest_dependency(report: AnomalyReport) -> str | None:
 
 
 def actions(report: AnomalyReport) -> dict[ProbableCause, list[str]]:
-    """Every cause's actions, naming this report's service, operation and slowest
-    dependency (cut to the contract's length, which only very long names reach)."""
-    dependency = slowest_dependency(report)
+    """Every cause's actions, naming this report's service, operation and dependency: its
+    incident's root in another service, else its slowest call (cut to the contract's
+    length, which only very long names reach)."""
+    dependency = root_dependency(report) or slowest_dependency(report)
     book = ACTIONS if dependency else ACTIONS | WITHOUT_DEPENDENCY
     names = {"service": report.service, "op": report.operation, "dep": dependency or NO_DEPENDENCY}
-    return {cause: [a.format(**names)[:LENGTH] for a in listed] for cause, listed in book.items()}
+    # the network's actions look at the calling side: the hosts whose calls slowed
+    caller = names | {"service": caller_of(report, dependency)}
+    return {
+        cause: [
+            a.format(**(caller if cause == C.network_degradation else names))[:LENGTH]
+            for a in listed
+        ]
+        for cause, listed in book.items()
+    }

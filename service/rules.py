@@ -4,15 +4,110 @@ It answers when the model cannot (not loaded, failed, too slow: marked ``model: 
 writes the grounded text a degraded answer falls back to, and is the honest baseline the
 tuned model must beat where rules are weak (mixed signals, service knowledge, free text).
 Every number it writes comes from the report.
+
+A report that belongs to an incident with a root cause is answered from it: the consumer
+saw every service of the incident, the report's own context only the flagged one. The
+diagnosis says the chain, from the flagged service down to the root, and why the root is
+the root, in the words of its reasons (whose numbers the grounding guard accepts).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from service import playbook
-from service.contract import AnomalyReport, Diagnosis, ModelInfo, ProbableCause, Severity
+from service.contract import (
+    CONTROL_CHARS,
+    AnomalyReport,
+    Candidate,
+    Diagnosis,
+    ModelInfo,
+    ProbableCause,
+    Severity,
+)
 from service.prompt import Signal, derived_signals, severity_from_latency
 
 RULES_MODEL = ModelInfo(base="rules", quantization="none")
+SUMMARY = Diagnosis.model_json_schema()["properties"]["summary"]["maxLength"]
+EXPLANATION = Diagnosis.model_json_schema()["properties"]["explanation"]["maxLength"]
+NAME = 60
+"""The longest name the explanation writes whole: one 200-character name must not crowd
+out the path and the reasons."""
+KIND_WORDS = {
+    "own_time": "its own time rose",
+    "resources": "its resources ran short",
+    "network": "the network in front of it slowed its calls",
+    "errors": "it fails",
+}
+
+
+@dataclass(frozen=True)
+class Chain:
+    """The incident as it bears on one report: the flagged service, the root cause, and
+    the services between them."""
+
+    flagged: str
+    root: Candidate
+    via: tuple[str, ...]
+    path: tuple[str, ...]
+
+    @property
+    def remote(self) -> bool:
+        return self.root.service != self.flagged
+
+
+def chain(report: AnomalyReport) -> Chain | None:
+    """The report's incident as a chain; None without an incident or a root cause."""
+    incident = report.incident
+    if incident is None or incident.root_cause is None:
+        return None
+    root = incident.root_cause
+    path = tuple(incident.path)
+    via = tuple(s for s in path if s not in (report.service, root.service))
+    return Chain(report.service, root, tuple(dict.fromkeys(via)), path)
+
+
+def _text(value: str) -> str:
+    """A reason or a name as the rule engine writes it: on one line."""
+    return " ".join(CONTROL_CHARS.sub(" ", value).split())
+
+
+def _resource(root: Candidate, report: AnomalyReport) -> str:
+    """Which resource ran short, ``cpu`` or ``memory``: the first reason that names one,
+    else the report's own signals (memory only when it alone is high)."""
+    for reason in root.reasons:
+        lowered = reason.lower()
+        if "mem" in lowered or "heap" in lowered or "oom" in lowered:
+            return "memory"
+        if "cpu" in lowered:
+            return "cpu"
+    signals = derived_signals(report)
+    if _higher(_signal(signals, "memory")) and not _higher(_signal(signals, "cpu")):
+        return "memory"
+    return "cpu"
+
+
+def incident_cause(report: AnomalyReport) -> ProbableCause | None:
+    """The cause the report's incident names, None without one. A root in another service
+    is the flagged one's dependency (its network, when that slowed the calls); a root in
+    the flagged service itself is its resources, its network, or, for its own time or its
+    errors, a recent deploy when there was one."""
+    found = chain(report)
+    if found is None:
+        return None
+    kind = found.root.kind
+    if kind == "network":
+        return ProbableCause.network_degradation
+    if found.remote:
+        return ProbableCause.downstream_dependency
+    if kind == "resources":
+        if _resource(found.root, report) == "memory":
+            return ProbableCause.memory_pressure
+        return ProbableCause.local_cpu_saturation
+    deployed = report.context.deployed_minutes_ago
+    if deployed is not None and deployed <= 60:
+        return ProbableCause.recent_deployment
+    return ProbableCause.unknown
 
 
 def _signal(signals: list[Signal], name: str) -> Signal | None:
@@ -24,7 +119,11 @@ def _higher(signal: Signal | None) -> bool:
 
 
 def decide(report: AnomalyReport) -> tuple[ProbableCause, Signal | None]:
-    """The cause the signals point at first, and the signal that points at it."""
+    """The cause the signals point at first, and the signal that points at it (the
+    incident's cause, when the report's incident names a root)."""
+    from_incident = incident_cause(report)
+    if from_incident is not None:
+        return from_incident, None
     signals = derived_signals(report)
     slow_downstream = [s for s in signals if s.name.startswith("downstream") and _higher(s)]
     cpu, memory = _signal(signals, "cpu"), _signal(signals, "memory")
@@ -52,13 +151,131 @@ def severity_of(report: AnomalyReport) -> Severity:
     return severity_from_latency(report) or Severity.warning
 
 
+def _fit(options: list[str], limit: int) -> str:
+    """The first option within ``limit``; else the last cut at a word, so that no number
+    is cut into another."""
+    for option in options:
+        if len(option) <= limit:
+            return option
+    cut = options[-1][:limit]
+    return cut.rsplit(" ", 1)[0] if " " in cut else cut
+
+
+def _joined(sentences: list[list[str]], limit: int) -> str:
+    """One alternative of each sentence in order, the first that still fits (none, if none
+    does): whole sentences, so no number is cut."""
+    text = ""
+    for alternatives in sentences:
+        for sentence in alternatives:
+            longer = f"{text} {sentence}" if text else sentence
+            if len(longer) <= limit:
+                text = longer
+                break
+    return text
+
+
+def _name(value: str, limit: int) -> str:
+    """A service name cut to ``limit`` characters with an ellipsis, never inside a number
+    (one cut short would be a number the report does not hold)."""
+    text = _text(value)
+    return text if len(text) <= limit else text[: limit - 1].rstrip("0123456789.") + "\u2026"
+
+
+def _chain_summary(report: AnomalyReport, found: Chain) -> str:
+    """``A is slow because it waits on D (via B, C), whose own time rose: reason.``, the
+    reason, the services between and whole names left out in that order until it fits."""
+    root = found.root
+    reason = _text(_quoted_reason(root, report))
+    resource = "CPU" if _resource(root, report) == "cpu" else "memory"
+
+    def clause(limit: int, via: bool) -> str:
+        service, flagged = _name(root.service, limit), _name(found.flagged, limit)
+        between = ", ".join(_name(s, limit) for s in found.via)
+        on = f"{service} (via {between})" if via and between else service
+        if not found.remote:
+            return {
+                "own_time": f"{flagged} is slow in its own work",
+                "resources": f"{flagged} is slow because its {resource} is high",
+                "network": f"{flagged} is slow because the network in front of it slowed "
+                "calls to it",
+                "errors": f"{flagged} is slow and fails",
+            }[root.kind]
+        return (
+            f"{flagged} is slow because "
+            + {
+                "own_time": f"it waits on {on}, whose own time rose",
+                "resources": f"it waits on {on}, whose {resource} is high",
+                "network": f"the network in front of {on} slowed its calls",
+                "errors": f"it waits on {on}, which fails",
+            }[root.kind]
+        )
+
+    detail = f": {reason}" if reason else ""
+    uncut = SUMMARY
+    return _fit(
+        [
+            f"{clause(uncut, True)}{detail}.",
+            f"{clause(uncut, True)}.",
+            f"{clause(uncut, False)}{detail}.",
+            f"{clause(uncut, False)}.",
+            f"{clause(40, True)}.",
+            f"{clause(40, False)}.",
+        ],
+        SUMMARY,
+    )
+
+
+def _quoted_reason(root: Candidate, report: AnomalyReport) -> str:
+    """The reason the summary quotes: for resources, the first naming the resource."""
+    if root.kind == "resources":
+        resource = _resource(root, report)
+        words = ("mem", "heap", "oom") if resource == "memory" else ("cpu",)
+        named = [r for r in root.reasons if any(w in r.lower() for w in words)]
+        if named:
+            return named[0]
+    return root.reasons[0] if root.reasons else ""
+
+
+def _chain_explanation(report: AnomalyReport, found: Chain, latency: str) -> str:
+    """The latency, the path, the root's reasons (as many as fit), the other candidates
+    and the other affected services."""
+    root, incident = found.root, report.incident
+    assert incident is not None
+    what = f"{_name(report.service, NAME)} {_name(report.operation, NAME)}"
+    sentences = [[f"{what} p95 is {latency}.", f"p95 is {latency}."]]
+    if len(found.path) > 1:
+        paths = [f"Path: {' -> '.join(_name(s, n) for s in found.path)}." for n in (NAME, 24)]
+        sentences.append([paths[0] if len(paths[0]) <= SUMMARY else paths[1]])  # room for reasons
+    head = f"Root cause {_name(root.service, NAME)} ({KIND_WORDS[root.kind]})"
+    reasons = [_text(r) for r in root.reasons]
+    sentences.append(
+        [f"{head}: {'; '.join(reasons[:n])}." for n in range(len(reasons), 0, -1)] + [f"{head}."]
+    )
+    others = [
+        f"{_name(c.service, NAME)} ({c.kind})"
+        for c in incident.candidates
+        if (c.service, c.kind) != (root.service, root.kind)
+    ]
+    if others:
+        sentences.append([f"Other candidates: {', '.join(others)}."])
+    on_path = {report.service, root.service, *found.path}
+    affected = [_name(a.service, NAME) for a in incident.affected if a.service not in on_path]
+    if affected:
+        sentences.append([f"Also affected: {', '.join(affected)}."])
+    return _joined(sentences, EXPLANATION)
+
+
 def explain(
     report: AnomalyReport, cause: ProbableCause, evidence: Signal | None
 ) -> tuple[str, str]:
-    """(summary, explanation), citing only the report's own numbers."""
-    latency = derived_signals(report)[0]
+    """(summary, explanation), citing only the report's own numbers. When ``cause`` is
+    the one the report's incident names, they say the chain down to its root."""
+    latency = derived_signals(report)[0].line().split(": ", 1)[1]
+    found = chain(report)
+    if found is not None and cause == incident_cause(report):
+        return _chain_summary(report, found), _chain_explanation(report, found, latency)
     what = f"{report.service} {report.operation}"
-    summary = f"{what} p95 is {latency.line().split(': ', 1)[1]}."
+    summary = f"{what} p95 is {latency}."
     because = {
         ProbableCause.downstream_dependency: "a downstream call is slower than usual",
         ProbableCause.traffic_surge: "traffic is above its usual level",
@@ -74,14 +291,26 @@ def explain(
     return summary[:160], explanation[:400]
 
 
+def _actions(report: AnomalyReport, cause: ProbableCause) -> list[str]:
+    """The playbook's actions for ``cause``; a failing root's error log comes first."""
+    listed = playbook.actions(report)[cause]
+    found = chain(report)
+    if found is not None and found.root.kind == "errors":
+        first = f"Read the latest error log lines of {_text(found.root.service)}"
+        listed = [first[: playbook.LENGTH], *listed]
+    return listed[:5]
+
+
 def diagnose(report: AnomalyReport) -> Diagnosis:
     cause, evidence = decide(report)
     summary, explanation = explain(report, cause, evidence)
+    found = chain(report)
+    grounded = evidence is not None or (found is not None and bool(found.root.reasons))
     return Diagnosis(
         probable_cause=cause,
         severity=severity_of(report),
-        confidence=0.6 if evidence is not None else 0.3,
+        confidence=0.6 if grounded else 0.3,
         summary=summary,
         explanation=explanation,
-        recommended_actions=playbook.actions(report)[cause],
+        recommended_actions=_actions(report, cause),
     )

@@ -63,6 +63,21 @@ async function refreshStatus() {
   }
 }
 
+// "root: <service> (<kind>)" and the services the incident reached: where to look first,
+// which the consumer found across services and the flagged one's own report cannot show.
+function incidentLine(incident) {
+  const line = el("p", { class: "incident" });
+  if (incident.root_cause) {
+    line.append(el("span", { class: "root" },
+      `root: ${incident.root_cause.service} (${incident.root_cause.kind})`));
+  }
+  const affected = incident.affected.map((a) => a.service);
+  if (affected.length) {
+    line.append(el("span", { class: "muted" }, ` affected: ${affected.join(", ")}`));
+  }
+  return line;
+}
+
 function anomalyCard(analysis, report) {
   const card = el("li", { class: `anomaly ${analysis.severity}`, "data-id": analysis.anomaly_id });
   if (analysis.anomaly_id === state.selected) card.classList.add("selected");
@@ -74,6 +89,7 @@ function anomalyCard(analysis, report) {
     const usual = report.baseline ? ` vs usual ${ms(report.baseline.p95)}` : "";
     const ratio = report.deviation ? ` (${report.deviation.ratio.toFixed(1)}x)` : "";
     card.append(el("p", { class: "numbers" }, `p95 ${ms(report.latency_ms.p95)}${usual}${ratio}`));
+    if (report.incident) card.append(incidentLine(report.incident));
   }
   const verdict = el("p");
   verdict.append(el("span", { class: `severity ${analysis.severity}` }, analysis.severity), " ");

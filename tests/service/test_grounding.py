@@ -1,4 +1,4 @@
-from service.contract import AnomalyReport, Window
+from service.contract import AnomalyReport, Incident, Window
 from service.grounding import report_numbers, ungrounded
 
 REPORT = AnomalyReport.model_validate(
@@ -64,3 +64,34 @@ def test_the_window_counts_as_written_and_identifiers_ground_nothing() -> None:
     allowed = report_numbers(report)
     assert ungrounded("since 14:05 UTC on 2026-11-12, over 412 requests", allowed) == []
     assert ungrounded("p95 4711 ms, 3377 retries", allowed) == ["4711", "3377"]
+
+
+def test_an_incidents_reasons_ground_their_numbers_and_its_id_grounds_nothing() -> None:
+    report = REPORT.model_copy(
+        update={
+            "incident": Incident.model_validate(
+                {
+                    "id": "inc-8812",
+                    "started": "2026-11-12T14:03:00Z",
+                    "root_cause": {
+                        "service": "fx-provider",
+                        "kind": "own_time",
+                        "score": 3.5,
+                        "reasons": ["own time p95 840ms vs usual 42ms (20x)"],
+                    },
+                    "candidates": [
+                        {
+                            "service": "fx-db",
+                            "kind": "errors",
+                            "score": 1.25,
+                            "reasons": ["error log lines: 12 vs usual 0"],
+                        }
+                    ],
+                }
+            )
+        }
+    )
+    allowed = report_numbers(report)
+    text = "fx-provider own time 840ms vs usual 42ms, 20x; fx-db 12 errors; since 14:03"
+    assert ungrounded(text, allowed) == []
+    assert ungrounded("score 3.5 and 1.25; 8812 requests", allowed) == ["8812"]
