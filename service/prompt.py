@@ -175,8 +175,9 @@ def _short(text: str, limit: int) -> str:
 
 
 def _candidate(candidate: Candidate) -> str:
-    name = _short(candidate.service, NAME_CHARS)
-    return f"{name} ({candidate.kind}, score {number(candidate.score)})"
+    """``name (kind)``: no score, which ranks the candidates (their order says it) but is no
+    fact of the system, and a small model cites the numbers it reads."""
+    return f"{_short(candidate.service, NAME_CHARS)} ({candidate.kind})"
 
 
 def _path(services: list[str]) -> str:
