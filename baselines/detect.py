@@ -62,6 +62,8 @@ RESOURCE_RISE = 1.5
 """CPU or memory at least this many times its usual, and ``RESOURCE_POINTS`` above it, is a
 resources signal for a service in an incident."""
 RESOURCE_POINTS = 10.0
+NAMED_SHARE = 0.5
+"""What error lines naming another service count for it, against the service that logs them."""
 
 
 @dataclass(frozen=True)
@@ -467,17 +469,13 @@ class Detector:
                 if state.gate.open:
                     state.gate.keep_offsets(offsets[i : i + 1])
         alerting = {key[0] for key in window.spans if self._series[key].gate.open}
+        alerting |= self.incidents.touched_services()
         verdicts = self._judge_errors(window, alerting)
         signals = _latency_signals(flagged, {key for key, _ in judged})
         signals += [
-            Signal(
-                service,
-                "errors",
-                1.0,
-                verdict.reason(source),
-                evidence=tuple(f"{service}: {line}" for line in verdict.samples),
-            )
+            signal
             for (service, source), verdict in verdicts.items()
+            for signal in _error_signals(service, source, verdict)
         ]
         suspects = self.incidents.touched_services() | {s.service for s in signals}
         signals += _resource_signals(metrics, suspects, self.graph)
@@ -568,13 +566,16 @@ class Detector:
                         spans.samples.setdefault(text, text)
                         spans.templates[text] = spans.templates.get(text, 0) + 1
         verdicts: dict[tuple[str, str], ErrorVerdict] = {}
+        services = frozenset(key[0] for key in self._series) | frozenset(
+            key[0] for key in self._errors
+        )
         for source, errors in sources.items():
             habits = self._errors.get(source)
             if habits is None:
                 if not self._admit():
                     continue
                 habits = self._errors[source] = ErrorHabits()
-            verdict = habits.judge(errors, th.surprise)
+            verdict = habits.judge(errors, th.surprise, services - {source[0]})
             if verdict is not None:
                 verdicts[source] = verdict
             elif source[0] not in alerting:
@@ -763,6 +764,20 @@ def _latency_signals(flagged: dict[SpanKey, WindowFacts], judged: set[SpanKey]) 
                 signals.append(Signal(peer, "network", 0.8, seen, peer=service))
             else:
                 signals.append(Signal(peer, "own_time", 0.7, seen))
+    return signals
+
+
+def _error_signals(service: str, source: str, verdict: ErrorVerdict) -> list[Signal]:
+    """A service's errors are its own; when most of its error lines name another service
+    ("No instances available for ts-basic-service") they also point there, at half the
+    strength: the text may be the caller's own failure that mentions what it was calling."""
+    evidence = tuple(f"{service}: {line}" for line in verdict.samples)
+    reason = verdict.reason(source)
+    signals = [Signal(service, "errors", verdict.strength, reason, evidence=evidence)]
+    blamed = verdict.blames()
+    if blamed is not None:
+        named = f"{service}'s {reason}, naming {blamed}"
+        signals.append(Signal(blamed, "errors", NAMED_SHARE * verdict.strength, named))
     return signals
 
 

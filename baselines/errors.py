@@ -11,6 +11,7 @@ lines of templates the service never logged.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 MAX_TEMPLATES = 2000
@@ -28,6 +29,7 @@ MIN_NOVEL = 2
 """Fewest lines of never-seen error templates that flag a window."""
 MEMORY = 0.05
 """Weight of each new window in the usual error count (about the last 20 windows)."""
+_TOKEN = re.compile(r"[\w.-]+")
 
 
 @dataclass
@@ -60,6 +62,23 @@ class ErrorVerdict:
     surprise: float
     """Poisson tail probability of at least ``errors`` at the usual rate."""
     samples: list[str]
+    named: dict[str, int] = field(default_factory=dict)
+    """Other services the error lines name ("No instances available for ts-basic-service",
+    "connection refused: payments:8080"), with how many lines name each."""
+
+    @property
+    def strength(self) -> float:
+        """How strongly the window says "this service fails": more errors against the usual,
+        and a larger share of never-seen templates, say it more (from 0.5 up to 1.5)."""
+        rise = 0.5 * math.log10(1.0 + self.errors / max(self.usual, RATE_FLOOR))
+        return min(1.5, 0.5 + rise + 0.5 * self.novel / self.errors)
+
+    def blames(self) -> str | None:
+        """The other service at least half of the error lines name, if one does."""
+        if not self.named:
+            return None
+        service, lines = max(self.named.items(), key=lambda kv: kv[1])
+        return service if 2 * lines >= self.errors else None
 
     def reason(self, source: str) -> str:
         what = "error log lines" if source == "logs" else "error spans"
@@ -76,8 +95,11 @@ class ErrorHabits:
     known: dict[str, int] = field(default_factory=dict)
     """Error templates seen, by the window count when last seen."""
 
-    def judge(self, window: ErrorWindow, surprise_threshold: float) -> ErrorVerdict | None:
-        """The verdict when the window's errors are improbable for this service, else None."""
+    def judge(
+        self, window: ErrorWindow, surprise_threshold: float, services: frozenset[str] = frozenset()
+    ) -> ErrorVerdict | None:
+        """The verdict when the window's errors are improbable for this service, else None;
+        ``services``: the names its lines may name."""
         if self.windows < MIN_WINDOWS or window.errors == 0:
             return None
         novel = sum(n for t, n in window.templates.items() if t not in self.known)
@@ -88,7 +110,8 @@ class ErrorHabits:
                 window.templates, key=lambda t: (t in self.known, -window.templates[t])
             )
             samples = [window.samples[t] for t in novel_first if t in window.samples]
-            return ErrorVerdict(window.errors, self.usual, novel, tail, samples)
+            named = named_services(window.templates, services)
+            return ErrorVerdict(window.errors, self.usual, novel, tail, samples, named)
         return None
 
     def learn(self, window: ErrorWindow | None) -> None:
@@ -96,7 +119,10 @@ class ErrorHabits:
         errors = 0 if window is None else window.errors
         self.windows += 1
         weight = max(MEMORY, 1.0 / self.windows)
-        self.usual += weight * (errors - self.usual)
+        # a window counts at most a few deviations above the usual: the tail of a fault
+        # that was not flagged must not teach the service that faults are usual
+        usual = max(self.usual, RATE_FLOOR)
+        self.usual += weight * (min(errors, usual + 3.0 * math.sqrt(usual) + 1.0) - self.usual)
         if window is not None:
             for template in window.templates:
                 self.known[template] = self.windows
@@ -117,6 +143,20 @@ class ErrorHabits:
             float(saved.get("usual", 0.0)),  # type: ignore[arg-type]
             dict(known) if isinstance(known, dict) else {},
         )
+
+
+def named_services(templates: dict[str, int], services: frozenset[str]) -> dict[str, int]:
+    """Lines per service named in the templates (a whole token: ``ts-basic-service`` in
+    ``for ts-basic-service]``, ``payments`` in ``payments:8080``)."""
+    named: dict[str, int] = {}
+    if not services:
+        return named
+    for template, lines in templates.items():
+        for token in set(_TOKEN.findall(template)):
+            name = token.strip(".-")
+            if name in services:
+                named[name] = named.get(name, 0) + lines
+    return named
 
 
 def poisson_tail(k: int, rate: float) -> float:

@@ -46,8 +46,8 @@ WEIGHTS: dict[SignalKind, float] = {
 }
 EXPLAINED = 0.3
 """What an own-time slowdown still counts when a service it calls shows a signal."""
-DEPTH_WEIGHT = 0.5
-QUIET_SECONDS = 300.0
+DEPTH_WEIGHT = 0.3
+QUIET_SECONDS = 120.0
 """An incident without a new opening signal for this long is over."""
 MAX_OPEN = 1000
 MAX_SERVICES = 50
