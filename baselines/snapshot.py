@@ -13,6 +13,7 @@ import io
 import json
 import zipfile
 from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from baselines.baseline import SeasonalProfile, json_column
 from baselines.detect import Detector, SeriesState, ServiceExtras, SpanKey, SpanWindow
 from baselines.judge import Habits, IncidentGate, Thresholds, band, flag_above
 from baselines.trail import HourlyTrail
-from service.contract import PROFILE_KEY_PREFIX, OperationProfile, WeekProfile
+from service.contract import PROFILE_KEY_PREFIX, CallEdge, OperationProfile, WeekProfile
 
 PAYLOAD_VERSION = 1
 PROFILES = ("p95", "p50", "count", "error_rate")
@@ -194,7 +195,15 @@ def profile(detector: Detector, service: str, timezone: str, thresholds: Thresho
                     **state.trail.export(),
                 }
             )
-    week = WeekProfile(service=service, timezone=timezone, operations=operations)
+    calls = [
+        CallEdge(
+            callee=callee,
+            calls=calls,
+            last_seen=datetime.fromtimestamp(last_seen, UTC) if last_seen > 0 else None,
+        )
+        for callee, (calls, last_seen) in sorted(detector.graph.export(service).items())
+    ][:1000]
+    week = WeekProfile(service=service, timezone=timezone, operations=operations, calls=calls)
     return week.model_dump_json().encode()
 
 

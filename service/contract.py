@@ -161,13 +161,24 @@ class MetricSample(Strict):
 
 
 def _telemetry_kind(value: object) -> str | None:
+    """A JSON event is a metric sample when it names a ``metric``, a span when it names an
+    ``operation``, a log record when it has a ``severity`` or a ``body`` (and neither of
+    those), else a span (whose validation errors then say what is missing)."""
     if isinstance(value, dict):
-        return "metric" if "metric" in value else "span"
-    return "metric" if isinstance(value, MetricSample) else "span"
+        if "metric" in value:
+            return "metric"
+        if "operation" not in value and ("severity" in value or "body" in value):
+            return "log"
+        return "span"
+    if isinstance(value, MetricSample):
+        return "metric"
+    return "log" if isinstance(value, LogRecord) else "span"
 
 
 TelemetryEvent = Annotated[
-    Annotated[SpanEvent, Tag("span")] | Annotated[MetricSample, Tag("metric")],
+    Annotated[SpanEvent, Tag("span")]
+    | Annotated[MetricSample, Tag("metric")]
+    | Annotated[LogRecord, Tag("log")],
     Discriminator(_telemetry_kind),
 ]
 TELEMETRY_EVENT = TypeAdapter(TelemetryEvent)
@@ -457,6 +468,14 @@ class OperationProfile(Strict):
     flags: list[ProfileFlag] = []
 
 
+class CallEdge(Strict):
+    """One service calling another, as learnt from spans."""
+
+    callee: Name
+    calls: NonNegative = Field(description="Calls seen since the edge was first learnt.")
+    last_seen: Rfc3339 | None = None
+
+
 class WeekProfile(Strict):
     """A service's week profile as the consumer learnt it: one row per service, rewritten at
     each checkpoint. A row written before ``version`` existed has the same shape: version 1."""
@@ -465,3 +484,6 @@ class WeekProfile(Strict):
     service: Name
     timezone: Annotated[str, AfterValidator(_known_zone)]
     operations: dict[str, OperationProfile]
+    calls: Annotated[list[CallEdge], Field(max_length=1000)] = Field(
+        default=[], description="The services this one calls: its edges of the call graph."
+    )
