@@ -761,9 +761,9 @@ def _latency_signals(flagged: dict[SpanKey, WindowFacts], judged: set[SpanKey]) 
                 continue
             seen = f"seen from {service}'s calls ({operation}): {numbers}"
             if peer in own_judged:
-                signals.append(Signal(peer, "network", 0.8, seen, peer=service))
+                signals.append(Signal(peer, "network", 0.8, seen, peer=service, direct=False))
             else:
-                signals.append(Signal(peer, "own_time", 0.7, seen))
+                signals.append(Signal(peer, "own_time", 0.7, seen, direct=False))
     return signals
 
 
@@ -777,7 +777,8 @@ def _error_signals(service: str, source: str, verdict: ErrorVerdict) -> list[Sig
     blamed = verdict.blames()
     if blamed is not None:
         named = f"{service}'s {reason}, naming {blamed}"
-        signals.append(Signal(blamed, "errors", NAMED_SHARE * verdict.strength, named))
+        strength = NAMED_SHARE * verdict.strength
+        signals.append(Signal(blamed, "errors", strength, named, direct=False))
     return signals
 
 

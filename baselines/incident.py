@@ -8,8 +8,10 @@ open a new one. The root-cause candidates are ranked by a score a person can fol
 * each signal of a service adds its strength: ``errors`` (error lines or spans far above
   usual, or of templates never seen), ``network`` (its callers wait on it longer than it
   works), ``resources`` (CPU or memory far above usual), ``own_time`` (its own operations
-  slowed), the last counting less when a service it calls shows a signal too, since the
-  callee then explains it;
+  slowed); its own time and errors count less when a service it calls shows a signal of
+  its own too, since slowness and failures travel up: the callee explains them. A signal
+  read from another service (a caller's slow calls, error lines naming it) ranks the
+  service it points at but explains nothing;
 * a service that more of the incident's services call into, directly or not, gains up to
   ``DEPTH_WEIGHT``: the root sits below what it slows.
 
@@ -45,7 +47,8 @@ WEIGHTS: dict[SignalKind, float] = {
     "calls": 0.0,
 }
 EXPLAINED = 0.3
-"""What an own-time slowdown still counts when a service it calls shows a signal."""
+"""What own time and errors still count when a service it calls shows a signal."""
+PROPAGATING: frozenset[str] = frozenset({"own_time", "errors"})
 DEPTH_WEIGHT = 0.3
 QUIET_SECONDS = 120.0
 """An incident without a new opening signal for this long is over."""
@@ -66,6 +69,8 @@ class Signal:
     evidence: tuple[str, ...] = ()
     peer: str = ""
     """For ``calls``, the service called; for ``network``, the caller."""
+    direct: bool = True
+    """Observed in the service's own telemetry, not read from another's."""
 
 
 @dataclass
@@ -76,8 +81,12 @@ class Suspect:
     reasons: dict[str, str] = field(default_factory=dict)
     operations: list[str] = field(default_factory=list)
     evidence: list[str] = field(default_factory=list)
+    direct: bool = False
+    """Some signal came from the service's own telemetry (its own time, errors, resources)."""
 
     def add(self, signal: Signal) -> None:
+        if signal.direct and signal.kind != "calls":
+            self.direct = True
         if signal.strength >= self.strengths.get(signal.kind, -1.0):
             self.strengths[signal.kind] = signal.strength
             self.reasons[signal.kind] = signal.reason
@@ -111,7 +120,7 @@ class OpenIncident:
             "reported_root": self.reported_root,
             "reported_services": self.reported_services,
             "suspects": {
-                name: [s.strengths, s.reasons, s.operations, s.evidence]
+                name: [s.strengths, s.reasons, s.operations, s.evidence, s.direct]
                 for name, s in self.suspects.items()
             },
         }
@@ -125,8 +134,8 @@ class OpenIncident:
             started=float(saved["started"]),  # type: ignore[arg-type]
             last_signal=float(saved["last_signal"]),  # type: ignore[arg-type]
             suspects={
-                name: Suspect(dict(st), dict(rs), list(ops), list(ev))
-                for name, (st, rs, ops, ev) in suspects.items()
+                name: Suspect(dict(st), dict(rs), list(ops), list(ev), bool(direct))
+                for name, (st, rs, ops, ev, direct) in suspects.items()
             },
             revision=int(saved["revision"]),  # type: ignore[call-overload]
             reported_root=str(saved["reported_root"]),
@@ -221,11 +230,7 @@ class IncidentTracker:
 def rank(incident: OpenIncident, graph: CallGraph) -> list[Candidate]:
     """The incident's services ranked as its root cause, best first (see the module doc)."""
     names = list(incident.suspects)
-    symptomatic = {
-        name
-        for name, suspect in incident.suspects.items()
-        if any(kind != "calls" for kind in suspect.strengths)
-    }
+    symptomatic = {name for name, suspect in incident.suspects.items() if suspect.direct}
     upstream_of: dict[str, int] = dict.fromkeys(names, 0)
     explained: dict[str, bool] = dict.fromkeys(names, False)
     for name in names:
@@ -240,7 +245,7 @@ def rank(incident: OpenIncident, graph: CallGraph) -> list[Candidate]:
         parts: dict[str, float] = {}
         for kind, strength in suspect.strengths.items():
             weight = WEIGHTS[cast(SignalKind, kind)]
-            if kind == "own_time" and explained[name]:
+            if kind in PROPAGATING and explained[name]:
                 weight *= EXPLAINED
             parts[kind] = weight * strength
         depth = DEPTH_WEIGHT * upstream_of[name] / max(len(names) - 1, 1)
