@@ -23,21 +23,16 @@ MAX_EDGES = 100_000
 MAX_PATH_DEPTH = 12
 
 
-@dataclass(frozen=True, slots=True)
-class Linked:
-    """What linking needs of a span: who it belongs to and how long it took."""
-
-    service: str
-    operation: str
-    kind: str
-    duration_ms: float
-    parent: str | None
+Linked = tuple[str, str, float]
+"""(service, operation, duration in ms): what linking needs of a span. A tuple, not a
+class: one is made per indexed span on the ingest path."""
 
 
 class SpanIndex:
-    """Recent spans by id, and which spans have a child in another service, bounded: the
-    oldest are forgotten first. Not checkpointed: a restart loses the links of spans in
-    flight, never a baseline."""
+    """Recent possible parents by span id (calls, and spans of unknown kind), and the
+    services of the children of spans of unknown kind, bounded: the oldest are forgotten
+    first. Not checkpointed: a restart loses the links of spans in flight, never a
+    baseline."""
 
     def __init__(self, capacity: int = MAX_INDEXED_SPANS) -> None:
         self.capacity = capacity
@@ -45,42 +40,42 @@ class SpanIndex:
         self._children: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         self.forgotten = 0
 
-    def add(self, span_id: str | None, span: Linked) -> None:
-        """Remember a span, and that its parent (seen yet or not) has a child in its
-        service: a child usually ends, and so arrives, before its parent."""
-        if span_id is not None:
-            self._spans[span_id] = span
-            if len(self._spans) > self.capacity:
-                self._spans.popitem(last=False)
-                self.forgotten += 1
-        if span.parent is not None:
-            known = self._children.get(span.parent, ())
-            if span.service not in known and len(known) < 4:
-                self._children[span.parent] = (*known, span.service)
-                if len(self._children) > self.capacity:
-                    self._children.popitem(last=False)
+    def add(self, span_id: str, span: Linked) -> None:
+        """Remember a span that may be the parent of another service's entry."""
+        spans = self._spans
+        spans[span_id] = span
+        if len(spans) > self.capacity:
+            spans.popitem(last=False)
+            self.forgotten += 1
+
+    def add_child(self, parent_id: str, service: str) -> None:
+        """Remember that ``parent_id`` (seen yet or not) has a child in ``service``: a
+        child usually ends, and so arrives, before its parent."""
+        known = self._children.get(parent_id, ())
+        if service not in known and len(known) < 4:
+            self._children[parent_id] = (*known, service)
+            if len(self._children) > self.capacity:
+                self._children.popitem(last=False)
 
     def get(self, span_id: str | None) -> Linked | None:
         return None if span_id is None else self._spans.get(span_id)
 
-    def remote_child(self, span_id: str | None, service: str) -> str | None:
-        """The service of a child of this span outside ``service``, if one was seen."""
-        if span_id is None:
-            return None
-        return next((s for s in self._children.get(span_id, ()) if s != service), None)
-
-    def resolve(self, span_id: str | None, span: Linked) -> tuple[str, str | None] | None:
-        """(kind, peer) of a span of unknown kind: ``("server", None)`` for an entry,
-        ``("client", callee)`` for a call, None for in-process work or an orphan whose
+    def resolve(
+        self, span_id: str | None, service: str, parent_id: str | None
+    ) -> tuple[str, str | None] | None:
+        """(kind, peer) of a span of unknown kind: ``("server", None)`` for an entry (its
+        parent is in another service, or it has none), ``("client", callee)`` for a call (a
+        child of it is in another service), None for in-process work or an orphan whose
         parent was never seen."""
-        if span.parent is None:
+        if parent_id is None:
             return "server", None
-        parent = self._spans.get(span.parent)
-        if parent is not None and parent.service != span.service:
+        parent = self._spans.get(parent_id)
+        if parent is not None and parent[0] != service:
             return "server", None
-        callee = self.remote_child(span_id, span.service)
-        if callee is not None:
-            return "client", callee
+        if span_id is not None:
+            callee = next((s for s in self._children.get(span_id, ()) if s != service), None)
+            if callee is not None:
+                return "client", callee
         return None
 
 

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from baselines.baseline import LOG_FLOOR, Estimate, SeasonalProfile, local_hour
-from baselines.callgraph import CallGraph, Linked, SpanIndex
+from baselines.callgraph import CallGraph, SpanIndex
 from baselines.errors import ErrorHabits, ErrorVerdict, ErrorWindow
 from baselines.incident import IncidentTracker, Signal, Update
 from baselines.judge import (
@@ -290,9 +290,12 @@ class Detector:
             for key, values in entry["metrics"]:
                 self._metrics.setdefault((key[0], key[1]), _context_profile())
                 window.metrics[(key[0], key[1])] = values
-            window.linked = [SpanEvent.model_validate(e) for e in entry.get("linked", ())]
-            for event in window.linked:
-                self._index.add(event.span_id, _linked(event))
+            for saved in entry.get("linked", ()):
+                event = SpanEvent.model_validate(saved)
+                if event.kind == "internal":
+                    self._remember_internal(event, window)
+                else:
+                    window.linked.append(event)
             for service, total, errors, templates, samples in entry.get("logs", ()):
                 window.logs[service] = ErrorWindow(total, errors, templates, samples)
         self.incidents.load(state.get("incidents", []))
@@ -339,19 +342,22 @@ class Detector:
             if window is None:
                 window = open_windows[start] = WindowData()
             if isinstance(event, SpanEvent):
-                if event.span_id is not None or event.parent_span_id is not None:
-                    self._index.add(event.span_id, _linked(event))
-                if event.kind == "internal" or (
-                    event.parent_span_id is not None and event.kind in OWN_KINDS
-                ):
+                kind = event.kind
+                if kind == "internal":
+                    self._remember_internal(event, window)
+                    stats.spans += 1
+                    if ts > self._watermark:
+                        self._advance(ts, reports)
+                    continue
+                if event.parent_span_id is not None and kind in OWN_KINDS:
                     if len(window.linked) < MAX_LINKED_PER_WINDOW:
                         window.linked.append(event)
                     else:
                         stats.unlinked += 1
-                    if event.kind == "internal":
-                        stats.spans += 1
-                        self._advance(ts, reports)
-                        continue
+                elif event.span_id is not None and kind in CALL_KINDS:
+                    self._index.add(
+                        event.span_id, (event.service, event.operation, event.duration_ms)
+                    )
                 key = (event.service, event.operation, event.kind, event.peer_service or "")
                 agg = window.spans.get(key)
                 if agg is None:
@@ -382,6 +388,17 @@ class Detector:
             if ts > self._watermark:
                 self._advance(ts, reports)
         return reports
+
+    def _remember_internal(self, event: SpanEvent, window: WindowData) -> None:
+        """A span of unknown kind waits in its window for its links (see ``_link``)."""
+        if event.span_id is not None:
+            self._index.add(event.span_id, (event.service, event.operation, event.duration_ms))
+        if event.parent_span_id is not None:
+            self._index.add_child(event.parent_span_id, event.service)
+        if len(window.linked) < MAX_LINKED_PER_WINDOW:
+            window.linked.append(event)
+        else:
+            self.stats.unlinked += 1
 
     def _advance(self, ts: float, reports: list[AnomalyReport]) -> None:
         """Move the watermark to ``ts``; close the windows it passed."""
@@ -506,11 +523,12 @@ class Detector:
     def _link(self, window: WindowData, start: float) -> None:
         """Resolve the window's spans of unknown kind into entries and calls, and learn the
         call graph and the gap series from entries under a call in another service."""
+        calls: dict[tuple[str, str], int] = {}
         for event in window.linked:
             kind: str = event.kind
             peer = event.peer_service
             if kind == "internal":
-                resolved = self._index.resolve(event.span_id, _linked(event))
+                resolved = self._index.resolve(event.span_id, event.service, event.parent_span_id)
                 if resolved is None:
                     self.stats.unlinked += 1
                     continue
@@ -519,11 +537,11 @@ class Detector:
             if kind not in OWN_KINDS:
                 continue
             parent = self._index.get(event.parent_span_id)
-            if parent is None or parent.service == event.service:
+            if parent is None or parent[0] == event.service:
                 continue
-            self.graph.observe(parent.service, event.service, 1, start)
-            gap = max(parent.duration_ms - event.duration_ms, 0.0)
-            key = (parent.service, parent.operation, GAP_KIND, event.service)
+            caller, operation, waited = parent
+            calls[(caller, event.service)] = calls.get((caller, event.service), 0) + 1
+            key = (caller, operation, GAP_KIND, event.service)
             agg = window.spans.get(key)
             if agg is None:
                 if key not in self._series:
@@ -531,10 +549,12 @@ class Detector:
                         continue
                     self._series[key] = SeriesState()
                 agg = window.spans[key] = SpanWindow()
-            agg.add_value(gap, event.trace_id)
-        for key in window.spans:
+            agg.add_value(max(waited - event.duration_ms, 0.0), event.trace_id)
+        for key, agg in window.spans.items():
             if key[2] in CALL_KINDS and key[3]:
-                self.graph.observe(key[0], key[3], len(window.spans[key].durations), start)
+                calls.setdefault((key[0], key[3]), len(agg.durations))
+        for (caller, callee), count in calls.items():
+            self.graph.observe(caller, callee, count, start)
         window.linked = []
 
     def _add(self, window: WindowData, key: SpanKey, event: SpanEvent) -> None:
@@ -724,12 +744,6 @@ def _coalesce(group: list[tuple[bool, WindowFacts]]) -> tuple[WindowFacts, list[
     operation leads, its slow calls show as context and related operations."""
     ordered = [facts for _, facts in sorted(group, key=lambda g: (g[0], g[1].score), reverse=True)]
     return ordered[0], ordered[1:]
-
-
-def _linked(event: SpanEvent) -> Linked:
-    return Linked(
-        event.service, event.operation, event.kind, event.duration_ms, event.parent_span_id
-    )
 
 
 def _latency_signals(flagged: dict[SpanKey, WindowFacts], judged: set[SpanKey]) -> list[Signal]:
