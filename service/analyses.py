@@ -46,10 +46,16 @@ MAX_FINGERPRINTS = 10_000
 
 def fingerprint(report: AnomalyReport, adapter: str | None = None) -> str:
     """The situation, not the numbers: what the prompt tags, with the free text (and who
-    asks: another adapter may see it otherwise)."""
+    asks: another adapter may see it otherwise), and where the report's incident starts
+    and how it reaches the service (its root, the root's kind and the path; not its id,
+    revision or scores): the same window blamed on another root is another diagnosis."""
     facts = [adapter or "", report.service, report.operation]
     facts += [f"{s.name}={s.tag.split()[-1]}" for s in derived_signals(report)]  # no ratio
     facts += sorted(report.evidence) + sorted(r.operation for r in report.related)
+    if (incident := report.incident) is not None:
+        root = incident.root_cause
+        facts += ["incident", root.service if root else "", root.kind if root else ""]
+        facts += [str(len(incident.path)), *incident.path]
     return hashlib.sha256("\x00".join(facts).encode()).hexdigest()
 
 

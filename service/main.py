@@ -19,7 +19,7 @@ from service.analyses import Analyses
 from service.analyze import Analyzer
 from service.api.metrics import install_metrics
 from service.api.middleware import ApiKeys, BodyLimit
-from service.api.routes import analyze, anomalies, baselines, health, models
+from service.api.routes import analyze, anomalies, baselines, health, models, topology
 from service.api.routes.docs import install_docs
 from service.catalogue import Catalogue
 from service.model.loader import ModelLoader
@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(anomalies.router)
     app.include_router(models.router)
     app.include_router(baselines.router)
+    app.include_router(topology.router)
     app.include_router(anomalies.export_router)
     app.mount("/dashboard", StaticFiles(directory=DASHBOARD, html=True), name="dashboard")
     install_docs(app)

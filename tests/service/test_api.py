@@ -245,3 +245,44 @@ def test_an_alert_storm_reuses_the_diagnosis_of_the_same_situation(live_service:
     assert not third.cached  # another situation: analysed
     stored = httpx.get(f"{live_service}/v1/anomalies/storm-2").json()
     assert stored["analysis"]["anomaly_id"] == "storm-2"
+
+
+@pytest.mark.slow
+def test_the_same_window_blamed_on_another_root_is_another_situation(live_service: str) -> None:
+    """The diagnosis follows the incident: a report like one just analysed but whose
+    incident starts elsewhere (another root, another kind of cause, another path) is
+    analysed, not answered with the first one's diagnosis; the same incident's next
+    revision (other scores, one more service reached) is the same situation."""
+
+    def analyse(report_id: str, incident: dict) -> Analysis:
+        report = FULL_REPORT | {"id": report_id, "evidence": ["ThreadPoolExhausted: incident"]}
+        response = httpx.post(
+            f"{live_service}/v1/analyze", json=report | {"incident": incident}, timeout=120
+        )
+        assert response.status_code == 200, response.text
+        return Analysis.model_validate_json(response.content)
+
+    root = {"service": "payments", "kind": "own_time", "score": 2.5}
+    incident = {
+        "id": "inc-7",
+        "started": "2026-11-12T13:58:00Z",
+        "root_cause": root,
+        "affected": [{"service": "checkout"}, {"service": "payments"}],
+        "path": ["checkout", "payments"],
+    }
+    first = analyse("incident-1", incident)
+    grown = incident | {
+        "revision": 1,
+        "root_cause": root | {"score": 3.5},
+        "affected": [*incident["affected"], {"service": "search"}],
+    }
+    again = analyse("incident-2", grown)
+    assert again.cached and again.summary == first.summary
+    for n, elsewhere in enumerate(
+        (
+            incident | {"root_cause": root | {"service": "db"}},
+            incident | {"root_cause": root | {"kind": "resources"}},
+            incident | {"path": ["checkout", "ledger", "payments"]},
+        )
+    ):
+        assert not analyse(f"incident-elsewhere-{n}", elsewhere).cached, elsewhere
