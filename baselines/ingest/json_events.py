@@ -1,4 +1,6 @@
-"""JSON telemetry events (DESIGN.md): one object or an array of objects per message."""
+"""JSON telemetry events (DESIGN.md): one object or an array of objects per message, each
+a span, a metric sample or a log record (``service.contract.TelemetryEvent`` tells them
+apart by their keys)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from service.contract import TELEMETRY_EVENT, MetricSample, SpanEvent
+from baselines.ingest.log_template import template_of
+from service.contract import TELEMETRY_EVENT, LogRecord, MetricSample, SpanEvent
 
 MAX_REASON_CHARS = 1000
 
@@ -23,15 +26,19 @@ class ParsedBatch:
     """Events that validated, and each rejected item with the reason it was refused, so a
     bad span in a batch of 500 costs one span, not 500, and is itself kept."""
 
-    events: list[SpanEvent | MetricSample] = field(default_factory=list)
+    events: list[SpanEvent | MetricSample | LogRecord] = field(default_factory=list)
     rejected: list[tuple[object, str]] = field(default_factory=list)
+
+
+_TAGS = frozenset({"span", "metric", "log"})
+"""The discriminator's tags, which pydantic puts first in an error's location."""
 
 
 def describe(error: ValidationError) -> str:
     """'field: message; ...' for the first errors, short enough for an AMQP header."""
     parts = []
     for item in error.errors(include_url=False)[:5]:
-        where = ".".join(str(p) for p in item["loc"] if p not in ("span", "metric")) or "event"
+        where = ".".join(str(p) for p in item["loc"] if p not in _TAGS) or "event"
         parts.append(f"{where}: {item['msg']}")
     return "; ".join(parts)[:MAX_REASON_CHARS]
 
@@ -58,9 +65,14 @@ def parse_json_events(body: bytes) -> ParsedBatch:
             batch.rejected.append((item, f"[{index}]: expected an object, got {kind}"))
             continue
         try:
-            batch.events.append(TELEMETRY_EVENT.validate_python(item))
+            event = TELEMETRY_EVENT.validate_python(item)
         except ValidationError as exc:
             batch.rejected.append((item, f"[{index}] {describe(exc)}"))
+            continue
+        if isinstance(event, LogRecord) and not event.template:
+            # as for OTLP records: a producer need not know how lines are grouped
+            event.template = template_of(event.body)
+        batch.events.append(event)
     return batch
 
 

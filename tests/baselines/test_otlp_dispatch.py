@@ -53,7 +53,8 @@ def test_an_empty_request_is_an_empty_batch() -> None:
         (b'{"service": "a", "operation": "b"}', "otlp_spans", "", "no 'resourceSpans'"),
         (b'{"resourceSpans": 5}', "otlp_spans", "application/json", "malformed OTLP/JSON"),
         (b"{}", "telemetry", "application/json", "unknown OTLP routing key 'telemetry'"),
-        (b"{}", "otlp_logs", "application/json", "logs are not ingested"),
+        (b'{"resourceLogs": 5}', "otlp_logs", "", "malformed OTLP/JSON ExportLogsServiceRequest"),
+        (b"\x12\x00", "otlp_logs", "application/x-protobuf", "no resource_logs"),
         (b"{}", "otlp_spans", "text/plain", "unsupported OTLP content type 'text/plain'"),
     ],
 )

@@ -1,13 +1,13 @@
-"""OTLP traces and metrics, as the OpenTelemetry Collector's ``rabbitmqexporter`` publishes
-them (DESIGN.md, "Telemetry in"), turned into the same ``ParsedBatch`` the JSON path returns,
-so the detector consumes them unchanged.
+"""OTLP traces, metrics and logs, as the OpenTelemetry Collector's ``rabbitmqexporter``
+publishes them (DESIGN.md, "Telemetry in"), turned into the same ``ParsedBatch`` the JSON
+path returns, so the detector consumes them unchanged.
 
-The exporter publishes one ``ExportTraceServiceRequest`` / ``ExportMetricsServiceRequest``
-per message, protobuf by default or OTLP/JSON with an ``otlp_encoding`` extension, to the
-routing keys ``otlp_spans`` / ``otlp_metrics`` / ``otlp_logs``, and it sets **no content
-type**: ``parse_otlp`` therefore sniffs the body when the content type is empty (OTLP/JSON
-is an object, so it starts with ``{``; a protobuf request starts with the tag of field 1,
-``0x0a``, never with ``{``).
+The exporter publishes one ``ExportTraceServiceRequest`` / ``ExportMetricsServiceRequest`` /
+``ExportLogsServiceRequest`` per message, protobuf by default or OTLP/JSON with an
+``otlp_encoding`` extension, to the routing keys ``otlp_spans`` / ``otlp_metrics`` /
+``otlp_logs``, and it sets **no content type**: ``parse_otlp`` therefore sniffs the body
+when the content type is empty (OTLP/JSON is an object, so it starts with ``{``; a protobuf
+request starts with the tag of field 1, ``0x0a``, never with ``{``).
 
 Protobuf is decoded with ``opentelemetry.proto`` (upb backend); OTLP/JSON is read with
 ``json.loads`` and walked directly, because ``json_format`` would read the hex trace and
@@ -15,8 +15,9 @@ span ids of OTLP/JSON as base64, and because walking plain dicts is several time
 
 One module per part: ``dispatch`` (routing key and content type to a parser, and splitting
 a message by service), ``traces`` (spans and their mapping decisions), ``metrics``
-(``METRIC_RULES``), ``common`` (decoding, resources, attribute values, building events).
-Logs are not ingested. This package re-exports the public names of all four.
+(``METRIC_RULES``), ``logs`` (log records: severity, body, template), ``common`` (decoding,
+resources, attribute values, building events). This package re-exports the public names of
+all five.
 """
 
 from baselines.ingest.otlp.common import (
@@ -38,6 +39,14 @@ from baselines.ingest.otlp.dispatch import (
     parse_otlp,
     split_otlp,
 )
+from baselines.ingest.otlp.logs import (
+    MAX_BODY_CHARS,
+    SEVERITY_WORDS,
+    body_text,
+    parse_otlp_logs,
+    severity_of,
+    severity_of_body,
+)
 from baselines.ingest.otlp.metrics import (
     MAX_METRIC_CHARS,
     METRIC_RULES,
@@ -56,6 +65,7 @@ __all__ = [
     "JSON_CONTENT_TYPE",
     "JSON_CONTENT_TYPES",
     "LOGS_ROUTING_KEY",
+    "MAX_BODY_CHARS",
     "MAX_EVIDENCE_CHARS",
     "MAX_METRIC_CHARS",
     "MAX_NAME_CHARS",
@@ -67,14 +77,19 @@ __all__ = [
     "PEER_ATTRIBUTES",
     "PROTO_CONTENT_TYPE",
     "PROTO_CONTENT_TYPES",
+    "SEVERITY_WORDS",
     "TRACES_ROUTING_KEY",
     "UNKNOWN_SERVICE",
     "Encoding",
     "MetricRule",
     "OtlpBatch",
     "Point",
+    "body_text",
     "parse_otlp",
+    "parse_otlp_logs",
     "parse_otlp_metrics",
     "parse_otlp_traces",
+    "severity_of",
+    "severity_of_body",
     "split_otlp",
 ]

@@ -1,10 +1,10 @@
 """What the OTLP signal modules share: the batch they fill, decoding a request body in
-either encoding, the resource (service) of a group of spans or metrics, attribute values,
-and building events.
+either encoding, the resource (service) of a group of spans, metrics or log records,
+attribute values, and building events.
 
 Events are built with ``construct`` (``model_construct`` minus its overhead) for speed,
 after the signal modules have checked every field the contract constrains (names,
-duration range, finite values, percentages, UTC timestamps); anything that fails goes to
+duration range, finite values, percentages, UTC timestamps, lengths); anything that fails goes to
 ``rejected`` with a reason that names the span or metric and the field. Rejected items are
 small JSON-serialisable dicts (the consumer dead-letters them with ``json.dumps``).
 """
@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from baselines.ingest.json_events import MAX_REASON_CHARS, MalformedMessage, ParsedBatch, load_json
-from service.contract import MetricSample, SpanEvent
+from service.contract import CONTROL_CHARS, LogRecord, MetricSample, SpanEvent
 
 Encoding = Literal["proto", "json"]
 
@@ -30,12 +30,12 @@ UNKNOWN_SERVICE = "unknown_service"
 MAX_NAME_CHARS = 200
 MAX_EVIDENCE_CHARS = 300
 
-_Event = TypeVar("_Event", SpanEvent, MetricSample)
+_Event = TypeVar("_Event", SpanEvent, MetricSample, LogRecord)
 _new = object.__new__
 _set = object.__setattr__
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+_CONTROL = re.compile(f"(?:{CONTROL_CHARS.pattern})+")
 
 _ENVIRONMENT_KEYS = ("deployment.environment.name", "deployment.environment")
 """The newer semantic conventions renamed the key; both are reported as
@@ -168,10 +168,12 @@ def resource_of(values: Mapping[str, object]) -> Resource:
     return Resource(service, attributes or None)
 
 
-def clean(text: str) -> str:
-    """Untrusted text for the evidence list: control characters (newlines of a stack
-    trace, terminal escapes) collapsed to a space, and bounded in length."""
-    return _CONTROL.sub(" ", text).strip()[:MAX_EVIDENCE_CHARS]
+def clean(text: str, limit: int = MAX_EVIDENCE_CHARS) -> str:
+    """Untrusted text for the evidence list or a log record's body: control characters
+    (newlines of a stack trace, terminal escapes, the bidirectional overrides that reorder
+    what a dashboard shows) collapsed to a space, and at most ``limit`` characters. Only
+    the first ``4 * limit`` characters are read, so a huge text costs no more than that."""
+    return _CONTROL.sub(" ", text[: 4 * limit]).strip()[:limit]
 
 
 def timestamp(unix_nano: int) -> datetime:

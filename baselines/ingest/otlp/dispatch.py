@@ -5,9 +5,11 @@ type), and splitting a message by service for the router.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -24,6 +26,7 @@ from baselines.ingest.otlp.common import (
     proto_resource,
     resource_of,
 )
+from baselines.ingest.otlp.logs import parse_otlp_logs
 from baselines.ingest.otlp.metrics import parse_otlp_metrics
 from baselines.ingest.otlp.traces import parse_otlp_traces
 
@@ -41,36 +44,49 @@ JSON_CONTENT_TYPES = frozenset({"application/json"})
 def parse_otlp(body: bytes, routing_key: str, content_type: str) -> OtlpBatch:
     """Parse one message of the rabbitmqexporter, choosing the signal by routing key and
     the encoding by content type (sniffed from the body when the content type is empty,
-    which is what the exporter sends). Raises ``MalformedMessage`` for logs, an unknown
-    routing key or content type, and an undecodable body."""
+    which is what the exporter sends). Raises ``MalformedMessage`` for an unknown routing
+    key or content type and an undecodable body."""
     encoding = _encoding(body, content_type)
-    if _signal(routing_key) is _TRACES:
-        return parse_otlp_traces(body, encoding)
-    return parse_otlp_metrics(body, encoding)
+    return _signal(routing_key).parse(body, encoding)
 
 
 class _Signal(NamedTuple):
-    request: type[ExportTraceServiceRequest] | type[ExportMetricsServiceRequest]
+    request: (
+        type[ExportTraceServiceRequest]
+        | type[ExportMetricsServiceRequest]
+        | type[ExportLogsServiceRequest]
+    )
     field: str
     json_field: str
+    parse: Callable[[bytes, Encoding], OtlpBatch]
 
 
-_TRACES = _Signal(ExportTraceServiceRequest, "resource_spans", "resourceSpans")
-_METRICS = _Signal(ExportMetricsServiceRequest, "resource_metrics", "resourceMetrics")
+_SIGNALS: Mapping[str, _Signal] = MappingProxyType(
+    {
+        TRACES_ROUTING_KEY: _Signal(
+            ExportTraceServiceRequest, "resource_spans", "resourceSpans", parse_otlp_traces
+        ),
+        METRICS_ROUTING_KEY: _Signal(
+            ExportMetricsServiceRequest, "resource_metrics", "resourceMetrics", parse_otlp_metrics
+        ),
+        LOGS_ROUTING_KEY: _Signal(
+            ExportLogsServiceRequest, "resource_logs", "resourceLogs", parse_otlp_logs
+        ),
+    }
+)
+"""Routing key -> its request type, the name of its list of resources in protobuf and in
+OTLP/JSON, and its parser."""
 
 
 def _signal(routing_key: str) -> _Signal:
     """The request type the exporter's routing key names."""
-    if routing_key == TRACES_ROUTING_KEY:
-        return _TRACES
-    if routing_key == METRICS_ROUTING_KEY:
-        return _METRICS
-    if routing_key == LOGS_ROUTING_KEY:
-        raise MalformedMessage("logs are not ingested (routing key 'otlp_logs')")
-    raise MalformedMessage(
-        f"unknown OTLP routing key {routing_key!r}; expected "
-        f"{TRACES_ROUTING_KEY!r} or {METRICS_ROUTING_KEY!r}"[:MAX_REASON_CHARS]
-    )
+    signal = _SIGNALS.get(routing_key)
+    if signal is None:
+        raise MalformedMessage(
+            f"unknown OTLP routing key {routing_key!r}; expected one of "
+            f"{', '.join(map(repr, _SIGNALS))}"[:MAX_REASON_CHARS]
+        )
+    return signal
 
 
 def _encoding(body: bytes, content_type: str) -> Encoding:
