@@ -79,7 +79,7 @@ WRONG: dict[str, list[Any]] = {
     "duration_ms": [-1, -1e-9, MAX_DURATION_MS + 1, float("nan"), float("inf"), "x", None, []],
     "timestamp": ["not a date", "2026-13-01T00:00:00Z", None, [], {}, 1e300, "9999-99-99"],
     "status": ["fine", 1, None],
-    "kind": ["internal", 2, None],
+    "kind": ["unknown", 2, None],
     "peer_service": ["", "x" * 201, 7],
     "trace_id": ["x" * 65, 5],
     "span_id": ["x" * 33, 5],

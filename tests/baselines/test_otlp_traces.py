@@ -51,8 +51,9 @@ def test_spans_map_kind_duration_status_peer_and_evidence(encoding: str) -> None
     assert events["orders publish"].peer_service == "orders"
     assert events["orders process"].kind == "consumer"
     assert events["orders process"].peer_service is None  # only client/producer calls
-    assert "render" not in events
-    assert batch.skipped == 1
+    # an INTERNAL span is kept, kind "internal", for the detector to resolve from its links
+    assert events["render"].kind == "internal"
+    assert batch.skipped == 0
 
     failed = events["fetch rates"]
     assert failed.status == "error"
@@ -77,8 +78,8 @@ def test_protobuf_and_json_give_identical_events() -> None:
     from_proto = parse_otlp_traces(proto, "proto")
     from_json = parse_otlp_traces(otlp_json, "json")
     assert from_proto.events == from_json.events
-    assert from_proto.skipped == from_json.skipped == 1
-    assert len(from_proto.events) == 7
+    assert from_proto.skipped == from_json.skipped == 0
+    assert len(from_proto.events) == 8
 
 
 def test_json_ids_are_hex_as_the_collector_writes_them() -> None:
@@ -119,7 +120,7 @@ def test_a_span_ending_before_it_starts_is_rejected_by_name_and_the_rest_kept() 
     bad.end_time_unix_nano = bad.start_time_unix_nano - 1000
     for body, encoding in both(request):
         batch = parse_otlp_traces(body, encoding)  # type: ignore[arg-type]
-        assert len(batch.events) == 6
+        assert len(batch.events) == 7
         ((item, reason),) = batch.rejected
         assert "'charge'" in reason and bad.span_id.hex() in reason
         assert "end_time_unix_nano" in reason and "before start_time_unix_nano" in reason
