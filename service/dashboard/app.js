@@ -1,5 +1,6 @@
-// whyslow's dashboard: the anomaly feed with each diagnosis, and per service the
-// week-seasonal band with the observed latency and the flags drawn on it. Plain DOM and
+// whyslow's dashboard: the anomaly feed with each diagnosis, the call graph with what
+// recent incidents reached, and per service the week-seasonal band with the observed
+// latency and the flags drawn on it. Plain DOM and
 // SVG, no build step. Every text from the API is set with textContent: reports carry
 // untrusted strings (exception messages, operation names).
 "use strict";
@@ -115,6 +116,7 @@ function anomalyCard(analysis, report) {
     state.selected = analysis.anomaly_id;
     document.querySelectorAll(".anomaly.selected").forEach((n) => n.classList.remove("selected"));
     card.classList.add("selected");
+    drawGraph();
     selectService(analysis.service);
   });
   return card;
@@ -127,6 +129,7 @@ async function refreshFeed() {
   document.getElementById("feed-total").textContent = page.total ? `(${page.total})` : "";
   document.getElementById("feed-empty").hidden = page.items.length > 0;
   state.reports = page.reports;
+  state.items = page.items;
 }
 
 // ---------------------------------------------------------------- the band
@@ -248,6 +251,179 @@ function selectService(service) {
   refreshBand().catch(showError);
 }
 
+// ---------------------------------------------------------------- the call graph
+
+const G = { col: 200, row: 34, nodeW: 160, nodeH: 24, pad: 10, label: 20, shown: 150 };
+
+// Each service's column: the longest chain of calls leading to it from a service nobody
+// calls, so callers stand left of their callees. A call back up a cycle does not count
+// (it is found by a depth-first walk, iterative: a deep chain must not overflow the stack).
+function depths(names, edges) {
+  const out = new Map(names.map((n) => [n, []]));
+  const called = new Set(edges.map((e) => e.callee));
+  for (const e of edges) out.get(e.caller).push(e.callee);
+  const mark = new Map(); // 1: on the walk's path, 2: done
+  const order = [];
+  const back = new Set();
+  for (const start of [...names.filter((n) => !called.has(n)), ...names]) {
+    if (mark.has(start)) continue;
+    mark.set(start, 1);
+    const stack = [[start, 0]];
+    while (stack.length) {
+      const top = stack[stack.length - 1];
+      const next = out.get(top[0])[top[1]++];
+      if (next === undefined) {
+        stack.pop();
+        mark.set(top[0], 2);
+        order.push(top[0]);
+      } else if (!mark.has(next)) {
+        mark.set(next, 1);
+        stack.push([next, 0]);
+      } else if (mark.get(next) === 1) {
+        back.add(`${top[0]}\u0000${next}`);
+      }
+    }
+  }
+  const depth = new Map(names.map((n) => [n, 0]));
+  for (const node of order.reverse()) { // callers before callees
+    for (const next of out.get(node)) {
+      if (!back.has(`${node}\u0000${next}`)) {
+        depth.set(next, Math.max(depth.get(next), depth.get(node) + 1));
+      }
+    }
+  }
+  return depth;
+}
+
+// Positions: one column per depth; in a column, services sit near the mean row of their
+// callers (fewer crossings), by name among equals.
+function layout(names, edges) {
+  const depth = depths(names, edges);
+  const callers = new Map(names.map((n) => [n, []]));
+  for (const e of edges) callers.get(e.callee).push(e.caller);
+  const columns = [];
+  for (const name of names) (columns[depth.get(name)] ||= []).push(name);
+  const row = new Map();
+  const at = new Map();
+  columns.forEach((column, d) => {
+    const mean = (n) => {
+      const rows = callers.get(n).filter((c) => row.has(c)).map((c) => row.get(c));
+      return rows.length ? rows.reduce((a, b) => a + b, 0) / rows.length : Infinity;
+    };
+    const keyed = column.map((n) => [mean(n), n]);
+    keyed.sort((a, b) => a[0] - b[0] || (a[1] < b[1] ? -1 : 1));
+    keyed.forEach(([, n], i) => {
+      row.set(n, i);
+      at.set(n, { x: G.pad + d * G.col, y: G.pad + i * G.row });
+    });
+  });
+  const width = G.pad * 2 + (columns.length - 1) * G.col + G.nodeW;
+  const height = G.pad * 2 + (Math.max(...columns.map((c) => c.length)) - 1) * G.row + G.nodeH;
+  return { at, width, height };
+}
+
+// The incident the graph highlights: the selected card's, else the newest in the feed.
+function focusIncident() {
+  const reports = state.reports || {};
+  const selected = reports[state.selected];
+  if (selected && selected.incident) return selected.incident;
+  for (const item of state.items || []) {
+    const report = reports[item.anomaly_id];
+    if (report && report.incident) return report.incident;
+  }
+  return null;
+}
+
+// A big mesh is drawn around what incidents reached: those services and their neighbours.
+function shownPart(topology) {
+  const { services, edges } = topology;
+  if (services.length <= G.shown) return { services, edges };
+  const reached = new Set(
+    services.filter((s) => s.anomalous || s.root_of.length).map((s) => s.name));
+  const keep = new Set(reached);
+  for (const e of edges) {
+    if (reached.has(e.caller) || reached.has(e.callee)) { keep.add(e.caller); keep.add(e.callee); }
+  }
+  const kept = services.filter((s) => keep.has(s.name)).slice(0, G.shown);
+  const names = new Set(kept.map((s) => s.name));
+  return { services: kept, edges: edges.filter((e) => names.has(e.caller) && names.has(e.callee)) };
+}
+
+function marker(id, cls) {
+  const m = el("svg:marker", { id, class: cls, viewBox: "0 0 8 8", refX: 8, refY: 4,
+    markerUnits: "userSpaceOnUse", markerWidth: 9, markerHeight: 9, orient: "auto" });
+  m.append(el("svg:path", { d: "M0,0 L8,4 L0,8 z" }));
+  return m;
+}
+
+function drawGraph() {
+  const box = document.getElementById("graph");
+  const topology = state.topology;
+  if (!topology) return;
+  const { services, edges } = shownPart(topology);
+  document.getElementById("graph-empty").hidden = services.length > 0;
+  const note = document.getElementById("graph-note");
+  const left = topology.services.length - services.length;
+  note.hidden = !left && !topology.truncated;
+  note.textContent = left
+    ? `showing ${services.length} of ${topology.services.length} services: ` +
+      "those incidents reached and their neighbours"
+    : "the graph is larger than the service sends: its anomalous part is kept";
+  const incident = focusIncident();
+  const root = incident && incident.root_cause ? incident.root_cause.service : null;
+  const path = new Set();
+  if (incident) incident.path.forEach((s, i) => i && path.add(`${incident.path[i - 1]}\u0000${s}`));
+  document.getElementById("graph-focus").textContent =
+    root ? `· root ${root} (${incident.root_cause.kind})` : "";
+  if (!services.length) { box.replaceChildren(); return; }
+
+  const names = services.map((s) => s.name);
+  const { at, width, height } = layout(names, edges);
+  const svg = el("svg:svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img",
+    "aria-label": `call graph of ${names.length} services` });
+  const defs = el("svg:defs");
+  defs.append(marker("arrow", "plain"), marker("arrow-anomalous", "anomalous"));
+  svg.append(defs);
+  const lines = el("svg:g", { class: "edges" });
+  for (const e of edges) {
+    if (e.caller === e.callee) continue;
+    const a = at.get(e.caller), b = at.get(e.callee);
+    // a call back up a cycle leaves its caller on the left and enters its callee on the right
+    const back = b.x <= a.x;
+    const x1 = back ? a.x : a.x + G.nodeW, x2 = back ? b.x + G.nodeW : b.x;
+    const y1 = a.y + G.nodeH / 2, y2 = b.y + G.nodeH / 2;
+    const bend = (back ? -1 : 1) * Math.max(40, Math.abs(x2 - x1) / 2);
+    let cls = e.anomalous ? "edge anomalous" : "edge";
+    if (back) cls += " back";
+    if (e.anomalous && path.has(`${e.caller}\u0000${e.callee}`)) cls += " focus";
+    const curve = el("svg:path", { class: cls,
+      d: `M${x1},${y1} C${x1 + bend},${y1} ${x2 - bend},${y2} ${x2},${y2}`,
+      "marker-end": `url(#${e.anomalous ? "arrow-anomalous" : "arrow"})` });
+    const seen = e.last_seen ? `, last ${new Date(e.last_seen).toISOString()}` : "";
+    curve.append(el("svg:title", {}, `${e.caller} → ${e.callee}: ${e.calls} calls${seen}`));
+    lines.append(curve);
+  }
+  svg.append(lines);
+  const nodes = el("svg:g", { class: "nodes" });
+  for (const s of services) {
+    const { x, y } = at.get(s.name);
+    let cls = s.anomalous ? "node anomalous" : "node";
+    if (s.name === root) cls += " root";
+    const node = el("svg:g",
+      { class: cls, transform: `translate(${x},${y})`, "data-service": s.name });
+    node.append(el("svg:rect", { width: G.nodeW, height: G.nodeH, rx: 4 }));
+    const label = s.name.length > G.label ? s.name.slice(0, G.label - 1) + "…" : s.name;
+    node.append(el("svg:text", { x: 8, y: 16 }, label));
+    const roots = s.root_of.length ? `; root of ${s.root_of.join(", ")}` : "";
+    const reached = s.anomalous ? ": reached by an incident" : "";
+    node.append(el("svg:title", {}, `${s.name}${reached}${roots}`));
+    node.addEventListener("click", () => selectService(s.name));
+    nodes.append(node);
+  }
+  svg.append(nodes);
+  box.replaceChildren(svg);
+}
+
 // ---------------------------------------------------------------- wiring
 
 function showError(error) {
@@ -257,7 +433,9 @@ function showError(error) {
 async function refresh() {
   await refreshStatus();
   try {
-    await Promise.all([refreshFeed(), refreshBand()]);
+    const [, , topology] = await Promise.all([refreshFeed(), refreshBand(), api("/v1/topology")]);
+    state.topology = topology;
+    drawGraph();
     document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
   } catch (error) {
     showError(error);
