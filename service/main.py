@@ -15,13 +15,15 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
+from service.alerts import AlertLabels
 from service.analyses import Analyses
 from service.analyze import Analyzer
 from service.api.metrics import install_metrics
 from service.api.middleware import ApiKeys, BodyLimit
-from service.api.routes import analyze, anomalies, baselines, health, models, topology
+from service.api.routes import alerts, analyze, anomalies, baselines, health, models, topology
 from service.api.routes.docs import install_docs
 from service.catalogue import Catalogue
+from service.incident_state import Incidents
 from service.model.loader import ModelLoader
 from service.profiles import ProfileReader
 from service.settings import Settings
@@ -89,7 +91,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz")
     app.include_router(health.router)
     app.include_router(analyze.router)
+    app.state.incidents = Incidents(store, settings.incident_resolve_after_seconds)
+    app.state.alert_labels = AlertLabels(settings.service_labels(), settings.operation_labels())
     app.include_router(anomalies.router)
+    app.include_router(alerts.router)
     app.include_router(models.router)
     app.include_router(baselines.router)
     app.include_router(topology.router)

@@ -107,6 +107,22 @@ class Settings(BaseSettings):
         "SQLite file in the data directory.",
     )
 
+    incident_resolve_after_seconds: float = Field(
+        900.0,
+        gt=0,
+        description="An incident of the consumers resolves itself when none of its reports "
+        "arrived for this long.",
+    )
+    alert_service_labels: str = Field(
+        "service,service_name,job",
+        description="Comma-separated alert labels naming the service, the first present wins "
+        "(POST /v1/alerts/alertmanager).",
+    )
+    alert_operation_labels: str = Field(
+        "operation,span_name,route,handler",
+        description="Comma-separated alert labels naming the operation, the first present wins.",
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _old_store_variable(cls, data: Any) -> Any:
@@ -118,6 +134,12 @@ class Settings(BaseSettings):
 
     def resolved_adapters_dir(self) -> Path:
         return self.adapters_dir or self.data_dir / "adapters"
+
+    def service_labels(self) -> list[str]:
+        return [label.strip() for label in self.alert_service_labels.split(",") if label.strip()]
+
+    def operation_labels(self) -> list[str]:
+        return [label.strip() for label in self.alert_operation_labels.split(",") if label.strip()]
 
     def keys(self) -> list[str]:
         return [key.strip() for key in self.api_keys.split(",") if key.strip()]

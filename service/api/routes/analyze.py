@@ -1,9 +1,9 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException
+from fastapi import APIRouter, Header, HTTPException, Query
 
 from service.analyses import Overloaded
-from service.api.deps import AnalysesDep, AnalyzerDep, ProfilesDep
+from service.api.deps import AnalysesDep, AnalyzerDep, ProfilesDep, StoreDep
 from service.contract import Analysis, AnomalyReport
 from service.model.adapters import UnknownAdapter
 from service.model.gguf_files import AdapterMismatch, InvalidManifest
@@ -31,6 +31,14 @@ def analyze(
     analyzer: AnalyzerDep,
     analyses: AnalysesDep,
     profiles: ProfilesDep,
+    store: StoreDep,
+    test: Annotated[
+        bool,
+        Query(
+            description="A test report: diagnosed as any other, hidden from GET "
+            "/v1/anomalies and the dashboard unless asked for, never notified."
+        ),
+    ] = False,
     adapter: Annotated[
         str | None,
         Header(
@@ -52,9 +60,12 @@ def analyze(
             raise HTTPException(409, detail=str(exc)) from exc
     if report.baseline is None:  # a hand-posted report: the consumers' profile completes it
         report = complete(report, profiles.get(report.service))
+    store.track(report, "consumer" if report.incident is not None else "manual", test)
     try:
-        return analyses.analyze(report, analyzer, adapter)
+        analysis = analyses.analyze(report, analyzer, adapter)
     except Overloaded as exc:
         raise HTTPException(
             503, detail=str(exc), headers={"Retry-After": str(exc.retry_after_s)}
         ) from exc
+    store.note_analysis(report, analysis)
+    return analysis
