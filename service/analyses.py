@@ -32,6 +32,7 @@ from service.analyze import Analyzer, ModelOutputError
 from service.contract import Analysis, AnomalyReport, Diagnosis
 from service.grounding import report_numbers, ungrounded
 from service.model.runtime import ModelBusy
+from service.notify import Notifier
 from service.prompt import derived_signals
 from service.store import AnalysisStore
 
@@ -67,9 +68,15 @@ class Overloaded(RuntimeError):
 
 class Analyses:
     def __init__(
-        self, store: AnalysisStore, queue_limit: int, timeout_s: float, cache_ttl_s: float
+        self,
+        store: AnalysisStore,
+        queue_limit: int,
+        timeout_s: float,
+        cache_ttl_s: float,
+        notifier: Notifier | None = None,
     ) -> None:
         self._store = store
+        self._notifier = notifier
         self._cache_ttl_s = cache_ttl_s
         self._recent: OrderedDict[str, tuple[float, Analysis]] = OrderedDict()
         self._queue_limit = queue_limit
@@ -121,7 +128,14 @@ class Analyses:
             }
         )
         self._store.put(report, analysis)  # a repeat of this id is then a plain lookup
+        self._notify(report, analysis)
         return analysis
+
+    def _notify(self, report: AnomalyReport, analysis: Analysis) -> None:
+        """A new answer, stored or the rule engine's (which is not stored, yet its incident
+        is news all the same): its incident's 'opened' notifications, if not made yet."""
+        if self._notifier is not None:
+            self._notifier.opened(report, analysis)
 
     @property
     def waiting(self) -> int:
@@ -181,6 +195,7 @@ class Analyses:
                 self._recent.move_to_end(key)
                 while len(self._recent) > MAX_FINGERPRINTS:
                     self._recent.popitem(last=False)
+        self._notify(report, analysis)
         log.info(
             "analysed %s (%s %s) in %.0f ms: %s, %s",
             report.anomaly_id,

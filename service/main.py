@@ -25,6 +25,7 @@ from service.api.routes.docs import install_docs
 from service.catalogue import Catalogue
 from service.incident_state import Incidents
 from service.model.loader import ModelLoader
+from service.notify import LinkBuilder, Notifier, posted_as_test
 from service.profiles import ProfileReader
 from service.settings import Settings
 from service.store import AnalysisStore
@@ -52,11 +53,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     catalogue = Catalogue.load(settings.catalogue)
     loader = ModelLoader(settings)
     store = AnalysisStore(settings.resolved_analyses_url())
+    links = LinkBuilder(settings.trace_url_template, settings.dashboard_url)
+    notifier = Notifier.from_settings(settings, links, partial(posted_as_test, store))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loader.start()
+        notifier.start()
         yield
+        notifier.stop()
         store.close()
 
     app = FastAPI(
@@ -73,10 +78,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = store
     app.state.catalogue = catalogue
     app.state.profiles = ProfileReader(settings.resolved_baselines_url())
+    app.state.links = links
+    app.state.notifier = notifier
     app.state.analyses = analyses = Analyses(
-        store, settings.queue_limit, settings.request_timeout_s, settings.cache_ttl_s
+        store, settings.queue_limit, settings.request_timeout_s, settings.cache_ttl_s, notifier
     )
-    install_metrics(app, analyses, loader)
+    install_metrics(app, analyses, loader, notifier)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     if settings.keys():
         app.add_middleware(ApiKeys, keys=settings.keys())

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.renamed import read_renamed
@@ -90,6 +90,45 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(65_536, ge=1024, description="Larger request bodies get a 413.")
     cors_origins: str = Field(
         "", description="Comma-separated origins allowed to call the API from a browser."
+    )
+    webhook_url: str | None = Field(
+        None, description="POST each incident opened and resolved here, as JSON."
+    )
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description="Sign webhook posts: X-Whyslow-Signature: sha256=<HMAC-SHA256 of the "
+        "body>, with X-Whyslow-Timestamp.",
+    )
+    slack_webhook_url: SecretStr | None = Field(
+        None, description="A Slack incoming webhook: a message per incident opened and resolved."
+    )
+    alertmanager_url: str | None = Field(
+        None, description="Alertmanager (http://alertmanager:9093): an alert per incident."
+    )
+    alertmanager_resend_seconds: float = Field(
+        60.0, gt=0, description="Post an open incident's alert to Alertmanager again this often."
+    )
+    alertmanager_resend_for_seconds: float = Field(
+        21_600.0,
+        gt=0,
+        description="Re-sends stop this long after the incident's latest report if it is "
+        "never resolved (Alertmanager then resolves the alert itself).",
+    )
+    notify_retry_max_seconds: float = Field(
+        300.0, gt=0, description="Longest wait between two tries of a failed notification."
+    )
+    notify_rate_per_minute: int = Field(
+        30, ge=1, description="Notifications each target gets per minute at most; more wait."
+    )
+    trace_url_template: str | None = Field(
+        None,
+        description="A trace's URL in the tracing UI, {trace_id} replaced: "
+        "http://jaeger:16686/trace/{trace_id}.",
+    )
+    dashboard_url: str | None = Field(
+        None,
+        description="The service's URL as people reach it: notifications link the anomaly "
+        "on its dashboard.",
     )
     adapters_dir: Path | None = Field(
         None,

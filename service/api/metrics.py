@@ -1,6 +1,7 @@
-"""``/metrics`` in Prometheus text: requests and their latency per route, and what the model
+"""``/metrics`` in Prometheus text: requests and their latency per route, what the model
 did (answers by grounding, cache hits, 503s, queue depth, tokens and generation time, from
-which tokens/s is ``rate(tokens) / rate(generation seconds)``)."""
+which tokens/s is ``rate(tokens) / rate(generation seconds)``), and notifications (posts
+and failures per target, and how many wait)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.analyses import Analyses
 from service.model.loader import ModelLoader
+from service.notify import Notifier
 
 
 class ModelCollector(Collector):
@@ -56,6 +58,43 @@ class ModelCollector(Collector):
             )
 
 
+class NotifyCollector(Collector):
+    """Notifications by target: a failing target shows as failures rising while sent
+    stays flat, and pending as what has not reached anyone yet (read at scrape time from
+    the outbox, so it counts every replica's rows)."""
+
+    def __init__(self, notifier: Notifier) -> None:
+        self._notifier = notifier
+
+    def collect(self) -> Iterator[Metric]:
+        sender = self._notifier.sender
+        if sender is None:  # no target set
+            return
+        sent = CounterMetricFamily(
+            "whyslow_notifications_sent",
+            "Notifications posted, re-sends included.",
+            labels=["target"],
+        )
+        failures = CounterMetricFamily(
+            "whyslow_notification_failures",
+            "Posts that failed; each is tried again later.",
+            labels=["target"],
+        )
+        for target, count in sender.sent.items():
+            sent.add_metric([target], count)
+        for target, count in sender.failures.items():
+            failures.add_metric([target], count)
+        yield sent
+        yield failures
+        try:
+            pending = sender.pending()
+        except Exception:  # the store unreachable: no sample rather than a failed scrape
+            return
+        yield GaugeMetricFamily(
+            "whyslow_notifications_pending", "Notifications not delivered yet.", value=pending
+        )
+
+
 class RequestMetrics:
     """Counts each request by route template, method and status, and times it: a plain
     ASGI middleware (Starlette's ``BaseHTTPMiddleware`` runs every request through a task
@@ -87,9 +126,12 @@ class RequestMetrics:
             self.latency.labels(path).observe(time.perf_counter() - started)
 
 
-def install_metrics(app: FastAPI, analyses: Analyses, loader: ModelLoader) -> None:
+def install_metrics(
+    app: FastAPI, analyses: Analyses, loader: ModelLoader, notifier: Notifier
+) -> None:
     registry = CollectorRegistry()
     registry.register(ModelCollector(analyses, loader))
+    registry.register(NotifyCollector(notifier))
     requests = Counter(
         "whyslow_http_requests", "HTTP requests.", ["route", "method", "status"], registry=registry
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, BeforeValidator, Field
 
@@ -14,6 +14,7 @@ from service.api.deps import CatalogueDep, StoreDep
 from service.contract import Analysis, AnomalyReport, ProbableCause, Severity
 from service.feedback import Feedback, WrongVerdict, training_sample
 from service.incident_state import IncidentsDep, NotifierDep, settle_in_background
+from service.notify import LinkBuilder, Links
 from service.store import IncidentState, IncidentStatus
 
 router = APIRouter(prefix="/v1/anomalies", tags=["anomalies"], lifespan=settle_in_background)
@@ -47,6 +48,18 @@ class AnomalyRecord(BaseModel):
     report: AnomalyReport
     analysis: Analysis
     incident: IncidentStatus | None = Field(None, description="Its incident and its state.")
+    links: Links = Field(
+        default_factory=Links,
+        description="The report's traces (WHYSLOW_TRACE_URL_TEMPLATE) and the anomaly on the "
+        "dashboard (WHYSLOW_DASHBOARD_URL); empty where those are unset.",
+    )
+
+
+async def get_links(request: Request) -> LinkBuilder:
+    return request.app.state.links
+
+
+LinksDep = Annotated[LinkBuilder, Depends(get_links)]
 
 
 @router.get("")
@@ -98,6 +111,7 @@ def get_anomaly(
     store: StoreDep,
     incidents: IncidentsDep,
     notifier: NotifierDep,
+    links: LinksDep,
 ) -> AnomalyRecord:
     """One anomaly: the report as received, its analysis and its incident's state."""
     incidents.settle(notifier)
@@ -105,7 +119,12 @@ def get_anomaly(
     if record is None:
         raise HTTPException(404, detail=f"no analysed anomaly {anomaly_id!r}")
     report, analysis = record
-    return AnomalyRecord(report=report, analysis=analysis, incident=store.status(anomaly_id))
+    return AnomalyRecord(
+        report=report,
+        analysis=analysis,
+        incident=store.status(anomaly_id),
+        links=links.links(anomaly_id, report.trace_ids),
+    )
 
 
 UNKNOWN: dict[int | str, dict[str, Any]] = {404: {"description": "No anomaly with this id."}}
