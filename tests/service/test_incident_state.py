@@ -7,8 +7,9 @@ from __future__ import annotations
 import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from service.contract import Analysis, AnomalyReport
@@ -47,6 +48,11 @@ def analysed(store: AnalysisStore, anomaly: AnomalyReport) -> None:
     )
     store.put(anomaly, analysis)
     time.sleep(0.002)  # distinct creation times: a stable newest-first order
+
+
+def app_state(client: TestClient) -> Any:
+    """The app's state: its store, its notifier."""
+    return cast(FastAPI, client.app).state
 
 
 def settings_for(tmp_path, **more: Any) -> Settings:
@@ -111,7 +117,7 @@ def test_a_new_report_of_a_resolved_incident_opens_it_again_without_the_model(tm
 def test_test_reports_are_hidden_unless_asked_for_without_the_model(tmp_path) -> None:
     settings = settings_for(tmp_path)
     with serving(settings) as client:
-        store: AnalysisStore = client.app.state.store
+        store: AnalysisStore = app_state(client).store
         probe = report("probe-1")
         posted = client.post(
             "/v1/analyze", params={"test": "true"}, json=probe.model_dump(mode="json")
@@ -147,7 +153,7 @@ def test_a_quiet_consumer_incident_resolves_itself_once_without_the_model(tmp_pa
     store.close()
     with serving(settings) as client:
         recorder = Recorder()
-        client.app.state.notifier = recorder
+        app_state(client).notifier = recorder
         assert ids(client, state="open") == ["m1", "c1"]
         deadline = time.monotonic() + 10
         while "inc-quiet" not in recorder.resolved_ids:  # the background pass, no reads

@@ -20,6 +20,7 @@ from service.alerts import (
 )
 from service.analyses import Overloaded
 from service.api.deps import AnalysesDep, AnalyzerDep, ProfilesDep
+from service.contract import ProbableCause
 from service.incident_state import IncidentsDep, NotifierDep
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
@@ -29,6 +30,9 @@ class AlertAnalysis(BaseModel):
     fingerprint: str
     anomaly_id: str
     service: str
+    operation: str
+    probable_cause: ProbableCause
+    summary: str
 
 
 class ResolvedAlert(BaseModel):
@@ -117,6 +121,13 @@ def alertmanager(
             ) from exc
         store.note_analysis(report, analysis)
         answer.analyses.append(
-            AlertAnalysis(fingerprint=key, anomaly_id=anomaly, service=report.service)
+            AlertAnalysis(
+                fingerprint=key,
+                anomaly_id=anomaly,
+                service=report.service,
+                operation=report.operation,
+                probable_cause=analysis.probable_cause,
+                summary=analysis.summary,
+            )
         )
     return answer
