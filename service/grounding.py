@@ -9,18 +9,26 @@ its trace ids, its incident's id) hold digits but no facts, so they ground nothi
 window's times and the incident's start count as a reader writes them (``14:05``,
 ``2026-11-12``). The incident's root cause and candidates ground their reasons' numbers
 ("own time 840ms vs usual 42ms") and scores: the rule engine and the prompt cite them.
+
+Words are held to the facts the same way (``misstated``): a direction given to a signal
+(``rose``, ``higher``, ``up``; ``fell``, ``lower``, ``down``; ``normal``) must be the way the
+report's numbers for that signal went ("CPU rose" of a CPU at 14% vs usual 36% is as false
+as an invented number), and a name shaped like a service's must be one the report
+contains. Either counts like an ungrounded number: the answer is generated again, then
+degraded to the rule engine's text.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic.main import IncEx
 
 from service.contract import AnomalyReport
-from service.prompt import derived_signals
+from service.prompt import SYSTEM_PROMPT, Signal, derived_signals
 
 NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?")
 SMALL = 10
@@ -88,3 +96,213 @@ def ungrounded(text: str, allowed: set[float]) -> list[str]:
         if not any(abs(value - number) <= tolerance for number in allowed):
             found.append(token)
     return found
+
+
+# ---------------------------------------------------------------- directions and names
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+UP = _words(
+    "rise rises rising rose risen higher increase increased increases increasing up "
+    "above spike spiked spikes spiking jump jumped jumps climb climbed climbing grew "
+    "grow growing slower slowed"
+)
+DOWN = _words(
+    "drop drops dropped dropping fell fall falls falling fallen lower decrease decreased "
+    "decreases decreasing down below faster"
+)
+NORMAL = _words("normal unchanged steady stable flat")
+NEGATIONS = _words("not no never nor without neither")
+PHRASAL = _words(
+    "slow slowed slowing shut broke break narrow scale scaled back backed pick picked "
+    "set look warm speed sped"
+)
+"""Verbs that take ``up`` or ``down`` as a particle (``slowed down``, ``backed up``): no
+direction of their own."""
+DETERMINERS = _words("the a an this that its")
+NOUN_REACH = 12
+"""A direction after a determiner is a noun ("the rise"): it is a signal's only when the
+signal follows within this many characters ("the rise in CPU"), else it is the latency's
+own rise the report is about."""
+SUBJECTS = [
+    (re.compile(r"\berror rates?\b|\berrors?\b"), "error rate"),
+    (re.compile(r"\brequest rates?\b|\brequests\b|\btraffic\b|\brps\b"), "request rate"),
+    (re.compile(r"\bqueue depth\b|\bqueues?\b|\bbacklog\b"), "queue depth"),
+    (re.compile(r"\bcpu\b"), "cpu"),
+    (re.compile(r"\bmemory\b|\bheap\b"), "memory"),
+    (re.compile(r"\blatenc(?:y|ies)\b|\bp50\b|\bp95\b|\bp99\b|\bresponse times?\b"), "latency"),
+    (re.compile(r"\bdependenc(?:y|ies)\b|\bdownstream\b"), "downstream"),
+]
+"""Words that name a signal of the report, as the prose may."""
+CLAUSE = re.compile(
+    r"[;,:!?]|\.(?=\s|$)|\s(?:while|but|whereas|although|though|because|since|as|so|and|yet"
+    r"|then|after|with)\s"
+)
+QUOTED = re.compile(r"(?<!\w)'[^']*'(?!\w)|\"[^\"]*\"")
+"""Quoted text (evidence, a log line) says what it says: its words are not the answer's."""
+WORD = re.compile(r"[a-z0-9']+")
+NAME = re.compile(r"(?<![\w./@-])[a-z][a-z0-9]*(?:[-_][a-z0-9]+)+(?![\w/@-])")
+"""A word shaped like a service name: lowercase parts joined by ``-`` or ``_``."""
+ENGLISH_HEADS = _words(
+    "re non pre co multi sub over under self well high low long short half in out up per "
+    "cross on off end real time back read write round stop one two three single double "
+    "anti semi post mid full hard soft hot cold open fail slow fast rate"
+)
+ENGLISH_TAILS = _words(
+    "bound based related like wide level side term time aware free safe only heavy "
+    "intensive driven specific facing grained world up down out in off on"
+)
+"""Parts that make a hyphenated word English (``in-heap``, ``CPU-bound``), not a name."""
+
+
+def _directions(signal: Signal | None) -> frozenset[str] | None:
+    """The directions a sentence may give ``signal``: its tag's, and for a value tagged
+    normal, also the way it moved. None: the report cannot say (no such signal, no usual
+    value)."""
+    if signal is None or signal.usual is None:
+        return None
+    if "HIGHER" in signal.tag:
+        return frozenset({"up"})
+    if signal.tag == "LOWER":
+        return frozenset({"down"})
+    moved = (
+        {"up"}
+        if signal.observed > signal.usual
+        else {"down"}
+        if signal.observed < signal.usual
+        else set()
+    )
+    return frozenset({"normal", *moved})
+
+
+def _union(found: list[frozenset[str] | None]) -> frozenset[str] | None:
+    if not found or any(f is None for f in found):
+        return None
+    return frozenset().union(*[f for f in found if f is not None])
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a sentence about the report may say: each signal's directions (by subject; a
+    dependency by its lowercased name) and the names it may use."""
+
+    directions: dict[str, frozenset[str] | None]
+    dependencies: dict[str, frozenset[str] | None]
+    service: str
+    names: frozenset[str]
+
+
+def facts(report: AnomalyReport, note: str | None = None) -> Facts:
+    """The directions of the report's signals and the names the report (and ``note``, the
+    catalogue's note on its service) contains: its service, its dependencies, its incident's
+    services, and names its evidence or operations quote."""
+    signals = derived_signals(report)
+    by_name = {s.name: s for s in signals[1:]}
+    calls = (
+        signals[len(signals) - len(report.context.downstream) :]
+        if report.context.downstream
+        else []
+    )
+    deps: dict[str, list[frozenset[str] | None]] = {}
+    for dep, signal in zip(report.context.downstream, calls, strict=True):
+        deps.setdefault(dep.service.lower(), []).append(_directions(signal))
+    directions = {
+        key: _directions(by_name.get(key))
+        for key in ("cpu", "memory", "request rate", "error rate", "queue depth")
+    }
+    directions["latency"] = _directions(signals[0])
+    directions["downstream"] = _union([_directions(s) for s in calls])
+    text = " ".join([report.model_dump_json(), note or "", SYSTEM_PROMPT])
+    names = {n.lower() for n in NAME.findall(text)} | {report.service.lower()}
+    names |= set(deps)
+    if report.incident is not None:
+        incident = report.incident
+        named = [*incident.path, *(c.service for c in incident.candidates)]
+        named += [a.service for a in incident.affected]
+        named += [incident.root_cause.service] if incident.root_cause else []
+        names |= {n.lower() for n in named}
+    return Facts(
+        directions,
+        {name: _union(found) for name, found in deps.items()},
+        report.service.lower(),
+        frozenset(names),
+    )
+
+
+def _mentions(clause: str, known: Facts) -> list[tuple[int, int, str]]:
+    """(start, end, subject) of each signal the clause names; a dependency named in the
+    clause owns its latency words (``fx-provider p95 rose``)."""
+    found: list[tuple[int, int, str]] = []
+    for name in known.dependencies:
+        for match in re.finditer(rf"(?<![\w-]){re.escape(name)}(?![\w-])", clause):
+            found.append((match.start(), match.end(), f"dependency {name}"))
+    named_dependency = bool(found)
+    for pattern, subject in SUBJECTS:
+        for match in pattern.finditer(clause):
+            if subject == "latency" and named_dependency:
+                continue
+            named_dependency |= subject == "downstream"
+            found.append((match.start(), match.end(), subject))
+    if named_dependency:
+        found = [f for f in found if f[2] != "latency"]
+    return found
+
+
+def _direction(words: list[re.Match[str]], at: int) -> str | None:
+    word = words[at][0]
+    before = [w[0] for w in words[max(0, at - 2) : at]]
+    if any(w in NEGATIONS or w.endswith("n't") for w in before):
+        return None
+    if word in ("up", "down") and before and before[-1] in PHRASAL:
+        return None
+    return "up" if word in UP else "down" if word in DOWN else "normal" if word in NORMAL else None
+
+
+def misstated(text: str, known: Facts) -> list[str]:
+    """What ``text`` says that the report's facts do not: a signal given a direction its
+    numbers do not have (``cpu rose`` with the CPU LOWER; quoted text aside), a name shaped
+    like a service's that the report does not contain."""
+    found: list[str] = []
+    plain = QUOTED.sub(" ", text)
+    for name in NAME.findall(plain):
+        parts = re.split(r"[-_]", name)
+        english = (
+            parts[0] in ENGLISH_HEADS or parts[-1] in ENGLISH_TAILS or min(map(len, parts)) < 2
+        )
+        if name not in known.names and not english:
+            found.append(name)
+    for clause in CLAUSE.split(plain.lower()):
+        mentions = _mentions(clause, known)
+        if not mentions:
+            continue
+        words = list(WORD.finditer(clause))
+        for at, word in enumerate(words):
+            direction = _direction(words, at)
+            if direction is None:
+                continue
+            if at and words[at - 1][0] in DETERMINERS:  # a noun: "the rise in CPU"
+                after = [m for m in mentions if 0 <= m[0] - word.end() <= NOUN_REACH]
+                if not after:
+                    continue
+                start, end, subject = min(after)
+            else:
+                start, end, subject = min(
+                    mentions, key=lambda m: max(m[0] - word.end(), word.start() - m[1], 0)
+                )
+            if subject.startswith("dependency "):
+                allowed = known.dependencies.get(subject.removeprefix("dependency "))
+            else:
+                allowed = known.directions.get(subject)
+            if allowed is not None and direction not in allowed:
+                found.append(f"{clause[start:end]} {word[0]}")
+    return found
+
+
+def unsupported(text: str, report: AnomalyReport, note: str | None = None) -> list[str]:
+    """Everything ``text`` says that the report does not: numbers it does not contain, then
+    directions and names it contradicts (``misstated``). An answer with any is generated
+    again, then degraded to the rule engine's text."""
+    return ungrounded(text, report_numbers(report)) + misstated(text, facts(report, note))

@@ -245,15 +245,6 @@ def summary_head(report: AnomalyReport) -> str | None:
     )
 
 
-def severity_from_latency(report: AnomalyReport) -> Severity | None:
-    """The policy's severity (``training/dataset/policy.md``): p95 / usual p95 >= 4 critical,
-    >= 2 warning, else info; None without a baseline."""
-    if report.baseline is None or not report.baseline.p95:
-        return None
-    ratio = report.latency_ms.p95 / report.baseline.p95
-    return Severity.critical if ratio >= 4 else Severity.warning if ratio >= 2 else Severity.info
-
-
 VERDICT: dict[ProbableCause, str] = {
     ProbableCause.local_cpu_saturation: "the process is CPU-bound",
     ProbableCause.downstream_dependency: "a dependency is slow",
@@ -269,15 +260,21 @@ VERDICT: dict[ProbableCause, str] = {
 
 @dataclass(frozen=True)
 class Settled:
-    """What the report's facts settle before the model writes: the severity, which the
-    policy reads off two numbers (a 135M model sampling it got 23-54% right in the
-    eval), the summary's opening, and each cause's actions (``playbook``), filled with the
-    report's names, for the model to pick from. A backend writes them as given; None or
-    empty: the model's."""
+    """What the report's facts settle before the model writes (``assess.py``): the
+    severity, which the policy reads off the report's impact (a 135M model sampling it got
+    23-54% right in the eval), the cause when the facts support one alone, else the causes
+    the answer may choose among, with the confidence of a settled one, the summary's
+    opening, and each cause's actions (``playbook``), filled with the report's names, for
+    the model to pick from. A backend writes them as given; None or empty: the model's."""
 
     severity: Severity | None
     summary_head: str | None
     offered: dict[ProbableCause, list[str]] = field(default_factory=dict)
+    cause: ProbableCause | None = None
+    causes: tuple[ProbableCause, ...] = ()
+    """The causes an answer may name (empty: any); ``cause``, when it is settled."""
+    confidence: float | None = None
+    """The settled cause's confidence; None: the model's own score over ``causes``."""
 
     def actions(self, cause: ProbableCause) -> list[str]:
         """The actions an answer of this cause recommends some of (none: its own)."""
@@ -288,6 +285,20 @@ class Settled:
         one: the opening and the cause's verdict (None without an opening)."""
         return f"{self.summary_head} {VERDICT[cause]}." if self.summary_head else None
 
+    def allows(self, cause: ProbableCause) -> bool:
+        return not self.causes or cause in self.causes
 
-def settled(report: AnomalyReport) -> Settled:
-    return Settled(severity_from_latency(report), summary_head(report), playbook.actions(report))
+
+def settled(report: AnomalyReport, note: str | None = None) -> Settled:
+    """What the facts of ``report`` settle (``note``: the catalogue's note on its service)."""
+    from service.assess import assess  # it reads this module's tagged signals
+
+    facts = assess(report, note)
+    return Settled(
+        facts.severity,
+        summary_head(report),
+        playbook.actions(report),
+        facts.settled,
+        facts.allowed,
+        facts.confidence if facts.settled else None,
+    )

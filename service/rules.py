@@ -1,9 +1,10 @@
-"""A plain rule engine over the derived signals the model reads.
+"""The rule engine: the dataset's whole policy (``assess.py``), written out.
 
 It answers when the model cannot (not loaded, failed, too slow: marked ``model: rules``),
 writes the grounded text a degraded answer falls back to, and is the honest baseline the
-tuned model must beat where rules are weak (mixed signals, service knowledge, free text).
-Every number it writes comes from the report.
+tuned model is measured against: it takes the policy's first match among the causes the
+facts support, so a model earns its place only by the text it writes and the causes it
+chooses better where several are supported. Every number it writes comes from the report.
 
 A report that belongs to an incident with a root cause is answered from it: the consumer
 saw every service of the incident, the report's own context only the flagged one. The
@@ -16,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from service import playbook
+from service.assess import Assessment, assess, incident_cause, resource_of
 from service.contract import (
     CONTROL_CHARS,
     AnomalyReport,
@@ -25,7 +27,7 @@ from service.contract import (
     ProbableCause,
     Severity,
 )
-from service.prompt import Signal, derived_signals, severity_from_latency
+from service.prompt import Signal, derived_signals
 
 RULES_MODEL = ModelInfo(base="rules", quantization="none")
 SUMMARY = Diagnosis.model_json_schema()["properties"]["summary"]["maxLength"]
@@ -72,83 +74,15 @@ def _text(value: str) -> str:
     return " ".join(CONTROL_CHARS.sub(" ", value).split())
 
 
-def _resource(root: Candidate, report: AnomalyReport) -> str:
-    """Which resource ran short, ``cpu`` or ``memory``: the first reason that names one,
-    else the report's own signals (memory only when it alone is high)."""
-    for reason in root.reasons:
-        lowered = reason.lower()
-        if "mem" in lowered or "heap" in lowered or "oom" in lowered:
-            return "memory"
-        if "cpu" in lowered:
-            return "cpu"
-    signals = derived_signals(report)
-    if _higher(_signal(signals, "memory")) and not _higher(_signal(signals, "cpu")):
-        return "memory"
-    return "cpu"
+def decide(report: AnomalyReport, note: str | None = None) -> ProbableCause:
+    """The policy's first match among the causes the report's facts support (``note``: the
+    catalogue's note on its service)."""
+    return assess(report, note).chosen
 
 
-def incident_cause(report: AnomalyReport) -> ProbableCause | None:
-    """The cause the report's incident names, None without one. A root in another service
-    is the flagged one's dependency (its network, when that slowed the calls); a root in
-    the flagged service itself is its resources, its network, or, for its own time or its
-    errors, a recent deploy when there was one."""
-    found = chain(report)
-    if found is None:
-        return None
-    kind = found.root.kind
-    if kind == "network":
-        return ProbableCause.network_degradation
-    if found.remote:
-        return ProbableCause.downstream_dependency
-    if kind == "resources":
-        if _resource(found.root, report) == "memory":
-            return ProbableCause.memory_pressure
-        return ProbableCause.local_cpu_saturation
-    deployed = report.context.deployed_minutes_ago
-    if deployed is not None and deployed <= 60:
-        return ProbableCause.recent_deployment
-    return ProbableCause.unknown
-
-
-def _signal(signals: list[Signal], name: str) -> Signal | None:
-    return next((s for s in signals if s.name == name), None)
-
-
-def _higher(signal: Signal | None) -> bool:
-    return signal is not None and "HIGHER" in signal.tag
-
-
-def decide(report: AnomalyReport) -> tuple[ProbableCause, Signal | None]:
-    """The cause the signals point at first, and the signal that points at it (the
-    incident's cause, when the report's incident names a root)."""
-    from_incident = incident_cause(report)
-    if from_incident is not None:
-        return from_incident, None
-    signals = derived_signals(report)
-    slow_downstream = [s for s in signals if s.name.startswith("downstream") and _higher(s)]
-    cpu, memory = _signal(signals, "cpu"), _signal(signals, "memory")
-    rate, queue = _signal(signals, "request rate"), _signal(signals, "queue depth")
-    deployed = report.context.deployed_minutes_ago
-    if slow_downstream:
-        return ProbableCause.downstream_dependency, max(
-            slow_downstream, key=lambda s: s.observed / (s.usual or 1)
-        )
-    if _higher(rate):
-        return ProbableCause.traffic_surge, rate
-    if _higher(cpu):
-        return ProbableCause.local_cpu_saturation, cpu
-    if _higher(memory):
-        return ProbableCause.memory_pressure, memory
-    if _higher(queue):
-        return ProbableCause.queue_backlog, queue
-    if deployed is not None and deployed <= 60:
-        return ProbableCause.recent_deployment, None
-    return ProbableCause.unknown, None
-
-
-def severity_of(report: AnomalyReport) -> Severity:
-    """The policy's severity; warning when no baseline says how far latency is off."""
-    return severity_from_latency(report) or Severity.warning
+def severity_of(report: AnomalyReport, note: str | None = None) -> Severity:
+    """The severity the report's impact gives (``assess.severity``)."""
+    return assess(report, note).severity
 
 
 def _fit(options: list[str], limit: int) -> str:
@@ -186,7 +120,7 @@ def _chain_summary(report: AnomalyReport, found: Chain) -> str:
     reason, the services between and whole names left out in that order until it fits."""
     root = found.root
     reason = _text(_quoted_reason(root, report))
-    resource = "CPU" if _resource(root, report) == "cpu" else "memory"
+    resource = "CPU" if resource_of(root, report) == "cpu" else "memory"
 
     def clause(limit: int, via: bool) -> str:
         service, flagged = _name(root.service, limit), _name(found.flagged, limit)
@@ -228,7 +162,7 @@ def _chain_summary(report: AnomalyReport, found: Chain) -> str:
 def _quoted_reason(root: Candidate, report: AnomalyReport) -> str:
     """The reason the summary quotes: for resources, the first naming the resource."""
     if root.kind == "resources":
-        resource = _resource(root, report)
+        resource = resource_of(root, report)
         words = ("mem", "heap", "oom") if resource == "memory" else ("cpu",)
         named = [r for r in root.reasons if any(w in r.lower() for w in words)]
         if named:
@@ -265,30 +199,58 @@ def _chain_explanation(report: AnomalyReport, found: Chain, latency: str) -> str
     return _joined(sentences, EXPLANATION)
 
 
+LEAD = {
+    ProbableCause.downstream_dependency: "A slow dependency",
+    ProbableCause.traffic_surge: "A traffic surge",
+    ProbableCause.local_cpu_saturation: "CPU saturation",
+    ProbableCause.memory_pressure: "Memory pressure",
+    ProbableCause.queue_backlog: "A queue backlog",
+    ProbableCause.recent_deployment: "The recent deploy",
+    ProbableCause.network_degradation: "Network trouble",
+    ProbableCause.unknown: "Cause not identified",
+}
+NOUN = {cause: lead[0].lower() + lead[1:] for cause, lead in LEAD.items()}
+NOUN[ProbableCause.local_cpu_saturation] = "CPU saturation"
+
+
 def explain(
-    report: AnomalyReport, cause: ProbableCause, evidence: Signal | None
+    report: AnomalyReport,
+    cause: ProbableCause,
+    evidence: Signal | None = None,
+    note: str | None = None,
+    facts: Assessment | None = None,
 ) -> tuple[str, str]:
-    """(summary, explanation), citing only the report's own numbers. When ``cause`` is
-    the one the report's incident names, they say the chain down to its root."""
+    """(summary, explanation), citing only the report's own numbers and saying of each
+    signal only what its numbers say. When ``cause`` is the one the report's incident
+    names, they say the chain down to its root; else the facts that support ``cause``
+    (``evidence``, a signal, first), then the facts that rule other causes out."""
     latency = derived_signals(report)[0].line().split(": ", 1)[1]
     found = chain(report)
     if found is not None and cause == incident_cause(report):
         return _chain_summary(report, found), _chain_explanation(report, found, latency)
-    what = f"{report.service} {report.operation}"
-    summary = f"{what} p95 is {latency}."
-    because = {
-        ProbableCause.downstream_dependency: "a downstream call is slower than usual",
-        ProbableCause.traffic_surge: "traffic is above its usual level",
-        ProbableCause.local_cpu_saturation: "CPU is above its usual level",
-        ProbableCause.memory_pressure: "memory use is above its usual level",
-        ProbableCause.queue_backlog: "the queue is deeper than usual",
-        ProbableCause.recent_deployment: "a deploy happened shortly before",
-        ProbableCause.network_degradation: "the network is slower than usual",
-        ProbableCause.unknown: "no context signal stands out",
-    }[cause]
-    detail = f" ({evidence.line()})" if evidence is not None else ""
-    explanation = f"Latency rose while {because}{detail}."
-    return summary[:160], explanation[:400]
+    facts = facts or assess(report, note)
+    summary = f"{_name(report.service, NAME)} {_name(report.operation, NAME)} p95 is {latency}."
+    support = facts.supported.get(cause)
+    shown = [evidence.line()] if evidence is not None else []
+    shown += [_text(r) for r in support.reasons] if support is not None else []
+    because = [f"{LEAD[cause]}: {'; '.join(shown[:n])}." for n in range(len(shown), 0, -1)]
+    if not shown:
+        because = [f"{LEAD[cause]}: no fact of this report shows it."]
+    sentences = [[*because, f"{LEAD[cause]}."]]
+    sentences += [
+        [f"Not {NOUN[other]}: {_text(why)}."]
+        for other in ProbableCause
+        if other in facts.contradicted and other != cause
+        for why in [_against(facts, other)]
+        if why
+    ]
+    return _fit([summary], SUMMARY), _joined(sentences, EXPLANATION)
+
+
+def _against(facts: Assessment, cause: ProbableCause) -> str:
+    """Why the facts rule ``cause`` out, as ``assess`` wrote it."""
+    prefix = f"not {cause.value}: "
+    return next((r[len(prefix) :] for r in facts.reasons if r.startswith(prefix)), "")
 
 
 def _actions(report: AnomalyReport, cause: ProbableCause) -> list[str]:
@@ -301,15 +263,16 @@ def _actions(report: AnomalyReport, cause: ProbableCause) -> list[str]:
     return listed[:5]
 
 
-def diagnose(report: AnomalyReport) -> Diagnosis:
-    cause, evidence = decide(report)
-    summary, explanation = explain(report, cause, evidence)
-    found = chain(report)
-    grounded = evidence is not None or (found is not None and bool(found.root.reasons))
+def diagnose(report: AnomalyReport, note: str | None = None) -> Diagnosis:
+    """The policy's answer: its first match among the supported causes, the severity the
+    impact gives, the policy's confidence in what decided it, grounded text."""
+    facts = assess(report, note)
+    cause = facts.chosen
+    summary, explanation = explain(report, cause, note=note, facts=facts)
     return Diagnosis(
         probable_cause=cause,
-        severity=severity_of(report),
-        confidence=0.6 if grounded else 0.3,
+        severity=facts.severity,
+        confidence=facts.confidence,
         summary=summary,
         explanation=explanation,
         recommended_actions=_actions(report, cause),

@@ -1,4 +1,4 @@
-from service.contract import AnomalyReport, Severity
+from service.contract import AnomalyReport, ProbableCause, Severity
 from service.prompt import build_messages, derived_signals, settled, summary_head
 
 REPORT = AnomalyReport.model_validate(
@@ -72,8 +72,19 @@ def test_the_severity_is_settled_by_how_far_p95_is_off_its_usual_value() -> None
         Severity.warning,
         Severity.critical,
     ]
+    # without a baseline nothing says how far p95 is off: a warning, never critical
     unsettled = settled(REPORT.model_copy(update={"baseline": None}))
-    assert (unsettled.severity, unsettled.summary_head) == (None, None)
+    assert (unsettled.severity, unsettled.summary_head) == (Severity.warning, None)
+
+
+def test_the_facts_settle_the_cause_when_they_support_one_alone() -> None:
+    """CPU at 14% (usual 36%) beside a dependency 7.2x slower: the dependency, settled, at
+    the policy's confidence; CPU saturation is never offered."""
+    given = settled(REPORT)
+    assert given.cause == ProbableCause.downstream_dependency
+    assert given.causes == (ProbableCause.downstream_dependency,)
+    assert given.confidence == 0.9
+    assert not given.allows(ProbableCause.local_cpu_saturation)
 
 
 CHAIN = ["exchange-api", "rates-cache", "fx-gateway", "fx-provider"]
