@@ -1,6 +1,7 @@
-// whyslow's dashboard: the anomaly feed with each diagnosis, the call graph with what
-// recent incidents reached, and per service the week-seasonal band with the observed
-// latency and the flags drawn on it. Plain DOM and
+// whyslow's dashboard: the anomaly feed with each diagnosis and its incident's state (acknowledge,
+// resolve, a permalink #/anomalies/<id>), the call graph with what recent incidents reached,
+// and per service the week-seasonal band with the observed latency and the flags drawn on
+// it. Plain DOM and
 // SVG, no build step. Every text from the API is set with textContent: reports carry
 // untrusted strings (exception messages, operation names).
 "use strict";
@@ -10,11 +11,14 @@ const DAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
 const SVG = "http://www.w3.org/2000/svg";
 const W = 1000, H = 280, M = { left: 70, right: 12, top: 12, bottom: 28 };
 
-const state = { service: null, selected: null, key: sessionStorage.getItem("whyslow-key") };
+const state = {
+  service: null, selected: null, key: sessionStorage.getItem("whyslow-key"),
+  filter: "", tests: false, linked: null,
+};
 
-async function api(path) {
+async function api(path, method = "GET") {
   const headers = state.key ? { "X-API-Key": state.key } : {};
-  const response = await fetch(path, { headers });
+  const response = await fetch(path, { method, headers });
   if (response.status === 401) {
     document.getElementById("key-form").hidden = false;
     throw new Error("an API key is needed");
@@ -79,17 +83,117 @@ function incidentLine(incident) {
   return line;
 }
 
-function anomalyCard(analysis, report) {
+// The context's signals well off their usual value, as the prompt tags them (HIGHER or
+// LOWER: both large in ratio and in absolute terms; a percentage near 100 is high anyway).
+const SIGNALS = [
+  ["cpu", "cpu_pct", "cpu_baseline_pct", "%", 15],
+  ["memory", "memory_pct", "memory_baseline_pct", "%", 15],
+  ["requests", "request_rate", "request_rate_baseline", "/s", 0.5],
+  ["errors", "error_rate", "error_rate_baseline", "", 0.02],
+  ["queue", "queue_depth", "queue_depth_baseline", "", 10],
+];
+
+const num = (v) => (Math.abs(v) >= 100 || Number.isInteger(v) ? v.toFixed(0) : v.toPrecision(2));
+
+function abnormal(observed, usual, minDelta, unit) {
+  if (observed === null || observed === undefined || usual === null || usual === undefined) {
+    return false;
+  }
+  const saturated = unit === "%" && observed >= 85;
+  return (observed - usual >= minDelta && (observed >= 1.5 * usual || saturated)) ||
+    (usual - observed >= minDelta && observed <= usual / 1.5);
+}
+
+function abnormalSignals(report) {
+  const ctx = report.context || {};
+  const out = [];
+  for (const [name, key, usualKey, unit, minDelta] of SIGNALS) {
+    if (abnormal(ctx[key], ctx[usualKey], minDelta, unit)) {
+      out.push(`${name} ${num(ctx[key])}${unit} (usual ${num(ctx[usualKey])}${unit})`);
+    }
+  }
+  if (ctx.deployed_minutes_ago !== null && ctx.deployed_minutes_ago !== undefined &&
+      ctx.deployed_minutes_ago <= 60) {
+    out.push(`deployed ${num(ctx.deployed_minutes_ago)} min ago`);
+  }
+  return out;
+}
+
+// The call furthest above its usual p95 (else the slowest one).
+function slowestDependency(report) {
+  const calls = (report.context && report.context.downstream) || [];
+  if (!calls.length) return null;
+  const score = (d) => (d.baseline_p95_ms ? d.p95_ms / d.baseline_p95_ms : 0);
+  const worst = calls.reduce((a, b) => (score(b) > score(a) ||
+    (score(b) === score(a) && b.p95_ms > a.p95_ms) ? b : a));
+  const usual = worst.baseline_p95_ms ? ` (usual ${ms(worst.baseline_p95_ms)})` : "";
+  return `slowest call: ${worst.service} ${worst.operation} ${ms(worst.p95_ms)}${usual}`;
+}
+
+// The numbers a person reads before deciding to click: p95 against its usual value, the
+// signals well off theirs, and the call furthest above its usual.
+function keyNumbers(report) {
+  const box = el("div", { class: "key-numbers" });
+  const usual = report.baseline ? ` vs usual ${ms(report.baseline.p95)}` : "";
+  const ratio = report.deviation
+    ? ` (${report.deviation.ratio.toFixed(1)}x)`
+    : report.baseline && report.baseline.p95 > 0
+      ? ` (${(report.latency_ms.p95 / report.baseline.p95).toFixed(1)}x)` : "";
+  box.append(el("p", { class: "numbers" }, `p95 ${ms(report.latency_ms.p95)}${usual}${ratio}`));
+  const signals = abnormalSignals(report);
+  if (signals.length) box.append(el("p", { class: "signals" }, signals.join(" · ")));
+  const slowest = slowestDependency(report);
+  if (slowest) box.append(el("p", { class: "dependency" }, slowest));
+  return box;
+}
+
+// The incident's state, who may change it, and a link to this anomaly.
+function stateBar(analysis, incident) {
+  const bar = el("div", { class: "state-bar" });
+  const current = incident ? incident.state : "open";
+  bar.append(el("span", { class: `badge ${current}`, title: incident
+    ? `incident ${incident.incident_id}` +
+      (incident.resolved_by ? `, resolved by ${incident.resolved_by}` : "") : "" }, current));
+  if (incident && incident.test) bar.append(el("span", { class: "badge test" }, "test"));
+  for (const [action, label, allowed] of [
+    ["ack", "Ack", current === "open"], ["resolve", "Resolve", current !== "resolved"]]) {
+    const button = el("button", { type: "button", class: action, "data-action": action }, label);
+    button.disabled = !allowed;
+    button.addEventListener("click", (event) => {
+      event.stopPropagation();
+      changeState(analysis.anomaly_id, action, button);
+    });
+    bar.append(button);
+  }
+  const link = el("a", { class: "permalink", href: `#/anomalies/${encodeURIComponent(analysis.anomaly_id)}`,
+    title: "link to this anomaly" }, "link");
+  link.addEventListener("click", (event) => event.stopPropagation());
+  bar.append(link);
+  return bar;
+}
+
+async function changeState(anomalyId, action, button) {
+  button.disabled = true;
+  try {
+    await api(`/v1/anomalies/${encodeURIComponent(anomalyId)}/${action}`, "POST");
+    await refreshFeed();
+  } catch (error) {
+    button.disabled = false;
+    showError(error);
+  }
+}
+
+function anomalyCard(analysis, report, incident) {
   const card = el("li", { class: `anomaly ${analysis.severity}`, "data-id": analysis.anomaly_id });
   if (analysis.anomaly_id === state.selected) card.classList.add("selected");
+  if (incident) card.classList.add(`state-${incident.state}`);
   const title = el("div", { class: "title" });
   title.append(el("span", {}, `${analysis.service} · ${analysis.operation}`));
   title.append(el("span", { class: "when" }, when(report)));
   card.append(title);
+  card.append(stateBar(analysis, incident));
   if (report) {
-    const usual = report.baseline ? ` vs usual ${ms(report.baseline.p95)}` : "";
-    const ratio = report.deviation ? ` (${report.deviation.ratio.toFixed(1)}x)` : "";
-    card.append(el("p", { class: "numbers" }, `p95 ${ms(report.latency_ms.p95)}${usual}${ratio}`));
+    card.append(keyNumbers(report));
     if (report.incident) card.append(incidentLine(report.incident));
   }
   const verdict = el("p");
@@ -113,23 +217,74 @@ function anomalyCard(analysis, report) {
   card.append(details);
   card.addEventListener("click", (event) => {
     if (event.target.closest("details")) return;
-    state.selected = analysis.anomaly_id;
-    document.querySelectorAll(".anomaly.selected").forEach((n) => n.classList.remove("selected"));
-    card.classList.add("selected");
-    drawGraph();
-    selectService(analysis.service);
+    select(analysis.anomaly_id, analysis.service);
   });
   return card;
 }
 
+function select(anomalyId, service) {
+  state.selected = anomalyId;
+  document.querySelectorAll(".anomaly").forEach((n) =>
+    n.classList.toggle("selected", n.dataset.id === anomalyId));
+  drawGraph();
+  if (service) selectService(service);
+}
+
 async function refreshFeed() {
-  const page = await api("/v1/anomalies?limit=50&include_reports=true");
-  const feed = document.getElementById("feed");
-  feed.replaceChildren(...page.items.map((a) => anomalyCard(a, page.reports[a.anomaly_id])));
-  document.getElementById("feed-total").textContent = page.total ? `(${page.total})` : "";
-  document.getElementById("feed-empty").hidden = page.items.length > 0;
+  const params = new URLSearchParams({ limit: "50", include_reports: "true" });
+  if (state.filter) params.set("state", state.filter);
+  if (state.tests) params.set("include_tests", "true");
+  const page = await api(`/v1/anomalies?${params}`);
   state.reports = page.reports;
   state.items = page.items;
+  state.incidents = page.incidents || {};
+  const feed = document.getElementById("feed");
+  feed.replaceChildren(...page.items.map((a) =>
+    anomalyCard(a, page.reports[a.anomaly_id], state.incidents[a.anomaly_id])));
+  document.getElementById("feed-total").textContent = page.total ? `(${page.total})` : "";
+  document.getElementById("feed-empty").hidden = page.items.length > 0;
+  await refreshLinked();
+}
+
+// ---------------------------------------------------------------- the permalink
+
+// #/anomalies/<id>: that anomaly selected, shown above the feed when the feed's page (its
+// filter, its 50 newest) does not hold it.
+function linkedId() {
+  const match = location.hash.match(/^#\/anomalies\/(.+)$/);
+  return match ? decodeURIComponent(match[1]) : null;
+}
+
+async function refreshLinked() {
+  const id = linkedId();
+  const box = document.getElementById("linked");
+  const shown = id && (state.items || []).some((a) => a.anomaly_id === id);
+  if (!id || shown) {
+    box.replaceChildren();
+    box.hidden = true;
+    if (shown && state.linked !== id) {
+      state.linked = id;
+      const card = document.querySelector(`#feed .anomaly[data-id="${CSS.escape(id)}"]`);
+      select(id, null);
+      if (card) card.scrollIntoView({ block: "nearest" });
+    }
+    return;
+  }
+  let record;
+  try {
+    record = await api(`/v1/anomalies/${encodeURIComponent(id)}`);
+  } catch (error) {
+    box.replaceChildren(el("li", { class: "muted" }, `anomaly ${id}: ${error.message}`));
+    box.hidden = false;
+    return;
+  }
+  state.reports = { ...state.reports, [id]: record.report };
+  box.replaceChildren(anomalyCard(record.analysis, record.report, record.incident));
+  box.hidden = false;
+  if (state.linked !== id) {
+    state.linked = id;
+    select(id, record.analysis.service);
+  }
 }
 
 // ---------------------------------------------------------------- the band
@@ -443,6 +598,15 @@ async function refresh() {
 }
 
 document.getElementById("service").addEventListener("change", (e) => selectService(e.target.value));
+document.getElementById("state-filter").addEventListener("change", (e) => {
+  state.filter = e.target.value;
+  refreshFeed().catch(showError);
+});
+document.getElementById("show-tests").addEventListener("change", (e) => {
+  state.tests = e.target.checked;
+  refreshFeed().catch(showError);
+});
+window.addEventListener("hashchange", () => { state.linked = null; refreshLinked().catch(showError); });
 document.getElementById("key-form").addEventListener("submit", (event) => {
   event.preventDefault();
   state.key = document.getElementById("key").value;
