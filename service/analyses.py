@@ -2,7 +2,10 @@
 
 - Alert storms: a report with the fingerprint of one analysed less than ``cache_ttl_s``
   ago (same service, operation, tagged signals, evidence: the same situation, whatever the
-  exact numbers) gets that diagnosis under its own id, marked ``cached``, in milliseconds.
+  exact numbers) gets that diagnosis's decision (cause, actions) under its own id, marked
+  ``cached``, in milliseconds, told in its own numbers: its severity and summary from its
+  facts, the earlier explanation only where it holds for it too. A decision its facts rule
+  out (a deploy the earlier report had and this one has not) is not reused.
 - Once per id: a repeated id (a retried POST, a consumer that restarted between delivery
   and checkpoint, an alert storm) gets the stored analysis, marked ``cached``; a request
   for an id being analysed right now waits for that analysis instead of starting another.
@@ -11,8 +14,9 @@
 - In time: each request has a deadline; waiting or generating past it, or a model that
   failed to load or to answer, gives the rule engine's answer (``grounding: rules``), which
   is not stored, so the next request for that id tries the model again.
-- Grounded: prose citing numbers the report does not contain is generated again once (with
-  sampling), then degraded to the rule engine's text for the model's cause.
+- Grounded: prose citing numbers the report does not contain, or saying of a signal what its
+  numbers do not (``grounding.unsupported``), is generated again once (with sampling), then
+  degraded to the rule engine's text for the model's cause.
 """
 
 from __future__ import annotations
@@ -30,10 +34,10 @@ from opentelemetry import trace
 from service import rules
 from service.analyze import Analyzer, ModelOutputError
 from service.contract import Analysis, AnomalyReport, Diagnosis
-from service.grounding import report_numbers, ungrounded
+from service.grounding import unsupported
 from service.model.runtime import ModelBusy
 from service.notify import Notifier
-from service.prompt import derived_signals
+from service.prompt import derived_signals, settled
 from service.store import AnalysisStore
 
 log = logging.getLogger(__name__)
@@ -104,8 +108,11 @@ class Analyses:
             with self._lock:
                 seen = self._recent.get(fingerprint(report, adapter))
                 if seen is not None and time.monotonic() - seen[0] < self._cache_ttl_s:
-                    self.outcomes["cached"] += 1
-                    return self._reuse(report, seen[1], started)
+                    note = analyzer.note(report.service) if analyzer else None
+                    reused = self._reuse(report, seen[1], started, note)
+                    if reused is not None:
+                        self.outcomes["cached"] += 1
+                        return reused
                 running = self._in_flight.get(key)
                 if running is None:
                     self._admit()
@@ -119,12 +126,28 @@ class Analyses:
                 self._waiting -= 1
                 self._in_flight.pop(key).set()
 
-    def _reuse(self, report: AnomalyReport, earlier: Analysis, started: float) -> Analysis:
+    def _reuse(
+        self, report: AnomalyReport, earlier: Analysis, started: float, note: str | None
+    ) -> Analysis | None:
+        """``earlier``'s decision for ``report`` in ``report``'s own numbers; None if its
+        facts rule that cause out."""
+        cause = earlier.probable_cause
+        given = settled(report, note)
+        if given.cause not in (None, cause) or not given.allows(cause):
+            return None
+        summary, explanation = rules.explain(report, cause, note=note)
+        wrong = unsupported(earlier.explanation, report, note)
         analysis = earlier.model_copy(
             update={
                 "anomaly_id": report.anomaly_id,
                 "cached": True,
                 "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+                "severity": given.severity or earlier.severity,
+                "confidence": given.confidence or earlier.confidence,
+                "summary": given.summary(cause) or summary,
+                "explanation": explanation if wrong else earlier.explanation,
+                "grounding": "degraded" if wrong else earlier.grounding,
+                "ungrounded_numbers": wrong,
             }
         )
         self._store.put(report, analysis)  # a repeat of this id is then a plain lookup
@@ -171,7 +194,8 @@ class Analyses:
                 except Exception:  # a model error must not become a 500
                     log.exception("%s: model failed; the rule engine answers", report.anomaly_id)
             if grounding == "rules":
-                diagnosis = rules.diagnose(report)
+                note = analyzer.note(report.service) if analyzer else None
+                diagnosis = rules.diagnose(report, note)
             span.set_attribute("whyslow.grounding", grounding)
             span.set_attribute("whyslow.probable_cause", diagnosis.probable_cause.value)
         elapsed = time.perf_counter() - started
@@ -210,18 +234,18 @@ class Analyses:
     def _model(
         self, report: AnomalyReport, analyzer: Analyzer, deadline: float, adapter: str | None
     ) -> tuple[Diagnosis, Grounding, list[str]]:
-        allowed = report_numbers(report)
+        note = analyzer.note(report.service)
         first = analyzer.diagnose(report, deadline, adapter=adapter)
-        bad = ungrounded(f"{first.summary} {first.explanation}", allowed)
+        bad = unsupported(f"{first.summary} {first.explanation}", report, note)
         if not bad:
             return first, "grounded", []
         try:
             second = analyzer.diagnose(report, deadline, 0.7, 1, adapter)
-            if not ungrounded(f"{second.summary} {second.explanation}", allowed):
+            if not unsupported(f"{second.summary} {second.explanation}", report, note):
                 return second, "regenerated", bad
         except (ModelBusy, ModelOutputError):
             pass
-        summary, explanation = rules.explain(report, first.probable_cause, None)
+        summary, explanation = rules.explain(report, first.probable_cause, note=note)
         return (
             first.model_copy(update={"summary": summary, "explanation": explanation}),
             ("degraded"),

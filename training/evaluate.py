@@ -1,12 +1,14 @@
 """Scores models against the rule engine on the same reports, the way the service runs them.
 
 Each model is a GGUF served by the service's own runtime with the service's own prompt,
-grammar and token budget, so the numbers are what a user gets. Reported per model and data
-set: cause and severity accuracy, valid JSON, answers citing numbers the report does not
-have or quoting its facts with the wrong numbers, actions naming the service or its
-dependency, actions meant for another cause, tokens/s; cause accuracy per pattern,
-since the model must earn its place where rules are weak (mixed signals, evidence text,
-service knowledge).
+facts, grammar and token budget, so the numbers are what a user gets. The baseline is the
+rule engine of the complete labelling policy (``service/assess.py``): a model must beat
+the policy written out, not a straw man. Reported per model and data set: cause and
+severity accuracy, cause accuracy where the facts leave a choice (several causes
+supported: where the model decides), valid JSON, answers citing numbers the report does
+not have, quoting its facts with the wrong numbers, or saying of a signal or a service
+what the report does not (``grounding.misstated``), actions naming the service or its
+dependency, actions meant for another cause, tokens/s; cause accuracy per pattern.
 """
 
 from __future__ import annotations
@@ -24,12 +26,12 @@ from tqdm import tqdm
 
 from service import playbook, rules
 from service.contract import AnomalyReport, Diagnosis, ProbableCause
-from service.grounding import report_numbers, ungrounded
+from service.grounding import facts, misstated, report_numbers, ungrounded
 from service.model.runtime import ModelBackend
 from service.prompt import build_messages, settled
 from training.dataset.samples import read_jsonl
 
-RULES = "rules"
+RULES = "rules (complete policy)"
 FACT = re.compile(r"\d[\w.%/]* vs usual \d[\w.%/]*(?: \((?:[\w.]+ [A-Z]+|normal)\))?")
 """A fact as the prompt prints it and answers quote it: ``98% vs usual 39% (2.5x HIGHER)``."""
 OPENINGS = {
@@ -68,6 +70,9 @@ class Outcome:
     severity_ok: bool = False
     ungrounded: list[str] = field(default_factory=list)
     misquoted: list[str] = field(default_factory=list)
+    misstated: list[str] = field(default_factory=list)
+    choice: bool = False
+    """The facts left a choice between several causes (none settled it)."""
     foreign_actions: list[str] = field(default_factory=list)
     actions: int = 0
     actions_specific: bool = False
@@ -95,12 +100,16 @@ def load_cases(path: Path) -> list[Case]:
 
 
 def score(case: Case, answer: Diagnosis | None, tokens: int = 0, seconds: float = 0.0) -> Outcome:
+    choice = settled(case.report, case.note).cause is None
     if answer is None:
-        return Outcome(case.id, case.pattern, valid=False, tokens=tokens, seconds=seconds)
+        return Outcome(
+            case.id, case.pattern, valid=False, tokens=tokens, seconds=seconds, choice=choice
+        )
     allowed = report_numbers(case.report)
     texts = [answer.summary, answer.explanation, *answer.recommended_actions]
     names = {case.report.service, *(d.service for d in case.report.context.downstream)}
     prompt = build_messages(case.report, case.note)[-1]["content"]
+    known = facts(case.report, case.note)
     return Outcome(
         case.id,
         case.pattern,
@@ -109,6 +118,8 @@ def score(case: Case, answer: Diagnosis | None, tokens: int = 0, seconds: float 
         severity_ok=answer.severity == case.expected.severity,
         ungrounded=[n for text in texts for n in ungrounded(text, allowed)],
         misquoted=[f for text in texts for f in FACT.findall(text) if f not in prompt],
+        misstated=misstated(f"{answer.summary} {answer.explanation}", known),
+        choice=choice,
         foreign_actions=[
             a for a in answer.recommended_actions if _foreign(a, answer.probable_cause)
         ],
@@ -130,7 +141,7 @@ def run_model(
             build_messages(case.report, case.note),
             max_tokens,
             time.monotonic() + 600,
-            settled=settled(case.report),
+            settled=settled(case.report, case.note),
         )
         seconds = time.perf_counter() - started
         try:
@@ -142,7 +153,7 @@ def run_model(
 
 
 def run_rules(cases: list[Case]) -> list[Outcome]:
-    return [score(case, rules.diagnose(case.report)) for case in cases]
+    return [score(case, rules.diagnose(case.report, case.note)) for case in cases]
 
 
 def summarise(outcomes: list[Outcome]) -> dict[str, Any]:
@@ -151,13 +162,17 @@ def summarise(outcomes: list[Outcome]) -> dict[str, Any]:
     for o in outcomes:
         by_pattern[o.pattern].append(o)
     seconds = sum(o.seconds for o in outcomes)
+    chosen = [o for o in outcomes if o.choice]
     return {
         "cases": n,
         "cause_accuracy": sum(o.cause_ok for o in outcomes) / n,
+        "choice_cases": len(chosen),
+        "choice_accuracy": sum(o.cause_ok for o in chosen) / len(chosen) if chosen else None,
         "severity_accuracy": sum(o.severity_ok for o in outcomes) / n,
         "valid_json": sum(o.valid for o in outcomes) / n,
         "ungrounded_numbers": sum(len(o.ungrounded) for o in outcomes),
         "misquoted_facts": sum(len(o.misquoted) for o in outcomes),
+        "misstated": sum(len(o.misstated) for o in outcomes),
         "foreign_actions": sum(len(o.foreign_actions) for o in outcomes),
         "actions": sum(o.actions for o in outcomes),
         "actions_specific": sum(o.actions_specific for o in outcomes) / n,
@@ -175,22 +190,28 @@ def render(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     lines = []
     for dataset, models in results.items():
         patterns = sorted({p for s in models.values() for p in s["cause_accuracy_by_pattern"]})
+        first = next(iter(models.values()))
         lines += [
-            f"**{dataset}** ({next(iter(models.values()))['cases']} cases)",
+            f"**{dataset}** ({first['cases']} cases, {first['choice_cases']} where the facts "
+            "leave a choice of cause)",
             "",
-            "| model | cause | severity | valid JSON | ungrounded numbers | misquoted facts | "
+            "| model | cause | cause where a choice | severity | valid JSON | "
+            "ungrounded numbers | misquoted facts | misstated | "
             "actions name service | actions of another cause | tokens/s | s/answer | "
             + " | ".join(f"cause: {p}" for p in patterns)
             + " |",
-            "|---" * (10 + len(patterns)) + "|",
+            "|---" * (12 + len(patterns)) + "|",
         ]
         for model, s in models.items():
             speed = f"{s['tokens_per_s']:.1f}" if s["tokens_per_s"] else "-"
             per = f"{s['seconds_per_answer']:.2f}" if s["seconds_per_answer"] else "-"
+            choice = f"{s['choice_accuracy']:.0%}" if s["choice_accuracy"] is not None else "-"
             by = s["cause_accuracy_by_pattern"]
             lines.append(
-                f"| {model} | {s['cause_accuracy']:.0%} | {s['severity_accuracy']:.0%} | "
+                f"| {model} | {s['cause_accuracy']:.0%} | {choice} | "
+                f"{s['severity_accuracy']:.0%} | "
                 f"{s['valid_json']:.0%} | {s['ungrounded_numbers']} | {s['misquoted_facts']} | "
+                f"{s['misstated']} | "
                 f"{s['actions_specific']:.0%} | {s['foreign_actions']} of {s['actions']} | "
                 f"{speed} | {per} | "
                 + " | ".join(f"{by[p]:.0%}" if p in by else "-" for p in patterns)

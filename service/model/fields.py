@@ -12,8 +12,12 @@ text closed by its quote and the start of what must follow), the JSON grammar of
 without a grammar engine scanning the vocabulary at every token. A number the prose writes
 is held to the prompt's (``numbers.py``): the grounding guard's rule, kept while decoding.
 
-The cause is the one field a calibration may shift: an adapter's per-cause bias
-(``training/calibrate.py``) is added to the scores of the tokens that begin each cause.
+The cause is decided by the facts first (``prompt.Settled``, from ``assess.py``): a cause
+they settle is written as given, else the model chooses among the causes they support, and
+its confidence is the model's own share of the probability over those causes (not a value
+it copies from its training answers). The cause is also the one field a calibration may
+shift: an adapter's per-cause bias (``training/calibrate.py``) is added to the scores of
+the tokens that begin each cause.
 
 The answer is re-tokenised as a whole before each step, so the model reads the tokens
 training gave it (``training/train.py`` tokenises the full answer text), not the pieces.
@@ -76,6 +80,18 @@ class Decoded:
     text: str
     prompt_tokens: int
     completion_tokens: int
+
+
+MAX_SHARE = 0.9
+"""The most confidence a cause the model chose among several gets: what one clear signal
+gets when the facts settle it (policy.md)."""
+
+
+def _step(value: float) -> float:
+    """``value`` as one of the confidence steps (a multiple of 0.05)."""
+    return CONFIDENCE_STEPS[
+        min(range(len(CONFIDENCE_STEPS)), key=lambda i: abs(CONFIDENCE_STEPS[i] - value))
+    ]
 
 
 def _options(values: list[str], then: str) -> list[bytes]:
@@ -156,10 +172,11 @@ class FieldDecoder:
         cause_bias: Mapping[str, float] | None = None,
     ) -> Decoded:
         """The answer's JSON text for a prompt (token ids ending with the assistant turn's
-        start), with what ``settled`` gives written as given: the severity, and the summary
-        once the cause is chosen (unless it is past the contract's length); the actions
-        picked from those it offers for the cause. ``cause_bias`` is added to the scores of
-        the tokens that begin each cause it names (the adapter's calibration,
+        start), with what ``settled`` gives written as given: the cause it settles (else one
+        of those it allows, with the model's share of them as the confidence), the severity,
+        and the summary once the cause is chosen (unless it is past the contract's length);
+        the actions picked from those it offers for the cause. ``cause_bias`` is added to the
+        scores of the tokens that begin each cause it names (the adapter's calibration,
         ``training/calibrate.py``). Raises FieldOutputError or DeadlinePassed."""
         if seed is not None:
             self._llm.set_seed(seed)
@@ -168,12 +185,26 @@ class FieldDecoder:
         run.force(OPENING)
         bias = cause_bias or {}
         lift = {o: bias.get(c, 0.0) for c, o in zip(self._cause_starts, self._cause, strict=True)}
-        cause = ProbableCause(run.choose(self._cause, lift).split(b'"')[0].decode())
+        options = dict(zip(ProbableCause, self._cause, strict=True))
+        share: float | None = None
+        if settled and settled.cause:
+            cause = settled.cause
+            run.force(options[cause])
+        else:
+            allowed = [o for c, o in options.items() if not settled or settled.allows(c)]
+            first: list[np.ndarray] = []
+            cause = ProbableCause(run.choose(allowed, lift, first).split(b'"')[0].decode())
+            if settled and len(allowed) > 1:
+                share = self._share(first[0], cause, [c for c in options if settled.allows(c)])
         if settled and settled.severity:
             run.force(next(o for o in self._severity if o.startswith(settled.severity.encode())))
         else:
             run.choose(self._severity)
-        run.choose(self._confidence)
+        given = settled.confidence if settled and settled.confidence is not None else share
+        if given is not None:
+            run.force(self._confidence[CONFIDENCE_STEPS.index(_step(given))])
+        else:
+            run.choose(self._confidence)
         whole = _escaped(settled.summary(cause)) if settled else b""
         if whole and len(whole) <= self._limits["summary"]:
             run.force(whole + b'","explanation":"')
@@ -192,6 +223,17 @@ class FieldDecoder:
                     break
         text = run.answer.decode("utf-8", errors="replace")
         return Decoded(text, len(prompt), run.sampled)
+
+    def _share(
+        self, scores: np.ndarray, cause: ProbableCause, allowed: list[ProbableCause]
+    ) -> float:
+        """The model's own confidence in ``cause``: its share of the probability the model
+        gave the allowed causes where it named one (each cause's best first token, with the
+        calibration's bias), at most what a cause the facts settle gets."""
+        best = {c: float(scores[self._cause_starts[c.value]].max()) for c in allowed}
+        top = max(best.values())
+        weights = {c: np.exp(v - top) for c, v in best.items()}
+        return min(float(weights[cause] / sum(weights.values())), MAX_SHARE)
 
     def cause_scores(self, prompt: list[int]) -> dict[str, float]:
         """Each cause's score where the answer names its cause: the highest logit among the
@@ -260,10 +302,15 @@ class _Run:
                 raise DeadlinePassed("generation ran past the request's deadline")
             yield token
 
-    def choose(self, options: list[bytes], bias: Mapping[bytes, float] | None = None) -> bytes:
+    def choose(
+        self,
+        options: list[bytes],
+        bias: Mapping[bytes, float] | None = None,
+        first: list[np.ndarray] | None = None,
+    ) -> bytes:
         """One of ``options``, returned: tokens are sampled until one option alone fits, then
         the rest of it is forced. ``bias`` is added to the scores of the tokens that carry
-        an option on."""
+        an option on; ``first`` receives the scores the first token was sampled from."""
         texts, ids = self.d._texts, self.d._ids
         decided = b""
 
@@ -275,6 +322,8 @@ class _Run:
                     allowed[tokens] = True
                     if bias:
                         scores[tokens] += bias.get(option, 0.0)
+            if first is not None and not decided:
+                first.append(scores.copy())
             np.copyto(scores, -np.inf, where=~allowed)
 
         tokens = self._tokens(steer)
