@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service.contract import AnomalyReport, Context, UtcDatetime, WeekProfile
+from service.notify.alertmanager import ALERTNAME
 from service.profiles import complete
 
 MAX_ALERTS = 500
@@ -192,10 +193,24 @@ def _observed_p95(profile: WeekProfile | None, operation: str) -> float | None:
 
 
 def service_of(alert: Alert, names: AlertLabels) -> str:
+    refuse_own(alert)
     service = _first(alert.labels, names.service)
     if service is None:
         raise Skipped(f"no service label (looked for {', '.join(names.service)})")
     return service
+
+
+OWN_COMPONENT = "whyslow"
+"""The ``component`` label of the rules that watch whyslow itself (deploy/prometheus/)."""
+
+
+def refuse_own(alert: Alert) -> None:
+    """whyslow's own alerts routed back to it would diagnose themselves: an incident alert
+    would open an incident, announced as a new alert, without end."""
+    if alert.labels.get("alertname") == ALERTNAME:
+        raise Skipped(f"{ALERTNAME} is whyslow's own incident alert: route it to people")
+    if alert.labels.get("component") == OWN_COMPONENT:
+        raise Skipped("an alert on whyslow itself (component=whyslow): route it to people")
 
 
 def report_of(alert: Alert, names: AlertLabels, profile: WeekProfile | None) -> AnomalyReport:

@@ -200,6 +200,20 @@ def test_service_labels_are_configurable_without_the_model(tmp_path) -> None:
         assert body["analyses"][0]["service"] == "payments"  # "app" comes first
 
 
+def test_whyslows_own_alerts_are_not_diagnosed_without_the_model(tmp_path) -> None:
+    """Its incident alerts (notifications to Alertmanager) and the alerts on whyslow itself
+    (deploy/prometheus/whyslow-rules.yml), routed back to it, would feed on themselves."""
+    own = copy.deepcopy(CHECKOUT_ALERT)
+    own["labels"] = {"alertname": "WhyslowIncident", "service": "checkout", "incident_id": "i"}
+    watch = copy.deepcopy(CHECKOUT_ALERT)
+    watch["labels"] = {"alertname": "WhyslowConsumerLagging", "job": "whyslow-consumer"}
+    watch["labels"]["component"] = "whyslow"
+    with serving(settings_for(tmp_path)) as client:
+        body = client.post(ALERT, json={"status": "firing", "alerts": [own, watch]}).json()
+    assert body["analyses"] == []
+    assert [s["reason"].split(" ")[0] for s in body["skipped"]] == ["WhyslowIncident", "an"]
+
+
 def test_test_alerts_are_hidden_without_the_model(tmp_path) -> None:
     with serving(settings_for(tmp_path)) as client:
         body = client.post(ALERT, params={"test": "true"}, json=ALERTMANAGER).json()
