@@ -15,6 +15,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -39,7 +40,7 @@ from baselines.judge import (
 )
 from baselines.report import WindowFacts, build_report
 from baselines.trail import HourlyTrail
-from service.contract import AnomalyReport, LogRecord, MetricSample, SpanEvent
+from service.contract import AnomalyReport, LogRecord, MetricSample, SpanEvent, SpanHistogram
 
 MAX_FUTURE_SECONDS = 300.0
 MAX_EXEMPLARS = 5
@@ -58,6 +59,7 @@ MAX_LINKED_PER_WINDOW = 100_000
 """Spans a window holds for linking (unknown kinds, entries below a call); further ones are
 counted in ``DetectorStats.unlinked``."""
 ERROR_LEVELS = frozenset({"error", "fatal"})
+MAX_CUMULATIVE_STREAMS = 200_000
 RESOURCE_RISE = 1.5
 """CPU or memory at least this many times its usual, and ``RESOURCE_POINTS`` above it, is a
 resources signal for a service in an incident."""
@@ -94,19 +96,46 @@ class SpanWindow:
     evidence: dict[str, None] = field(default_factory=dict)
     windows: int = 1
     """Consecutive windows pooled into this one (a sparse series)."""
+    buckets: dict[tuple[float, float], int] = field(default_factory=dict)
+    """Spans known only by their histogram bucket: (lower, upper) ms -> spans."""
+    bucketed: int = 0
+
+    @property
+    def count(self) -> int:
+        return len(self.durations) + self.bucketed
 
     def merged(self, later: SpanWindow) -> SpanWindow:
         """This pool and the next window of the same series, as one."""
         slowest = heapq.nlargest(MAX_EXEMPLARS, self.slowest + later.slowest)
         heapq.heapify(slowest)
         evidence = dict.fromkeys(list(self.evidence) + list(later.evidence))
+        buckets = dict(self.buckets)
+        for bucket, n in later.buckets.items():
+            buckets[bucket] = buckets.get(bucket, 0) + n
         return SpanWindow(
             self.durations + later.durations,
             self.errors + later.errors,
             slowest,
             dict.fromkeys(list(evidence)[:MAX_EVIDENCE]),
             self.windows + later.windows,
+            buckets,
+            self.bucketed + later.bucketed,
         )
+
+    def add_histogram(self, bounds: list[float], counts: list[int], error: bool) -> None:
+        """Spans summarised by a histogram: each bucket's spans lie between its bounds (the
+        last bucket's at its lower bound: nothing says how far above it they are)."""
+        lower = 0.0
+        total = 0
+        for i, n in enumerate(counts):
+            upper = bounds[i] if i < len(bounds) else lower
+            if n:
+                self.buckets[(lower, upper)] = self.buckets.get((lower, upper), 0) + n
+                total += n
+            lower = upper
+        self.bucketed += total
+        if error:
+            self.errors += total
 
     def add(self, event: SpanEvent) -> None:
         self.durations.append(event.duration_ms)
@@ -181,6 +210,8 @@ class DetectorStats:
     windows_closed: int = 0
     flagged: int = 0
     logs: int = 0
+    histograms: int = 0
+    """Histogram points (spanmetrics) applied; their spans count in ``spans``."""
     unlinked: int = 0
     """Spans of unknown kind that were in-process work, orphans, or past the window cap."""
 
@@ -202,6 +233,9 @@ class Detector:
         self.graph = CallGraph()
         self.incidents = IncidentTracker()
         self._index = SpanIndex()
+        self._cumulative: OrderedDict[str, list[int]] = OrderedDict()
+        """The last counts of each cumulative histogram stream (bounded; not checkpointed:
+        after a restart each stream's first point only sets its level again)."""
         self._changed: set[str] = set()
 
     def profile_p95(self, service: str, operation: str) -> SeasonalProfile | None:
@@ -259,7 +293,14 @@ class Detector:
                 {
                     "start": start,
                     "spans": [
-                        [list(key), agg.durations, agg.errors, agg.slowest, list(agg.evidence)]
+                        [
+                            list(key),
+                            agg.durations,
+                            agg.errors,
+                            agg.slowest,
+                            list(agg.evidence),
+                            [[lo, up, n] for (lo, up), n in agg.buckets.items()],
+                        ]
                         for key, agg in window.spans.items()
                     ],
                     "metrics": [[list(key), values] for key, values in window.metrics.items()],
@@ -281,11 +322,18 @@ class Detector:
         self._open = {}
         for entry in state["open"]:
             window = self._open[float(entry["start"])] = WindowData()
-            for key, durations, errors, slowest, evidence in entry["spans"]:
+            for key, durations, errors, slowest, evidence, *rest in entry["spans"]:
                 span_key = (key[0], key[1], key[2], key[3])
                 self._series.setdefault(span_key, SeriesState())
+                saved = rest[0] if rest else []
+                buckets = {(float(lo), float(up)): int(n) for lo, up, n in saved}
                 window.spans[span_key] = SpanWindow(
-                    durations, errors, [(d, t) for d, t in slowest], dict.fromkeys(evidence)
+                    durations,
+                    errors,
+                    [(d, t) for d, t in slowest],
+                    dict.fromkeys(evidence),
+                    buckets=buckets,
+                    bucketed=sum(buckets.values()),
                 )
             for key, values in entry["metrics"]:
                 self._metrics.setdefault((key[0], key[1]), _context_profile())
@@ -322,7 +370,9 @@ class Detector:
         return False
 
     def observe(
-        self, events: Iterable[SpanEvent | MetricSample | LogRecord], now: float | None = None
+        self,
+        events: Iterable[SpanEvent | MetricSample | LogRecord | SpanHistogram],
+        now: float | None = None,
     ) -> list[AnomalyReport]:
         """Apply events to the open windows; close and judge windows the stream has passed."""
         horizon = (time.time() if now is None else now) + MAX_FUTURE_SECONDS
@@ -368,6 +418,21 @@ class Detector:
                     agg = window.spans[key] = SpanWindow()
                 agg.add(event)
                 stats.spans += 1
+            elif isinstance(event, SpanHistogram):
+                counts = self._interval_counts(event)
+                if counts is None:
+                    continue
+                key = (event.service, event.operation, event.kind, event.peer_service or "")
+                agg = window.spans.get(key)
+                if agg is None:
+                    if key not in series:
+                        if not self._admit():
+                            continue
+                        series[key] = SeriesState()
+                    agg = window.spans[key] = SpanWindow()
+                agg.add_histogram(event.bounds_ms, counts, event.error)
+                stats.histograms += 1
+                stats.spans += sum(counts)
             elif isinstance(event, LogRecord):
                 logs = window.logs.get(event.service)
                 if logs is None:
@@ -388,6 +453,22 @@ class Detector:
             if ts > self._watermark:
                 self._advance(ts, reports)
         return reports
+
+    def _interval_counts(self, point: SpanHistogram) -> list[int] | None:
+        """A histogram point's counts over its own interval: delta counts as they are,
+        cumulative ones minus the stream's previous point (None for a stream's first point
+        since this consumer started, which only sets its level, and after a reset)."""
+        if not point.stream:
+            return point.bucket_counts
+        previous = self._cumulative.get(point.stream)
+        self._cumulative[point.stream] = point.bucket_counts
+        self._cumulative.move_to_end(point.stream)
+        if len(self._cumulative) > MAX_CUMULATIVE_STREAMS:
+            self._cumulative.popitem(last=False)
+        if previous is None or len(previous) != len(point.bucket_counts):
+            return None
+        counts = [now - before for now, before in zip(point.bucket_counts, previous, strict=True)]
+        return None if min(counts) < 0 else counts
 
     def _remember_internal(self, event: SpanEvent, window: WindowData) -> None:
         """A span of unknown kind waits in its window for its links (see ``_link``)."""
@@ -433,7 +514,7 @@ class Detector:
             for key, values in window.metrics.items()
         }
         complete = self._pool(window)
-        summaries = {key: _summarise(agg.durations) for key, agg in window.spans.items()}
+        summaries = {key: _summarise(agg) for key, agg in window.spans.items()}
         for key in window.spans:
             state = self._series[key]
             if state.hour != hour:
@@ -454,7 +535,7 @@ class Detector:
             if key in complete
             and (base := usual[key]) is not None
             and base.history >= th.min_history
-            and len(window.spans[key].durations) >= min(MIN_POOLED_SPANS, cfg.min_window_count)
+            and window.spans[key].count >= min(MIN_POOLED_SPANS, cfg.min_window_count)
         ]
         flagged: dict[SpanKey, WindowFacts] = {}
         if judged:  # all series of the window in one vectorised step
@@ -507,11 +588,11 @@ class Detector:
         for key, agg in window.spans.items():
             if key[0] not in alerting:
                 state, (p50, p95_, _) = self._series[key], summaries[key]
-                state.count.add(hour, complete.get(key, len(agg.durations)))
+                state.count.add(hour, complete.get(key, agg.count))
                 if key in complete:
                     state.p95.add(hour, p95_)
                     state.p50.add(hour, p50)
-                    state.error_rate.add(hour, agg.errors / len(agg.durations))
+                    state.error_rate.add(hour, agg.errors / agg.count)
         for (service, name), (value, _) in metrics.items():
             if service not in alerting:
                 self._metrics[(service, name)].add(hour, value)
@@ -552,7 +633,7 @@ class Detector:
             agg.add_value(max(waited - event.duration_ms, 0.0), event.trace_id)
         for key, agg in window.spans.items():
             if key[2] in CALL_KINDS and key[3]:
-                calls.setdefault((key[0], key[3]), len(agg.durations))
+                calls.setdefault((key[0], key[3]), agg.count)
         for (caller, callee), count in calls.items():
             self.graph.observe(caller, callee, count, start)
         window.linked = []
@@ -579,7 +660,7 @@ class Detector:
         for key, agg in window.spans.items():
             if key[2] in OWN_KINDS:
                 spans = sources.setdefault((key[0], "spans"), ErrorWindow())
-                spans.total += len(agg.durations)
+                spans.total += agg.count
                 spans.errors += agg.errors
                 for text in agg.evidence:
                     if agg.errors and len(spans.samples) < 8:
@@ -648,7 +729,7 @@ class Detector:
         """The facts of a service's busiest entry series in the window, flagged or not."""
         own = [k for k in window.spans if k[0] == service and k[2] in OWN_KINDS]
         if own:
-            key = max(own, key=lambda k: len(window.spans[k].durations))
+            key = max(own, key=lambda k: window.spans[k].count)
             return self._facts(key, start, hour, 0.0, window, summaries, usual, metrics)
         return WindowFacts(
             service=service,
@@ -682,10 +763,10 @@ class Detector:
         for key, agg in window.spans.items():
             state = self._series[key]
             merged = agg if state.pool is None else state.pool.merged(agg)
-            full = len(merged.durations) >= cfg.min_window_count
+            full = merged.count >= cfg.min_window_count
             if full or merged.windows >= cfg.max_pooled_windows:
                 state.pool = None
-                complete[key] = len(agg.durations)
+                complete[key] = agg.count
                 window.spans[key] = merged
             else:
                 state.pool = merged
@@ -713,7 +794,7 @@ class Detector:
                 start - (agg.windows - 1) * self.config.window_seconds, UTC
             ),
             seconds=self.config.window_seconds * agg.windows,
-            count=len(agg.durations),
+            count=agg.count,
             errors=agg.errors,
             p50=p50,
             p95=p95,
@@ -815,10 +896,13 @@ def _resource_signals(
     return signals
 
 
-def _summarise(durations: list[float]) -> tuple[float, float, float]:
+def _summarise(agg: SpanWindow) -> tuple[float, float, float]:
     """(p50, p95, p99) with numpy's default (linear) interpolation, on a sorted list: a
-    window holds few values, where np.percentile's overhead would dominate."""
-    ordered = sorted(durations)
+    window holds few values, where np.percentile's overhead would dominate. Spans known by
+    their histogram bucket spread evenly across it."""
+    if agg.buckets:
+        return _summarise_buckets(agg)
+    ordered = sorted(agg.durations)
     last = len(ordered) - 1
 
     def at(q: float) -> float:
@@ -826,6 +910,25 @@ def _summarise(durations: list[float]) -> tuple[float, float, float]:
         lo = int(k)
         hi = min(lo + 1, last)
         return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+    return at(0.50), at(0.95), at(0.99)
+
+
+def _summarise_buckets(agg: SpanWindow) -> tuple[float, float, float]:
+    entries = sorted(
+        [(d, d, 1) for d in agg.durations] + [(lo, up, n) for (lo, up), n in agg.buckets.items()],
+        key=lambda e: (e[1], e[0]),
+    )
+    last = agg.count - 1
+
+    def at(q: float) -> float:
+        rank = last * q
+        seen = 0
+        for lower, upper, n in entries:
+            if rank < seen + n:
+                return lower + (upper - lower) * (rank - seen + 0.5) / n
+            seen += n
+        return entries[-1][1]
 
     return at(0.50), at(0.95), at(0.99)
 

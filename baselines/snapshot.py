@@ -66,7 +66,13 @@ def encode(
                 "hour": state.hour,
                 "pool": None
                 if pool is None
-                else [pool.errors, pool.slowest, list(pool.evidence), pool.windows],
+                else [
+                    pool.errors,
+                    pool.slowest,
+                    list(pool.evidence),
+                    pool.windows,
+                    [[lo, up, n] for (lo, up), n in pool.buckets.items()],
+                ],
             }
         )
     for i, (metric, profile) in enumerate(metrics.items()):
@@ -115,13 +121,18 @@ def decode(
             trail = HourlyTrail.from_state(_parts(archive, f"s{i}.trail."))
             pool = None
             if entry.get("pool") is not None:
-                errors, slowest, evidence, windows = entry["pool"]
+                errors, slowest, evidence, windows, *rest = entry["pool"]
+                buckets = {
+                    (float(lo), float(up)): int(n) for lo, up, n in (rest[0] if rest else [])
+                }
                 pool = SpanWindow(
                     archive[f"s{i}.pool.durations"].tolist(),
                     errors,
                     [(float(d), str(t)) for d, t in slowest],
                     dict.fromkeys(evidence),
                     windows,
+                    buckets,
+                    sum(buckets.values()),
                 )
             series[tuple(entry["key"])] = SeriesState(
                 **profiles,

@@ -123,6 +123,45 @@ class SpanEvent(Strict):
     attributes: dict[str, str | int | float | bool] | None = None
 
 
+class SpanHistogram(Strict):
+    """Many spans of one series summarised as a latency histogram, as the OpenTelemetry
+    Collector's ``spanmetrics`` connector writes them: what a Collector fleet sends when it
+    pre-aggregates, so whyslow's cost grows with series, not spans."""
+
+    service: Name
+    operation: Name
+    kind: Literal["server", "client", "consumer", "producer"] = "server"
+    peer_service: Name | None = None
+    timestamp: UtcDatetime = Field(description="The end of the interval the counts cover.")
+    error: bool = Field(default=False, description="The spans of this point ended in error.")
+    bounds_ms: Annotated[list[float], Field(max_length=200)] = Field(
+        description="Explicit bucket upper bounds, ascending, in milliseconds."
+    )
+    bucket_counts: Annotated[list[int], Field(max_length=201)] = Field(
+        description="Spans per bucket over the interval: one more than the bounds (the last "
+        "is above every bound)."
+    )
+    stream: Annotated[str, Field(max_length=64)] = Field(
+        default="",
+        description="For cumulative counts, the identity of the stream they accumulate in "
+        "(its attributes and start time): counts of one stream are differenced. Empty for "
+        "delta counts.",
+    )
+
+    @model_validator(mode="after")
+    def _shape(self) -> SpanHistogram:
+        if len(self.bucket_counts) != len(self.bounds_ms) + 1:
+            raise ValueError(
+                f"bucket_counts has {len(self.bucket_counts)} entries for "
+                f"{len(self.bounds_ms)} bounds; expected {len(self.bounds_ms) + 1}"
+            )
+        if any(b <= a for a, b in zip(self.bounds_ms, self.bounds_ms[1:], strict=False)):
+            raise ValueError("bounds_ms must be strictly ascending")
+        if any(c < 0 for c in self.bucket_counts):
+            raise ValueError("bucket_counts cannot be negative")
+        return self
+
+
 LogSeverity = Literal["debug", "info", "warn", "error", "fatal"]
 
 

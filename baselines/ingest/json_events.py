@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from baselines.ingest.log_template import template_of
-from service.contract import TELEMETRY_EVENT, LogRecord, MetricSample, SpanEvent
+from service.contract import TELEMETRY_EVENT, LogRecord, MetricSample, SpanEvent, SpanHistogram
 
 MAX_REASON_CHARS = 1000
 
@@ -26,7 +26,7 @@ class ParsedBatch:
     """Events that validated, and each rejected item with the reason it was refused, so a
     bad span in a batch of 500 costs one span, not 500, and is itself kept."""
 
-    events: list[SpanEvent | MetricSample | LogRecord] = field(default_factory=list)
+    events: list[SpanEvent | MetricSample | LogRecord | SpanHistogram] = field(default_factory=list)
     rejected: list[tuple[object, str]] = field(default_factory=list)
 
 

@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from baselines.ingest.json_events import MAX_REASON_CHARS, MalformedMessage, ParsedBatch, load_json
-from service.contract import CONTROL_CHARS, LogRecord, MetricSample, SpanEvent
+from service.contract import CONTROL_CHARS, LogRecord, MetricSample, SpanEvent, SpanHistogram
 
 Encoding = Literal["proto", "json"]
 
@@ -30,7 +30,7 @@ UNKNOWN_SERVICE = "unknown_service"
 MAX_NAME_CHARS = 200
 MAX_EVIDENCE_CHARS = 300
 
-_Event = TypeVar("_Event", SpanEvent, MetricSample, LogRecord)
+_Event = TypeVar("_Event", SpanEvent, MetricSample, LogRecord, SpanHistogram)
 _new = object.__new__
 _set = object.__setattr__
 

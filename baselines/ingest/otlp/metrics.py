@@ -1,9 +1,10 @@
 """Gauge and sum points of an OTLP ``ExportMetricsServiceRequest`` as ``MetricSample``s.
 
 See ``METRIC_RULES``: well-known instruments become whyslow's metrics; gauges and
-non-monotonic sums of other instruments pass through under their own name; monotonic sums
-(a cumulative counter's level is not a sample of anything a baseline could learn),
-histograms, exponential histograms and summaries are skipped and counted.
+non-monotonic sums of other instruments pass through under their own name; the
+``spanmetrics`` connector's instruments become span histograms (``spanmetrics.py``); other
+monotonic sums (a cumulative counter's level is not a sample of anything a baseline could
+learn), histograms, exponential histograms and summaries are skipped and counted.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from baselines.ingest.otlp.common import (
     resource_of,
     timestamp,
 )
+from baselines.ingest.otlp.spanmetrics import is_spanmetrics, json_spanmetrics, proto_spanmetrics
 from service.contract import MetricSample
 
 MAX_METRIC_CHARS = 100
@@ -199,6 +201,9 @@ def _metrics_from_proto(request: ExportMetricsServiceRequest, batch: OtlpBatch) 
 
 
 def _proto_metric(batch: OtlpBatch, service: str, scope: str, metric: Metric) -> None:
+    if is_spanmetrics(metric.name):
+        proto_spanmetrics(batch, service, metric)
+        return
     data = metric.WhichOneof("data")
     if data == "gauge":
         data_points, monotonic = metric.gauge.data_points, False
@@ -257,6 +262,9 @@ def _metrics_from_json(payload: dict[str, Any], batch: OtlpBatch) -> None:
 
 def _json_metric(batch: OtlpBatch, service: str, scope: str, metric: dict[str, Any]) -> None:
     name = str(metric.get("name") or "")
+    if is_spanmetrics(name):
+        json_spanmetrics(batch, service, metric)
+        return
     if "gauge" in metric:
         data, body, monotonic = "gauge", metric["gauge"], False
     elif "sum" in metric:
