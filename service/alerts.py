@@ -34,6 +34,8 @@ MAX_ALERTS = 500
 """Alerts in one payload; Alertmanager's ``max_alerts`` bounds what it sends."""
 Text = Annotated[str, Field(max_length=10_000)]
 LabelSet = Annotated[dict[str, Text], Field(max_length=200)]
+StrictNumber = Annotated[float, Field(strict=True)]
+"""A JSON number: neither text nor a boolean read as one."""
 
 
 class Alert(BaseModel):
@@ -48,7 +50,7 @@ class Alert(BaseModel):
     fingerprint: Annotated[str, Field(max_length=200)] | None = Field(
         None, description="Alertmanager's hash of the labels; derived from them if absent."
     )
-    values: Annotated[dict[str, float | None], Field(max_length=50)] | None = Field(
+    values: Annotated[dict[str, StrictNumber | None], Field(max_length=50)] | None = Field(
         None, description="Grafana: the value of each expression of the rule, by ref id."
     )
     value_string: Text | None = Field(None, alias="valueString")
@@ -68,8 +70,8 @@ class AlertWebhook(BaseModel):
     common_annotations: LabelSet = Field({}, alias="commonAnnotations")
     external_url: Text = Field("", alias="externalURL")
     group_key: Text = Field("", alias="groupKey")
-    truncated_alerts: int = Field(0, ge=0, alias="truncatedAlerts")
-    org_id: int | None = Field(None, alias="orgId")
+    truncated_alerts: int = Field(0, ge=0, strict=True, alias="truncatedAlerts")
+    org_id: int | None = Field(None, strict=True, alias="orgId")
     title: Text | None = None
     message: Text | None = None
 

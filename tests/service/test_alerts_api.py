@@ -229,6 +229,11 @@ def test_test_alerts_are_hidden_without_the_model(tmp_path) -> None:
         (lambda p: p.update(alerts={"not": "a list"}), ["body", "alerts"]),
         (lambda p: p["alerts"][0].update(labels=["service"]), ["body", "alerts", 0, "labels"]),
         (lambda p: p.pop("status"), ["body", "status"]),
+        (lambda p: p.update(orgId=False), ["body", "orgId"]),
+        (
+            lambda p: p["alerts"][0].update(values={"B": "812"}),
+            ["body", "alerts", 0, "values", "B"],
+        ),
     ],
 )
 def test_a_bad_payload_gets_422_naming_the_field(tmp_path, change, field) -> None:
