@@ -1,0 +1,532 @@
+"""Incidents across a call graph, through the in-process detector, with traces whose spans
+link parent to child as a tracer writes them: a fault deep in a chain of services is one
+incident whose root cause is the faulty service, however many callers it slows, whatever
+kinds the tracer set; and odd graphs (cycles, orphans, skewed clocks, thousands of
+services) neither crash nor stall the detector."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from baselines.callgraph import CallGraph
+from baselines.detect import Detector, DetectorConfig
+from service.contract import AnomalyReport, Candidate, Incident, LogRecord, SpanEvent
+
+A, B, C, D = "frontend", "checkout", "payment", "ledger"
+X, Y = "search", "catalog"
+CHAIN = (A, B, C, D)
+START = datetime(2026, 11, 16, 18, tzinfo=UTC)
+"""A Monday evening. The steady traffic crosses midnight: each series' score distribution,
+learnt over the evening, is frozen when the next day begins, and only then can a window be
+a surprise (``Thresholds.min_scores``)."""
+STEADY_MINUTES = 390
+"""Steady minutes before a fault: the fault starts at 00:30."""
+FAULT_MINUTES = 15
+AFTER_MINUTES = 10
+PER_MINUTE = 12
+"""Traces a minute: a few above the detector's ``min_window_count``."""
+OWN_MS = 12.0
+WIRE_MS = 1.5
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What changes while a fault lasts."""
+
+    own: dict[str, float] = field(default_factory=dict)
+    """Service -> factor on its own time."""
+    wire: dict[tuple[str, str], float] = field(default_factory=dict)
+    """(caller, callee) -> milliseconds added on the network in front of the callee."""
+
+
+QUIET = Fault()
+
+
+@dataclass(frozen=True)
+class Topology:
+    chains: tuple[tuple[str, ...], ...]
+    """Each chain's services, its entry first; each calls the next."""
+    spanless: frozenset[str] = frozenset()
+    """Services that emit no spans: only their callers' client spans show them."""
+    kinds: bool = True
+    """False: every span is ``internal``, as from a tracer that sets no kind."""
+
+
+class Tracer:
+    """Whole traces down a chain, with trace, span and parent ids as a tracer writes them.
+    Each span's timestamp is its end; a minute's spans arrive in the order they end (a
+    child before its parent)."""
+
+    def __init__(self, topology: Topology, seed: int = 0) -> None:
+        self.topology = topology
+        self.rng = np.random.default_rng(seed)
+        self.ids = itertools.count(1)
+
+    def trace(self, chain: Sequence[str], begin: datetime, fault: Fault) -> list[SpanEvent]:
+        topology, trace_id = self.topology, f"{next(self.ids):032x}"
+        spans: list[SpanEvent] = []
+
+        def emit(
+            service: str,
+            operation: str,
+            kind: str,
+            start_ms: float,
+            duration_ms: float,
+            ids: tuple[str, str | None],
+            peer: str | None = None,
+        ) -> None:
+            if service in topology.spanless:
+                return
+            spans.append(
+                SpanEvent.model_validate(
+                    {
+                        "service": service,
+                        "operation": operation,
+                        "kind": kind if topology.kinds else "internal",
+                        "peer_service": peer if topology.kinds else None,
+                        "duration_ms": duration_ms,
+                        "timestamp": begin + timedelta(milliseconds=start_ms + duration_ms),
+                        "trace_id": trace_id,
+                        "span_id": ids[0],
+                        "parent_span_id": ids[1],
+                    }
+                )
+            )
+
+        def serve(depth: int, start_ms: float, parent: str | None) -> float:
+            """The entry span of ``chain[depth]`` and all under it; its duration."""
+            service = chain[depth]
+            own = float(self.rng.lognormal(np.log(OWN_MS), 0.15)) * fault.own.get(service, 1.0)
+            entry, duration = f"{next(self.ids):016x}", own
+            if depth + 1 < len(chain):
+                callee = chain[depth + 1]
+                wire = float(self.rng.lognormal(np.log(WIRE_MS), 0.15))
+                wire += fault.wire.get((service, callee), 0.0)
+                call, call_start = f"{next(self.ids):016x}", start_ms + own / 2
+                inner = serve(depth + 1, call_start + wire / 2, call)
+                ids = (call, entry)
+                emit(service, f"call {callee}", "client", call_start, inner + wire, ids, callee)
+                duration += inner + wire
+            emit(service, f"serve {service}", "server", start_ms, duration, (entry, parent))
+            return duration
+
+        serve(0, 0.0, None)
+        return spans
+
+    def minute(self, at: datetime, fault: Fault) -> list[SpanEvent]:
+        """A minute of traffic on every chain, in the order the spans end."""
+        events = [
+            span
+            for i in range(PER_MINUTE)
+            for chain in self.topology.chains
+            for span in self.trace(chain, at + timedelta(seconds=50 * i / PER_MINUTE), fault)
+        ]
+        return sorted(events, key=lambda e: e.timestamp)
+
+
+Extra = Callable[[int, datetime, bool], list[SpanEvent | LogRecord]]
+"""More events of a minute: (minute index, its start, whether the fault is on)."""
+
+
+def minutes(
+    topology: Topology, fault: Fault, seed: int = 0, extra: Extra | None = None
+) -> list[list[SpanEvent | LogRecord]]:
+    """Steady traffic, the fault for ``FAULT_MINUTES``, steady again: one list a minute."""
+    tracer = Tracer(topology, seed)
+    out: list[list[SpanEvent | LogRecord]] = []
+    for m in range(STEADY_MINUTES + FAULT_MINUTES + AFTER_MINUTES):
+        at = START + timedelta(minutes=m)
+        faulty = STEADY_MINUTES <= m < STEADY_MINUTES + FAULT_MINUTES
+        events: list[SpanEvent | LogRecord] = list(tracer.minute(at, fault if faulty else QUIET))
+        if extra is not None:
+            events = sorted([*events, *extra(m, at, faulty)], key=lambda e: e.timestamp)
+        out.append(events)
+    return out
+
+
+def scenario(
+    topology: Topology, fault: Fault, seed: int = 0, extra: Extra | None = None
+) -> tuple[list[AnomalyReport], Detector]:
+    """The reports of a whole run through one detector, and the detector."""
+    detector = Detector(DetectorConfig(window_seconds=60))
+    reports: list[AnomalyReport] = []
+    for m, events in enumerate(minutes(topology, fault, seed, extra)):
+        now = (START + timedelta(minutes=m + 1)).timestamp()
+        reports += detector.observe(events, now=now)
+    return reports + detector.flush(), detector
+
+
+def incidents(reports: list[AnomalyReport]) -> dict[str, list[Incident]]:
+    """Each incident's revisions, in the order reported; every report carries one, and
+    its id is the incident's, suffixed by the revision after the first."""
+    seen: dict[str, list[Incident]] = {}
+    for report in reports:
+        incident = report.incident
+        assert incident is not None, report
+        expected = incident.id if incident.revision == 0 else f"{incident.id}-{incident.revision}"
+        assert report.id == expected
+        seen.setdefault(incident.id, []).append(incident)
+    for revisions in seen.values():
+        assert [i.revision for i in revisions] == list(range(len(revisions)))
+    return seen
+
+
+def root_of(incident: Incident) -> Candidate:
+    assert incident.root_cause is not None, incident
+    return incident.root_cause
+
+
+def fault_window(report: AnomalyReport) -> bool:
+    fault_start = START + timedelta(minutes=STEADY_MINUTES)
+    assert report.window is not None
+    return fault_start <= report.window.start < fault_start + timedelta(minutes=FAULT_MINUTES)
+
+
+def assert_leaf_root(reports: list[AnomalyReport]) -> Incident:
+    """Scenario (a): one incident, its root the slow leaf in every revision."""
+    assert reports and all(fault_window(r) for r in reports)
+    ((_, revisions),) = incidents(reports).items()
+    assert len(reports) == len(revisions) <= len(CHAIN)  # a revision only when it grows
+    for incident in revisions:
+        root = incident.root_cause
+        assert root is not None and (root.service, root.kind) == (D, "own_time"), root
+        assert 1 <= len(incident.candidates) <= 3 and incident.candidates[0] == root
+        scores = [c.score for c in incident.candidates]
+        assert scores == sorted(scores, reverse=True) and scores[0] > scores[-1]
+        assert incident.path[-1] == D and incident.path == list(
+            CHAIN[CHAIN.index(incident.path[0]) :]
+        )
+    final = revisions[-1]
+    assert final.path == list(CHAIN)
+    assert {s.service for s in final.affected} == set(CHAIN)
+    assert reports[0].service == A  # led by what users feel: the entry of the chain
+    return final
+
+
+# --------------------------------------------------------------------------- (a) to (e)
+
+
+def test_a_slow_leaf_is_one_incident_whose_root_is_the_leaf() -> None:
+    reports, _ = scenario(Topology((CHAIN,)), Fault(own={D: 10.0}))
+    final = assert_leaf_root(reports)
+    assert {c.service for c in final.candidates} <= set(CHAIN)
+    assert any("serve ledger" in reason for reason in root_of(final).reasons)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="baselines/detect.py _latency_signals: a callee counts as flagged only in the "
+    "window its entry series first alerts (`own_flagged` is built from this window's new "
+    "alerts, not from series whose gate is open), so when its caller's client spans alert "
+    "a window later the callee gets a 0.8 'network' signal ('seen from payment's calls') "
+    "although the gap series in front of it is calm: the root ledger lists signals "
+    "['network', 'own_time'] and its score counts the slowdown twice",
+)
+def test_the_slow_leaf_is_not_also_blamed_for_the_network_in_front_of_it() -> None:
+    reports, _ = scenario(Topology((CHAIN,)), Fault(own={D: 10.0}))
+    ((_, revisions),) = incidents(reports).items()
+    for incident in revisions:
+        (leaf,) = [s for s in incident.affected if s.service == D]
+        assert leaf.signals == ["own_time"]
+
+
+def test_a_slow_network_in_front_of_a_service_roots_the_incident_there() -> None:
+    """The wire from checkout to payment gains 200 ms; payment's own spans stay flat."""
+    reports, _ = scenario(Topology((CHAIN,)), Fault(wire={(B, C): 200.0}))
+    assert reports and all(fault_window(r) for r in reports)
+    ((_, revisions),) = incidents(reports).items()
+    for incident in revisions:
+        root = incident.root_cause
+        assert root is not None and (root.service, root.kind) == (C, "network"), root
+        assert incident.candidates[0] == root
+        assert incident.path == [A, B, C]
+        assert D not in {s.service for s in incident.affected}  # below the fault, nothing
+    assert any("wait beyond its work" in r for r in root_of(revisions[-1]).reasons)
+
+
+def test_two_independent_chains_slowing_at_once_are_two_incidents() -> None:
+    """Both leaves slow in the same minute: two incidents, each rooted at its leaf and
+    holding only its own chain. (A first revision may name the chain's entry: the leaf's
+    series can alert a window after its caller's; the next revision moves the root.)"""
+    reports, _ = scenario(Topology(((A, B), (X, Y))), Fault(own={B: 10.0, Y: 10.0}))
+    assert reports and all(fault_window(r) for r in reports)
+    found = incidents(reports)
+    assert len(found) == 2
+    finals = {root_of(revisions[-1]).service: revisions[-1] for revisions in found.values()}
+    assert set(finals) == {B, Y}
+    assert {s.service for s in finals[B].affected} == {A, B}
+    assert {s.service for s in finals[Y].affected} == {X, Y}
+    assert finals[B].path == [A, B] and finals[Y].path == [X, Y]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="baselines/incident.py rank: only services with a direct signal are "
+    "'symptomatic', and the ledger's only signal is the own_time read from payment's slow "
+    "client spans (baselines/detect.py _latency_signals, direct=False); so payment's own time is "
+    "not explained by the ledger it waits on and payment ranks first (1.0 + depth 0.2 = 1.2 "
+    "against the ledger's 0.7 + 0.3 = 1.0), though its own client spans show where its time "
+    "went. A slowdown read from a caller's own calls should explain that caller",
+)
+def test_a_leaf_without_spans_is_the_root_when_its_callers_calls_to_it_slow() -> None:
+    """ledger emits no spans; payment's client spans to it slow 10x with ledger's time."""
+    reports, detector = scenario(Topology((CHAIN,), spanless=frozenset({D})), Fault(own={D: 10.0}))
+    assert (C, D) in detector.graph.edges  # learnt from payment's client spans alone
+    ((_, revisions),) = incidents(reports).items()
+    final = revisions[-1]
+    assert final.root_cause is not None and final.root_cause.service == D, final.candidates
+    assert final.root_cause.kind == "own_time"
+    assert final.path == list(CHAIN)
+
+
+def test_spans_without_kinds_are_resolved_and_the_leaf_is_still_the_root() -> None:
+    """The tracer sets no kinds (every span ``internal``, no peer names): entries and calls
+    are inferred from the services of parents and children, and (a) holds as it is."""
+    reports, detector = scenario(Topology((CHAIN,), kinds=False), Fault(own={D: 10.0}))
+    assert set(detector.graph.edges) == {(A, B), (B, C), (C, D)}
+    assert detector.stats.unlinked == 0
+    for service, operation, kind in [
+        (A, "serve frontend", "server"),
+        (A, "call checkout", "client"),
+        (C, "call ledger", "client"),
+        (D, "serve ledger", "server"),
+    ]:
+        series = detector.export(service)[0]
+        assert any(k[1] == operation and k[2] == kind for k in series), (service, series.keys())
+    assert_leaf_root(reports)
+
+
+# --------------------------------------------------------------------------- (f) errors
+
+ERROR_TEMPLATE = "ledger write rejected: journal segment <*> is read-only"
+
+
+def ledger_logs(m: int, at: datetime, faulty: bool) -> list[SpanEvent | LogRecord]:
+    """Every service logs a few INFO lines a minute, the ledger a known error now and
+    then; in the fault the ledger logs errors of a template it never logged."""
+    lines: list[SpanEvent | LogRecord] = [
+        LogRecord(
+            service=service,
+            timestamp=at + timedelta(seconds=5 + 15 * i),
+            body=f"served request {m}-{i}",
+            template="served request <*>",
+        )
+        for service in CHAIN
+        for i in range(3)
+    ]
+    if m % 10 == 0:
+        lines.append(
+            LogRecord(
+                service=D,
+                timestamp=at + timedelta(seconds=30),
+                severity="error",
+                body=f"retrying journal flush {m}",
+                template="retrying journal flush <*>",
+            )
+        )
+    if faulty:
+        lines += [
+            LogRecord(
+                service=D,
+                timestamp=at + timedelta(seconds=8 + 10 * i),
+                severity="error",
+                body=f"ledger write rejected: journal segment 88{i} is read-only",
+                template=ERROR_TEMPLATE,
+            )
+            for i in range(4)
+        ]
+    return lines
+
+
+def test_never_seen_error_lines_open_an_incident_rooted_where_they_are_logged() -> None:
+    reports, detector = scenario(Topology((CHAIN,)), QUIET, extra=ledger_logs)
+    assert detector.stats.logs > 0
+    (report,) = reports  # the known, rare error before it never alerted
+    assert fault_window(report) and report.service == D
+    ((_, (incident,)),) = incidents(reports).items()
+    root = incident.root_cause
+    assert root is not None and (root.service, root.kind) == (D, "errors"), root
+    assert f"{D}: ledger write rejected: journal segment 880 is read-only" in root.evidence
+    assert any("never seen" in reason for reason in root.reasons)
+    assert [(s.service, s.signals) for s in incident.affected] == [(D, ["errors"])]
+    assert any("journal segment" in text for text in report.evidence)
+
+
+# --------------------------------------------------------------------------- (g) odd graphs
+
+
+def test_a_cycle_in_the_call_graph_neither_loops_nor_crashes() -> None:
+    """frontend calls checkout, which calls back into frontend (A -> B -> A)."""
+    started = time.monotonic()
+    reports, detector = scenario(Topology(((A, B, A),)), Fault(own={B: 10.0}))
+    assert {(A, B), (B, A)} <= set(detector.graph.edges)
+    assert detector.graph.reachable(A, {A, B}) == {A: [A], B: [A, B]}
+    assert reports and all(fault_window(r) for r in reports)
+    for revisions in incidents(reports).values():
+        root = revisions[-1].root_cause
+        assert root is not None and root.service == B
+    assert time.monotonic() - started < 20
+
+
+def span(service: str, at: datetime, **fields: object) -> SpanEvent:
+    return SpanEvent.model_validate(
+        {"service": service, "operation": f"op {service}", "duration_ms": 5.0, "timestamp": at}
+        | fields
+    )
+
+
+def test_orphans_skewed_clocks_and_callee_only_services_are_taken_in_stride() -> None:
+    """Spans whose parent never arrives, a child that ends after its parent (clock skew
+    between hosts) and a service only ever named as a callee: the windows still close,
+    nothing is flagged, the orphans of unknown kind are counted, and the graph holds only
+    what the spans say."""
+    detector = Detector(DetectorConfig(window_seconds=60))
+    reports = []
+    for m in range(40):
+        at = START + timedelta(minutes=m)
+        batch = []
+        for i in range(12):
+            t = at + timedelta(seconds=4 * i)
+            n = f"{m:04x}{i:04x}"
+            batch += [
+                # an orphan of unknown kind, and an entry whose caller's span never came
+                span("worker", t, kind="internal", span_id=f"a{n}", parent_span_id=f"lost{n}"),
+                span("api", t, span_id=f"b{n}", parent_span_id=f"gone{n}"),
+                # skew: the callee's entry lasts longer than its caller's span around it
+                span("billing", t, span_id=f"c{n}", parent_span_id=f"d{n}", duration_ms=30.0),
+                span("api", t, kind="client", peer_service="billing", span_id=f"d{n}",
+                     parent_span_id=f"e{n}", duration_ms=20.0),
+                span("api", t, span_id=f"e{n}", duration_ms=25.0),
+                # a service no span of its own ever shows: a database, a third party
+                span("api", t, kind="client", peer_service="vault", span_id=f"f{n}",
+                     parent_span_id=f"e{n}", duration_ms=3.0),
+            ]  # fmt: skip
+        reports += detector.observe(batch, now=(at + timedelta(minutes=1)).timestamp())
+    reports += detector.flush()
+    assert reports == []
+    assert detector.stats.unlinked == 40 * 12  # the orphans of unknown kind, each counted
+    assert detector.stats.windows_closed == 40
+    assert set(detector.graph.edges) == {("api", "billing"), ("api", "vault")}
+    assert detector.export("vault")[0] == {}  # a callee only: an edge, no series
+    gap = [k for k in detector.export("api")[0] if k[2] == "gap"]
+    assert gap == [("api", "op api", "gap", "billing")]  # learnt, at 0 ms, not negative
+
+
+def test_ten_thousand_services_are_bounded_and_counted() -> None:
+    """A gateway calling 10,000 services, each with its entry spans linked to the call:
+    the series, the call graph's edges are capped, and what is over the caps is counted;
+    the windows keep closing in bounded time."""
+    services = 10_000
+    config = DetectorConfig(window_seconds=60, max_series=5_000)
+    detector = Detector(config)
+    detector.graph = CallGraph(max_edges=2_000)
+    started = time.monotonic()
+    for m in range(4):
+        at = START + timedelta(minutes=m)
+        batch = []
+        for i in range(services):
+            t, n = at + timedelta(milliseconds=5 * i), f"{m:02x}{i:06x}"
+            batch += [
+                span(f"svc-{i}", t, span_id=f"e{n}", parent_span_id=f"c{n}", trace_id=n),
+                span("gateway", t, kind="client", peer_service=f"svc-{i}", span_id=f"c{n}",
+                     operation=f"route {i}", trace_id=n),
+            ]  # fmt: skip
+        detector.observe(batch, now=(at + timedelta(minutes=1)).timestamp())
+    detector.flush()
+    elapsed = time.monotonic() - started
+    series, _ = detector.memory()
+    assert series <= config.max_series
+    sent = 4 * 2 * services
+    assert detector.stats.spans < sent <= detector.stats.spans + detector.stats.overflow
+    assert len(detector.graph.edges) == 2_000 and detector.graph.dropped > 0
+    assert detector.stats.windows_closed == 4
+    assert elapsed < 10, f"{elapsed:.1f}s for 80,000 spans of 10,000 services"
+
+
+def many_services_fail_at_once(services: int) -> None:
+    """A shared dependency fails: each of ``services`` services behind a gateway logs two
+    error lines of a template it never logged, in the same minute. Prints the seconds the
+    failing window took to close and the reports it gave."""
+    detector = Detector(DetectorConfig(window_seconds=60))
+    start = START.timestamp()
+    calls = {f"svc-{i}": [10.0, start] for i in range(services)}
+    detector.install({}, {}, {"service": "gateway", "calls": calls})  # as after a restart
+    for m in range(5):
+        at = START + timedelta(minutes=m)
+        batch = []
+        for i in range(services):
+            t = at + timedelta(milliseconds=5 * i)
+            batch.append(LogRecord(service=f"svc-{i}", timestamp=t, body="ok", template="ok"))
+            if m == 3:
+                down = LogRecord(
+                    service=f"svc-{i}",
+                    timestamp=t,
+                    severity="error",
+                    body="connection refused: shared-db:5432",
+                    template="connection refused: shared-db:<*>",
+                )
+                batch += [down, down]
+        if m == 4:
+            began = time.monotonic()
+        reports = detector.observe(batch, now=(at + timedelta(minutes=1)).timestamp())
+    reports += detector.flush()
+    print(f"{time.monotonic() - began:.2f} {len(reports)}")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="baselines/incident.py IncidentTracker._home: for every opening signal it walks "
+    "every open incident (up to MAX_OPEN=1000) and calls CallGraph.reachable for it and for "
+    "each of its members, and reachable (baselines/callgraph.py) rebuilds the adjacency of "
+    "all edges on each call: O(signals x incidents x members x edges). 600 services failing "
+    "in one window take 7.6 s to close it, 1,200 take 56 s, 10,000 do not finish",
+)
+def test_ten_thousand_services_failing_at_once_do_not_stall_the_detector() -> None:
+    code = (
+        "from tests.baselines.test_incident import many_services_fail_at_once as run; run(10_000)"
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=10
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the window in which 10,000 services fail did not close within 10 s")
+    assert done.returncode == 0, done.stderr[-2000:]
+    seconds, reports = done.stdout.split()
+    assert float(seconds) < 10 and int(reports) > 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="baselines/detect.py Detector._judge_errors: `services - {source[0]}` copies the "
+    "set of every known service once per service with log lines or spans in the window, "
+    "O(services^2) per window even when nothing fails: closing one window of 5,000 logging "
+    "services takes 0.3 s, of 10,000 3.2 s, of 20,000 13 s (2-core machine)",
+)
+def test_a_window_of_fifteen_thousand_logging_services_closes_promptly() -> None:
+    """Each of 15,000 services logs an INFO line a minute; the second minute's window (the
+    first one the services are known in) closes in well under a second."""
+    detector = Detector(DetectorConfig(window_seconds=60))
+    for m in range(2):
+        at = START + timedelta(minutes=m)
+        lines = [
+            LogRecord(service=f"svc-{i}", timestamp=at + timedelta(milliseconds=3 * i))
+            for i in range(15_000)
+        ]
+        detector.observe(lines, now=at.timestamp() + 60)
+    started = time.monotonic()
+    detector.flush()
+    elapsed = time.monotonic() - started
+    assert detector.stats.windows_closed == 2
+    assert elapsed < 1.0, f"{elapsed:.1f}s to close one window of 15,000 services' log lines"
