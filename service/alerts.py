@@ -30,8 +30,9 @@ from service.contract import AnomalyReport, Context, UtcDatetime, WeekProfile
 from service.notify.alertmanager import ALERTNAME
 from service.profiles import complete
 
-MAX_ALERTS = 500
-"""Alerts in one payload; Alertmanager's ``max_alerts`` bounds what it sends."""
+MAX_ALERTS = 100
+"""Alerts in one payload (each is a diagnosis); Alertmanager's ``max_alerts`` and Grafana's
+``maxAlerts`` bound what they send."""
 Text = Annotated[str, Field(max_length=10_000)]
 LabelSet = Annotated[dict[str, Text], Field(max_length=200)]
 StrictNumber = Annotated[float, Field(strict=True)]

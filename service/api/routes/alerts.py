@@ -66,6 +66,7 @@ AlertLabelsDep = Annotated[AlertLabels, Depends(get_alert_labels)]
     "/alertmanager",
     responses={
         400: {"description": "The body is not UTF-8 JSON."},
+        413: {"description": "The body is over WHYSLOW_MAX_BODY_BYTES: lower max_alerts."},
         503: {
             "description": "The model is still loading, or its queue is full: the sender "
             "retries, and the alerts already diagnosed are answered from the store then."
