@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from service.contract import AnomalyReport, Context, UtcDatetime, WeekProfile
+from service.contract import AnomalyReport, Context, Rfc3339, WeekProfile
 from service.notify.alertmanager import ALERTNAME
 from service.profiles import complete
 
@@ -39,14 +39,25 @@ StrictNumber = Annotated[float, Field(strict=True)]
 """A JSON number: neither text nor a boolean read as one."""
 
 
+def _text(value: object) -> object:
+    if not isinstance(value, str):
+        raise ValueError("expected an RFC 3339 date-time, e.g. 2026-11-16T09:00:00Z")
+    return value
+
+
+TextTime = Annotated[datetime, BeforeValidator(_text)]
+"""A time as both senders write it, RFC 3339 text; kept in its own offset (Grafana's
+``0001-01-01T00:00:00Z`` for "not ended" has no UTC equivalent with a positive offset)."""
+
+
 class Alert(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     status: Literal["firing", "resolved"]
     labels: LabelSet
     annotations: LabelSet = {}
-    starts_at: UtcDatetime = Field(alias="startsAt")
-    ends_at: datetime | None = Field(None, alias="endsAt")
+    starts_at: Rfc3339 = Field(alias="startsAt")
+    ends_at: TextTime | None = Field(None, alias="endsAt")
     generator_url: Text = Field("", alias="generatorURL")
     fingerprint: Annotated[str, Field(max_length=200)] | None = Field(
         None, description="Alertmanager's hash of the labels; derived from them if absent."

@@ -230,6 +230,8 @@ def test_test_alerts_are_hidden_without_the_model(tmp_path) -> None:
         (lambda p: p["alerts"][0].update(labels=["service"]), ["body", "alerts", 0, "labels"]),
         (lambda p: p.pop("status"), ["body", "status"]),
         (lambda p: p.update(orgId=False), ["body", "orgId"]),
+        (lambda p: p["alerts"][0].update(startsAt=1794819601), ["body", "alerts", 0, "startsAt"]),
+        (lambda p: p["alerts"][0].update(endsAt=0), ["body", "alerts", 0, "endsAt"]),
         (
             lambda p: p["alerts"][0].update(values={"B": "812"}),
             ["body", "alerts", 0, "values", "B"],
