@@ -28,7 +28,7 @@ from datetime import datetime
 from pydantic.main import IncEx
 
 from service.contract import AnomalyReport
-from service.prompt import SYSTEM_PROMPT, Signal, derived_signals
+from service.prompt import SYSTEM_PROMPT, Signal, build_messages, derived_signals
 
 NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?")
 SMALL = 10
@@ -158,24 +158,25 @@ ENGLISH_TAILS = _words(
 """Parts that make a hyphenated word English (``in-heap``, ``CPU-bound``), not a name."""
 
 
-def _directions(signal: Signal | None) -> frozenset[str] | None:
-    """The directions a sentence may give ``signal``: its tag's, and for a value tagged
-    normal, also the way it moved. None: the report cannot say (no such signal, no usual
-    value)."""
+def _directions(signal: Signal | None, moved: bool = False) -> frozenset[str] | None:
+    """The directions a sentence may give ``signal``: its tag's (the prompt's word for it),
+    and with ``moved``, for a value tagged normal, also the way it moved (latency: a report
+    is about its rise, however small). None: the report cannot say (no such signal, no
+    usual value)."""
     if signal is None or signal.usual is None:
         return None
     if "HIGHER" in signal.tag:
         return frozenset({"up"})
     if signal.tag == "LOWER":
         return frozenset({"down"})
-    moved = (
+    way = (
         {"up"}
         if signal.observed > signal.usual
         else {"down"}
         if signal.observed < signal.usual
         else set()
     )
-    return frozenset({"normal", *moved})
+    return frozenset({"normal", *way}) if moved else frozenset({"normal"})
 
 
 def _union(found: list[frozenset[str] | None]) -> frozenset[str] | None:
@@ -193,6 +194,8 @@ class Facts:
     dependencies: dict[str, frozenset[str] | None]
     service: str
     names: frozenset[str]
+    text: str
+    """The report's and the note's text, whitespace folded, lowercased: what a quote quotes."""
 
 
 def facts(report: AnomalyReport, note: str | None = None) -> Facts:
@@ -213,9 +216,10 @@ def facts(report: AnomalyReport, note: str | None = None) -> Facts:
         key: _directions(by_name.get(key))
         for key in ("cpu", "memory", "request rate", "error rate", "queue depth")
     }
-    directions["latency"] = _directions(signals[0])
+    directions["latency"] = _directions(signals[0], moved=True)
     directions["downstream"] = _union([_directions(s) for s in calls])
-    text = " ".join([report.model_dump_json(), note or "", SYSTEM_PROMPT])
+    prompt = build_messages(report, note)[-1]["content"]
+    text = " ".join([report.model_dump_json(), note or "", SYSTEM_PROMPT, prompt])
     names = {n.lower() for n in NAME.findall(text)} | {report.service.lower()}
     names |= set(deps)
     if report.incident is not None:
@@ -229,7 +233,16 @@ def facts(report: AnomalyReport, note: str | None = None) -> Facts:
         {name: _union(found) for name, found in deps.items()},
         report.service.lower(),
         frozenset(names),
+        _folded(" ".join([prompt, *report.evidence, note or ""])),
     )
+
+
+def _folded(text: str) -> str:
+    """Text as quotes are compared: lowercased, whitespace folded, any quote mark one."""
+    return " ".join(text.lower().translate(QUOTE_MARKS).split())
+
+
+QUOTE_MARKS = str.maketrans({"\u2019": "'", '"': "'"})
 
 
 def _mentions(clause: str, known: Facts) -> list[tuple[int, int, str]]:
@@ -237,7 +250,7 @@ def _mentions(clause: str, known: Facts) -> list[tuple[int, int, str]]:
     clause owns its latency words (``fx-provider p95 rose``)."""
     found: list[tuple[int, int, str]] = []
     for name in known.dependencies:
-        for match in re.finditer(rf"(?<![\w-]){re.escape(name)}(?![\w-])", clause):
+        for match in re.finditer(rf"(?<![\w/.-]){re.escape(name)}(?![\w/-])", clause):
             found.append((match.start(), match.end(), f"dependency {name}"))
     named_dependency = bool(found)
     for pattern, subject in SUBJECTS:
@@ -266,6 +279,10 @@ def misstated(text: str, known: Facts) -> list[str]:
     numbers do not have (``cpu rose`` with the CPU LOWER; quoted text aside), a name shaped
     like a service's that the report does not contain."""
     found: list[str] = []
+    for quoted in QUOTED.finditer(text):
+        inside = _folded(quoted[0][1:-1]).rstrip(".\u2026").strip()
+        if inside and inside not in known.text:
+            found.append(quoted[0])
     plain = QUOTED.sub(" ", text)
     for name in NAME.findall(plain):
         parts = re.split(r"[-_]", name)

@@ -1,5 +1,5 @@
 from service.contract import AnomalyReport, Incident, Window
-from service.grounding import report_numbers, ungrounded
+from service.grounding import facts, misstated, report_numbers, ungrounded, unsupported
 
 REPORT = AnomalyReport.model_validate(
     {
@@ -95,3 +95,51 @@ def test_an_incidents_reasons_ground_their_numbers_and_its_id_grounds_nothing() 
     text = "fx-provider own time 840ms vs usual 42ms, 20x; fx-db 12 errors; since 14:03"
     assert ungrounded(text, allowed) == []
     assert ungrounded("score 3.5 and 1.25; 8812 requests", allowed) == ["8812"]
+
+
+def _misstated(text: str, report: AnomalyReport = REPORT, note: str | None = None) -> list[str]:
+    return misstated(text, facts(report, note))
+
+
+def test_a_direction_the_numbers_do_not_have_is_misstated() -> None:
+    """CPU 9.4% vs usual 40.3% is LOWER, fx-provider 7.2x slower, p95 6.2x higher."""
+    assert _misstated("CPU rose to 9.4% while fx-provider latency fell.") == [
+        "cpu rose",
+        "fx-provider fell",
+    ]
+    assert _misstated("The dependency is normal; CPU is up.") == ["dependency normal", "cpu up"]
+    assert _misstated("CPU dropped while fx-provider p95 rose 8.2x; latency is higher.") == []
+    assert _misstated("cpu is 9.4% vs usual 40.3% (LOWER)") == []
+    assert _misstated("CPU did not rise: fx-provider slowed down.") == []  # negation, particle
+    assert _misstated("Memory rose and errors increased.") == []  # no usual value to hold to
+
+
+def test_a_signal_at_its_usual_level_is_normal_not_rising() -> None:
+    report = REPORT.model_copy(
+        update={
+            "context": REPORT.context.model_copy(update={"cpu_pct": 41.0, "cpu_baseline_pct": 40.0})
+        }
+    )
+    assert _misstated("the cpu rise follows", report) == ["cpu rise"]
+    assert _misstated("CPU is normal; the rise is in fx-provider calls", report) == []
+
+
+def test_a_name_or_a_quote_the_report_does_not_hold_is_misstated() -> None:
+    quoted = REPORT.model_copy(update={"evidence": ["ReadTimeout calling fx-provider: CPU up"]})
+    assert _misstated("It waits on payments-db, not fx-provider.", quoted) == ["payments-db"]
+    assert _misstated("The spans say 'ReadTimeout calling fx-provider: CPU up'.", quoted) == []
+    assert _misstated("The spans say 'connection reset by peer'.", quoted) == [
+        "'connection reset by peer'"
+    ]
+    # English compounds are words, and a catalogue note's names are the report's
+    assert _misstated("an in-heap cache, a long-running job, a CPU-bound service") == []
+    assert _misstated("it waits on rates-db", note="exchange-api waits on rates-db") == []
+
+
+def test_unsupported_counts_invented_numbers_and_misstated_words_alike() -> None:
+    assert unsupported("CPU rose to 97% while payments-db slowed.", REPORT) == [
+        "97",
+        "payments-db",
+        "cpu rose",
+    ]
+    assert unsupported("CPU fell to 9.4% while fx-provider slowed to 535.6 ms.", REPORT) == []
