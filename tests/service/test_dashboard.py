@@ -59,7 +59,9 @@ def test_the_dashboard_shows_the_feed_and_the_band(browser_paths, demo, tmp_path
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     url, printed = demo
-    assert any("diagnosed" in line for line in printed), printed
+    # both injected incidents diagnosed by the model itself, with the injected cause
+    right = [line for line in printed if line.endswith("diagnosed by the model, right cause")]
+    assert len(right) == 2, printed
     driver = chromium(tmp_path / "profile")
     try:
         driver.get(url)
