@@ -237,7 +237,11 @@ def test_an_alert_storm_reuses_the_diagnosis_of_the_same_situation(live_service:
         httpx.post(f"{live_service}/v1/analyze", json=again, timeout=120).content
     )
     assert second.cached and second.anomaly_id == "storm-2"
-    assert second.probable_cause == first.probable_cause and second.summary == first.summary
+    # the decision reused, told in this report's own numbers and severity (812 / 200 >= 4)
+    assert second.probable_cause == first.probable_cause
+    assert second.recommended_actions == first.recommended_actions
+    assert "812ms" in second.summary and "758" not in second.summary, second.summary
+    assert (first.severity, second.severity) == ("warning", "critical")
     other = storm | {"id": "storm-3", "context": {"cpu_pct": 40, "cpu_baseline_pct": 45}}
     third = Analysis.model_validate_json(
         httpx.post(f"{live_service}/v1/analyze", json=other, timeout=120).content
