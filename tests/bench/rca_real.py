@@ -289,46 +289,76 @@ def scrape(port: int) -> dict[str, float]:
 
 
 class Recorder(ThreadingHTTPServer):
-    """``--skip-service``: a stand-in for ``POST /v1/analyze`` that keeps each report and
-    answers with a placeholder analysis (the consumer only needs a 200)."""
+    """What the consumer posts to ``/v1/analyze``, kept: the consumer's service URL points
+    here. With an ``upstream`` (the real service) each post is passed on as it came and the
+    service's answer returned as it came (a tap: the service keeps only the analyses it
+    stores, and the rule engine's answers past its deadline are not stored); without one
+    (``--skip-service``) it answers with a placeholder analysis (the consumer only needs a
+    200)."""
 
-    def __init__(self) -> None:
+    def __init__(self, upstream: str | None) -> None:
         super().__init__(("127.0.0.1", 0), _RecorderHandler)
+        self.upstream = httpx.Client(base_url=upstream, timeout=600) if upstream else None
         self.reports: dict[str, dict[str, object]] = {}
         self.posts = 0
         self.changed = 0
         """Posts of an id already recorded with another body (the last one is kept)."""
         self.lock = threading.Lock()
 
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+def placeholder(report: dict[str, object]) -> bytes:
+    return json.dumps(
+        {
+            "probable_cause": "unknown",
+            "severity": "info",
+            "confidence": 0.0,
+            "summary": "recorded",
+            "explanation": "recorded by the bench",
+            "recommended_actions": ["none"],
+            "anomaly_id": str(report.get("id")),
+            "service": report.get("service"),
+            "operation": report.get("operation"),
+            "model": {"base": "none", "quantization": "none"},
+            "latency_ms": 0.0,
+            "grounding": "rules",
+        }
+    ).encode()
+
 
 class _RecorderHandler(BaseHTTPRequestHandler):
     server: Recorder
 
     def do_POST(self) -> None:
-        report = json.loads(self.rfile.read(int(self.headers["content-length"])))
-        with self.server.lock:
-            key = str(report.get("id"))
-            self.server.posts += 1
-            self.server.changed += self.server.reports.get(key, report) != report
-            self.server.reports[key] = report
-        body = json.dumps(
-            {
-                "probable_cause": "unknown",
-                "severity": "info",
-                "confidence": 0.0,
-                "summary": "recorded",
-                "explanation": "recorded by the bench",
-                "recommended_actions": ["none"],
-                "anomaly_id": str(report.get("id")),
-                "service": report.get("service"),
-                "operation": report.get("operation"),
-                "model": {"base": "none", "quantization": "none"},
-                "latency_ms": 0.0,
-                "grounding": "rules",
-            }
-        ).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
+        raw = self.rfile.read(int(self.headers["content-length"]))
+        report = json.loads(raw)
+        status, body, headers = 200, b"", {"content-type": "application/json"}
+        if self.server.upstream is None:
+            body = placeholder(report)
+        else:
+            passed = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+            try:
+                answer = self.server.upstream.post(self.path, content=raw, headers=passed)
+                status, body = answer.status_code, answer.content
+                headers = {
+                    k: v
+                    for k, v in answer.headers.items()
+                    if k.lower() in ("content-type", "retry-after")
+                }
+            except httpx.TransportError as exc:
+                status, body = 502, str(exc).encode()
+        if status == 200:
+            with self.server.lock:
+                key = str(report.get("id"))
+                self.server.posts += 1
+                self.server.changed += self.server.reports.get(key, report) != report
+                self.server.reports[key] = report
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -342,8 +372,9 @@ class Stack:
     settings: ConsumerSettings
     consumer: subprocess.Popen[bytes]
     service: subprocess.Popen[bytes] | None
-    recorder: Recorder | None
+    recorder: Recorder
     service_url: str
+    """The service's own URL (the consumer posts to the recorder's)."""
     metrics_port: int
     logs: Path
     store_url: str
@@ -375,13 +406,9 @@ def running(skip_service: bool, started: float) -> Iterator[Stack]:
             processes.append(process)
             return process
 
-        recorder, service = None, None
+        service, url, recorder = None, "", None
         try:
-            if skip_service:
-                recorder = Recorder()
-                threading.Thread(target=recorder.serve_forever, daemon=True).start()
-                url = f"http://127.0.0.1:{recorder.server_address[1]}"
-            else:
+            if not skip_service:
                 port = free_port()
                 url = f"http://127.0.0.1:{port}"
                 service = start(
@@ -390,6 +417,8 @@ def running(skip_service: bool, started: float) -> Iterator[Stack]:
                     {"WHYSLOW_ANALYSES_URL": f"sqlite:///{root / 'analyses.db'}"}
                     | {"WHYSLOW_BASELINES_URL": store},
                 )
+            recorder = Recorder(url or None)
+            threading.Thread(target=recorder.serve_forever, daemon=True).start()
             metrics_port = free_port()
             consumer = start(
                 "consumer",
@@ -402,11 +431,15 @@ def running(skip_service: bool, started: float) -> Iterator[Stack]:
                     "WHYSLOW_DEAD_LETTER_EXCHANGE": settings.dead_letter_exchange,
                     "WHYSLOW_DEAD_LETTER_QUEUE": settings.dead_letter_queue,
                     "WHYSLOW_SHARD_EXCHANGE": settings.shard_exchange,
-                    "WHYSLOW_SERVICE_URL": url,
+                    "WHYSLOW_SERVICE_URL": recorder.url,
                     "WHYSLOW_METRICS_PORT": str(metrics_port),
                 },
             )
-            other = "a report recorder" if service is None else f"the service ({service.pid})"
+            other = (
+                "a report recorder"
+                if service is None
+                else f"the service ({service.pid}) behind a tap"
+            )
             log(started, f"started the consumer ({consumer.pid}) and {other}; logs in {root}")
             yield Stack(settings, consumer, service, recorder, url, metrics_port, root, store)
         finally:
@@ -421,6 +454,7 @@ def running(skip_service: bool, started: float) -> Iterator[Stack]:
                     process.wait()
             if recorder is not None:
                 recorder.shutdown()
+                recorder.server_close()
             connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
             delete_topology(connection.channel(), settings, 0)
             connection.close()
@@ -530,17 +564,25 @@ def stop(process: subprocess.Popen[bytes], name: str, logs: Path) -> None:
         print(f"the {name} exited with {process.returncode}:\n{tail}")
 
 
+def halt(process: subprocess.Popen[bytes]) -> None:
+    """Stop a process now: SIGTERM, and SIGKILL after 10 s."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @dataclass
 class Run:
     reports: list[AnomalyReport]
     analyses: list[dict[str, Any]]
-    """The service's analyses of the reports it answered in time (empty with the recorder)."""
-    late: int
-    """Reports read from the consumer's checkpointed outbox: not analysed in time."""
+    """The analyses the service kept (none with ``--skip-service``)."""
     counters: dict[str, float]
     dead_letters: Counter[str]
-    resent: str
-    """What the service or the recorder saw of reports posted twice under one id."""
+    sources: str
+    """Where the reports were read from, how many from each."""
 
 
 def compact(counters: dict[str, float]) -> str:
@@ -606,33 +648,44 @@ def replay(
             return calm[0] >= 3
 
         log(started, "waiting for every report to be analysed")
-        wait_until(delivered, deadline, "every report to be analysed", progress)
+        complete = wait_until(delivered, deadline, "every report to be analysed", progress)
         counters = scrape(stack.metrics_port)
         log(started, "consumer: " + compact(counters))
+        tap = stack.recorder
+        with tap.lock:
+            posted = {key: AnomalyReport.model_validate(r) for key, r in tap.reports.items()}
+            sources = [
+                f"{tap.posts} posts of {len(posted)} ids answered with a 200 "
+                f"({tap.changed} an id again with another body)"
+            ]
         analyses: list[dict[str, Any]] = []
-        if stack.recorder is not None:
-            with stack.recorder.lock:
-                reports = [AnomalyReport.model_validate(r) for r in stack.recorder.reports.values()]
-                resent = (
-                    f"the recorder got {stack.recorder.posts} posts of {len(reports)} ids, "
-                    f"{stack.recorder.changed} of them an id again with another body"
-                )
-        else:
+        kept: dict[str, AnomalyReport] = {}
+        if stack.service is not None:
             records = read_records(stack.service_url)
-            reports = [report for report, _ in records]
+            kept = {report.anomaly_id: report for report, _ in records}
             analyses = [analysis for _, analysis in records]
-            forwarded = int(counters.get("whyslow_forwarder_forwarded_total", 0))
-            resent = f"{forwarded} reports delivered, {len(reports)} distinct ids kept"
+            sources.append(f"{len(kept)} kept by the service, read through its API")
+            unkept = [r for key, r in posted.items() if key not in kept]
+            if unkept:
+                sources.append(
+                    f"{len(unkept)} answered but not kept by the service (a rule-engine "
+                    "answer past the model's deadline is not stored), read from the tap"
+                )
+        if not complete and stack.service is not None:
+            # the consumer's forwarder waits for the analysis in flight before it exits
+            halt(stack.service)
         stop(stack.consumer, "consumer", stack.logs)
+        reports = list(kept.values()) + [r for key, r in posted.items() if key not in kept]
         known = {report.anomaly_id for report in reports}
         late = [r for r in checkpointed_outbox(stack) if r.anomaly_id not in known]
-        log(
-            started,
-            f"read {len(reports)} analysed reports"
-            + (f" and {len(late)} not analysed in time (checkpointed outbox)" if late else ""),
-        )
+        if late:
+            sources.append(
+                f"{len(late)} not delivered before the time limit, read from the consumer's "
+                "checkpointed outbox"
+            )
+        log(started, f"collected {len(reports) + len(late)} reports")
         dead = dead_letter_reasons(stack.settings)
-    return Run(reports + late, analyses, len(late), counters, dead, resent)
+    return Run(reports + late, analyses, counters, dead, "; ".join(sources))
 
 
 # --------------------------------------------------------------------------- scoring
@@ -831,19 +884,20 @@ def pipeline_notes(run: Run, messages: Sequence[nezha.Message]) -> None:
         f"{sent[nezha.METRICS_KEY]:,} metric points in {len(messages):,} messages"
     )
     print("consumer: " + compact(run.counters))
+    received = int(run.counters.get("whyslow_consumer_messages_total", 0))
+    if received < len(messages):
+        print(
+            f"INCOMPLETE: the consumer had received {received:,} of {len(messages):,} messages "
+            "when the time limit came (--deadline): the scores below miss the rest"
+        )
     for reason, count in run.dead_letters.most_common(8):
         print(f"dead-lettered {count:,}x: {reason}")
     incidents = sum(1 for r in run.reports if r.incident is not None)
-    print(f"reports: {len(run.reports)}, {incidents} of them with an incident; {run.resent}")
+    print(f"reports: {len(run.reports)}, {incidents} of them with an incident: {run.sources}")
     if run.analyses:
         grounding = Counter(str(a.get("grounding")) for a in run.analyses)
         causes = Counter(str(a.get("probable_cause")) for a in run.analyses)
         print(f"service: {len(run.analyses)} analysed ({dict(grounding)}); causes {dict(causes)}")
-    if run.late:
-        print(
-            f"{run.late} reports were not analysed by the service within the time limit: "
-            "they are scored from the consumer's checkpointed outbox"
-        )
 
 
 # --------------------------------------------------------------------------- main
