@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -17,6 +19,7 @@ from service.incident_state import Incidents
 from service.rules import RULES_MODEL, diagnose
 from service.settings import Settings
 from service.store import AnalysisStore
+from tests.baselines.conftest import postgres_schema
 from tests.service.serving import serving
 
 BASELINE = {"hour_of_week": 1, "p50": 90, "p95": 200, "samples": 60, "level": "hour_of_week"}
@@ -196,3 +199,42 @@ def test_a_store_from_before_incident_states_files_its_anomalies(tmp_path) -> No
     assert statuses["y1"].incident_id == "y1" and statuses["y1"].source == "manual"
     assert {s.state for s in statuses.values()} == {"open"}
     store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+    """The analyses' store on either backend it runs on: a SQLite file, or a schema of
+    the real PostgreSQL server of the store tests."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'analyses.db'}"
+    else:
+        with postgres_schema() as backend:
+            yield backend.url
+
+
+def test_the_incident_states_on_each_store_backend(store_url: str) -> None:
+    store = AnalysisStore(store_url)
+    try:
+        assert store.track(report("p1", "inc-p"), "consumer")
+        assert not store.track(report("p1", "inc-p"), "consumer")  # a retried POST
+        analysed(store, report("p1", "inc-p"))
+        analysed(store, report("p2", "inc-p"))
+        store.track(report("q1"), "manual", test=True)
+        analysed(store, report("q1"))
+        assert store.acknowledge("inc-p") and not store.acknowledge("inc-p")
+        assert [a.anomaly_id for _, a in store.search(state="acknowledged")[0]] == ["p2", "p1"]
+        assert store.search()[1] == 2 and store.search(include_tests=True)[1] == 3
+        incidents = Incidents(store, 60)
+        later = datetime.now(UTC) + timedelta(seconds=61)
+        assert incidents.settle(None, later) == ["inc-p"]
+        assert incidents.settle(None, later) == []  # resolved once
+        status = store.status("p2")
+        assert status is not None and (status.state, status.resolved_by) == ("resolved", "quiet")
+        assert store.incident("inc-p") is not None
+        store.track(report("p3", "inc-p"), "consumer")  # a new report opens it again
+        reopened = store.status("p1")
+        assert reopened is not None and (reopened.state, reopened.acknowledged_at) == ("open", None)
+        assert store.resolve("q1", "person") and not store.resolve("q1", "person")
+        assert store.is_test(report("q1")) and store.statuses(["q1"])["q1"].state == "resolved"
+    finally:
+        store.close()
