@@ -13,7 +13,7 @@ shows there while the callee's own time stays flat.
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 MAX_INDEXED_SPANS = 200_000
@@ -21,6 +21,8 @@ MAX_INDEXED_SPANS = 200_000
 MAX_EDGES = 100_000
 """Edges kept; calls on further ones are counted as dropped."""
 MAX_PATH_DEPTH = 12
+MAX_REACH = 5_000
+"""Services a walk of the graph visits at most: what a signal is connected to is bounded."""
 
 
 Linked = tuple[str, str, float]
@@ -92,6 +94,8 @@ class CallGraph:
     max_edges: int = MAX_EDGES
     edges: dict[tuple[str, str], Edge] = field(default_factory=dict)
     dropped: int = 0
+    _callees: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    _callers: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     def observe(self, caller: str, callee: str, calls: int, now: float) -> None:
         if caller == callee:
@@ -102,34 +106,50 @@ class CallGraph:
                 self.dropped += calls
                 return
             edge = self.edges[(caller, callee)] = Edge()
+            self._link(caller, callee)
         edge.calls += calls
         edge.last_seen = max(edge.last_seen, now)
 
-    def callees(self, service: str) -> list[str]:
-        return [callee for caller, callee in self.edges if caller == service]
+    def _link(self, caller: str, callee: str) -> None:
+        self._callees.setdefault(caller, []).append(callee)
+        self._callers.setdefault(callee, []).append(caller)
 
-    def reachable(self, start: str, targets: set[str]) -> dict[str, list[str]]:
-        """For each target reachable downstream of ``start`` (itself included), the path of
-        services from ``start`` to it, shortest first (breadth-first, bounded depth: a cycle
-        ends the walk, never loops)."""
-        adjacency: dict[str, list[str]] = {}
-        for caller, callee in self.edges:
-            adjacency.setdefault(caller, []).append(callee)
-        paths: dict[str, list[str]] = {}
-        seen = {start}
-        queue: deque[list[str]] = deque([[start]])
-        while queue:
-            path = queue.popleft()
-            node = path[-1]
-            if node in targets:
-                paths[node] = path
-            if len(path) > MAX_PATH_DEPTH:
-                continue
-            for nxt in adjacency.get(node, ()):
-                if nxt not in seen:
-                    seen.add(nxt)
-                    queue.append([*path, nxt])
-        return paths
+    def callees(self, service: str) -> list[str]:
+        return list(self._callees.get(service, ()))
+
+    def callers(self, service: str) -> list[str]:
+        return list(self._callers.get(service, ()))
+
+    def downstream(self, start: str, limit: int = MAX_REACH) -> set[str]:
+        """The services ``start`` calls, directly or through others (itself included),
+        breadth-first up to ``MAX_PATH_DEPTH`` hops and ``limit`` services."""
+        return _walk(start, self._callees, limit)
+
+    def upstream(self, start: str, limit: int = MAX_REACH) -> set[str]:
+        """The services that call ``start``, directly or through others (itself included)."""
+        return _walk(start, self._callers, limit)
+
+    def path(self, start: str, target: str) -> list[str] | None:
+        """The shortest chain of calls from ``start`` down to ``target`` (a cycle ends the
+        walk, never loops), None when ``target`` is not downstream of ``start``."""
+        parents: dict[str, str | None] = {start: None}
+        frontier = [start]
+        for _ in range(MAX_PATH_DEPTH + 1):
+            if target in parents:
+                chain = [target]
+                while (up := parents[chain[-1]]) is not None:
+                    chain.append(up)
+                return chain[::-1]
+            following = []
+            for node in frontier:
+                for nxt in self._callees.get(node, ()):
+                    if nxt not in parents:
+                        parents[nxt] = node
+                        following.append(nxt)
+            if not following:
+                break
+            frontier = following
+        return None
 
     def export(self, service: str) -> dict[str, list[float]]:
         """The edges ``service`` calls out on, JSON-ready (its part of a checkpoint)."""
@@ -141,4 +161,24 @@ class CallGraph:
 
     def install(self, service: str, saved: dict[str, list[float]]) -> None:
         for callee, (calls, last_seen) in saved.items():
+            if (service, callee) not in self.edges:
+                self._link(service, callee)
             self.edges[(service, callee)] = Edge(float(calls), float(last_seen))
+
+
+def _walk(start: str, adjacency: dict[str, list[str]], limit: int) -> set[str]:
+    seen = {start}
+    frontier = [start]
+    for _ in range(MAX_PATH_DEPTH):
+        following = []
+        for node in frontier:
+            for nxt in adjacency.get(node, ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    following.append(nxt)
+                    if len(seen) >= limit:
+                        return seen
+        if not following:
+            break
+        frontier = following
+    return seen

@@ -64,6 +64,10 @@ RESOURCE_RISE = 1.5
 """CPU or memory at least this many times its usual, and ``RESOURCE_POINTS`` above it, is a
 resources signal for a service in an incident."""
 RESOURCE_POINTS = 10.0
+SATURATED_PCT = 80.0
+"""CPU or memory at or above this, at least ``SATURATED_RISE`` times its usual, is saturation:
+a resources signal that opens an incident by itself, wherever the service is."""
+SATURATED_RISE = 3.0
 NAMED_SHARE = 0.5
 """What error lines naming another service count for it, against the service that logs them."""
 
@@ -569,7 +573,11 @@ class Detector:
         alerting = {key[0] for key in window.spans if self._series[key].gate.open}
         alerting |= self.incidents.touched_services()
         verdicts = self._judge_errors(window, alerting)
-        signals = _latency_signals(flagged, {key for key, _ in judged})
+        signals = _latency_signals(
+            flagged,
+            {key for key, _ in judged},
+            {key for key in watched if self._series[key].gate.open},
+        )
         signals += [
             signal
             for (service, source), verdict in verdicts.items()
@@ -670,13 +678,14 @@ class Detector:
         services = frozenset(key[0] for key in self._series) | frozenset(
             key[0] for key in self._errors
         )
+        """The names error lines may name (``named_services`` leaves out the logging one)."""
         for source, errors in sources.items():
             habits = self._errors.get(source)
             if habits is None:
                 if not self._admit():
                     continue
                 habits = self._errors[source] = ErrorHabits()
-            verdict = habits.judge(errors, th.surprise, services - {source[0]})
+            verdict = habits.judge(errors, th.surprise, services, source[0])
             if verdict is not None:
                 verdicts[source] = verdict
             elif source[0] not in alerting:
@@ -827,15 +836,17 @@ def _coalesce(group: list[tuple[bool, WindowFacts]]) -> tuple[WindowFacts, list[
     return ordered[0], ordered[1:]
 
 
-def _latency_signals(flagged: dict[SpanKey, WindowFacts], judged: set[SpanKey]) -> list[Signal]:
+def _latency_signals(
+    flagged: dict[SpanKey, WindowFacts], judged: set[SpanKey], alerting: set[SpanKey]
+) -> list[Signal]:
     """What the flagged latency series say about each service. A slow entry is its service's
     own time; a slow gap is the network in front of the callee; a slow call is a symptom of
     its caller and points at the callee: at its own time when the callee has no judged entry
     series (no spans of its own, or too few), at the network when its entries are judged and
-    calm."""
+    calm. ``alerting``: the series in an alert, new or ongoing."""
     own_judged = {key[0] for key in judged if key[2] in OWN_KINDS}
-    own_flagged = {key[0] for key in flagged if key[2] in OWN_KINDS}
-    gap_flagged = {key[3] for key in flagged if key[2] == GAP_KIND}
+    own_flagged = {key[0] for key in alerting if key[2] in OWN_KINDS}
+    gap_flagged = {key[3] for key in alerting if key[2] == GAP_KIND}
     signals = []
     for key, facts in flagged.items():
         service, operation, kind, peer = key
@@ -882,17 +893,21 @@ def _resource_signals(
     suspects: set[str],
     graph: CallGraph,
 ) -> list[Signal]:
-    """CPU or memory far above usual, for the services of incidents and what they call."""
+    """CPU or memory far above usual, for the services of incidents and what they call; and
+    saturation anywhere."""
     watched = suspects | {callee for service in suspects for callee in graph.callees(service)}
     signals = []
     for (service, name), (value, usual) in metrics.items():
-        if service not in watched or name not in ("cpu_pct", "memory_pct") or usual is None:
+        if name not in ("cpu_pct", "memory_pct") or usual is None:
+            continue
+        saturated = value >= SATURATED_PCT and value >= SATURATED_RISE * usual
+        if service not in watched and not saturated:
             continue
         if value >= RESOURCE_RISE * usual and value - usual >= RESOURCE_POINTS:
             what = "CPU" if name == "cpu_pct" else "memory"
             strength = min(1.0, (value - usual) / max(usual, RESOURCE_POINTS))
             reason = f"{what} {value:.0f}% (usual {usual:.0f}%)"
-            signals.append(Signal(service, "resources", strength, reason))
+            signals.append(Signal(service, "resources", strength, reason, opens=saturated))
     return signals
 
 

@@ -96,10 +96,14 @@ class ErrorHabits:
     """Error templates seen, by the window count when last seen."""
 
     def judge(
-        self, window: ErrorWindow, surprise_threshold: float, services: frozenset[str] = frozenset()
+        self,
+        window: ErrorWindow,
+        surprise_threshold: float,
+        services: frozenset[str] = frozenset(),
+        own: str = "",
     ) -> ErrorVerdict | None:
-        """The verdict when the window's errors are improbable for this service, else None;
-        ``services``: the names its lines may name."""
+        """The verdict when the window's errors are improbable for this service (``own``),
+        else None; ``services``: the names its lines may name."""
         if self.windows < MIN_WINDOWS or window.errors == 0:
             return None
         novel = sum(n for t, n in window.templates.items() if t not in self.known)
@@ -110,7 +114,7 @@ class ErrorHabits:
                 window.templates, key=lambda t: (t in self.known, -window.templates[t])
             )
             samples = [window.samples[t] for t in novel_first if t in window.samples]
-            named = named_services(window.templates, services)
+            named = named_services(window.templates, services, own)
             return ErrorVerdict(window.errors, self.usual, novel, tail, samples, named)
         return None
 
@@ -145,34 +149,46 @@ class ErrorHabits:
         )
 
 
-def named_services(templates: dict[str, int], services: frozenset[str]) -> dict[str, int]:
-    """Lines per service named in the templates (a whole token: ``ts-basic-service`` in
-    ``for ts-basic-service]``, ``payments`` in ``payments:8080``)."""
+def named_services(
+    templates: dict[str, int], services: frozenset[str], own: str = ""
+) -> dict[str, int]:
+    """Lines per service other than ``own`` named in the templates (a whole token:
+    ``ts-basic-service`` in ``for ts-basic-service]``, ``payments`` in ``payments:8080``)."""
     named: dict[str, int] = {}
     if not services:
         return named
     for template, lines in templates.items():
         for token in set(_TOKEN.findall(template)):
             name = token.strip(".-")
-            if name in services:
+            if name in services and name != own:
                 named[name] = named.get(name, 0) + lines
     return named
 
 
 def poisson_tail(k: int, rate: float) -> float:
-    """P(X >= k) for X ~ Poisson(rate): summed in log space for small rates, by the normal
-    approximation (continuity-corrected) where the sum would underflow."""
+    """P(X >= k) for X ~ Poisson(rate), summed term by term in log space: the upper tail
+    directly when ``k`` is above the rate (where alerts are decided, exact to float
+    precision), one minus the lower sum below it. Above a rate of 1000 and at or below it,
+    the tail is about a half or more, so the normal approximation serves."""
     if k <= 0:
         return 1.0
-    if rate > 50.0:
+    if k > rate:
+        term = -rate + k * math.log(rate) - math.lgamma(k + 1)
+        total = 0.0
+        i = k
+        while True:
+            value = math.exp(term)
+            total += value
+            i += 1
+            term += math.log(rate) - math.log(i)
+            if value < total * 1e-17 or i - k > 100_000:
+                return min(1.0, total)
+    if rate > 1000.0:
         return 0.5 * math.erfc((k - 0.5 - rate) / math.sqrt(2.0 * rate))
-    log_rate = math.log(rate)
+    term = -rate
     below = 0.0
-    term_log = -rate
     for i in range(k):
         if i:
-            term_log += log_rate - math.log(i)
-        below += math.exp(term_log)
-        if term_log < -745.0 and i > rate:  # the rest adds nothing a float can hold
-            break
+            term += math.log(rate) - math.log(i)
+        below += math.exp(term)
     return max(0.0, 1.0 - below)

@@ -38,7 +38,8 @@ SignalKind = Literal["own_time", "resources", "network", "errors", "calls"]
 """A root-cause kind, or ``calls``: the service's calls to another slowed (a symptom that
 points at the callee)."""
 OPENING: frozenset[SignalKind] = frozenset({"own_time", "network", "errors", "calls"})
-"""Signals that open an incident; resources only rank the candidates of one."""
+"""Signals that open an incident; resources only rank the candidates of one, unless
+saturated (``Signal.opens``)."""
 WEIGHTS: dict[SignalKind, float] = {
     "errors": 1.0,
     "network": 1.0,
@@ -71,6 +72,12 @@ class Signal:
     """For ``calls``, the service called; for ``network``, the caller."""
     direct: bool = True
     """Observed in the service's own telemetry, not read from another's."""
+    opens: bool = False
+    """Opens an incident although its kind does not (a saturated CPU)."""
+
+    @property
+    def opening(self) -> bool:
+        return self.kind in OPENING or self.opens
 
 
 @dataclass
@@ -95,10 +102,6 @@ class Suspect:
         for text in signal.evidence:
             if text not in self.evidence and len(self.evidence) < MAX_REASONS:
                 self.evidence.append(text)
-
-    @property
-    def opening(self) -> bool:
-        return any(kind in OPENING for kind in self.strengths)
 
 
 @dataclass
@@ -157,16 +160,24 @@ class IncidentTracker:
     def __init__(self, quiet_seconds: float = QUIET_SECONDS) -> None:
         self.quiet_seconds = quiet_seconds
         self.open: list[OpenIncident] = []
+        self.dropped = 0
+        """Opening signals refused because ``MAX_OPEN`` incidents were open."""
 
     def update(self, window_start: float, signals: list[Signal], graph: CallGraph) -> list[Update]:
         """Fold a window's signals into incidents; the incidents to report now."""
         self.open = [i for i in self.open if window_start - i.last_signal <= self.quiet_seconds]
         touched: dict[str, OpenIncident] = {}
-        for signal in sorted(signals, key=lambda s: s.kind not in OPENING):
-            opening = signal.kind in OPENING
-            incident = self._home(signal.service, graph, opening)
+        homes = {name: incident for incident in self.open for name in incident.suspects}
+        for signal in sorted(signals, key=lambda s: not s.opening):
+            opening = signal.opening
+            incident = homes.get(signal.service)
             if incident is None:
-                if not opening or len(self.open) >= MAX_OPEN:
+                incident = _connected(signal.service, graph, homes, opening)
+            if incident is None:
+                if not opening:
+                    continue
+                if len(self.open) >= MAX_OPEN:
+                    self.dropped += 1
                     continue
                 incident = OpenIncident(
                     id=report_id(signal.service, "incident", _utc(window_start)),
@@ -179,9 +190,11 @@ class IncidentTracker:
             if signal.service not in incident.suspects and len(incident.suspects) >= MAX_SERVICES:
                 continue
             incident.suspects.setdefault(signal.service, Suspect()).add(signal)
+            homes[signal.service] = incident
             if signal.kind == "network" and signal.peer:
                 caller = Signal(signal.peer, "calls", signal.strength, signal.reason)
                 incident.suspects.setdefault(signal.peer, Suspect()).add(caller)
+                homes[signal.peer] = incident
             touched[incident.id] = incident
         updates = []
         for incident in touched.values():
@@ -200,22 +213,6 @@ class IncidentTracker:
             updates.append(Update(_contract(incident, ranked, flagged, graph), flagged))
         return updates
 
-    def _home(self, service: str, graph: CallGraph, opening: bool) -> OpenIncident | None:
-        """The open incident this service's signal belongs to: one that already holds the
-        service, or (for an opening signal) one holding a service it is connected to."""
-        for incident in self.open:
-            if service in incident.suspects:
-                return incident
-        if not opening:
-            return None
-        for incident in self.open:
-            members = set(incident.suspects)
-            if graph.reachable(service, members):
-                return incident
-            if any(graph.reachable(member, {service}) for member in members):
-                return incident
-        return None
-
     def touched_services(self) -> set[str]:
         """Services of open incidents: what a window's resources are read for."""
         return {name for incident in self.open for name in incident.suspects}
@@ -227,15 +224,34 @@ class IncidentTracker:
         self.open = [OpenIncident.from_json(entry) for entry in saved]
 
 
+def _connected(
+    service: str, graph: CallGraph, homes: dict[str, OpenIncident], opening: bool
+) -> OpenIncident | None:
+    """For an opening signal, the open incident of a service this one calls or is called
+    by, directly or not: a slowdown travels up the call graph, never sideways. A resources
+    signal joins only the incident of a service that calls it directly: what a service
+    calls can explain it, and a busy pod further away is more likely a coincidence."""
+    reach = (
+        graph.callers(service)
+        if not opening
+        else graph.upstream(service) | graph.downstream(service)
+    )
+    found = {id(homes[other]): homes[other] for other in reach if other in homes}
+    # the oldest incident wins, whatever order the walk found them in: a replay after a
+    # restart must fold the same signals into the same incidents
+    return min(found.values(), key=lambda i: (i.started, i.id), default=None)
+
+
 def rank(incident: OpenIncident, graph: CallGraph) -> list[Candidate]:
     """The incident's services ranked as its root cause, best first (see the module doc)."""
     names = list(incident.suspects)
     symptomatic = {name for name, suspect in incident.suspects.items() if suspect.direct}
     upstream_of: dict[str, int] = dict.fromkeys(names, 0)
-    explained: dict[str, bool] = dict.fromkeys(names, False)
+    # a service whose calls slowed is explained by them, whatever the callee shows
+    explained = {name: "calls" in s.strengths for name, s in incident.suspects.items()}
+    members = set(names)
     for name in names:
-        reach = graph.reachable(name, set(names))
-        for target in reach:
+        for target in graph.downstream(name) & members:
             if target != name:
                 upstream_of[target] += 1
                 if target in symptomatic:
@@ -272,9 +288,9 @@ def rank(incident: OpenIncident, graph: CallGraph) -> list[Candidate]:
 
 def _upstream_first(incident: OpenIncident, graph: CallGraph) -> list[str]:
     """The incident's services, those more others call into last."""
-    names = list(incident.suspects)
-    below = {name: len(graph.reachable(name, set(names))) for name in names}
-    return sorted(names, key=lambda n: (-below[n], n))
+    members = set(incident.suspects)
+    below = {name: len(graph.downstream(name) & members) for name in members}
+    return sorted(members, key=lambda n: (-below[n], n))
 
 
 def _contract(
@@ -283,7 +299,7 @@ def _contract(
     root = ranked[0] if ranked else None
     path: list[str] = []
     if root is not None and flagged:
-        path = graph.reachable(flagged[0], {root.service}).get(root.service, [root.service])
+        path = graph.path(flagged[0], root.service) or [root.service]
     return Incident(
         id=incident.id,
         started=_utc(incident.started),

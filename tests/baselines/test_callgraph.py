@@ -69,24 +69,25 @@ def chain(*services: str) -> CallGraph:
     return graph
 
 
-def test_reachable_ends_on_a_cycle_with_the_shortest_paths() -> None:
+def test_walks_end_on_a_cycle_and_paths_are_the_shortest() -> None:
     graph = chain("a", "b", "c", "a")  # a -> b -> c -> a
     graph.observe("b", "a", 1, 0.0)
-    assert graph.reachable("a", {"a", "b", "c"}) == {
-        "a": ["a"],
-        "b": ["a", "b"],
-        "c": ["a", "b", "c"],
-    }
-    assert graph.reachable("c", {"b"}) == {"b": ["c", "a", "b"]}
-    assert graph.reachable("b", {"zzz"}) == {}
+    assert graph.downstream("a") == {"a", "b", "c"}
+    assert graph.upstream("c") == {"a", "b", "c"}
+    assert graph.path("a", "c") == ["a", "b", "c"]
+    assert graph.path("c", "b") == ["c", "a", "b"]
+    assert graph.path("b", "zzz") is None
+    assert graph.downstream("zzz") == {"zzz"}  # a service never seen calls nothing
 
 
-def test_reachable_stops_at_its_depth_bound_on_a_long_chain() -> None:
+def test_walks_stop_at_their_depth_bound_on_a_long_chain() -> None:
     services = [f"s{i}" for i in range(40)]
     graph = chain(*services)
-    found = graph.reachable("s0", set(services))
-    assert max(len(path) for path in found.values()) == MAX_PATH_DEPTH + 1
+    found = graph.downstream("s0")
+    assert len(found) == MAX_PATH_DEPTH + 1
     assert "s39" not in found
+    assert graph.path("s0", f"s{MAX_PATH_DEPTH}") == services[: MAX_PATH_DEPTH + 1]
+    assert graph.path("s0", "s39") is None
 
 
 def test_calls_are_counted_self_calls_ignored_and_edges_capped() -> None:
