@@ -395,7 +395,8 @@ class TelemetryConsumer:
         d, f = self.detector.stats, self.forwarder.stats
         series, size = self.detector.memory()
         log.info(
-            f"{self.stats.messages} messages: {d.spans} spans and {d.metrics} metrics applied, "
+            f"{self.stats.messages} messages: {d.spans} spans, {d.metrics} metrics and "
+            f"{d.logs} log records applied, "
             f"{d.late} late, {d.future} future, {d.overflow} over the series cap, "
             f"{self.stats.dead_lettered} dead-lettered, {self.stats.redelivered_skipped} "
             f"redelivered and skipped, {self.stats.checkpoints} checkpoints; "

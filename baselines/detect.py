@@ -218,6 +218,8 @@ class DetectorStats:
     """Histogram points (spanmetrics) applied; their spans count in ``spans``."""
     unlinked: int = 0
     """Spans of unknown kind that were in-process work, orphans, or past the window cap."""
+    incidents_dropped: int = 0
+    """Opening signals refused because the cap of open incidents was reached."""
 
 
 class Detector:
@@ -585,7 +587,9 @@ class Detector:
         ]
         suspects = self.incidents.touched_services() | {s.service for s in signals}
         signals += _resource_signals(metrics, suspects, self.graph)
+        dropped = self.incidents.dropped
         updates = self.incidents.update(start, signals, self.graph)
+        self.stats.incidents_dropped += self.incidents.dropped - dropped
         reports = [
             self._incident_report(update, flagged, start, hour, window, summaries, usual, metrics)
             for update in updates

@@ -39,15 +39,27 @@ class ConsumerCollector(Collector):
         )
         applied.add_metric(["span"], d.spans)
         applied.add_metric(["metric"], d.metrics)
+        applied.add_metric(["log"], d.logs)
+        applied.add_metric(["span_histogram"], d.histograms)
         yield applied
         dropped = CounterMetricFamily(
             "whyslow_consumer_events_not_applied",
             "Events counted and not applied.",
             labels=["reason"],
         )
-        for reason, value in (("late", d.late), ("future", d.future), ("overflow", d.overflow)):
+        for reason, value in (
+            ("late", d.late),
+            ("future", d.future),
+            ("overflow", d.overflow),
+            ("unlinked", d.unlinked),
+        ):
             dropped.add_metric([reason], value)
         yield dropped
+        yield counter(
+            "consumer_incidents_dropped",
+            "Signals that would have opened an incident past the cap of open incidents.",
+            d.incidents_dropped,
+        )
         yield counter("consumer_dead_lettered", "Messages sent to the DLQ.", c.dead_lettered)
         yield counter(
             "consumer_redelivered_skipped",
