@@ -105,6 +105,19 @@ def test_invalid_metric_values_are_rejected_naming_metric_and_field(
         json.dumps(item)
 
 
+def test_a_utilisation_a_little_over_its_limit_reads_as_saturated() -> None:
+    """kubelet reports 100.1% for a pod pinned at its CPU limit: that is 100, not bad data."""
+    request = collect_metrics(
+        lambda m: m.create_observable_gauge(
+            "container.cpu.utilization", callbacks=[observe([(1.001, {})])]
+        )
+    )
+    for body, encoding in both(request):
+        batch = parse_otlp_metrics(body, encoding)  # type: ignore[arg-type]
+        assert not batch.rejected
+        assert samples(batch) == pytest.approx({"cpu_pct": 100.0})
+
+
 def test_a_non_finite_value_is_rejected() -> None:
     """The SDK drops NaN itself; another sender may not, and OTLP/JSON spells it "NaN"."""
     request = collect_metrics(

@@ -37,6 +37,10 @@ from baselines.ingest.otlp.spanmetrics import is_spanmetrics, json_spanmetrics, 
 from service.contract import MetricSample
 
 MAX_METRIC_CHARS = 100
+PCT_OVERSHOOT = 110.0
+"""A utilisation a little above 100% is a saturated resource sampled over a slightly
+different interval than its limit (kubelet reports 100.1% for a pinned pod): read as 100.
+Above this it is a unit mistake, and refused."""
 
 
 @dataclass(frozen=True)
@@ -140,7 +144,7 @@ def _add_metric(
             problem = f"value is {value}"
         elif value < 0:
             problem = f"value {value:g} is negative"
-        elif rule.target.endswith("_pct") and value > 100:
+        elif rule.target.endswith("_pct") and value > PCT_OVERSHOOT:
             problem = f"{rule.target} {value:g} is outside 0..100"
         if problem is not None:
             item = {
@@ -152,6 +156,8 @@ def _add_metric(
             label = name if name == rule.target else f"{name} -> {rule.target}"
             reject(batch, item, f"metric {label[:120]!r}: {problem}")
             continue
+        if rule.target.endswith("_pct"):
+            value = min(value, 100.0)
         batch.events.append(
             construct(
                 MetricSample,
