@@ -73,7 +73,13 @@ def test_list_filter_and_paginate(tmp_path) -> None:
         by_cause = client.get("/v1/anomalies", params={"cause": "downstream_dependency"}).json()
         assert [a["service"] for a in by_cause["items"]] == ["exchange-api"]
         assert client.get("/v1/anomalies", params={"severity": "info"}).json()["total"] == 1
-        assert client.get("/v1/anomalies", params={"severity": "critical"}).json()["total"] == 3
+        # "search" is 4.5x its usual p95 with no signal, evidence or deploy to explain it:
+        # a cause nobody identified is a warning, not a page, however slow (severity
+        # follows impact, and an unknown cause caps latency alone at warning).
+        critical = client.get("/v1/anomalies", params={"severity": "critical"}).json()
+        assert [a["anomaly_id"] for a in critical["items"]] == ["a2", "a1"]
+        warning = client.get("/v1/anomalies", params={"severity": "warning"}).json()
+        assert [a["anomaly_id"] for a in warning["items"]] == ["a3"]
         second = client.get("/v1/anomalies", params={"limit": 2, "offset": 2}).json()
         assert [a["anomaly_id"] for a in second["items"]] == ["a1", "a0"]
         assert "reports" not in page or page["reports"] is None
