@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from service.analyze import Analyzer
+from service.assess import assess
 from service.contract import AnomalyReport, ProbableCause
 from service.model.embedded import shipped_gguf
 from service.model.gguf_files import (
@@ -93,17 +94,46 @@ def test_adapters_answer_differently_and_switching_back_restores_exactly(
     print(f"\nswitch to a loaded adapter: {switch_ms:.3f} ms")
 
 
+MIXED_REPORT = FULL_REPORT | {
+    "context": {
+        "cpu_pct": 97,
+        "cpu_baseline_pct": 45,
+        "memory_pct": 85,
+        "memory_baseline_pct": 50,
+        "downstream": [
+            {
+                "service": "payments",
+                "operation": "POST /charge",
+                "p95_ms": 500,
+                "baseline_p95_ms": 60,
+            }
+        ],
+    },
+    "evidence": [],
+}
+"""CPU, memory and a dependency all higher, none decisive: the facts support three causes
+and the model chooses among them, which is where a calibration's bias acts (a cause the
+facts settle is written as given, whatever the bias)."""
+
+
 @pytest.mark.slow
 def test_an_adapters_calibration_comes_with_it(service_settings, tmp_path: Path) -> None:
     write_adapter(tmp_path / "plain.gguf", seed=1, scale=0.1)
     write_adapter(tmp_path / "calibrated.gguf", seed=1, scale=0.1)
     model = prepare_tuned(service_settings.data_dir)
-    lift = {ProbableCause.unknown: 40.0}
+    lifted = ProbableCause.memory_pressure
     manifest = manifest_for(base_identity(model), "calibrated")
-    write_manifest(manifest.model_copy(update={"cause_bias": lift}), tmp_path / "calibrated.json")
+    write_manifest(
+        manifest.model_copy(update={"cause_bias": {lifted: 40.0}}), tmp_path / "calibrated.json"
+    )
     runtime = ModelRuntime(model, 2048, 2, 0, 1.0, tmp_path)
     analyzer = Analyzer(runtime, 1400)
-    report = AnomalyReport.model_validate(FULL_REPORT)
+    report = AnomalyReport.model_validate(MIXED_REPORT)
+    assert assess(report).allowed == (
+        ProbableCause.downstream_dependency,
+        ProbableCause.local_cpu_saturation,
+        lifted,
+    )
     try:
         base, plain, calibrated, base_again = (
             analyzer.diagnose(report, time.monotonic() + 120, adapter=name).probable_cause
@@ -111,8 +141,8 @@ def test_an_adapters_calibration_comes_with_it(service_settings, tmp_path: Path)
         )
     finally:
         runtime.close()
-    assert ProbableCause.unknown not in (base, plain, base_again), (base, plain, base_again)
-    assert calibrated == ProbableCause.unknown
+    assert lifted not in (base, plain, base_again), (base, plain, base_again)
+    assert calibrated == lifted
 
 
 def test_models_lists_adapters_and_an_unknown_one_is_refused(
