@@ -177,6 +177,8 @@ def poisson_tail(k: int, rate: float) -> float:
         total = 0.0
         i = k
         while True:
+            if term < -745.0:  # every later term is smaller still: nothing a float can hold
+                return total
             value = math.exp(term)
             total += value
             i += 1

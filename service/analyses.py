@@ -12,8 +12,9 @@
 - Bounded: requests queue for the one model; past ``queue_limit`` waiting, Overloaded (the
   route answers 503 with Retry-After) instead of an unbounded pile-up.
 - In time: each request has a deadline; waiting or generating past it, or a model that
-  failed to load or to answer, gives the rule engine's answer (``grounding: rules``), which
-  is not stored, so the next request for that id tries the model again.
+  failed to load or to answer, gives the rule engine's answer (``grounding: rules``). It is
+  stored, so the feed lists every anomaly, and the next request for that id tries the model
+  again and replaces it.
 - Grounded: prose citing numbers the report does not contain, or saying of a signal what its
   numbers do not (``grounding.unsupported``), is generated again once (with sampling), then
   degraded to the rule engine's text for the model's cause.
@@ -101,7 +102,7 @@ class Analyses:
         while True:
             started = time.perf_counter()
             stored = self._store.get(key)
-            if stored is not None:
+            if stored is not None and (stored.grounding != "rules" or analyzer is None):
                 self.outcomes["cached"] += 1
                 elapsed = round((time.perf_counter() - started) * 1000, 1)
                 return stored.model_copy(update={"cached": True, "latency_ms": elapsed})
@@ -155,8 +156,8 @@ class Analyses:
         return analysis
 
     def _notify(self, report: AnomalyReport, analysis: Analysis) -> None:
-        """A new answer, stored or the rule engine's (which is not stored, yet its incident
-        is news all the same): its incident's 'opened' notifications, if not made yet."""
+        """A new answer, the model's or the rule engine's: its incident's 'opened'
+        notifications, if not made yet."""
         if self._notifier is not None:
             self._notifier.opened(report, analysis)
 
@@ -210,9 +211,10 @@ class Analyses:
             ungrounded_numbers=bad,
         )
         self.outcomes[grounding] += 1
+        if not self._store.put(report, analysis) and grounding != "rules":
+            self._store.upgrade(analysis)
         if grounding != "rules":
             self._typical_s = 0.8 * self._typical_s + 0.2 * elapsed
-            self._store.put(report, analysis)
             key = fingerprint(report, adapter)
             with self._lock:
                 self._recent[key] = (time.monotonic(), analysis)

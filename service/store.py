@@ -152,6 +152,24 @@ class AnalysisStore:
             ).fetchone()
         return None if row is None else Analysis.model_validate_json(row[0])
 
+    def upgrade(self, analysis: Analysis) -> bool:
+        """Replace a stored rule-engine answer by a model's; False if the stored answer is
+        not the rule engine's (or there is none)."""
+        m = self._mark
+        with self._lock:
+            cursor = self._conn.execute(
+                f"UPDATE whyslow_analyses SET probable_cause = {m}, severity = {m}, "
+                f"analysis = {m} WHERE anomaly_id = {m} AND analysis LIKE {m}",
+                (
+                    analysis.probable_cause.value,
+                    analysis.severity.value,
+                    analysis.model_dump_json(),
+                    analysis.anomaly_id,
+                    '%"grounding":"rules"%',
+                ),
+            )
+            return cursor.rowcount == 1
+
     def put(self, report: AnomalyReport, analysis: Analysis) -> bool:
         """Store an analysis; False (and nothing written) if its id is already there."""
         m = self._mark
