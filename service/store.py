@@ -298,8 +298,8 @@ class AnalysisStore:
             return self._file(report.anomaly_id, incident_id(report), source, test, _now())
 
     def note_analysis(self, report: AnomalyReport, analysis: Analysis) -> None:
-        """Keep the incident's latest analysis, whether stored or the rule engine's (which
-        is not stored): what a notification of its resolution says."""
+        """Keep the incident's latest analysis, the model's or the rule engine's: what a
+        notification of its resolution says."""
         with self._lock:
             self._note(incident_id(report), analysis)
 

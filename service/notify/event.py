@@ -20,7 +20,7 @@ class Event:
     analysis: Analysis
     report: AnomalyReport | None
     """The report analysed; for a resolved incident, the stored report of that analysis
-    (None when the rule engine answered it, which is not stored)."""
+    (None when none was stored)."""
     links: Links
     at: datetime
 
