@@ -449,7 +449,11 @@ class Analysis(Diagnosis):
         "not answer (not loaded, failed, too slow) and the rule engine did.",
     )
     ungrounded_numbers: list[str] = Field(
-        [], description="Numbers the model wrote that the report does not contain."
+        [],
+        description="What the model wrote that the report does not support (the field keeps "
+        "its name): numbers the report does not contain, directions its numbers contradict "
+        "(e.g. 'cpu rose' of a CPU below its usual level), service-like names it does not "
+        "hold and quotes of text it does not contain.",
     )
 
 
