@@ -934,22 +934,28 @@ def _summarise(agg: SpanWindow) -> tuple[float, float, float]:
 
 
 def _summarise_buckets(agg: SpanWindow) -> tuple[float, float, float]:
-    entries = sorted(
-        [(d, d, 1) for d in agg.durations] + [(lo, up, n) for (lo, up), n in agg.buckets.items()],
-        key=lambda e: (e[1], e[0]),
-    )
-    last = agg.count - 1
-
-    def at(q: float) -> float:
-        rank = last * q
-        seen = 0
-        for lower, upper, n in entries:
-            if rank < seen + n:
-                return lower + (upper - lower) * (rank - seen + 0.5) / n
-            seen += n
-        return entries[-1][1]
-
-    return at(0.50), at(0.95), at(0.99)
+    """Quantiles of spans known by their histogram bucket, from a log-normal fitted to the
+    buckets: reading a quantile off one bucket jumps across its whole width when a few
+    spans move over a bound, while the fit moves with all of them. Each bucket contributes
+    its geometric middle and the spread within it; the last bucket (above every bound) its
+    lower bound."""
+    weights = 0.0
+    total = 0.0
+    squares = 0.0
+    for d in agg.durations:
+        x = math.log(max(d, LOG_FLOOR))
+        weights, total, squares = weights + 1, total + x, squares + x * x
+    for (lower, upper), n in agg.buckets.items():
+        low = max(lower, upper / 2 if lower <= 0 else lower, LOG_FLOOR)
+        high = max(upper, low)
+        x = 0.5 * (math.log(low) + math.log(high))
+        inside = (math.log(high) - math.log(low)) ** 2 / 12
+        weights += n
+        total += n * x
+        squares += n * (x * x + inside)
+    mu = total / weights
+    sigma = math.sqrt(max(squares / weights - mu * mu, 0.0))
+    return math.exp(mu), math.exp(mu + 1.6449 * sigma), math.exp(mu + 2.3263 * sigma)
 
 
 def _usual(estimate: Estimate | None) -> float | None:
