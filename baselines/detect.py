@@ -918,7 +918,7 @@ def _resource_signals(
 def _summarise(agg: SpanWindow) -> tuple[float, float, float]:
     """(p50, p95, p99) with numpy's default (linear) interpolation, on a sorted list: a
     window holds few values, where np.percentile's overhead would dominate. Spans known by
-    their histogram bucket spread evenly across it."""
+    their histogram bucket: see ``_summarise_buckets``."""
     if agg.buckets:
         return _summarise_buckets(agg)
     ordered = sorted(agg.durations)
