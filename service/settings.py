@@ -114,6 +114,20 @@ class Settings(BaseSettings):
         description="Re-sends stop this long after the incident's latest report if it is "
         "never resolved (Alertmanager then resolves the alert itself).",
     )
+    grafana_url: str | None = Field(
+        None,
+        description="Grafana (http://grafana:3000): an annotation per incident, a region "
+        "once it is resolved.",
+    )
+    grafana_token: SecretStr | None = Field(
+        None,
+        description="A Grafana service-account token (Editor), sent as Authorization: Bearer.",
+    )
+    grafana_dashboard_uid: str | None = Field(
+        None,
+        description="Annotate this dashboard only; unset: organisation annotations, shown "
+        "where an annotation query matches their tags.",
+    )
     notify_retry_max_seconds: float = Field(
         300.0, gt=0, description="Longest wait between two tries of a failed notification."
     )

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from service.contract import Analysis, AnomalyReport
 from service.notify.alertmanager import Alertmanager
 from service.notify.event import Event, Target
+from service.notify.grafana import AnnotatingSender, Grafana
 from service.notify.links import LinkBuilder
 from service.notify.outbox import Outbox
 from service.notify.sender import Sender
@@ -58,6 +59,9 @@ def targets_of(settings: Settings) -> list[Target]:
         targets.append(
             Alertmanager(settings.alertmanager_url, settings.alertmanager_resend_seconds)
         )
+    if settings.grafana_url:
+        token = settings.grafana_token.get_secret_value() if settings.grafana_token else None
+        targets.append(Grafana(settings.grafana_url, token, settings.grafana_dashboard_uid))
     return targets
 
 
@@ -84,7 +88,9 @@ class Notifier:
         self.sender: Sender | None = None
         if outbox is not None and self.targets:
             named = {target.name: target for target in self.targets}
-            self.sender = Sender(outbox, named, retry_max_s, rate_per_minute)
+            # Grafana's rows are no single POST of a stored body: its sender knows them
+            kind = AnnotatingSender if "grafana" in named else Sender
+            self.sender = kind(outbox, named, retry_max_s, rate_per_minute)
 
     @classmethod
     def from_settings(

@@ -6,7 +6,8 @@ or another replica's insert of it adds nothing. Delivery is claimed the same way
 moves a due row's next attempt past a lease with a compare-and-set on the value it read,
 and only the sender whose update matched posts it; a sender that dies mid-post leaves the
 row due again once the lease ends. Times are epoch seconds (one comparable type in SQLite
-and PostgreSQL)."""
+and PostgreSQL). A target whose receiver names what a post made (Grafana's annotation id)
+keeps that name in the row's ``reference``, written with its delivery."""
 
 from __future__ import annotations
 
@@ -31,12 +32,15 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS whyslow_notifications (
     resend_seconds DOUBLE PRECISION,
     resend_until DOUBLE PRECISION,
     last_error TEXT,
+    reference TEXT,
     PRIMARY KEY (incident_id, event, target)
 )"""
 DUE_INDEX = (
     "CREATE INDEX IF NOT EXISTS whyslow_notifications_due "
     "ON whyslow_notifications (next_attempt_at)"
 )
+REFERENCE_COLUMN = "ALTER TABLE whyslow_notifications ADD COLUMN reference TEXT"
+"""For a table made before the column was."""
 COLUMNS = "incident_id, event, target, anomaly_id, payload, attempts, next_attempt_at, delivered_at"
 
 
@@ -64,6 +68,22 @@ class Outbox(AnalysisStore):
         with self._lock:
             self._conn.execute(SCHEMA)
             self._conn.execute(DUE_INDEX)
+            self._add_reference_column()
+
+    def _add_reference_column(self) -> None:
+        """A table made before ``reference`` was gains it (a replica starting at the same
+        moment may add it first: then its presence is the outcome)."""
+        if self._has_reference_column():
+            return
+        try:
+            self._conn.execute(REFERENCE_COLUMN)
+        except Exception:
+            if not self._has_reference_column():
+                raise
+
+    def _has_reference_column(self) -> bool:
+        cursor = self._conn.execute("SELECT * FROM whyslow_notifications LIMIT 0")
+        return "reference" in {column[0] for column in cursor.description}
 
     def add(
         self,
@@ -160,17 +180,29 @@ class Outbox(AnalysisStore):
             )
         return cursor.rowcount == 1
 
-    def delivered(self, row: Row, now: float) -> None:
-        """Posted: done, or (a re-sent row) due again ``resend_seconds`` from now."""
+    def delivered(self, row: Row, now: float, reference: str | None = None) -> None:
+        """Posted: done, or (a re-sent row) due again ``resend_seconds`` from now.
+        ``reference``: what the receiver named the post's outcome, kept with the row."""
         m = self._mark
         with self._lock:
             self._conn.execute(
                 f"UPDATE whyslow_notifications SET delivered_at = COALESCE(delivered_at, {m}), "
                 f"attempts = 0, last_error = NULL, next_attempt_at = {m} + "
-                f"COALESCE(resend_seconds, 0) WHERE incident_id = {m} AND event = {m} "
-                f"AND target = {m}",
-                (now, now, row.incident_id, row.event, row.target),
+                f"COALESCE(resend_seconds, 0), reference = COALESCE({m}, reference) "
+                f"WHERE incident_id = {m} AND event = {m} AND target = {m}",
+                (now, now, reference, row.incident_id, row.event, row.target),
             )
+
+    def reference(self, incident_id: str, target: str) -> str | None:
+        """The reference kept with the incident's 'opened' row to ``target``, if any."""
+        m = self._mark
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT reference FROM whyslow_notifications WHERE incident_id = {m} "
+                f"AND event = 'opened' AND target = {m}",
+                (incident_id, target),
+            ).fetchone()
+        return str(row[0]) if row is not None and row[0] is not None else None
 
     def failed(self, row: Row, next_attempt_at: float, error: str) -> None:
         m = self._mark
