@@ -447,7 +447,7 @@ def answer_for(report: AnomalyReport, d: Draft) -> Diagnosis:
     actions = [a.format(service=d.service, dep=d.dependency[0], op=d.operation) for a in choices]
     return Diagnosis(
         probable_cause=d.cause,
-        severity=severity_of(report),
+        severity=severity_of(report, d.note),
         confidence=d.confidence,
         summary=summary,
         explanation=explanation,
