@@ -1,4 +1,5 @@
-"""Notifications of incidents: a webhook, Slack and Alertmanager, each once per event."""
+"""Notifications of incidents: a webhook, Slack, Alertmanager and Grafana annotations, each
+once per event."""
 
 from service.notify.links import LinkBuilder, Links
 from service.notify.notifier import Notifier, posted_as_test

@@ -367,7 +367,8 @@ def test_hostile_bodies_get_a_4xx_never_a_5xx(client: TestClient, tally: Tally, 
 
 
 def test_duplicate_keys_are_read_last_one_wins(client: TestClient, tally: Tally) -> None:
-    body = json.dumps(REPORT).encode()[:-1] + b', "service": "orders"}'
+    report = REPORT | {"id": "duplicate-keys"}  # an id no other test stored an answer for
+    body = json.dumps(report).encode()[:-1] + b', "service": "orders"}'
     response = post(client, tally, body)
     assert response.status_code == 200 and response.json()["service"] == "orders"
 
