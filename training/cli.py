@@ -49,6 +49,10 @@ def cmd_data(args: argparse.Namespace) -> int:
                 samples.to_sample(s, "handwritten")
                 for s in samples.handwritten(samples.HANDWRITTEN_HELDOUT)
             ],
+            samples.HANDWRITTEN_PUBLIC_CHAT: [
+                samples.to_sample(s, "handwritten")
+                for s in samples.handwritten(samples.HANDWRITTEN_PUBLIC)
+            ],
         }
         for path, rows in written.items():
             samples.write_jsonl(path, rows)

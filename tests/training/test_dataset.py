@@ -16,7 +16,13 @@ from training.dataset.generator import generate
 
 
 def test_committed_files_pass_the_check_without_leakage() -> None:
-    files = [samples.COMBINED, samples.HELDOUT, samples.HANDWRITTEN_HELDOUT_CHAT]
+    files = [
+        samples.COMBINED,
+        samples.EXTRA,
+        samples.HELDOUT,
+        samples.HANDWRITTEN_HELDOUT_CHAT,
+        samples.HANDWRITTEN_PUBLIC_CHAT,
+    ]
     for path in files:
         result = check(path, [p for p in files if p != path])
         assert result.ok, result.render()
@@ -43,6 +49,16 @@ def test_hand_written_case_files_are_checked_as_the_samples_they_become(tmp_path
 def test_committed_training_files_are_reproducible() -> None:
     assert samples.combined() == samples.read_jsonl(samples.COMBINED)
     assert samples.extra() == samples.read_jsonl(samples.EXTRA)
+
+
+def test_public_evaluation_set_is_its_hand_written_cases_as_samples() -> None:
+    """The chat form is what ``data build`` makes of the hand-written public cases, which
+    cover every cause."""
+    cases = samples.handwritten(samples.HANDWRITTEN_PUBLIC)
+    rows = [samples.to_sample(s, "handwritten") for s in cases]
+    assert rows == samples.read_jsonl(samples.HANDWRITTEN_PUBLIC_CHAT)
+    assert len(rows) >= 40
+    assert {s.answer.probable_cause for s in cases} == set(ProbableCause)
 
 
 def test_generator_is_seeded_balanced_and_any_size() -> None:

@@ -26,6 +26,11 @@ COMBINED = DATA_DIR / "training-data-combined.jsonl"
 HANDWRITTEN = DATA_DIR / "handwritten.jsonl"
 HANDWRITTEN_HELDOUT = DATA_DIR / "handwritten-heldout.jsonl"
 HANDWRITTEN_HELDOUT_CHAT = DATA_DIR / "handwritten-heldout-chat.jsonl"
+HANDWRITTEN_PUBLIC = DATA_DIR / "handwritten-public.jsonl"
+HANDWRITTEN_PUBLIC_CHAT = DATA_DIR / "handwritten-public-chat.jsonl"
+"""Hand-written from public incident write-ups and real log lines: evaluation only, never
+used for a decision (training, calibration, choosing an adapter or a rule); see
+``handwritten-public.sources.md``."""
 HELDOUT = DATA_DIR / "heldout.jsonl"
 EXTRA = DATA_DIR / "generated-extra.jsonl"
 GENERATED_SEED, HELDOUT_SEED, EXTRA_SEED, CALIBRATION_SEED = 0, 1, 2, 3
