@@ -81,13 +81,13 @@ def applied(consumer: TelemetryConsumer) -> int:
 
 def learnt(detector: Detector, service: str) -> dict[str, Any]:
     """The service's span series with their window-p95 state (the written part of its ring
-    of recent windows), and its metric series."""
-    series, metrics = detector.export(service)
+    of recent windows), its metric series, its calls out and its usual errors."""
+    series, metrics, extras = detector.export(service)
     p95 = {}
     for key, state in series.items():
         arrays = state.p95.state()
         p95[key] = {**arrays, "recent": arrays["recent"][: int(arrays["meta"][2])]}
-    return {"p95": p95, "metrics": sorted(metrics)}
+    return {"p95": p95, "metrics": sorted(metrics), "extras": extras}
 
 
 @pytest.mark.parametrize("wire", FORMATS)
