@@ -11,6 +11,8 @@ small JSON-serialisable dicts (the consumer dead-letters them with ``json.dumps`
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -239,3 +241,39 @@ def json_attributes(
         for kv in attributes or ()
         if kv.get("key") in wanted
     }
+
+
+def reject_resource(batch: OtlpBatch, resource: Resource, n_items: int, items: str) -> None:
+    """A service name the contract refuses rejects the resource's spans or records as one
+    item: the reason is the same for all of them, and one item keeps the dead-letter header
+    short."""
+    item = {"service.name": resource.service[:MAX_NAME_CHARS] + "...", items: n_items}
+    reject(
+        batch,
+        item,
+        f"resource service.name is longer than {MAX_NAME_CHARS} characters: "
+        f"its {n_items} {items} are refused",
+    )
+
+
+def json_id(value: Any, n_bytes: int, field: str) -> str | None:
+    """OTLP/JSON ids are hex (the OTLP spec, unlike the protobuf JSON mapping's base64);
+    base64 is still accepted, since some older exporters wrote it, and its length (24 or
+    12 characters) can never be taken for a hex id (32 or 16)."""
+    if not value:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{field} is not a string")
+    if len(value) == 2 * n_bytes:
+        try:
+            if len(bytes.fromhex(value)) == n_bytes:
+                return value.lower()
+        except ValueError:
+            pass
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) == n_bytes:
+        return raw.hex()
+    raise ValueError(f"{field} {value[:40]!r} is neither {2 * n_bytes} hex digits nor base64")

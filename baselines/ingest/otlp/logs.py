@@ -39,18 +39,18 @@ from baselines.ingest.otlp.common import (
     RESOURCE_KEYS,
     Encoding,
     OtlpBatch,
-    Resource,
     clean,
     construct,
     json_attributes,
+    json_id,
     parse_request,
     proto_resource,
     reject,
+    reject_resource,
     resource_of,
     timestamp,
 )
 from baselines.ingest.otlp.traces import MAX_SPAN_ID_CHARS, MAX_TRACE_ID_CHARS
-from baselines.ingest.otlp.traces import _json_id as json_id
 from service.contract import LogRecord, LogSeverity
 
 
@@ -279,24 +279,12 @@ def _add_record(
     )
 
 
-def _reject_resource(batch: OtlpBatch, resource: Resource, n_records: int) -> None:
-    """A service name the contract refuses rejects the resource's records as one item, as
-    for spans: one reason, one short dead-letter header."""
-    item = {"service.name": resource.service[:MAX_NAME_CHARS] + "...", "log_records": n_records}
-    reject(
-        batch,
-        item,
-        f"resource service.name is longer than {MAX_NAME_CHARS} characters: "
-        f"its {n_records} log records are refused",
-    )
-
-
 def _logs_from_proto(request: ExportLogsServiceRequest, batch: OtlpBatch) -> None:
     for resource_logs in request.resource_logs:
         resource = proto_resource(resource_logs.resource.attributes)
         if len(resource.service) > MAX_NAME_CHARS:
             n = sum(len(scope.log_records) for scope in resource_logs.scope_logs)
-            _reject_resource(batch, resource, n)
+            reject_resource(batch, resource, n, "log records")
             continue
         for scope_logs in resource_logs.scope_logs:
             for record in scope_logs.log_records:
@@ -331,7 +319,7 @@ def _logs_from_json(payload: dict[str, Any], batch: OtlpBatch) -> None:
         scopes = resource_logs.get("scopeLogs") or ()
         if len(resource.service) > MAX_NAME_CHARS:
             n = sum(len(scope.get("logRecords") or ()) for scope in scopes)
-            _reject_resource(batch, resource, n)
+            reject_resource(batch, resource, n, "log records")
             continue
         for scope_logs in scopes:
             for record in scope_logs.get("logRecords") or ():

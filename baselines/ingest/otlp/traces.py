@@ -18,8 +18,6 @@ Mapping decisions (the "why" is next to each helper):
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from types import MappingProxyType
@@ -40,10 +38,12 @@ from baselines.ingest.otlp.common import (
     clean,
     construct,
     json_attributes,
+    json_id,
     parse_request,
     proto_resource,
     proto_value,
     reject,
+    reject_resource,
     resource_of,
 )
 from service.contract import MAX_DURATION_MS, SpanEvent
@@ -217,7 +217,7 @@ def _spans_from_proto(request: ExportTraceServiceRequest, batch: OtlpBatch) -> N
         resource = proto_resource(resource_spans.resource.attributes)
         if len(resource.service) > MAX_NAME_CHARS:
             n = sum(len(scope.spans) for scope in resource_spans.scope_spans)
-            _reject_resource(batch, resource, n)
+            reject_resource(batch, resource, n, "spans")
             continue
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
@@ -262,42 +262,7 @@ def _proto_evidence(span: Span, status_message: str) -> dict[str, str | int | fl
     return _exception_evidence(exception_type, exception_message, status_message)
 
 
-def _reject_resource(batch: OtlpBatch, resource: Resource, n_spans: int) -> None:
-    """A service name the contract refuses rejects the resource's spans as one item: the
-    reason is the same for all of them, and one item keeps the dead-letter header short."""
-    item = {"service.name": resource.service[:MAX_NAME_CHARS] + "...", "spans": n_spans}
-    reject(
-        batch,
-        item,
-        f"resource service.name is longer than {MAX_NAME_CHARS} characters: "
-        f"its {n_spans} spans are refused",
-    )
-
-
 # ----------------------------------------------------------------- spans: OTLP/JSON
-
-
-def _json_id(value: Any, n_bytes: int, field: str) -> str | None:
-    """OTLP/JSON ids are hex (the OTLP spec, unlike the protobuf JSON mapping's base64);
-    base64 is still accepted, since some older exporters wrote it, and its length (24 or
-    12 characters) can never be taken for a hex id (32 or 16)."""
-    if not value:
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"{field} is not a string")
-    if len(value) == 2 * n_bytes:
-        try:
-            if len(bytes.fromhex(value)) == n_bytes:
-                return value.lower()
-        except ValueError:
-            pass
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) == n_bytes:
-        return raw.hex()
-    raise ValueError(f"{field} {value[:40]!r} is neither {2 * n_bytes} hex digits nor base64")
 
 
 def _spans_from_json(payload: dict[str, Any], batch: OtlpBatch) -> None:
@@ -309,7 +274,7 @@ def _spans_from_json(payload: dict[str, Any], batch: OtlpBatch) -> None:
         scopes = resource_spans.get("scopeSpans") or ()
         if len(resource.service) > MAX_NAME_CHARS:
             n = sum(len(scope.get("spans") or ()) for scope in scopes)
-            _reject_resource(batch, resource, n)
+            reject_resource(batch, resource, n, "spans")
             continue
         for scope_spans in scopes:
             for span in scope_spans.get("spans") or ():
@@ -337,9 +302,9 @@ def _spans_from_json(payload: dict[str, Any], batch: OtlpBatch) -> None:
                         kind,
                         int(span.get("startTimeUnixNano") or 0),
                         int(span.get("endTimeUnixNano") or 0),
-                        _json_id(span.get("traceId"), 16, "traceId"),
-                        _json_id(span.get("spanId"), 8, "spanId"),
-                        _json_id(span.get("parentSpanId"), 8, "parentSpanId"),
+                        json_id(span.get("traceId"), 16, "traceId"),
+                        json_id(span.get("spanId"), 8, "spanId"),
+                        json_id(span.get("parentSpanId"), 8, "parentSpanId"),
                         status.get("code", 0) in _JSON_STATUS_ERROR,
                         peer,
                         evidence,
