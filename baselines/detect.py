@@ -429,14 +429,10 @@ class Detector:
                 if counts is None:
                     continue
                 key = (event.service, event.operation, event.kind, event.peer_service or "")
-                agg = window.spans.get(key)
-                if agg is None:
-                    if key not in series:
-                        if not self._admit():
-                            continue
-                        series[key] = SeriesState()
-                    agg = window.spans[key] = SpanWindow()
-                agg.add_histogram(event.bounds_ms, counts, event.error)
+                histogram = self._aggregate(window, key)
+                if histogram is None:
+                    continue
+                histogram.add_histogram(event.bounds_ms, counts, event.error)
                 stats.histograms += 1
                 stats.spans += sum(counts)
             elif isinstance(event, LogRecord):
@@ -626,7 +622,9 @@ class Detector:
                     self.stats.unlinked += 1
                     continue
                 kind, peer = resolved
-                self._add(window, (event.service, event.operation, kind, peer or ""), event)
+                agg = self._aggregate(window, (event.service, event.operation, kind, peer or ""))
+                if agg is not None:
+                    agg.add(event)
             if kind not in OWN_KINDS:
                 continue
             parent = self._index.get(event.parent_span_id)
@@ -634,15 +632,9 @@ class Detector:
                 continue
             caller, operation, waited = parent
             calls[(caller, event.service)] = calls.get((caller, event.service), 0) + 1
-            key = (caller, operation, GAP_KIND, event.service)
-            agg = window.spans.get(key)
-            if agg is None:
-                if key not in self._series:
-                    if not self._admit():
-                        continue
-                    self._series[key] = SeriesState()
-                agg = window.spans[key] = SpanWindow()
-            agg.add_value(max(waited - event.duration_ms, 0.0), event.trace_id)
+            gap = self._aggregate(window, (caller, operation, GAP_KIND, event.service))
+            if gap is not None:
+                gap.add_value(max(waited - event.duration_ms, 0.0), event.trace_id)
         for key, agg in window.spans.items():
             if key[2] in CALL_KINDS and key[3]:
                 calls.setdefault((key[0], key[3]), agg.count)
@@ -650,15 +642,17 @@ class Detector:
             self.graph.observe(caller, callee, count, start)
         window.linked = []
 
-    def _add(self, window: WindowData, key: SpanKey, event: SpanEvent) -> None:
+    def _aggregate(self, window: WindowData, key: SpanKey) -> SpanWindow | None:
+        """The window's aggregate of a series, made (and the series admitted) on its first
+        event; None past the series cap. The ingest loop inlines it for plain spans."""
         agg = window.spans.get(key)
         if agg is None:
             if key not in self._series:
                 if not self._admit():
-                    return
+                    return None
                 self._series[key] = SeriesState()
             agg = window.spans[key] = SpanWindow()
-        agg.add(event)
+        return agg
 
     def _judge_errors(
         self, window: WindowData, alerting: set[str]
