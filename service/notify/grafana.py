@@ -28,7 +28,7 @@ import httpx
 
 from service.notify.event import Event
 from service.notify.outbox import Row
-from service.notify.pacing import retry_after, retry_delay
+from service.notify.pacing import retry_after
 from service.notify.sender import Sender
 
 log = logging.getLogger(__name__)
@@ -165,19 +165,7 @@ class AnnotatingSender(Sender):
             wait = retry_after(response.headers.get("retry-after"))
         except Exception as exc:  # the URL stays out of the log, as for every target
             error = f"{type(exc).__name__}: {exc}"[:300]
-        attempts = row.attempts + 1
-        delay = retry_delay(attempts, self._retry_max_s, wait)
-        self._outbox.failed(row, time.time() + delay, error)
-        self.failures[row.target] += 1
-        log.warning(
-            "notifying %s of incident %s %s failed (attempt %d): %s; next try in %.1f s",
-            row.target,
-            row.incident_id,
-            row.event,
-            attempts,
-            error,
-            delay,
-        )
+        self._retry_later(row, error, wait)
 
     def _delivered(self, row: Row, request: Request, response: httpx.Response) -> None:
         made = annotation_id(response) if request.method == "POST" else None

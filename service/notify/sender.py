@@ -110,6 +110,10 @@ class Sender:
             wait = retry_after(response.headers.get("retry-after"))
         except Exception as exc:  # the URL stays out of the log: Slack's is a secret
             error, wait = f"{type(exc).__name__}: {exc}"[:300], None
+        self._retry_later(row, error, wait)
+
+    def _retry_later(self, row: Row, error: str, wait: float | None) -> None:
+        """A failed attempt: counted, logged, and the row due again after its backoff."""
         attempts = row.attempts + 1
         delay = retry_delay(attempts, self._retry_max_s, wait)
         self._outbox.failed(row, time.time() + delay, error)
