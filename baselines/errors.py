@@ -29,6 +29,12 @@ MIN_NOVEL = 2
 """Fewest lines of never-seen error templates that flag a window."""
 MEMORY = 0.05
 """Weight of each new window in the usual error count (about the last 20 windows)."""
+SUSPICIOUS = 0.01
+"""A window whose error count is this improbable at the usual rate is not learnt from..."""
+ADOPT_WINDOWS = 120
+"""...unless this many such windows came in a row: then the count is the new usual."""
+WARM_UP = 10
+"""A service's first windows are all learnt from: they are what usual is."""
 _TOKEN = re.compile(r"[\w.-]+")
 
 
@@ -94,6 +100,8 @@ class ErrorHabits:
     usual: float = 0.0
     known: dict[str, int] = field(default_factory=dict)
     """Error templates seen, by the window count when last seen."""
+    suspicious: int = 0
+    """Windows in a row too improbable to learn from."""
 
     def judge(
         self,
@@ -122,11 +130,18 @@ class ErrorHabits:
         """A window (None: the service was seen in the window but had no such source)."""
         errors = 0 if window is None else window.errors
         self.windows += 1
-        weight = max(MEMORY, 1.0 / self.windows)
-        # a window counts at most a few deviations above the usual: the tail of a fault
-        # that was not flagged must not teach the service that faults are usual
         usual = max(self.usual, RATE_FLOOR)
-        self.usual += weight * (min(errors, usual + 3.0 * math.sqrt(usual) + 1.0) - self.usual)
+        improbable = self.windows > WARM_UP and poisson_tail(errors, usual) < SUSPICIOUS
+        if improbable and self.suspicious < ADOPT_WINDOWS:
+            # the tail of a fault that was not flagged must not teach the service that
+            # faults are usual
+            self.suspicious += 1
+        elif improbable:  # a new level that lasted: it is the usual now
+            self.usual, self.suspicious = float(errors), 0
+        else:
+            self.suspicious = 0
+            weight = max(MEMORY, 1.0 / self.windows)
+            self.usual += weight * (errors - self.usual)
         if window is not None:
             for template in window.templates:
                 self.known[template] = self.windows
@@ -137,7 +152,12 @@ class ErrorHabits:
                     del self.known[template]
 
     def state(self) -> dict[str, object]:
-        return {"windows": self.windows, "usual": self.usual, "known": self.known}
+        return {
+            "windows": self.windows,
+            "usual": self.usual,
+            "known": self.known,
+            "suspicious": self.suspicious,
+        }
 
     @classmethod
     def from_state(cls, saved: dict[str, object]) -> ErrorHabits:
@@ -146,6 +166,7 @@ class ErrorHabits:
             int(saved.get("windows", 0)),  # type: ignore[call-overload]
             float(saved.get("usual", 0.0)),  # type: ignore[arg-type]
             dict(known) if isinstance(known, dict) else {},
+            int(saved.get("suspicious", 0)),  # type: ignore[call-overload]
         )
 
 

@@ -8,8 +8,10 @@ import math
 import pytest
 
 from baselines.errors import (
+    ADOPT_WINDOWS,
     MAX_TEMPLATES,
     MIN_WINDOWS,
+    WARM_UP,
     ErrorHabits,
     ErrorWindow,
     named_services,
@@ -108,8 +110,25 @@ def test_a_service_that_never_logged_an_error_does_not_alert_on_its_first_two() 
 def test_one_unflagged_burst_does_not_teach_the_service_that_bursts_are_usual() -> None:
     habits = habits_of(40, {"cache miss for <*>": 4})
     habits.learn(window({"cache miss for <*>": 500}))
-    assert 4.0 < habits.usual < 4.5  # a capped share of the window, not 5% of 500
+    assert habits.usual == pytest.approx(4.0)  # an improbable window is not learnt from
     assert habits.judge(window({"cache miss for <*>": 30}), SURPRISE) is not None
+
+
+def test_a_new_level_of_errors_that_lasts_becomes_the_usual() -> None:
+    habits = habits_of(40, {"cache miss for <*>": 4})
+    for _ in range(ADOPT_WINDOWS):
+        habits.learn(window({"cache miss for <*>": 40}))
+    assert habits.usual == pytest.approx(4.0)  # suspicious all along
+    habits.learn(window({"cache miss for <*>": 40}))
+    assert habits.usual > 5.0  # adopted: learning again
+    for _ in range(100):
+        habits.learn(window({"cache miss for <*>": 40}))
+    assert habits.judge(window({"cache miss for <*>": 40}), SURPRISE) is None
+
+
+def test_a_young_service_learns_what_it_logs_from_its_first_windows() -> None:
+    habits = habits_of(WARM_UP, {"cache miss for <*>": 4})
+    assert habits.usual == pytest.approx(4.0)
 
 
 def test_learnt_templates_are_known_and_the_oldest_are_forgotten_past_the_cap() -> None:
