@@ -128,7 +128,7 @@ def receiving(port: int | None = None) -> Iterator[Receiver]:
 
 
 def verify(secret: str, body: bytes, signature: str) -> bool:
-    """The README's check of a webhook's signature."""
+    """The check of a webhook's signature that docs/integrations.md gives."""
     expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected, signature)
 
