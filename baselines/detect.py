@@ -176,6 +176,24 @@ class WindowData:
     logs: dict[str, ErrorWindow] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Closing:
+    """A window being closed, as the facts of its reports are read from it."""
+
+    start: float
+    hour: int
+    data: WindowData
+    summaries: dict[SpanKey, tuple[float, float, float]]
+    """(p50, p95, p99) of each series."""
+    usual: dict[SpanKey, Estimate | None]
+    """Each series' usual p95 for the window's hour."""
+    metrics: dict[tuple[str, str], tuple[float, float | None]]
+    """(service, metric) -> (the window's mean, its usual value)."""
+
+    def service_metrics(self, service: str) -> dict[str, tuple[float, float | None]]:
+        return {name: v for (svc, name), v in self.metrics.items() if svc == service}
+
+
 def _context_profile() -> SeasonalProfile:
     return SeasonalProfile(depth=10, recent=64, min_level_samples=8)
 
@@ -526,6 +544,7 @@ class Detector:
                 if offset is not None:
                     state.p95.shift(offset)
         usual = {key: self._series[key].p95.estimate(hour) for key in window.spans}
+        closing = Closing(start, hour, window, summaries, usual, metrics)
 
         watched = [key for key in window.spans if key[2] in OWN_KINDS + CALL_KINDS + (GAP_KIND,)]
         for key in watched:
@@ -563,9 +582,7 @@ class Detector:
                 if state.gate.step(end, exceeds, bool(calm[i]), th):
                     state.trail.flag(start, hour, float(p95[i]))
                     score = float(likelihood(np.array([surprise]))[0])
-                    flagged[key] = self._facts(
-                        key, start, hour, score, window, summaries, usual, metrics
-                    )
+                    flagged[key] = self._facts(key, score, closing)
                 if state.gate.open:
                     state.gate.keep_offsets(offsets[i : i + 1])
         alerting = {key[0] for key in window.spans if self._series[key].gate.open}
@@ -586,10 +603,7 @@ class Detector:
         dropped = self.incidents.dropped
         updates = self.incidents.update(start, signals, self.graph)
         self.stats.incidents_dropped += self.incidents.dropped - dropped
-        reports = [
-            self._incident_report(update, flagged, start, hour, window, summaries, usual, metrics)
-            for update in updates
-        ]
+        reports = [self._incident_report(update, flagged, closing) for update in updates]
         self.stats.flagged += len(reports)
         alerting |= {service for service, _ in verdicts}
 
@@ -691,15 +705,7 @@ class Detector:
         return verdicts
 
     def _incident_report(
-        self,
-        update: Update,
-        flagged: dict[SpanKey, WindowFacts],
-        start: float,
-        hour: int,
-        window: WindowData,
-        summaries: dict[SpanKey, tuple[float, float, float]],
-        usual: dict[SpanKey, Estimate | None],
-        metrics: dict[tuple[str, str], tuple[float, float | None]],
+        self, update: Update, flagged: dict[SpanKey, WindowFacts], closing: Closing
     ) -> AnomalyReport:
         """One report for an incident: led by the flagged window of its most upstream
         flagged service (what users feel), or the busiest entry series of its first service
@@ -714,7 +720,7 @@ class Detector:
                 break
         if lead is None:
             service = update.flagged[0] if update.flagged else incident.affected[0].service
-            lead = self._quiet_facts(service, start, hour, window, summaries, usual, metrics)
+            lead = self._quiet_facts(service, closing)
         report = build_report(lead, related)
         root = incident.root_cause
         evidence = list(dict.fromkeys([*(root.evidence if root else []), *report.evidence]))
@@ -723,25 +729,16 @@ class Detector:
             update={"id": report_key, "incident": incident, "evidence": evidence[:MAX_EVIDENCE]}
         )
 
-    def _quiet_facts(
-        self,
-        service: str,
-        start: float,
-        hour: int,
-        window: WindowData,
-        summaries: dict[SpanKey, tuple[float, float, float]],
-        usual: dict[SpanKey, Estimate | None],
-        metrics: dict[tuple[str, str], tuple[float, float | None]],
-    ) -> WindowFacts:
+    def _quiet_facts(self, service: str, closing: Closing) -> WindowFacts:
         """The facts of a service's busiest entry series in the window, flagged or not."""
-        own = [k for k in window.spans if k[0] == service and k[2] in OWN_KINDS]
+        spans = closing.data.spans
+        own = [k for k in spans if k[0] == service and k[2] in OWN_KINDS]
         if own:
-            key = max(own, key=lambda k: window.spans[k].count)
-            return self._facts(key, start, hour, 0.0, window, summaries, usual, metrics)
+            return self._facts(max(own, key=lambda k: spans[k].count), 0.0, closing)
         return WindowFacts(
             service=service,
             operation="(errors)",
-            start=datetime.fromtimestamp(start, UTC),
+            start=datetime.fromtimestamp(closing.start, UTC),
             seconds=self.config.window_seconds,
             count=0,
             errors=0,
@@ -753,7 +750,7 @@ class Detector:
             score=0.0,
             count_usual=None,
             error_rate_usual=None,
-            metrics={name: v for (svc, name), v in metrics.items() if svc == service},
+            metrics=closing.service_metrics(service),
             downstream=[],
             evidence=[],
             trace_ids=[],
@@ -779,26 +776,18 @@ class Detector:
                 state.pool = merged
         return complete
 
-    def _facts(
-        self,
-        key: SpanKey,
-        start: float,
-        hour: int,
-        score: float,
-        window: WindowData,
-        summaries: dict[SpanKey, tuple[float, float, float]],
-        usual: dict[SpanKey, Estimate | None],
-        metrics: dict[tuple[str, str], tuple[float, float | None]],
-    ) -> WindowFacts:
+    def _facts(self, key: SpanKey, score: float, closing: Closing) -> WindowFacts:
         """Everything about a flagged window a person would look at next."""
         service, operation = key[0], key[1]
+        window, summaries, usual = closing.data, closing.summaries, closing.usual
+        hour = closing.hour
         agg, state, base = window.spans[key], self._series[key], usual[key]
         p50, p95, p99 = summaries[key]
         return WindowFacts(
             service=service,
             operation=operation,
             start=datetime.fromtimestamp(
-                start - (agg.windows - 1) * self.config.window_seconds, UTC
+                closing.start - (agg.windows - 1) * self.config.window_seconds, UTC
             ),
             seconds=self.config.window_seconds * agg.windows,
             count=agg.count,
@@ -811,7 +800,7 @@ class Detector:
             score=score,
             count_usual=_usual(state.count.estimate(hour)),
             error_rate_usual=_usual(state.error_rate.estimate(hour)),
-            metrics={name: v for (svc, name), v in metrics.items() if svc == service},
+            metrics=closing.service_metrics(service),
             downstream=[
                 (k[3] or k[1], k[1], summaries[k][1], _usual(usual[k]))
                 for k in window.spans
