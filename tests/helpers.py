@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pika
 import pytest
@@ -14,6 +15,7 @@ from opentelemetry.instrumentation.pika import PikaInstrumentor
 from prometheus_client.parser import text_string_to_metric_families
 
 from baselines.consumer import TelemetryConsumer
+from baselines.demo import free_port
 from baselines.detect import Detector, DetectorConfig
 from baselines.forward import Forwarder
 from baselines.settings import Settings
@@ -101,3 +103,37 @@ def running_consumer(
         consumer.stop()
         thread.join(timeout=10)
         assert not thread.is_alive(), "the consumer did not stop"
+
+
+class Loopback:
+    """An HTTP stand-in on 127.0.0.1 for what whyslow posts to. Its port is chosen before
+    it starts, so a setting can point at it while it is still down; ``handler`` answers."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        raise NotImplementedError
+
+    def start(self) -> Loopback:
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self.handler())
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that logs nothing (the tests' output stays the tests')."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from service.rules import RULES_MODEL, diagnose
 from service.settings import Settings
 from service.store import AnalysisStore
 from tests.baselines.conftest import postgres_schema
-from tests.helpers import sample_value, wait_for
+from tests.helpers import Loopback, QuietHandler, sample_value, wait_for
 from tests.service.serving import serving
 
 SECRET = "whsec-3f9a"
@@ -63,24 +63,18 @@ class Post:
         return str(alert["labels"]["incident_id"])
 
 
-class Receiver:
+class Receiver(Loopback):
     """A loopback HTTP server that answers 200 to every POST and keeps it. Its port can be
     chosen before it starts, so a target can point at it while it is still down."""
 
     def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
+        super().__init__(port)
         self.posts: list[Post] = []
-        self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> Receiver:
+    def handler(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 headers = {k.lower(): v for k, v in self.headers.items()}
@@ -91,17 +85,7 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(b"ok")
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        return Handler
 
     def at(self, path: str) -> list[Post]:
         with self._lock:
@@ -120,7 +104,8 @@ def hears(receiver: Receiver, path: str, counts: dict[str, int]) -> Callable[[],
 
 @contextmanager
 def receiving(port: int | None = None) -> Iterator[Receiver]:
-    receiver = Receiver(port).start()
+    receiver = Receiver(port)
+    receiver.start()
     try:
         yield receiver
     finally:

@@ -10,20 +10,18 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from baselines.demo import free_port
-from tests.helpers import wait_for
+from tests.helpers import Loopback, QuietHandler, wait_for
 from tests.service.serving import serving
 from tests.service.test_notify import A1, A, B, metric, post_all, rule_engine
 
@@ -39,27 +37,21 @@ class Call:
     body: dict[str, Any]
 
 
-class Grafana:
+class Grafana(Loopback):
     """Grafana's ``/api/annotations`` on loopback: a POST gets the next id (or, while
     ``refuse`` lasts, a 400), a PATCH of a known id a 200, of another a 404."""
 
     def __init__(self, refuse: int = 0) -> None:
-        self.port = free_port()
+        super().__init__()
         self.calls: list[Call] = []
         self.refuse = refuse
         self._ids = itertools.count(41)
         self._known: set[int] = set()
-        self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> Grafana:
+    def handler(self) -> type[BaseHTTPRequestHandler]:
         grafana = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 call = self._call()
                 with grafana._lock:
@@ -97,17 +89,7 @@ class Grafana:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        return Handler
 
     def of(self, method: str) -> list[Call]:
         with self._lock:
@@ -116,7 +98,8 @@ class Grafana:
 
 @contextmanager
 def grafana_api(refuse: int = 0) -> Iterator[Grafana]:
-    grafana = Grafana(refuse).start()
+    grafana = Grafana(refuse)
+    grafana.start()
     try:
         yield grafana
     finally:
