@@ -218,7 +218,7 @@ def proto_resource(attributes: Iterable[KeyValue]) -> Resource:
     return resource_of(values)
 
 
-def _json_value(value: Any) -> object:
+def json_value(value: Any) -> object:
     """A scalar OTLP/JSON AnyValue (``{"stringValue": ...}``; 64-bit ints are strings)."""
     if not isinstance(value, dict):
         return None
@@ -237,9 +237,7 @@ def json_attributes(
     attributes: Any, wanted: frozenset[str] | Mapping[str, int]
 ) -> dict[str, object]:
     return {
-        kv["key"]: _json_value(kv.get("value"))
-        for kv in attributes or ()
-        if kv.get("key") in wanted
+        kv["key"]: json_value(kv.get("value")) for kv in attributes or () if kv.get("key") in wanted
     }
 
 

@@ -24,6 +24,7 @@ from baselines.ingest.otlp.common import (
     MAX_NAME_CHARS,
     OtlpBatch,
     construct,
+    json_value,
     proto_value,
     reject,
     timestamp,
@@ -112,7 +113,7 @@ def json_spanmetrics(batch: OtlpBatch, service: str, metric: dict[str, Any]) -> 
             batch.skipped += 1
             continue
         attributes = {
-            kv["key"]: _json_scalar(kv.get("value")) for kv in point.get("attributes") or ()
+            kv["key"]: json_value(kv.get("value")) for kv in point.get("attributes") or ()
         }
         _add_point(
             batch,
@@ -126,13 +127,6 @@ def json_spanmetrics(batch: OtlpBatch, service: str, metric: dict[str, Any]) -> 
             int(point.get("timeUnixNano") or 0),
             int(point.get("startTimeUnixNano") or 0) if cumulative else None,
         )
-
-
-def _json_scalar(value: Any) -> object:
-    if not isinstance(value, dict) or not value:
-        return None
-    kind, raw = next(iter(value.items()))
-    return int(raw) if kind == "intValue" else raw
 
 
 def _add_point(
