@@ -26,7 +26,7 @@ import numpy as np
 
 from baselines.baseline import LOG_FLOOR, Estimate, SeasonalProfile, local_hour
 from baselines.callgraph import CallGraph, SpanIndex
-from baselines.errors import ErrorHabits, ErrorVerdict, ErrorWindow
+from baselines.errors import MAX_SAMPLES, ErrorHabits, ErrorVerdict, ErrorWindow
 from baselines.incident import IncidentTracker, Signal, Update
 from baselines.judge import (
     Habits,
@@ -682,21 +682,22 @@ class Detector:
                 spans = sources.setdefault((key[0], "spans"), ErrorWindow())
                 spans.total += agg.count
                 spans.errors += agg.errors
-                for text in agg.evidence:
-                    if agg.errors and len(spans.samples) < 8:
-                        spans.samples.setdefault(text, text)
-                        spans.templates[text] = spans.templates.get(text, 0) + 1
+                if agg.errors:
+                    for text in agg.evidence:
+                        if len(spans.samples) < MAX_SAMPLES:
+                            spans.samples.setdefault(text, text)
+                            spans.templates[text] = spans.templates.get(text, 0) + 1
         verdicts: dict[tuple[str, str], ErrorVerdict] = {}
-        services = frozenset(key[0] for key in self._series) | frozenset(
-            key[0] for key in self._errors
-        )
-        """The names error lines may name (``named_services`` leaves out the logging one)."""
+        services: frozenset[str] = frozenset()
+        """The names error lines may name, gathered once a window has errors at all."""
         for source, errors in sources.items():
             habits = self._errors.get(source)
             if habits is None:
                 if not self._admit():
                     continue
                 habits = self._errors[source] = ErrorHabits()
+            if errors.errors and not services:
+                services = frozenset(k[0] for k in self._series) | {k[0] for k in self._errors}
             verdict = habits.judge(errors, th.surprise, services, source[0])
             if verdict is not None:
                 verdicts[source] = verdict
