@@ -882,7 +882,8 @@ def _resource_signals(
     graph: CallGraph,
 ) -> list[Signal]:
     """CPU or memory far above usual, for the services of incidents and what they call; and
-    saturation anywhere."""
+    saturation anywhere. The strength is the rise, scaled by how near the value is to
+    saturation."""
     watched = suspects | {callee for service in suspects for callee in graph.callees(service)}
     signals = []
     for (service, name), (value, usual) in metrics.items():
@@ -893,7 +894,9 @@ def _resource_signals(
             continue
         if value >= RESOURCE_RISE * usual and value - usual >= RESOURCE_POINTS:
             what = "CPU" if name == "cpu_pct" else "memory"
-            strength = min(1.0, (value - usual) / max(usual, RESOURCE_POINTS))
+            # a rise far from the limit explains little: CPU at 25% does not slow anyone
+            rise = min(1.0, (value - usual) / max(usual, RESOURCE_POINTS))
+            strength = rise * min(1.0, value / SATURATED_PCT)
             reason = f"{what} {value:.0f}% (usual {usual:.0f}%)"
             signals.append(Signal(service, "resources", strength, reason, opens=saturated))
     return signals

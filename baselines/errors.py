@@ -19,7 +19,9 @@ MAX_TEMPLATES = 2000
 MAX_WINDOW_TEMPLATES = 50
 MAX_SAMPLES = 8
 MIN_WINDOWS = 3
-"""Windows of history before a service's errors are judged: what is usual must be known."""
+"""Windows of history before a service's errors are judged: what is usual must be known.
+These first windows are all learnt from; after them, a window the service's usual rate makes
+improbable is not (a fault early in a service's life must not become its usual)."""
 RATE_FLOOR = 0.5
 """Errors a window is assumed to usually hold at least: a service that never logged an error
 does not alert on its first one or two."""
@@ -33,8 +35,6 @@ SUSPICIOUS = 0.01
 """A window whose error count is this improbable at the usual rate is not learnt from..."""
 ADOPT_WINDOWS = 120
 """...unless this many such windows came in a row: then the count is the new usual."""
-WARM_UP = 10
-"""A service's first windows are all learnt from: they are what usual is."""
 _TOKEN = re.compile(r"[\w.-]+")
 
 
@@ -131,7 +131,7 @@ class ErrorHabits:
         errors = 0 if window is None else window.errors
         self.windows += 1
         usual = max(self.usual, RATE_FLOOR)
-        improbable = self.windows > WARM_UP and poisson_tail(errors, usual) < SUSPICIOUS
+        improbable = self.windows > MIN_WINDOWS and poisson_tail(errors, usual) < SUSPICIOUS
         if improbable and self.suspicious < ADOPT_WINDOWS:
             # the tail of a fault that was not flagged must not teach the service that
             # faults are usual
