@@ -141,6 +141,8 @@ CLAUSE = re.compile(
     r"[;,:!?]|\.(?=\s|$)|\s(?:while|but|whereas|although|though|because|since|as|so|and|yet"
     r"|then|after|with)\s"
 )
+FACT = re.compile(r"\d[\w.%/]* vs usual \d(?:[\w.%/]*[\w%/])?(?: \((?:[\w.]+ [A-Z]+|normal)\))?")
+"""A fact as the prompt prints it and answers quote it: ``98% vs usual 39% (2.5x HIGHER)``."""
 QUOTED = re.compile(r"(?<!\w)'[^']*'(?!\w)|\"[^\"]*\"")
 """Quoted text (evidence, a log line) says what it says: its words are not the answer's."""
 WORD = re.compile(r"[a-z0-9']+")
@@ -275,10 +277,12 @@ def _direction(words: list[re.Match[str]], at: int) -> str | None:
 
 
 def misstated(text: str, known: Facts) -> list[str]:
-    """What ``text`` says that the report's facts do not: a signal given a direction its
-    numbers do not have (``cpu rose`` with the CPU LOWER; quoted text aside), a name shaped
-    like a service's that the report does not contain."""
-    found: list[str] = []
+    """What ``text`` says that the report's facts do not: a fact quoted otherwise than the
+    prompt prints it (``88MB vs usual 41MB`` of a memory at 88% vs usual 41%), a quote the
+    report does not hold, a signal given a direction its numbers do not have (``cpu rose``
+    with the CPU LOWER; quoted text aside), a name shaped like a service's that the report
+    does not contain."""
+    found = [fact for fact in FACT.findall(text) if _folded(fact) not in known.text]
     for quoted in QUOTED.finditer(text):
         inside = _folded(quoted[0][1:-1]).rstrip(".\u2026").strip()
         if inside and inside not in known.text:

@@ -13,7 +13,9 @@ model was trained on.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from service import playbook
 from service.contract import (
@@ -275,6 +277,9 @@ class Settled:
     """The causes an answer may name (empty: any); ``cause``, when it is settled."""
     confidence: float | None = None
     """The settled cause's confidence; None: the model's own score over ``causes``."""
+    contradicts: Callable[[str], list[str]] | None = field(default=None, compare=False)
+    """What a text says that the report's facts do not (``grounding.misstated``): a decoder
+    takes back a word that adds to it; None: no such check while decoding."""
 
     def actions(self, cause: ProbableCause) -> list[str]:
         """The actions an answer of this cause recommends some of (none: its own)."""
@@ -292,6 +297,8 @@ class Settled:
 def settled(report: AnomalyReport, note: str | None = None) -> Settled:
     """What the facts of ``report`` settle (``note``: the catalogue's note on its service)."""
     from service.assess import assess  # it reads this module's tagged signals
+    from service.grounding import facts as known
+    from service.grounding import misstated
 
     facts = assess(report, note)
     return Settled(
@@ -301,4 +308,5 @@ def settled(report: AnomalyReport, note: str | None = None) -> Settled:
         facts.settled,
         facts.allowed,
         facts.confidence if facts.settled else None,
+        partial(misstated, known=known(report, note)),
     )

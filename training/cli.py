@@ -28,9 +28,11 @@ def _base_gguf(value: str | None) -> Path:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    from training.config import TrainConfig
     from training.dataset import samples
     from training.dataset.check import check
     from training.dataset.generator import generate
+    from training.dataset.texts import HELDOUT
 
     if args.data_command == "generate":
         rows = [samples.to_sample(s, "generated") for s in generate(args.n, args.seed)]
@@ -43,7 +45,7 @@ def cmd_data(args: argparse.Namespace) -> int:
             samples.EXTRA: samples.extra(),
             samples.HELDOUT: [
                 samples.to_sample(s, "generated")
-                for s in generate(args.heldout, samples.HELDOUT_SEED)
+                for s in generate(args.heldout, samples.HELDOUT_SEED, wording=HELDOUT)
             ],
             samples.HANDWRITTEN_HELDOUT_CHAT: [
                 samples.to_sample(s, "handwritten")
@@ -58,7 +60,8 @@ def cmd_data(args: argparse.Namespace) -> int:
             samples.write_jsonl(path, rows)
             print(f"wrote {len(rows)} samples to {path}")
         return 0
-    results = [check(path, [p for p in args.files if p != path]) for path in args.files]
+    training = [Path(d.path) for d in TrainConfig.load(args.config).datasets]
+    results = [check(path, [p for p in args.files if p != path], training) for path in args.files]
     for result in results:
         print(result.render())
     return 0 if all(r.ok for r in results) else 1
@@ -161,6 +164,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
+    from service.contract import ProbableCause
     from service.model import tuned
     from service.model.gguf_files import read_manifest, write_manifest
     from service.model.runtime import ModelRuntime
@@ -213,7 +217,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(f"--dry-run: {manifest_path} left as it was")
     else:
-        write_manifest(manifest.model_copy(update={"cause_bias": fit.bias}), manifest_path)
+        bias_by_cause = {ProbableCause(cause): b for cause, b in fit.bias.items()}
+        write_manifest(manifest.model_copy(update={"cause_bias": bias_by_cause}), manifest_path)
         print(f"wrote cause_bias to {manifest_path}")
     return 0
 
@@ -290,6 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
         "check", help="validate files; each is checked for leakage into the others"
     )
     chk.add_argument("files", type=Path, nargs="+")
+    chk.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help="the training config whose datasets are the training side (the other files "
+        "must share no evidence template with them)",
+    )
     data.set_defaults(func=cmd_data)
 
     p = sub.add_parser("plan", help="trainable parameters, adapter size, memory of a LoRA run")

@@ -8,13 +8,16 @@ severity accuracy, cause accuracy where the facts leave a choice (several causes
 supported: where the model decides), valid JSON, answers citing numbers the report does
 not have, quoting its facts with the wrong numbers, or saying of a signal or a service
 what the report does not (``grounding.misstated``), actions naming the service or its
-dependency, actions meant for another cause, tokens/s; cause accuracy per pattern.
+dependency, actions meant for another cause, tokens/s, seconds per answer (mean and
+median); cause accuracy per pattern; and how well the stated confidence is calibrated:
+observed cause accuracy per band of stated confidence, and the expected calibration error
+(the case-weighted gap between the two).
 """
 
 from __future__ import annotations
 
 import json
-import re
+import statistics
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -26,14 +29,12 @@ from tqdm import tqdm
 
 from service import playbook, rules
 from service.contract import AnomalyReport, Diagnosis, ProbableCause
-from service.grounding import facts, misstated, report_numbers, ungrounded
+from service.grounding import FACT, facts, misstated, report_numbers, ungrounded
 from service.model.runtime import ModelBackend
 from service.prompt import build_messages, settled
 from training.dataset.samples import read_jsonl
 
 RULES = "rules (complete policy)"
-FACT = re.compile(r"\d[\w.%/]* vs usual \d[\w.%/]*(?: \((?:[\w.]+ [A-Z]+|normal)\))?")
-"""A fact as the prompt prints it and answers quote it: ``98% vs usual 39% (2.5x HIGHER)``."""
 OPENINGS = {
     cause: [
         a.split("{")[0]
@@ -79,6 +80,31 @@ class Outcome:
     tokens: int = 0
     seconds: float = 0.0
     cause: str | None = None
+    confidence: float | None = None
+
+
+BANDS = ((0.0, 0.5), (0.5, 0.7), (0.7, 0.85), (0.85, 1.01))
+"""Bands of stated confidence for the reliability table (the last holds 0.85 to 1)."""
+
+
+def reliability(outcomes: list[Outcome]) -> dict[str, Any]:
+    """Stated confidence against observed cause accuracy, per band, and the expected
+    calibration error: sum over bands of (cases / all) * |accuracy - mean confidence|."""
+    stated = [o for o in outcomes if o.confidence is not None]
+    bands: list[dict[str, Any]] = []
+    for low, high in BANDS:
+        inside = [o for o in stated if low <= (o.confidence or 0.0) < high]
+        if inside:
+            bands.append(
+                {
+                    "band": f"{low:.2f}-{min(high, 1.0):.2f}",
+                    "cases": len(inside),
+                    "stated": sum(o.confidence or 0.0 for o in inside) / len(inside),
+                    "observed": sum(o.cause_ok for o in inside) / len(inside),
+                }
+            )
+    gap = sum(b["cases"] * abs(b["observed"] - b["stated"]) for b in bands)
+    return {"bands": bands, "ece": gap / len(stated) if stated else None}
 
 
 def load_cases(path: Path) -> list[Case]:
@@ -118,7 +144,11 @@ def score(case: Case, answer: Diagnosis | None, tokens: int = 0, seconds: float 
         severity_ok=answer.severity == case.expected.severity,
         ungrounded=[n for text in texts for n in ungrounded(text, allowed)],
         misquoted=[f for text in texts for f in FACT.findall(text) if f not in prompt],
-        misstated=misstated(f"{answer.summary} {answer.explanation}", known),
+        misstated=[
+            said
+            for said in misstated(f"{answer.summary} {answer.explanation}", known)
+            if not FACT.fullmatch(said)  # counted as misquoted
+        ],
         choice=choice,
         foreign_actions=[
             a for a in answer.recommended_actions if _foreign(a, answer.probable_cause)
@@ -128,6 +158,7 @@ def score(case: Case, answer: Diagnosis | None, tokens: int = 0, seconds: float 
         tokens=tokens,
         seconds=seconds,
         cause=answer.probable_cause.value,
+        confidence=answer.confidence,
     )
 
 
@@ -178,6 +209,8 @@ def summarise(outcomes: list[Outcome]) -> dict[str, Any]:
         "actions_specific": sum(o.actions_specific for o in outcomes) / n,
         "tokens_per_s": sum(o.tokens for o in outcomes) / seconds if seconds else None,
         "seconds_per_answer": seconds / n if seconds else None,
+        "seconds_p50": statistics.median(o.seconds for o in outcomes) if seconds else None,
+        "calibration": reliability(outcomes),
         "cause_accuracy_by_pattern": {
             p: sum(o.cause_ok for o in group) / len(group)
             for p, group in sorted(by_pattern.items())
@@ -198,13 +231,13 @@ def render(results: dict[str, dict[str, dict[str, Any]]]) -> str:
             "| model | cause | cause where a choice | severity | valid JSON | "
             "ungrounded numbers | misquoted facts | misstated | "
             "actions name service | actions of another cause | tokens/s | s/answer | "
-            + " | ".join(f"cause: {p}" for p in patterns)
-            + " |",
-            "|---" * (12 + len(patterns)) + "|",
+            "s/answer p50 | " + " | ".join(f"cause: {p}" for p in patterns) + " |",
+            "|---" * (13 + len(patterns)) + "|",
         ]
         for model, s in models.items():
             speed = f"{s['tokens_per_s']:.1f}" if s["tokens_per_s"] else "-"
             per = f"{s['seconds_per_answer']:.2f}" if s["seconds_per_answer"] else "-"
+            p50 = f"{s['seconds_p50']:.2f}" if s["seconds_p50"] else "-"
             choice = f"{s['choice_accuracy']:.0%}" if s["choice_accuracy"] is not None else "-"
             by = s["cause_accuracy_by_pattern"]
             lines.append(
@@ -213,12 +246,33 @@ def render(results: dict[str, dict[str, dict[str, Any]]]) -> str:
                 f"{s['valid_json']:.0%} | {s['ungrounded_numbers']} | {s['misquoted_facts']} | "
                 f"{s['misstated']} | "
                 f"{s['actions_specific']:.0%} | {s['foreign_actions']} of {s['actions']} | "
-                f"{speed} | {per} | "
+                f"{speed} | {per} | {p50} | "
                 + " | ".join(f"{by[p]:.0%}" if p in by else "-" for p in patterns)
                 + " |"
             )
-        lines.append("")
+        lines += ["", *_reliability_table(models), ""]
     return "\n".join(lines)
+
+
+def _reliability_table(models: dict[str, dict[str, Any]]) -> list[str]:
+    """Per model: observed cause accuracy / mean stated confidence (cases) per band."""
+    head = " | ".join(f"stated {low:.2f}-{min(high, 1.0):.2f}" for low, high in BANDS)
+    lines = [
+        "Confidence calibration: observed cause accuracy / mean stated confidence (cases)",
+        "",
+        f"| model | {head} | expected calibration error |",
+        "|---" * (len(BANDS) + 2) + "|",
+    ]
+    for model, s in models.items():
+        calibration = s["calibration"]
+        by_band = {b["band"]: b for b in calibration["bands"]}
+        cells = []
+        for low, high in BANDS:
+            b = by_band.get(f"{low:.2f}-{min(high, 1.0):.2f}")
+            cells.append(f"{b['observed']:.0%} / {b['stated']:.2f} ({b['cases']})" if b else "-")
+        ece = f"{calibration['ece']:.3f}" if calibration["ece"] is not None else "-"
+        lines.append(f"| {model} | " + " | ".join(cells) + f" | {ece} |")
+    return lines
 
 
 def write_report(

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,7 @@ import numpy as np
 from llama_cpp import Llama, LogitsProcessorList
 
 from service.contract import Diagnosis, ProbableCause, Severity
+from service.grounding import FACT
 from service.model.numbers import PromptNumbers, TokenClasses
 from service.prompt import Settled
 
@@ -206,11 +208,12 @@ class FieldDecoder:
         else:
             run.choose(self._confidence)
         whole = _escaped(settled.summary(cause)) if settled else b""
+        contradicts = settled.contradicts if settled else None
         if whole and len(whole) <= self._limits["summary"]:
             run.force(whole + b'","explanation":"')
         else:
-            run.string("summary", [b',"explanation":"'])
-        run.string("explanation", [b',"recommended_actions":["'])
+            run.string("summary", [b',"explanation":"'], contradicts)
+        run.string("explanation", [b',"recommended_actions":["'], contradicts)
         limit = self._limits["action"]
         offered = [_escaped(a) for a in settled.actions(cause)] if settled else []
         offered = list(dict.fromkeys(a for a in offered if len(a) <= limit))
@@ -276,11 +279,14 @@ class _Run:
     def force(self, text: bytes) -> None:
         self.answer += text
 
-    def _tokens(self, steer: Callable[[np.ndarray], None]) -> Generator[int, None, None]:
-        """Tokens sampled after the answer so far, each from the scores as ``steer``
-        leaves them (it changes them in place: no 49k-float garbage per token)."""
+    def _tokens(
+        self, steer: Callable[[np.ndarray], None], tail: bytes = b""
+    ) -> Generator[int, None, None]:
+        """Tokens sampled after the answer so far (and ``tail``, a string's text so far),
+        each from the scores as ``steer`` leaves them (it changes them in place: no
+        49k-float garbage per token)."""
         llm = self.d._llm
-        ids = self.prompt + llm.tokenize(self.answer, add_bos=False, special=False)
+        ids = self.prompt + llm.tokenize(self.answer + tail, add_bos=False, special=False)
 
         def mask(_: object, scores: np.ndarray) -> np.ndarray:
             steer(scores)
@@ -346,34 +352,46 @@ class _Run:
             left.remove(chosen[3:])
         self.force(b'"]}')
 
-    def string(self, field: str, then: list[bytes]) -> bytes:
+    def string(
+        self,
+        field: str,
+        then: list[bytes],
+        contradicts: Callable[[str], list[str]] | None = None,
+    ) -> bytes:
         """A string's text, closed by its quote and one of ``then`` (what must follow), never
         empty nor longer than the contract allows (near the bound only tokens that fit are
-        left, then only the quote); returns the ``then`` taken."""
+        left, then only the quote); returns the ``then`` taken. A word that makes the text
+        say more that ``contradicts`` finds (a direction the numbers do not have, a quote or
+        a name the report does not hold) is taken back and its first token refused there,
+        up to ``RETRACTIONS`` times; the guard judges what is left."""
         d = self.d
         closers = d.closers(then)
         limit = d._limits[field]
-        value = b""
+        text = _Text(contradicts)
 
         def steer(scores: np.ndarray) -> None:
-            room = limit - len(value)
+            room = limit - len(text.value)
             fits = d._safe & (d._lengths <= room)
-            if value:
+            if text.value:
                 fits |= closers & (d._before_quote <= room)
             block = ~fits
-            self.numbers.block(value, block)
+            self.numbers.block(text.value, block)
+            block[list(text.refused())] = True
             np.copyto(scores, -np.inf, where=block)
 
         tokens = self._tokens(steer)
-        for token in tokens:
-            text = d._texts[token]
-            if closers[token]:
+        while (token := next(tokens, None)) is not None:
+            piece = d._texts[token]
+            closing = bool(closers[token])
+            at = d._before_quote[token] if closing else len(piece)
+            if text.add(token, piece[:at], closing):  # taken back: sample again from there
                 tokens.close()
-                at = d._before_quote[token]
-                self.answer += value + text[:at] + b'"'
-                rest = text[at + 1 :]
+                tokens = self._tokens(steer, text.value)
+            elif closing:
+                tokens.close()
+                self.answer += text.value + b'"'
+                rest = piece[at + 1 :]
                 return self._follow([t for t in then if t.startswith(rest)])
-            value += text
         raise FieldOutputError(f"{field}: the model stopped inside the string", self.sampled)
 
     def _follow(self, then: list[bytes]) -> bytes:
@@ -381,3 +399,82 @@ class _Run:
             return self.choose(then)
         self.force(then[0])
         return then[0]
+
+
+RETRACTIONS = 6
+"""How many words one string may have taken back (a model that keeps contradicting the
+facts is left to the guard, which degrades its answer to the rule engine's text)."""
+WORDLIKE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+QUOTES = "'\""
+
+
+class _Text:
+    """A string being decoded, held to the facts word by word: the tokens it was sampled
+    as, and those refused at each offset because the word they began contradicted them."""
+
+    def __init__(self, contradicts: Callable[[str], list[str]] | None) -> None:
+        self.value = b""
+        self._contradicts = contradicts
+        self._said: list[str] = []
+        self._starts: list[tuple[int, int]] = []
+        self._refused: dict[int, set[int]] = {}
+        self._retracted = 0
+
+    def refused(self) -> set[int]:
+        """The tokens refused where the text now ends."""
+        return self._refused.get(len(self.value), set())
+
+    def add(self, token: int, piece: bytes, last: bool = False) -> bool:
+        """Append ``piece`` (``last``: the string ends after it); True when that completed a
+        word that contradicts the facts and the text was taken back to where the word began,
+        or, for a quote or a fact the report does not hold, to where it began (sampling must
+        restart there)."""
+        if piece:
+            self._starts.append((len(self.value), token))
+            self.value += piece
+        if self._contradicts is None or (not last and all(b in WORDLIKE for b in piece)):
+            return False
+        found = self._found(self.value if last else _whole_words(self.value))
+        new = list((Counter(found) - Counter(self._said)).elements())
+        if not new or self._retracted >= RETRACTIONS:
+            self._said = found
+            return False
+        span = next((f for f in new if _literal(f) and f.encode() in self.value), "")
+        opened = self.value.rfind(span.encode()) if span else len(self.value)
+        for at, first in reversed(self._starts):
+            if (
+                at <= opened
+                and _opens_word(self.value, at)
+                and len(self._found(self.value[:at])) < len(found)
+            ):
+                self._retracted += 1
+                self._refused = {k: v for k, v in self._refused.items() if k <= at}
+                self._refused.setdefault(at, set()).add(first)
+                self._starts = [s for s in self._starts if s[0] < at]
+                self.value = self.value[:at]
+                return True
+        self._said = found
+        return False
+
+    def _found(self, value: bytes) -> list[str]:
+        assert self._contradicts is not None
+        return self._contradicts(value.decode("utf-8", errors="ignore"))
+
+
+def _literal(finding: str) -> bool:
+    """Whether a finding is text the answer wrote as it stands (a quote, a quoted fact), not
+    a subject and a direction gathered from a clause."""
+    return finding[:1] in QUOTES or FACT.fullmatch(finding) is not None
+
+
+def _opens_word(value: bytes, at: int) -> bool:
+    """Whether the text from ``at`` on begins a word (or a quote, or punctuation)."""
+    return at == 0 or value[at - 1] not in WORDLIKE or value[at] not in WORDLIKE
+
+
+def _whole_words(value: bytes) -> bytes:
+    """``value`` without the word it may end inside of (it is judged once complete)."""
+    end = len(value)
+    while end and value[end - 1] in WORDLIKE:
+        end -= 1
+    return value[:end]

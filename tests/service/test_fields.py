@@ -3,13 +3,16 @@ tokens decoded, budgets and deadlines kept."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
 from service.contract import AnomalyReport, Diagnosis, ProbableCause, Severity
-from service.grounding import report_numbers, ungrounded
+from service.grounding import FACT, report_numbers, ungrounded
+from service.model import fields
 from service.model.runtime import ModelBusy, ModelRuntime
 from service.model.tuned import prepare_tuned
 from service.prompt import Settled, build_messages, settled
@@ -144,3 +147,64 @@ def test_the_model_runs_on_its_own_thread_whichever_thread_asks(runtime: ModelRu
     finally:
         runtime._decoder.decode = decode  # type: ignore[method-assign]
     assert len(seen) == 2 and len(set(seen)) == 1 and seen[0].startswith("whyslow-model")
+
+
+def test_a_word_that_contradicts_the_facts_is_taken_back_without_the_model() -> None:
+    """Decoding ``cpu rose sharply`` where the facts say the CPU did not rise: once ``rose``
+    is whole, the text goes back to where it began and its first token is refused there."""
+    text = fields._Text(lambda t: ["cpu rose"] if "cpu rose" in t else [])
+    for token, piece in enumerate([b"The", b" cpu", b" ro", b"se"]):
+        assert not text.add(token, piece)
+    assert text.add(4, b" sharply")
+    assert text.value == b"The cpu" and text.refused() == {2}
+    for token, piece in [(5, b" stayed"), (6, b" flat"), (7, b".")]:
+        assert not text.add(token, piece)
+    assert text.value == b"The cpu stayed flat." and text.refused() == set()
+    ending = fields._Text(lambda t: ["cpu rose"] if "cpu rose" in t else [])
+    assert not ending.add(0, b"cpu")
+    assert ending.add(1, b" rose", last=True)  # the closing quote ends the word
+    assert ending.value == b"cpu" and ending.refused() == {1}
+    assert ending.add(2, b" rose") is False  # not whole yet
+    assert ending.add(3, b"", last=True)  # a closing quote alone ends it too
+    assert ending.value == b"cpu" and ending.refused() == {1, 2}
+
+
+def test_a_quote_the_report_does_not_hold_is_taken_back_to_where_it_opened() -> None:
+    text = fields._Text(lambda t: [q for q in re.findall(r"'[^']*'", t) if q != "'ok'"])
+    for token, piece in enumerate([b"saw", b" '", b"bad"]):
+        assert not text.add(token, piece)
+    assert text.add(3, b"'")
+    assert text.value == b"saw" and text.refused() == {1}
+
+
+def test_a_fact_quoted_wrong_is_taken_back_to_where_it_began() -> None:
+    text = fields._Text(lambda t: [f for f in FACT.findall(t) if f != "48ms vs usual 25ms"])
+    for token, piece in enumerate([b"p95", b" 25", b"ms", b" vs", b" usual", b" 7"]):
+        assert not text.add(token, piece)
+    assert text.add(6, b" seconds")
+    assert text.value == b"p95" and text.refused() == {1}
+
+
+def test_a_word_still_contradicting_after_the_retractions_is_left_to_the_guard() -> None:
+    text = fields._Text(lambda t: ["up"] * t.count(" up"))
+    for _ in range(fields.RETRACTIONS):
+        text.add(0, b" up")
+        assert text.add(1, b" ") and text.value == b""
+    text.add(0, b" up")
+    assert not text.add(1, b" ") and text.value == b" up "
+
+
+@pytest.mark.slow
+def test_a_word_the_facts_contradict_is_never_written(runtime: ModelRuntime) -> None:
+    """The decoder holds the prose to the facts word by word: here a checker that refuses
+    a word the model's own explanation of the report uses."""
+    row = samples.read_jsonl(samples.HANDWRITTEN_HELDOUT_CHAT)[0]
+    report = AnomalyReport.model_validate(row["meta"]["report"])
+    given = settled(report)
+    free = runtime.complete(_messages(row), 400, time.monotonic() + 120, settled=given)
+    said = Diagnosis.model_validate_json(free.text).explanation.lower()
+    word = re.findall(r"[a-z]{5,}", said)[0]
+    strict = replace(given, contradicts=lambda t: re.findall(rf"\b{word}\b", t.lower()))
+    held = runtime.complete(_messages(row), 400, time.monotonic() + 120, settled=strict)
+    answer = Diagnosis.model_validate_json(held.text)
+    assert not re.search(rf"\b{word}\b", answer.explanation.lower()), (word, answer)

@@ -136,6 +136,13 @@ def test_a_name_or_a_quote_the_report_does_not_hold_is_misstated() -> None:
     assert _misstated("it waits on rates-db", note="exchange-api waits on rates-db") == []
 
 
+def test_a_fact_quoted_with_another_facts_number_or_unit_is_misstated() -> None:
+    """Each number is the report's; the pair is not a fact the prompt prints."""
+    assert _misstated("CPU is 9.4% vs usual 40.3% (LOWER).") == []
+    assert _misstated("CPU is 9.4% vs usual 89.1ms.") == ["9.4% vs usual 89.1ms"]
+    assert _misstated("CPU is 9.4MB vs usual 40.3MB.") == ["9.4MB vs usual 40.3MB"]
+
+
 def test_unsupported_counts_invented_numbers_and_misstated_words_alike() -> None:
     assert unsupported("CPU rose to 97% while payments-db slowed.", REPORT) == [
         "97",

@@ -7,12 +7,12 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from service.contract import ProbableCause
+from service.contract import AnomalyReport, Diagnosis, ProbableCause
 from service.prompt import settled, summary_head
 from training.cli import main
-from training.dataset import samples
+from training.dataset import samples, texts
 from training.dataset.check import check
-from training.dataset.generator import generate
+from training.dataset.generator import Scenario, generate
 
 
 def test_committed_files_pass_the_check_without_leakage() -> None:
@@ -23,8 +23,9 @@ def test_committed_files_pass_the_check_without_leakage() -> None:
         samples.HANDWRITTEN_HELDOUT_CHAT,
         samples.HANDWRITTEN_PUBLIC_CHAT,
     ]
+    training = [samples.COMBINED, samples.EXTRA]
     for path in files:
-        result = check(path, [p for p in files if p != path])
+        result = check(path, [p for p in files if p != path], training)
         assert result.ok, result.render()
     combined = samples.read_jsonl(samples.COMBINED)
     sources = Counter(row["meta"]["source"] for row in combined)
@@ -44,6 +45,38 @@ def test_hand_written_case_files_are_checked_as_the_samples_they_become(tmp_path
     assert len(result.errors) == 1, result.errors
     assert result.errors[0].startswith("sample 2: hand-written case is not valid")
     assert "probable_cause" in result.errors[0]
+
+
+def test_an_evaluation_file_may_not_share_an_evidence_template_with_training(
+    tmp_path: Path,
+) -> None:
+    """The generated held-out file draws its evidence from wording training never reads; a
+    line of a training template, whatever its numbers, is refused in an evaluation file."""
+    held_out = samples.read_jsonl(samples.HELDOUT)
+    assert all(_template_of_every_line(row, texts.HELDOUT) for row in held_out)
+    report = held_out[0]["meta"]["report"]
+    report["evidence"] = ["connection pool exhausted: 7/7 in use, waiting for db"]
+    row = samples.to_sample(
+        Scenario("x", "evidence", AnomalyReport.model_validate(report), _answer(held_out[0])),
+        "generated",
+    )
+    leaking = check(_write(tmp_path / "eval.jsonl", [row]), training=[samples.COMBINED])
+    assert leaking.errors == [
+        "sample 1: evidence shares a template with training: "
+        "'connection pool exhausted: 7/7 in use, waiting for db'"
+    ]
+    train = _write(tmp_path / "train.jsonl", [row])
+    assert check(train, training=[train]).ok
+
+
+def _template_of_every_line(row: dict, wording: texts.Wording) -> bool:
+    lines = row["meta"]["report"]["evidence"]
+    own = [*(t for ts in wording.decisive.values() for t in ts), *wording.noise]
+    return all(texts.template_of(line) in own for line in lines)
+
+
+def _answer(row: dict) -> Diagnosis:
+    return Diagnosis.model_validate_json(row["messages"][2]["content"])
 
 
 def test_committed_training_files_are_reproducible() -> None:

@@ -36,3 +36,27 @@ def test_an_action_from_another_causes_playbook_is_counted() -> None:
     answer = case.expected.model_copy(update={"recommended_actions": [own, queue]})
     outcome = evaluate.score(case, answer)
     assert outcome.foreign_actions == [queue] and outcome.actions == 2
+
+
+def test_the_reliability_table_sets_stated_confidence_against_observed_accuracy() -> None:
+    """Four answers stated at 0.9 of which two are right, one at 0.6 that is right: the
+    high band observed 50% against 0.90 stated, the gap weighed by its four cases."""
+    cases = evaluate.load_cases(samples.HELDOUT)[:5]
+    wrong = {c.expected.probable_cause: ProbableCause.unknown for c in cases}
+    answers = []
+    for number, case in enumerate(cases):
+        right = number in (0, 1, 4)
+        cause = case.expected.probable_cause if right else wrong[case.expected.probable_cause]
+        confidence = 0.6 if number == 4 else 0.9
+        answers.append(
+            case.expected.model_copy(update={"probable_cause": cause, "confidence": confidence})
+        )
+    outcomes = [evaluate.score(c, a) for c, a in zip(cases, answers, strict=True)]
+    table = evaluate.reliability(outcomes)
+    assert [(b["band"], b["cases"], b["observed"]) for b in table["bands"]] == [
+        ("0.50-0.70", 1, 1.0),
+        ("0.85-1.00", 4, 0.5),
+    ]
+    assert round(table["ece"], 3) == round((1 * 0.4 + 4 * 0.4) / 5, 3)
+    rendered = evaluate.render({"set": {"tuned": evaluate.summarise(outcomes)}})
+    assert "| tuned | - | 100% / 0.60 (1) | - | 50% / 0.90 (4) | 0.400 |" in rendered

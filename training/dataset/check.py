@@ -6,13 +6,16 @@ A file of hand-written cases (``report`` + ``answer`` per line, the source of
 Errors (the file must not be used): a sample that is not a system/user/assistant chat, an
 answer that is not a valid Diagnosis, a user turn that is not the prompt the service builds
 for the sample's report today, an answer citing numbers the report does not have, a
-duplicate prompt, a prompt shared with another split (leakage). Warnings: causes missing or
-far below their share.
+duplicate prompt, a prompt shared with another split (leakage), and, in a file that is not
+trained on, an evidence line of a template training reads (the generator's training wording,
+or a line of a training file with its numbers masked). Warnings: causes missing or far below
+their share.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import reprlib
 from collections import Counter
 from collections.abc import Sequence
@@ -27,6 +30,7 @@ from service.grounding import report_numbers, ungrounded
 from service.prompt import SYSTEM_PROMPT, build_messages
 from training.dataset.generator import Scenario
 from training.dataset.samples import HandwrittenCase, read_jsonl, to_sample
+from training.dataset.texts import TRAINING, template_of
 
 
 @dataclass
@@ -122,10 +126,45 @@ def _prompt(row: dict[str, Any]) -> str:
     return json.dumps(messages[:2] if isinstance(messages, list) else messages, sort_keys=True)
 
 
-def check(path: Path, others: Sequence[Path] = ()) -> CheckResult:
-    """Check ``path``; ``others`` are the other splits it must not share a prompt with."""
+def _evidence(row: dict[str, Any]) -> list[str]:
+    """The evidence lines of a sample's report (none for a malformed one)."""
+    meta = row.get("meta")
+    report = meta.get("report") if isinstance(meta, dict) else None
+    lines = report.get("evidence") if isinstance(report, dict) else None
+    return [line for line in lines if isinstance(line, str)] if isinstance(lines, list) else []
+
+
+def _template(line: str) -> str:
+    """What two evidence lines share when they say the same thing with other numbers: the
+    generator's template, or the line with its numbers masked."""
+    return template_of(line) or re.sub(r"\d+", "#", line)
+
+
+def _training_templates(training: Sequence[Path]) -> set[str]:
+    """Every template training reads: the generator's training wording and the lines of
+    ``training``'s files."""
+    used = {t for templates in TRAINING.decisive.values() for t in templates} | set(TRAINING.noise)
+    for path in training:
+        rows = [_as_chat(row)[0] for row in read_jsonl(path)]
+        used |= {_template(line) for row in rows for line in _evidence(row)}
+    return used
+
+
+def check(path: Path, others: Sequence[Path] = (), training: Sequence[Path] = ()) -> CheckResult:
+    """Check ``path``; ``others`` are the other splits it must not share a prompt with;
+    ``training`` the files a training run reads (none: no such check): unless ``path`` is one
+    of them, its evidence must share no template with them or the generator's training
+    wording."""
     result = CheckResult(path)
     rows = [_as_chat(row) for row in read_jsonl(path)]
+    if training and path.resolve() not in {t.resolve() for t in training}:
+        used = _training_templates(training)
+        for number, (row, _) in enumerate(rows, 1):
+            shared = [line for line in _evidence(row) if _template(line) in used]
+            if shared:
+                result.errors.append(
+                    f"sample {number}: evidence shares a template with training: {shared[0]!r}"
+                )
     result.samples = len(rows)
     seen: dict[str, int] = {}
     for number, (row, invalid) in enumerate(rows, 1):

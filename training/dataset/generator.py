@@ -19,13 +19,7 @@ from service.contract import AnomalyReport, Diagnosis, ProbableCause
 from service.playbook import ACTIONS
 from service.prompt import derived_signals
 from service.rules import severity_of
-from training.dataset.texts import (
-    EVIDENCE,
-    NOISE_EVIDENCE,
-    TRAITS,
-    explanation_for,
-    fill,
-)
+from training.dataset.texts import TRAINING, TRAITS, Wording, explanation_for, fill
 
 C = ProbableCause
 
@@ -85,6 +79,8 @@ class Draft:
     trait: str | None = None
     note: str | None = None
     """The service catalogue's note on the service, quoted in the prompt."""
+    wording: Wording = TRAINING
+    """The evidence texts drawn from: training's, or the held-out file's own."""
 
     @property
     def knowledge(self) -> str | None:
@@ -165,11 +161,12 @@ class Draft:
         if self.rng.random() < 0.2 and "deploy" not in skip:
             self.context["deployed_minutes_ago"] = self.rng.randint(240, 4000)
         if self.rng.random() < 0.25:
-            self.evidence.append(self.rng.choice(NOISE_EVIDENCE))
+            self.evidence.append(self.rng.choice(self.wording.noise))
 
     def say(self) -> None:
         """Put decisive evidence of the cause first among the evidence texts."""
-        text = fill(self.rng.choice(EVIDENCE[self.cause]), self.dependency[0], self.rng)
+        template = self.rng.choice(self.wording.decisive[self.cause])
+        text = fill(template, self.dependency[0], self.rng)
         self.evidence.insert(0, text)
 
 
@@ -419,9 +416,11 @@ def _abnormal(report: AnomalyReport) -> frozenset[str]:
     return frozenset(s.name.split(" ")[0] for s in derived_signals(report)[1:] if s.abnormal)
 
 
-def generate(n: int, seed: int, recipes: tuple[Entry, ...] = RECIPES) -> list[Scenario]:
+def generate(
+    n: int, seed: int, recipes: tuple[Entry, ...] = RECIPES, wording: Wording = TRAINING
+) -> list[Scenario]:
     """``n`` scenarios cycling through ``recipes`` (a recipe listed twice comes twice as
-    often)."""
+    often), their evidence drawn from ``wording``."""
     rng = random.Random(seed)
     scenarios: list[Scenario] = []
     while len(scenarios) < n:
@@ -429,6 +428,7 @@ def generate(n: int, seed: int, recipes: tuple[Entry, ...] = RECIPES) -> list[Sc
         scenario_id = f"gen-{seed}-{len(scenarios):05d}"
         for _ in range(200):
             d = _draft(rng, cause, pattern, service)
+            d.wording = wording
             recipe(d)
             report = _report(rng, d, scenario_id)
             abnormal = _abnormal(report)

@@ -8,6 +8,8 @@ contain no double quote or backslash, which the decoding grammar does not allow 
 from __future__ import annotations
 
 import random
+import re
+from typing import NamedTuple
 
 from service.contract import AnomalyReport, ProbableCause
 from service.prompt import Signal, derived_signals, settled
@@ -24,62 +26,49 @@ EVIDENCE: dict[ProbableCause, list[str]] = {
         "hot loop in JSON serialisation: {n}% of samples in encode()",
         "CPU quota exceeded, cgroup cpu.stat throttled_usec={big}",
         "request handler spinning on a lock: busy wait",
-        "bcrypt cost raised to 14: each login burns {ms} ms of CPU",
         "profiler: {n}% of CPU in regex backtracking",
         "runtime: goroutines {big}, GOMAXPROCS=2, scheduler latency {ms} ms",
         "uvicorn worker blocked {s} s in a CPU-bound handler, event loop starved",
-        "Node.js event loop lag {ms} ms: main thread busy in JSON.parse",
         "load average {n}.4 on 2 cores, run queue {k}0 deep",
         "GIL held {n}% of wall time by one thread: requests wait for the interpreter",
-        "perf: {n}% of cycles in zlib deflate of response bodies",
         "pod throttled in {n}% of CFS periods at its CPU limit",
-        "Tomcat: all {n} http-nio threads busy, accept queue full",
         "flame graph: {n}% of samples in template rendering",
     ],
     C.downstream_dependency: [
         "HikariPool-1 - Connection is not available, request timed out after {ms}ms",
         "upstream request timeout calling {dep} after {ms} ms",
         "slow query on {dep}: {s} s, full table scan",
-        "grpc DEADLINE_EXCEEDED from {dep}",
         "connection pool exhausted: {n}/{n} in use, waiting for {dep}",
         "504 Gateway Timeout from {dep}",
         "{dep} responded in {ms} ms (SLO 200 ms)",
         "lock wait timeout exceeded on {dep}; try restarting transaction",
         "circuit breaker half-open for {dep}: calls timing out",
         "read timed out waiting for {dep} response",
-        "MongoWaitQueueFullException: too many threads waiting for a connection to {dep}",
         "ConnectionPoolTimeoutException: Timeout waiting for connection from pool ({dep})",
         "pgbouncer: no more connections allowed (max_client_conn) for {dep}",
         "Timeout acquiring a connection to {dep}. The pool is probably full.",
-        "canceling statement due to statement timeout on {dep}",
         "mysql slow log: Query_time: {s}.4 Rows_examined: {big} on {dep}",
         "context deadline exceeded waiting for a {dep} connection from the pool",
         "Npgsql: the connection pool has been exhausted, waited {ms} ms for {dep}",
-        "redis slowlog on {dep}: {ms} ms for one command",
         "upstream_rq_timeout for cluster {dep}: {big} in the last minute",
         "ElasticsearchTimeoutException: no answer from {dep} in {ms} ms",
         "{dep} server spans p99 {ms} ms: the time is spent inside {dep}",
         "Deadlock found when trying to get lock on {dep}; {n} transactions waiting",
-        "r2dbc pool: acquire timed out after {ms} ms ({dep})",
     ],
     C.memory_pressure: [
         "java.lang.OutOfMemoryError: Java heap space",
         "GC overhead limit exceeded",
         "Full GC pause {ms} ms, heap {n}% after collection",
-        "container OOMKilled, restarted {k} times",
         "MemoryError: unable to allocate array",
         "kernel: Out of memory: Killed process {big} (java)",
         "heap usage {n}% after GC, old generation full",
         "swap in use: {n}% and rising, major page faults",
         "fatal error: runtime: out of memory",
         "stop-the-world GC pauses total {s} s in the last minute",
-        "JavaScript heap out of memory: Ineffective mark-compacts near heap limit",
         "runtime: GC forced, heap {n}% of GOMEMLIMIT, GC CPU fraction {k}0%",
         "G1 to-space exhausted, humongous allocation stalls {ms} ms",
         "Memory cgroup out of memory: Killed process {big} (python3)",
-        "percent time in GC {n}% (gen2 collections rising)",
         "RSS at {n}% of the container limit and climbing",
-        "kswapd busy, {n}% swap used, page faults rising",
         "V8 mark-sweep {ms} ms: heap close to its limit",
     ],
     C.traffic_surge: [
@@ -88,34 +77,26 @@ EVIDENCE: dict[ProbableCause, list[str]] = {
         "rate limiter engaged: 429 returned to {n}% of clients",
         "bot signups from new IP ranges, captcha failures rising",
         "flash sale started: traffic from the mobile app spiking",
-        "retry storm from clients: {n}% of requests are retries",
         "new client release polling every second instead of every minute",
         "DDoS mitigation triggered at the edge",
         "partner batch import hitting the API in parallel",
-        "TV advert aired: sessions up sharply",
         "push notification sent to all users: requests {k}x the weekly peak",
         "autoscaler at max replicas, incoming requests still rising",
-        "cron jobs of {big} tenants started at the same minute",
         "link shared on social media: {n}% of sessions are new visitors",
-        "load balancer: new connections up {k}x in {s} minutes",
     ],
     C.queue_backlog: [
         "consumer lag {big} messages on partition {k}",
         "redelivered messages: prefetch exhausted, consumers idle waiting for acks",
         "queue backlog growing: publish rate above ack rate for {n} minutes",
-        "only 1 of {k} consumers connected after the rebalance",
         "messages waiting in queue for {s} s before delivery",
         "consumer group rebalancing, partitions unassigned",
         "dead consumer: no ack for {n} minutes, messages piling up",
         "ready messages {big}, unacked {n}",
         "worker pool scaled to 0 by mistake, jobs queued",
-        "oldest message age {s} s in the jobs queue",
         "RabbitMQ: {big} messages ready on the tasks queue, {k} consumers",
         "SQS ApproximateAgeOfOldestMessage {s} s and rising",
         "Kafka consumer group lag {big} and growing, {k} partitions behind",
         "Celery: {big} tasks pending in the default queue, {k} workers online",
-        "Sidekiq queue latency {s} s, {big} jobs enqueued",
-        "JetStream consumer: {big} messages pending, ack floor behind",
         "jobs wait {s} s in the backlog before a worker picks them up",
     ],
     C.recent_deployment: [
@@ -125,15 +106,11 @@ EVIDENCE: dict[ProbableCause, list[str]] = {
         "canary promoted: build {big} now serving all traffic",
         "deploy {ver} switched the ORM to eager loading",
         "release {ver} disabled the response cache",
-        "helm upgrade to chart {ver} completed",
         "new build {big} enables verbose audit logging",
-        "rollout of {ver} finished, N+1 queries in the new code path",
         "feature flag checkout-v2 turned on by deploy {ver}",
         "Argo CD synced the app to revision {ver}",
         "deployment rolled out: image tag {ver} on all replicas",
-        "LaunchDarkly: flag search-v3 served to 100% since release {ver}",
         "schema migration {big} shipped with release {ver}",
-        "pipeline promoted build {big} to production",
     ],
     C.network_degradation: [
         "TLS handshake failed: connection reset by peer",
@@ -143,20 +120,65 @@ EVIDENCE: dict[ProbableCause, list[str]] = {
         "SSL_ERROR_SYSCALL during handshake with {dep}",
         "connect ETIMEDOUT to {dep}:443",
         "packet loss {n}% on the inter-region link",
-        "MTU mismatch: fragmented packets dropped",
-        "getaddrinfo EAI_AGAIN {dep}.svc.cluster.local",
         "broken pipe writing to {dep}: network unreachable",
-        "read tcp {dep}:443: read: connection reset by peer",
         "netstat: {big} segments retransmitted, retransmit rate {n}x usual",
         "i/o timeout dialing {dep}:5432, SYN not answered",
         "upstream connect error or disconnect/reset before headers: connection termination",
-        "net/http: TLS handshake timeout talking to {dep}",
         "dial tcp: lookup {dep} on 10.96.0.10:53: i/o timeout",
-        "nf_conntrack: table full, dropping packet",
         "eth0 rx drops {n}% and rising, NIC errors {big}",
         "no route to host {dep}, ARP entries flapping",
     ],
 }
+
+
+HELDOUT_EVIDENCE: dict[ProbableCause, list[str]] = {
+    C.local_cpu_saturation: [
+        "bcrypt cost raised to 14: each login burns {ms} ms of CPU",
+        "Node.js event loop lag {ms} ms: main thread busy in JSON.parse",
+        "perf: {n}% of cycles in zlib deflate of response bodies",
+        "Tomcat: all {n} http-nio threads busy, accept queue full",
+    ],
+    C.downstream_dependency: [
+        "grpc DEADLINE_EXCEEDED from {dep}",
+        "MongoWaitQueueFullException: too many threads waiting for a connection to {dep}",
+        "canceling statement due to statement timeout on {dep}",
+        "redis slowlog on {dep}: {ms} ms for one command",
+        "r2dbc pool: acquire timed out after {ms} ms ({dep})",
+    ],
+    C.memory_pressure: [
+        "container OOMKilled, restarted {k} times",
+        "JavaScript heap out of memory: Ineffective mark-compacts near heap limit",
+        "percent time in GC {n}% (gen2 collections rising)",
+        "kswapd busy, {n}% swap used, page faults rising",
+    ],
+    C.traffic_surge: [
+        "retry storm from clients: {n}% of requests are retries",
+        "TV advert aired: sessions up sharply",
+        "cron jobs of {big} tenants started at the same minute",
+        "load balancer: new connections up {k}x in {s} minutes",
+    ],
+    C.queue_backlog: [
+        "only 1 of {k} consumers connected after the rebalance",
+        "oldest message age {s} s in the jobs queue",
+        "Sidekiq queue latency {s} s, {big} jobs enqueued",
+        "JetStream consumer: {big} messages pending, ack floor behind",
+    ],
+    C.recent_deployment: [
+        "helm upgrade to chart {ver} completed",
+        "rollout of {ver} finished, N+1 queries in the new code path",
+        "LaunchDarkly: flag search-v3 served to 100% since release {ver}",
+        "pipeline promoted build {big} to production",
+    ],
+    C.network_degradation: [
+        "read tcp {dep}:443: read: connection reset by peer",
+        "getaddrinfo EAI_AGAIN {dep}.svc.cluster.local",
+        "net/http: TLS handshake timeout talking to {dep}",
+        "nf_conntrack: table full, dropping packet",
+        "MTU mismatch: fragmented packets dropped",
+    ],
+}
+"""Evidence only the generated held-out file reads, so that no evaluation file shares an
+evidence template with training (``data check`` refuses one that does)."""
 
 
 def fill(template: str, dep: str, rng: random.Random) -> str:
@@ -176,11 +198,43 @@ NOISE_EVIDENCE = [
     "GET 200 OK",
     "health check passed",
     "span status: UNSET",
-    "user-agent Mozilla/5.0, 200 in the usual time",
     "cache miss for key user:session",
     "span status: OK",
+]
+HELDOUT_NOISE_EVIDENCE = [
+    "user-agent Mozilla/5.0, 200 in the usual time",
     "retry attempt 1 succeeded",
 ]
+"""Noise only the generated held-out file reads."""
+
+
+class Wording(NamedTuple):
+    """The evidence texts one side of the data is drawn from."""
+
+    decisive: dict[ProbableCause, list[str]]
+    noise: list[str]
+
+
+TRAINING = Wording(EVIDENCE, NOISE_EVIDENCE)
+HELDOUT = Wording(HELDOUT_EVIDENCE, HELDOUT_NOISE_EVIDENCE)
+
+
+def _pattern(template: str) -> re.Pattern[str]:
+    """A template as a regular expression its filled-in lines match (any text for a field)."""
+    return re.compile("(.+?)".join(re.escape(part) for part in re.split(r"\{\w+\}", template)))
+
+
+TEMPLATES = tuple(
+    (template, _pattern(template))
+    for wording in (TRAINING, HELDOUT)
+    for template in [*(t for ts in wording.decisive.values() for t in ts), *wording.noise]
+)
+
+
+def template_of(line: str) -> str | None:
+    """The generator's evidence template ``line`` was filled from, if any."""
+    return next((template for template, pattern in TEMPLATES if pattern.fullmatch(line)), None)
+
 
 TRAITS = {
     "cpu_bound": (
