@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, HistogramDataPoint
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -85,3 +88,27 @@ def otlp_requests(events: list[dict]) -> list:
         )
         for _, services in sorted(minutes.items())
     ]
+
+
+def attributes(values: dict[str, str]) -> list[KeyValue]:
+    """OTLP string attributes."""
+    return [KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in values.items()]
+
+
+def spanmetrics_request(points: Iterable[tuple[str, HistogramDataPoint]]) -> bytes:
+    """What the spanmetrics connector exports: per service, one cumulative duration histogram
+    (ms) holding the (service, point) pairs' points, as serialized protobuf."""
+    by_service: dict[str, list[HistogramDataPoint]] = {}
+    for service, point in points:
+        by_service.setdefault(service, []).append(point)
+    request = ExportMetricsServiceRequest()
+    for service, service_points in by_service.items():
+        resource = request.resource_metrics.add()
+        resource.resource.attributes.extend(attributes({"service.name": service}))
+        metric = resource.scope_metrics.add().metrics.add()
+        metric.name, metric.unit = "traces.span.metrics.duration", "ms"
+        metric.histogram.aggregation_temporality = (
+            AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
+        )
+        metric.histogram.data_points.extend(service_points)
+    return request.SerializeToString()

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, HistogramDataPoint
 
 from baselines.detect import Detector, DetectorConfig
 from baselines.ingest.otlp import parse_otlp
 from baselines.synthetic import demo_incidents, last_full_week_start, telemetry
 from service.contract import TELEMETRY_EVENT, AnomalyReport, SpanEvent, SpanHistogram
+from tests.otlp import attributes, spanmetrics_request
 
 BOUNDS_MS = [2, 4, 6, 8, 10, 50, 100, 200, 400, 800, 1000, 1400, 2000, 5000, 10000, 15000]
 """The spanmetrics connector's default buckets."""
@@ -22,10 +21,6 @@ KINDS = {"server": "SPAN_KIND_SERVER", "client": "SPAN_KIND_CLIENT"}
 SAME_INCIDENT = timedelta(minutes=5)
 """Two incidents with one root that start this close are the same incident: a p95 fitted to
 the buckets of a dozen spans may cross the line a window after the spans' own p95 does."""
-
-
-def _attributes(values: dict[str, str]) -> list[KeyValue]:
-    return [KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in values.items()]
 
 
 class Connector:
@@ -42,32 +37,22 @@ class Connector:
             key = (span.service, span.operation, span.kind, span.peer_service or "", status)
             counts = self.totals.setdefault(key, [0] * (len(BOUNDS_MS) + 1))
             counts[next((i for i, b in enumerate(BOUNDS_MS) if span.duration_ms <= b), -1)] += 1
-        by_service: dict[str, list[HistogramDataPoint]] = defaultdict(list)
+        points: list[tuple[str, HistogramDataPoint]] = []
         for (service, name, kind, peer, status), counts in self.totals.items():
             dims = {"service.name": service, "span.name": name, "span.kind": KINDS[kind]}
             dims["status.code"] = status
             if peer:
                 dims["peer.service"] = peer
             point = HistogramDataPoint(
-                attributes=_attributes(dims),
+                attributes=attributes(dims),
                 start_time_unix_nano=self.start_ns,
                 time_unix_nano=end_ns,
                 count=sum(counts),
                 bucket_counts=counts,
                 explicit_bounds=BOUNDS_MS,
             )
-            by_service[service].append(point)
-        request = ExportMetricsServiceRequest()
-        for service, points in by_service.items():
-            resource = request.resource_metrics.add()
-            resource.resource.attributes.extend(_attributes({"service.name": service}))
-            metric = resource.scope_metrics.add().metrics.add()
-            metric.name, metric.unit = "traces.span.metrics.duration", "ms"
-            metric.histogram.aggregation_temporality = (
-                AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
-            )
-            metric.histogram.data_points.extend(points)
-        return request.SerializeToString()
+            points.append((service, point))
+        return spanmetrics_request(points)
 
 
 def _week() -> Iterator[list[dict[str, object]]]:
@@ -163,7 +148,7 @@ def test_spanmetrics_points_are_checked_and_internal_spans_skipped() -> None:
     cases = ((good, [1, 2, 3]), (internal, [1, 0, 0]), (nameless, [1, 0, 0]), (good, [1, 2]))
     for dims, counts in cases:
         metric.histogram.data_points.add(
-            attributes=_attributes(dims),
+            attributes=attributes(dims),
             time_unix_nano=1_700_000_000 * 10**9,
             bucket_counts=counts,
             explicit_bounds=[10, 100],

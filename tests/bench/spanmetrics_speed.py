@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -41,11 +42,14 @@ from pathlib import Path
 import numpy as np
 from consumer_speed import fill, otlp_messages, raw_consume, teardown, whyslow_consume
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, HistogramDataPoint
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+from opentelemetry.proto.metrics.v1.metrics_pb2 import HistogramDataPoint
 
 from baselines.ingest.otlp.dispatch import METRICS_ROUTING_KEY
 from baselines.settings import Settings
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo: test helpers
+from tests.otlp import attributes, spanmetrics_request
 
 TARGET = 5_000_000
 """Spans-equivalent per second through one consumer."""
@@ -71,10 +75,6 @@ class Workload:
     points: int
     spans: int
     """The spans the detector applies: every point's count minus its stream's first."""
-
-
-def _attributes(values: dict[str, str]) -> list[KeyValue]:
-    return [KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in values.items()]
 
 
 def spanmetrics_messages(
@@ -104,16 +104,16 @@ def spanmetrics_messages(
                     "status.code": status,
                 }
                 rate = 2 * spans_per_minute * share
-                series.append((service, _attributes(dims), rate, _bucket_shares(median * scale)))
+                series.append((service, attributes(dims), rate, _bucket_shares(median * scale)))
     totals = np.zeros((len(series), len(BOUNDS_MS) + 1), dtype=np.int64)
     messages: list[bytes] = []
     first_total = 0
     for minute in range(1, minutes + 1):
         points: list[tuple[str, HistogramDataPoint]] = []
-        for (service, attributes, rate, shares), counts in zip(series, totals, strict=True):
+        for (service, attrs, rate, shares), counts in zip(series, totals, strict=True):
             counts += rng.multinomial(rng.poisson(rate), shares)
             point = HistogramDataPoint(
-                attributes=attributes,
+                attributes=attrs,
                 start_time_unix_nano=start_ns,
                 time_unix_nano=start_ns + minute * MINUTE_NS,
                 count=int(counts.sum()),
@@ -124,7 +124,7 @@ def spanmetrics_messages(
         if minute == 1:
             first_total = int(totals.sum())
         for i in range(0, len(points), per_message):
-            messages.append(_request(points[i : i + per_message]))
+            messages.append(spanmetrics_request(points[i : i + per_message]))
     return Workload(messages, len(series) * minutes, int(totals.sum()) - first_total)
 
 
@@ -137,23 +137,6 @@ def _bucket_shares(median_ms: float) -> np.ndarray:
     ] + [1.0]
     shares = np.diff(np.array(cdf))
     return shares / shares.sum()
-
-
-def _request(points: list[tuple[str, HistogramDataPoint]]) -> bytes:
-    request = ExportMetricsServiceRequest()
-    by_service: dict[str, list[HistogramDataPoint]] = {}
-    for service, point in points:
-        by_service.setdefault(service, []).append(point)
-    for service, service_points in by_service.items():
-        resource = request.resource_metrics.add()
-        resource.resource.attributes.extend(_attributes({"service.name": service}))
-        metric = resource.scope_metrics.add().metrics.add()
-        metric.name, metric.unit = "traces.span.metrics.duration", "ms"
-        metric.histogram.aggregation_temporality = (
-            AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
-        )
-        metric.histogram.data_points.extend(service_points)
-    return request.SerializeToString()
 
 
 def reference(
