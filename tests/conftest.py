@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -22,6 +21,7 @@ from baselines.settings import Settings as ConsumerSettings
 from baselines.topology import delete_topology
 from service.main import create_app
 from service.settings import Settings as ServiceSettings
+from tests.helpers import own_topology
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -76,14 +76,7 @@ MAX_TEST_SHARDS = 4
 @pytest.fixture
 def amqp_settings() -> Iterator[ConsumerSettings]:
     """Consumer settings with queue and exchange names of this test only; removed after."""
-    suffix = uuid.uuid4().hex[:8]
-    settings = ConsumerSettings(
-        exchange=f"test.{suffix}.telemetry",
-        queue=f"test.{suffix}.telemetry",
-        dead_letter_exchange=f"test.{suffix}.dlx",
-        dead_letter_queue=f"test.{suffix}.dlq",
-        shard_exchange=f"test.{suffix}.shards",
-    )
+    settings = own_topology("test")
     try:
         connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
     except pika.exceptions.AMQPConnectionError as exc:

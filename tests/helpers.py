@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pika
 import pytest
@@ -21,6 +23,20 @@ from baselines.forward import Forwarder
 from baselines.settings import Settings
 from baselines.store import BaselineStore
 from baselines.topology import declare_topology
+
+
+def own_topology(prefix: str, **settings: Any) -> Settings:
+    """Consumer settings whose exchanges and queues belong to this run only (``prefix`` and
+    a random suffix), so that it disturbs no other consumer; ``settings``: other fields."""
+    run = f"{prefix}.{uuid.uuid4().hex[:8]}"
+    return Settings(
+        exchange=f"{run}.telemetry",
+        queue=f"{run}.telemetry",
+        dead_letter_exchange=f"{run}.dlx",
+        dead_letter_queue=f"{run}.dlq",
+        shard_exchange=f"{run}.shards",
+        **settings,
+    )
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "it") -> None:

@@ -25,6 +25,7 @@ import argparse
 import json
 import math
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -51,6 +52,9 @@ from baselines.settings import Settings, shard_queue
 from baselines.store import open_store
 from baselines.synthetic import last_full_week_start, telemetry
 from baselines.topology import declare_topology, delete_topology
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo: test helpers
+from tests.helpers import own_topology
 
 ROUTED_SHARDS = 2
 REFERENCE_UNITS = 1_000_000
@@ -280,15 +284,7 @@ def main() -> None:
         help="OTLP spans per message, one workload each",
     )
     args = parser.parse_args()
-    suffix = uuid.uuid4().hex[:8]
-    settings = Settings(
-        exchange=f"bench.{suffix}",
-        queue=f"bench.{suffix}",
-        dead_letter_exchange=f"bench.{suffix}.dlx",
-        dead_letter_queue=f"bench.{suffix}.dlq",
-        shard_exchange=f"bench.{suffix}.shards",
-        checkpoint_seconds=1.0,
-    )
+    settings = own_topology("bench", checkpoint_seconds=1.0)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for per_message in args.per_message:

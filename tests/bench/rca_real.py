@@ -66,7 +66,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -88,6 +87,9 @@ from baselines.snapshot import CONSUMER_KEY_PREFIX, ConsumerRecord
 from baselines.store import open_store
 from baselines.topology import ERROR_HEADER, declare_topology, delete_topology
 from service.contract import AnomalyReport
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo: test helpers
+from tests.helpers import own_topology
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "nezha-dev"
@@ -260,18 +262,6 @@ def analyse_data(day: nezha.Day) -> list[FaultData]:
 # --------------------------------------------------------------------------- the processes
 
 
-def bench_settings() -> ConsumerSettings:
-    """Exchange and queue names of this run only, so it disturbs no other consumer."""
-    suffix = f"bench.rca.{uuid.uuid4().hex[:8]}"
-    return ConsumerSettings(
-        exchange=f"{suffix}.telemetry",
-        queue=f"{suffix}.telemetry",
-        dead_letter_exchange=f"{suffix}.dlx",
-        dead_letter_queue=f"{suffix}.dlq",
-        shard_exchange=f"{suffix}.shards",
-    )
-
-
 def scrape(port: int) -> dict[str, float]:
     """The consumer's /metrics as ``name{labels}`` -> value; empty while it is not up."""
     try:
@@ -384,7 +374,7 @@ class Stack:
 def running(skip_service: bool, started: float) -> Iterator[Stack]:
     """The service (or the recorder) and the consumer, stopped and their queues and
     exchanges deleted on leaving."""
-    settings = bench_settings()
+    settings = own_topology("bench.rca")
     connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
     declare_topology(connection.channel(), settings)
     connection.close()

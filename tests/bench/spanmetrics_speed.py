@@ -49,6 +49,7 @@ from baselines.ingest.otlp.dispatch import METRICS_ROUTING_KEY
 from baselines.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo: test helpers
+from tests.helpers import own_topology
 from tests.otlp import attributes, spanmetrics_request
 
 TARGET = 5_000_000
@@ -227,14 +228,7 @@ def main() -> None:
         help="points per request, one workload each",
     )
     args = parser.parse_args()
-    suffix = uuid.uuid4().hex[:8]
-    settings = Settings(
-        exchange=f"bench.spanmetrics.{suffix}",
-        queue=f"bench.spanmetrics.{suffix}",
-        dead_letter_exchange=f"bench.spanmetrics.{suffix}.dlx",
-        dead_letter_queue=f"bench.spanmetrics.{suffix}.dlq",
-        shard_exchange=f"bench.spanmetrics.{suffix}.shards",
-    )
+    settings = own_topology("bench.spanmetrics")
     series = args.services * args.operations * len(STATUSES)
     print(
         f"{series:,} series ({args.services} services x {args.operations} operations x "
