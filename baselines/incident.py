@@ -13,7 +13,10 @@ open a new one. The root-cause candidates are ranked by a score a person can fol
   read from another service (a caller's slow calls, error lines naming it) ranks the
   service it points at but explains nothing;
 * a service that more of the incident's services call into, directly or not, gains up to
-  ``DEPTH_WEIGHT``: the root sits below what it slows.
+  ``DEPTH_WEIGHT``: the root sits below what it slows;
+* a cause comes before its effects: a callee explains its caller only if its trouble began
+  no later than ``LATE_SECONDS`` after the caller's, and a service whose trouble began more
+  than that after the incident's counts ``LATE`` (a consequence, or a coincidence).
 
 Its kind is the signal that contributes most. An incident is reported when it opens and
 again (a new revision, the same incident id) when its root or its affected services change.
@@ -51,6 +54,11 @@ EXPLAINED = 0.3
 """What own time and errors still count when a service it calls shows a signal."""
 PROPAGATING: frozenset[str] = frozenset({"own_time", "errors"})
 DEPTH_WEIGHT = 0.3
+LATE_SECONDS = 120.0
+"""A service whose own signals began more than this after the incident's first began is a
+consequence or a coincidence, not its cause: a cause comes before its effects."""
+LATE = 0.3
+"""What a late service's score still counts."""
 QUIET_SECONDS = 120.0
 """An incident without a new opening signal for this long is over."""
 MAX_OPEN = 1000
@@ -90,8 +98,12 @@ class Suspect:
     evidence: list[str] = field(default_factory=list)
     direct: bool = False
     """Some signal came from the service's own telemetry (its own time, errors, resources)."""
+    since: float | None = None
+    """Start of the window of the first signal about it."""
 
-    def add(self, signal: Signal) -> None:
+    def add(self, signal: Signal, window_start: float) -> None:
+        if self.since is None:
+            self.since = window_start
         if signal.direct and signal.kind != "calls":
             self.direct = True
         if signal.strength >= self.strengths.get(signal.kind, -1.0):
@@ -123,7 +135,7 @@ class OpenIncident:
             "reported_root": self.reported_root,
             "reported_services": self.reported_services,
             "suspects": {
-                name: [s.strengths, s.reasons, s.operations, s.evidence, s.direct]
+                name: [s.strengths, s.reasons, s.operations, s.evidence, s.direct, s.since]
                 for name, s in self.suspects.items()
             },
         }
@@ -137,8 +149,15 @@ class OpenIncident:
             started=float(saved["started"]),  # type: ignore[arg-type]
             last_signal=float(saved["last_signal"]),  # type: ignore[arg-type]
             suspects={
-                name: Suspect(dict(st), dict(rs), list(ops), list(ev), bool(direct))
-                for name, (st, rs, ops, ev, direct) in suspects.items()
+                name: Suspect(
+                    dict(saved[0]),
+                    dict(saved[1]),
+                    list(saved[2]),
+                    list(saved[3]),
+                    bool(saved[4]),
+                    None if len(saved) < 6 or saved[5] is None else float(saved[5]),
+                )
+                for name, saved in suspects.items()
             },
             revision=int(saved["revision"]),  # type: ignore[call-overload]
             reported_root=str(saved["reported_root"]),
@@ -189,11 +208,11 @@ class IncidentTracker:
                 incident.last_signal = window_start
             if signal.service not in incident.suspects and len(incident.suspects) >= MAX_SERVICES:
                 continue
-            incident.suspects.setdefault(signal.service, Suspect()).add(signal)
+            incident.suspects.setdefault(signal.service, Suspect()).add(signal, window_start)
             homes[signal.service] = incident
             if signal.kind == "network" and signal.peer:
                 caller = Signal(signal.peer, "calls", signal.strength, signal.reason)
-                incident.suspects.setdefault(signal.peer, Suspect()).add(caller)
+                incident.suspects.setdefault(signal.peer, Suspect()).add(caller, window_start)
                 homes[signal.peer] = incident
             touched[incident.id] = incident
         updates = []
@@ -250,11 +269,17 @@ def rank(incident: OpenIncident, graph: CallGraph) -> list[Candidate]:
     # a service whose calls slowed is explained by them, whatever the callee shows
     explained = {name: "calls" in s.strengths for name, s in incident.suspects.items()}
     members = set(names)
+    since = {
+        name: incident.started if s.since is None else s.since
+        for name, s in incident.suspects.items()
+    }
+    first = min(since.values(), default=incident.started)
     for name in names:
         for target in graph.downstream(name) & members:
             if target != name:
                 upstream_of[target] += 1
-                if target in symptomatic:
+                # a callee explains its caller only if its trouble did not begin later
+                if target in symptomatic and since[target] <= since[name] + LATE_SECONDS:
                     explained[name] = True
     candidates = []
     for name, suspect in incident.suspects.items():
@@ -268,11 +293,19 @@ def rank(incident: OpenIncident, graph: CallGraph) -> list[Candidate]:
         score = sum(parts.values()) + depth
         if not any(v > 0 for v in parts.values()):
             continue
+        late = since[name] > first + LATE_SECONDS
+        if late:
+            score *= LATE
         ordered = sorted((k for k in parts if k != "calls"), key=lambda k: -parts[k])
         root_kind = cast(RootCauseKind, ordered[0] if ordered else "own_time")
         reasons = [suspect.reasons[k] for k in ordered]
         if depth > 0:
             reasons.append(f"{upstream_of[name]} of the incident's services call into it")
+        if late:
+            reasons.append(
+                f"its trouble began {since[name] - first:.0f} s after the incident's: "
+                "more likely a consequence"
+            )
         candidates.append(
             Candidate(
                 service=name,

@@ -19,6 +19,7 @@ import pytest
 
 from baselines.callgraph import CallGraph
 from baselines.detect import Detector, DetectorConfig
+from baselines.incident import IncidentTracker, OpenIncident, Signal
 from service.contract import AnomalyReport, Candidate, Incident, LogRecord, SpanEvent
 
 A, B, C, D = "frontend", "checkout", "payment", "ledger"
@@ -486,3 +487,28 @@ def test_a_window_of_fifteen_thousand_logging_services_closes_quietly() -> None:
     assert detector.flush() == []
     assert detector.stats.windows_closed == 2
     assert detector.stats.logs == 30_000
+
+
+def _errors(service: str, strength: float) -> Signal:
+    return Signal(service, "errors", strength, f"error log lines of {service}")
+
+
+@pytest.mark.parametrize(("late_by", "root"), [(0.0, C), (240.0, B)])
+def test_a_callee_whose_trouble_began_minutes_later_does_not_take_the_root(
+    late_by: float, root: str
+) -> None:
+    """B calls C. B's errors open the incident; C fails harder. Together, C is the root (a
+    callee explains its caller); minutes later, C's failure cannot explain B's earlier one,
+    and B stays the root."""
+    graph = CallGraph()
+    graph.observe(B, C, 10, 0.0)
+    tracker = IncidentTracker(quiet_seconds=600.0)
+    start = START.timestamp()
+    tracker.update(start, [_errors(B, 1.0)], graph)
+    if late_by:
+        tracker.update(start + 60.0, [_errors(B, 1.0)], graph)
+    [update] = tracker.update(start + late_by, [_errors(C, 1.5)], graph)
+    assert update.incident.root_cause is not None
+    assert update.incident.root_cause.service == root
+    assert {c.service for c in update.incident.candidates} == {B, C}
+    assert [OpenIncident.from_json(i.to_json()) for i in tracker.open] == tracker.open
