@@ -539,7 +539,7 @@ class Detector:
             state = self._series[key]
             if state.hour != hour:
                 state.hour = hour
-                state.habits.begin_day(hour // 24, th)
+                state.habits.begin_hour(hour, th)
                 offset = state.gate.adopt(start, th)
                 if offset is not None:
                     state.p95.shift(offset)

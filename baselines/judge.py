@@ -53,7 +53,7 @@ class Thresholds:
     """Values whose mean score is 'recent behaviour'."""
     memory_values: int = 1000
     """Values the score distribution effectively remembers (exponential forgetting)."""
-    min_scores: int = 200
+    min_scores: int = 30
     """Scores a series must have learnt before a surprise can be measured."""
     z_flag: float = 3.5
     """A value alerts only this many spreads out (the band drawn around usual)..."""
@@ -179,7 +179,8 @@ def likelihood(standardised: np.ndarray) -> np.ndarray:
 class Habits:
     """What is ordinary for one series: the distribution of its scores (exponentially
     weighted sums) and the smallest step its values take, frozen when each local day
-    begins (``begin_day``), and the last scores for the recent mean."""
+    begins (``begin_hour``; every hour until the distribution is known), and the last
+    scores for the recent mean."""
 
     s0: float = 0.0
     s1: float = 0.0
@@ -199,9 +200,18 @@ class Habits:
     pending: list[float] = field(default_factory=list)
     """Scores of the current day, learnt when the next one begins."""
 
-    def begin_day(self, day: int, th: Thresholds) -> None:
-        """Learn the finished day's scores, then freeze the distribution and the step."""
-        if day == self.day:
+    @property
+    def known(self) -> bool:
+        """Whether the score distribution is known (``min_scores`` were learnt)."""
+        return not math.isnan(self.mean)
+
+    def begin_hour(self, hour: int, th: Thresholds) -> None:
+        """At a local hour's start: when a day begins, learn the finished day's scores, then
+        freeze the distribution and the step. Until the distribution is known, the same at
+        every hour's start: a new series can alert a few hours after it is first seen, not
+        only from the next day on."""
+        day = hour // 24
+        if day == self.day and (self.known or not self.pending):
             return
         self.day = day
         if self.pending:

@@ -235,15 +235,17 @@ def detect(
     while r < len(runs):
         first, row = r, runs[r][0]
         day = int(hours[row]) // 24
-        habits.begin_day(day, th)
+        habits.begin_hour(int(hours[row]), th)
         offset = gate.adopt(float(ts[row]), th)
         if offset is not None:
             move_level(profile, offset, positive)
         if profile.mature(int(hows[r])):
+            # hours of one day in one step, once the score distribution stays frozen all day
             while (
                 r < len(runs)
                 and int(hours[runs[r][0]]) // 24 == day
                 and profile.mature(int(hows[r]))
+                and (r == first or habits.known)
             ):
                 r += 1
             u, s = profile.weekly_estimates(hows[first:r], day)

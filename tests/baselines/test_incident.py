@@ -26,9 +26,9 @@ A, B, C, D = "frontend", "checkout", "payment", "ledger"
 X, Y = "search", "catalog"
 CHAIN = (A, B, C, D)
 START = datetime(2026, 11, 16, 18, tzinfo=UTC)
-"""A Monday evening. The steady traffic crosses midnight: each series' score distribution,
-learnt over the evening, is frozen when the next day begins, and only then can a window be
-a surprise (``Thresholds.min_scores``)."""
+"""A Monday evening. The steady traffic crosses midnight, so the fault is judged against
+score distributions frozen when the day began, as on any day after a series' first
+(``Habits.begin_hour``)."""
 STEADY_MINUTES = 390
 """Steady minutes before a fault: the fault starts at 00:30."""
 FAULT_MINUTES = 15
@@ -512,3 +512,13 @@ def test_a_callee_whose_trouble_began_minutes_later_does_not_take_the_root(
     assert update.incident.root_cause.service == root
     assert {c.service for c in update.incident.candidates} == {B, C}
     assert [OpenIncident.from_json(i.to_json()) for i in tracker.open] == tracker.open
+
+
+def test_a_slow_service_whose_cpu_rose_too_is_rooted_in_its_resources() -> None:
+    tracker = IncidentTracker()
+    slow = Signal(C, "own_time", 1.5, f"{C} p95 5x usual")
+    busy = Signal(C, "resources", 0.6, "CPU 60% (usual 5%)")
+    [update] = tracker.update(START.timestamp(), [slow, busy], CallGraph())
+    root = update.incident.root_cause
+    assert root is not None and (root.service, root.kind) == (C, "resources")
+    assert root.reasons[:2] == ["CPU 60% (usual 5%)", f"{C} p95 5x usual"]

@@ -67,7 +67,7 @@ def reference(epoch, values, config: DetectorConfig, direction: str):
         hour = local_hour(t, zone)
         if hour != last_hour:
             last_hour = hour
-            habits.begin_day(hour // 24, th)
+            habits.begin_hour(hour, th)
             offset = gate.adopt(t, th)
             if offset is not None:
                 move_level(profile, offset, positive)
@@ -238,3 +238,16 @@ def test_cli_contract_summary_and_plot(tmp_path) -> None:
         text=True,
     )
     assert bad.returncode == 2 and "missing.csv" in bad.stderr
+
+
+def test_a_new_series_alerts_on_its_first_day_once_a_few_hours_are_learnt() -> None:
+    """A series first seen at 08:00 (one value a minute) that jumps fivefold at 13:00 is
+    flagged at once, the same day: its score distribution is known after its first hours,
+    not only from the next midnight on."""
+    start = datetime(2026, 3, 2, 8, tzinfo=UTC).timestamp()
+    epoch = start + 60.0 * np.arange(6 * 60)
+    values = np.random.default_rng(3).lognormal(np.log(100.0), 0.05, epoch.size)
+    values[5 * 60 :] *= 5
+    result = detect(epoch, values, DetectorConfig(), "high")
+    flagged = np.flatnonzero(result.is_anomaly)
+    assert flagged.tolist() == [5 * 60], flagged
