@@ -286,13 +286,17 @@ class Habits:
 @dataclass
 class IncidentGate:
     """Open on the first exceeding value (that is the alert), stay open and silent until a
-    calm value, then stay quiet for the cooldown. While open, it keeps the values' offsets
+    calm value, then stay quiet for the cooldown. An incident that opens inside the
+    cooldown is an aftershock and stays silent, unless it still exceeds once the cooldown
+    is over: then it is new trouble, and alerts. While open, it keeps the values' offsets
     from the baseline, in case the incident turns out to be a new level."""
 
     open: bool = False
     quiet_until: float = float("-inf")
     opened_at: float = float("-inf")
     offsets: list[float] = field(default_factory=list)
+    announced: bool = True
+    """Whether the open incident has alerted."""
 
     def step(self, end: float, exceeds: bool, calm: bool, th: Thresholds) -> bool:
         """Feed one judged value at time ``end``; True when it raises a new alert."""
@@ -301,10 +305,14 @@ class IncidentGate:
             self.quiet_until = end + th.cooldown_seconds
         if not exceeds:
             return False
-        alert = not self.open and end > self.quiet_until
         if not self.open:
             self.open, self.opened_at = True, end
-        return alert
+            self.announced = end > self.quiet_until
+            return self.announced
+        if not self.announced and end > self.quiet_until:
+            self.announced = True
+            return True
+        return False
 
     def keep_offsets(self, offsets: np.ndarray) -> None:
         self.offsets.extend(offsets.tolist())

@@ -357,6 +357,7 @@ def _judge(
     quiet_until = np.full(hi - lo, gate.quiet_until)
     cut = hi - lo
     pos = 0
+    late: list[int] = []
     while True:
         if gate.open:
             k = int(np.searchsorted(calm_at, pos))
@@ -365,6 +366,12 @@ def _judge(
             due = [h for h in due if gate.adopt_due(float(ts[h]), th)]
             if due:
                 stop = cut = due[0]
+            if not gate.announced:  # opened in the cooldown: alerts if it outlasts it
+                still = exceed_at[(exceed_at >= pos) & (exceed_at < stop)]
+                still = still[ts[still] > gate.quiet_until]
+                if still.size and gate.step(float(ts[still[0]]), True, False, th):
+                    alerts.append(lo + int(still[0]))
+                    late.append(int(still[0]))
             learn[pos:stop] = False
             inside[pos : stop + 1] = True
             gate.keep_offsets(offsets[pos:stop][judged[pos:stop]])
@@ -384,6 +391,7 @@ def _judge(
             gate.keep_offsets(offsets[j : j + 1])
             pos = j + 1
     candidate = material & ~inside & (ts > quiet_until)
+    candidate[late] = True
     b.standardised[lo : lo + cut] = np.where(candidate, surprise, np.nan)[:cut]
     habits.commit(scores[:cut], x[:cut], th)
     return learn[:cut], lo + cut

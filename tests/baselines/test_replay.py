@@ -13,6 +13,7 @@ from baselines.detect import DetectorConfig
 from baselines.judge import (
     Habits,
     IncidentGate,
+    Thresholds,
     deviation,
     floored_spread,
     likelihood,
@@ -81,7 +82,8 @@ def reference(epoch, values, config: DetectorConfig, direction: str):
             surprise = habits.standardised(score, th)
             material, calm = material_and_calm(x, usual, z, ratio, th)
             exceeds = bool(material[0]) and bool(surprise[0] > th.critical)
-            candidate = bool(material[0]) and not gate.open and t > gate.quiet_until
+            silent = not gate.open or (not gate.announced and exceeds)
+            candidate = bool(material[0]) and silent and t > gate.quiet_until
             flag = gate.step(t, exceeds, bool(calm[0]), th)
             if gate.open:
                 gate.keep_offsets(level_offsets(x, np.array([est.center]), positive))
@@ -251,3 +253,21 @@ def test_a_new_series_alerts_on_its_first_day_once_a_few_hours_are_learnt() -> N
     result = detect(epoch, values, DetectorConfig(), "high")
     flagged = np.flatnonzero(result.is_anomaly)
     assert flagged.tolist() == [5 * 60], flagged
+
+
+def test_trouble_that_opens_in_the_cooldown_alerts_only_if_it_outlasts_it() -> None:
+    """An aftershock inside the cooldown stays silent; trouble that began inside it and is
+    still there once it is over is new, and alerts then, once."""
+    th = Thresholds()
+    gate = IncidentGate()
+    assert gate.step(0.0, True, False, th)  # the first incident alerts
+    gate.step(60.0, False, True, th)  # calm: closed, quiet until 60 s + the cooldown
+    assert not gate.step(120.0, True, False, th)  # an aftershock: silent
+    gate.step(180.0, False, True, th)  # over: quiet until 180 s + the cooldown
+    quiet_until = 180.0 + th.cooldown_seconds
+    minutes = np.arange(240.0, quiet_until + 600.0, 60.0)
+    alerts = [gate.step(float(t), True, False, th) for t in minutes]
+    assert not alerts[0]  # opens inside the cooldown: silent...
+    assert [float(t) for t, a in zip(minutes, alerts, strict=True) if a] == [
+        float(minutes[minutes > quiet_until][0])
+    ]  # ...and alerts once, on its first minute past the cooldown
