@@ -48,23 +48,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-from rca_real import Alarm, alarms, clock
+from rca_real import DEFAULT_DATA, EXPECTED_KIND, Alarm, alarms, clock
 
 from baselines.detect import Detector
 from baselines.settings import Settings
 from service.contract import AnomalyReport, MetricSample, SpanEvent
 
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "nezha-dev"
 DAYS = ("2022-08-22", "2022-08-23")
 BEFORE_S, AFTER_S = 120.0, 240.0
-EXPECTED_KIND = {
-    "cpu_contention": "resources",
-    "cpu_consumed": "resources",
-    "network_delay": "network",
-    "exception": "errors",
-    "return": "errors",
-}
 METRICS = (("cpu_pct", "CpuUsageRate(%)"), ("memory_pct", "MemoryUsageRate(%)"))
 Edges = dict[int, dict[str, float]]
 """Minute (epoch seconds) -> ``caller_callee`` -> median latency in seconds."""
