@@ -255,7 +255,11 @@ class TelemetryConsumer:
                     last_lag = now
                     declared = channel.queue_declare(self._queue, passive=True)
                     self.lag = declared.method.message_count
-            if connection.is_open and self._unacked is not None:
+            # a report delivered since the last commit must leave the checkpointed outbox,
+            # or a restart sends it again
+            if connection.is_open and (
+                self._unacked is not None or self.forwarder.changes != outbox_seen
+            ):
                 self._commit_or_hold(channel)
         finally:
             self.ready.clear()
