@@ -55,6 +55,10 @@ def test_schemathesis_finds_no_server_error_nor_schema_violation(tmp_path: Path)
                 # some schema-valid bodies, by design; every other check runs
                 "--exclude-checks",
                 "positive_data_acceptance",
+                # the same generated requests every run: a finding reproduces, CI does not
+                # flip on a rare draw
+                "--seed",
+                "20261206",
             ],
             capture_output=True,
             text=True,
