@@ -57,7 +57,7 @@ EXPLAINED = 0.3
 PROPAGATING: frozenset[str] = frozenset({"own_time", "errors"})
 DEPTH_WEIGHT = 0.3
 LATE_SECONDS = 120.0
-"""A service whose own signals began more than this after the incident's first began is a
+"""A service whose first signal came more than this after the incident's first is a
 consequence or a coincidence, not its cause: a cause comes before its effects."""
 LATE = 0.3
 """What a late service's score still counts."""

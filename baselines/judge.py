@@ -198,7 +198,8 @@ class Habits:
     tail: list[float] = field(default_factory=list)
     """The last ``recent_values - 1`` scores."""
     pending: list[float] = field(default_factory=list)
-    """Scores of the current day, learnt when the next one begins."""
+    """Scores not learnt yet: learnt when the next day begins (at the next hour's start
+    while the distribution is not known)."""
 
     @property
     def known(self) -> bool:
