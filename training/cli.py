@@ -30,7 +30,7 @@ def _base_gguf(value: str | None) -> Path:
 def cmd_data(args: argparse.Namespace) -> int:
     from training.config import TrainConfig
     from training.dataset import samples
-    from training.dataset.check import check
+    from training.dataset.check import TrainingSide, check
     from training.dataset.generator import generate
     from training.dataset.texts import HELDOUT
 
@@ -60,7 +60,7 @@ def cmd_data(args: argparse.Namespace) -> int:
             samples.write_jsonl(path, rows)
             print(f"wrote {len(rows)} samples to {path}")
         return 0
-    training = [Path(d.path) for d in TrainConfig.load(args.config).datasets]
+    training = TrainingSide.read([Path(d.path) for d in TrainConfig.load(args.config).datasets])
     results = [check(path, [p for p in args.files if p != path], training) for path in args.files]
     for result in results:
         print(result.render())

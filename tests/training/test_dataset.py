@@ -11,7 +11,7 @@ from service.contract import AnomalyReport, Diagnosis, ProbableCause
 from service.prompt import settled, summary_head
 from training.cli import main
 from training.dataset import samples, texts
-from training.dataset.check import check
+from training.dataset.check import TrainingSide, check
 from training.dataset.generator import Scenario, generate
 
 
@@ -23,7 +23,7 @@ def test_committed_files_pass_the_check_without_leakage() -> None:
         samples.HANDWRITTEN_HELDOUT_CHAT,
         samples.HANDWRITTEN_PUBLIC_CHAT,
     ]
-    training = [samples.COMBINED, samples.EXTRA]
+    training = TrainingSide.read([samples.COMBINED, samples.EXTRA])
     for path in files:
         result = check(path, [p for p in files if p != path], training)
         assert result.ok, result.render()
@@ -60,13 +60,15 @@ def test_an_evaluation_file_may_not_share_an_evidence_template_with_training(
         Scenario("x", "evidence", AnomalyReport.model_validate(report), _answer(held_out[0])),
         "generated",
     )
-    leaking = check(_write(tmp_path / "eval.jsonl", [row]), training=[samples.COMBINED])
+    leaking = check(
+        _write(tmp_path / "eval.jsonl", [row]), training=TrainingSide.read([samples.COMBINED])
+    )
     assert leaking.errors == [
         "sample 1: evidence shares a template with training: "
         "'connection pool exhausted: 7/7 in use, waiting for db'"
     ]
     train = _write(tmp_path / "train.jsonl", [row])
-    assert check(train, training=[train]).ok
+    assert check(train, training=TrainingSide.read([train])).ok
 
 
 def _template_of_every_line(row: dict, wording: texts.Wording) -> bool:

@@ -140,27 +140,36 @@ def _template(line: str) -> str:
     return template_of(line) or re.sub(r"\d+", "#", line)
 
 
-def _training_templates(training: Sequence[Path]) -> set[str]:
-    """Every template training reads: the generator's training wording and the lines of
-    ``training``'s files."""
-    used = {t for templates in TRAINING.decisive.values() for t in templates} | set(TRAINING.noise)
-    for path in training:
-        rows = [_as_chat(row)[0] for row in read_jsonl(path)]
-        used |= {_template(line) for row in rows for line in _evidence(row)}
-    return used
+@dataclass(frozen=True)
+class TrainingSide:
+    """What a training run reads, read once for every file checked against it: its files
+    and every evidence template in them or in the generator's training wording."""
+
+    paths: frozenset[Path]
+    """Resolved."""
+    templates: frozenset[str]
+
+    @classmethod
+    def read(cls, training: Sequence[Path]) -> TrainingSide:
+        used = {t for ts in TRAINING.decisive.values() for t in ts} | set(TRAINING.noise)
+        for path in training:
+            rows = [_as_chat(row)[0] for row in read_jsonl(path)]
+            used |= {_template(line) for row in rows for line in _evidence(row)}
+        return cls(frozenset(p.resolve() for p in training), frozenset(used))
 
 
-def check(path: Path, others: Sequence[Path] = (), training: Sequence[Path] = ()) -> CheckResult:
+def check(
+    path: Path, others: Sequence[Path] = (), training: TrainingSide | None = None
+) -> CheckResult:
     """Check ``path``; ``others`` are the other splits it must not share a prompt with;
-    ``training`` the files a training run reads (none: no such check): unless ``path`` is one
-    of them, its evidence must share no template with them or the generator's training
+    ``training`` what a training run reads (None: no such check): unless ``path`` is one of
+    its files, its evidence must share no template with them or the generator's training
     wording."""
     result = CheckResult(path)
     rows = [_as_chat(row) for row in read_jsonl(path)]
-    if training and path.resolve() not in {t.resolve() for t in training}:
-        used = _training_templates(training)
+    if training is not None and path.resolve() not in training.paths:
         for number, (row, _) in enumerate(rows, 1):
-            shared = [line for line in _evidence(row) if _template(line) in used]
+            shared = [line for line in _evidence(row) if _template(line) in training.templates]
             if shared:
                 result.errors.append(
                     f"sample {number}: evidence shares a template with training: {shared[0]!r}"
