@@ -87,6 +87,10 @@ BANDS = ((0.0, 0.5), (0.5, 0.7), (0.7, 0.85), (0.85, 1.01))
 """Bands of stated confidence for the reliability table (the last holds 0.85 to 1)."""
 
 
+def _band(low: float, high: float) -> str:
+    return f"{low:.2f}-{min(high, 1.0):.2f}"
+
+
 def reliability(outcomes: list[Outcome]) -> dict[str, Any]:
     """Stated confidence against observed cause accuracy, per band, and the expected
     calibration error: sum over bands of (cases / all) * |accuracy - mean confidence|."""
@@ -97,7 +101,7 @@ def reliability(outcomes: list[Outcome]) -> dict[str, Any]:
         if inside:
             bands.append(
                 {
-                    "band": f"{low:.2f}-{min(high, 1.0):.2f}",
+                    "band": _band(low, high),
                     "cases": len(inside),
                     "stated": sum(o.confidence or 0.0 for o in inside) / len(inside),
                     "observed": sum(o.cause_ok for o in inside) / len(inside),
@@ -256,7 +260,7 @@ def render(results: dict[str, dict[str, dict[str, Any]]]) -> str:
 
 def _reliability_table(models: dict[str, dict[str, Any]]) -> list[str]:
     """Per model: observed cause accuracy / mean stated confidence (cases) per band."""
-    head = " | ".join(f"stated {low:.2f}-{min(high, 1.0):.2f}" for low, high in BANDS)
+    head = " | ".join(f"stated {_band(low, high)}" for low, high in BANDS)
     lines = [
         "Confidence calibration: observed cause accuracy / mean stated confidence (cases)",
         "",
@@ -268,7 +272,7 @@ def _reliability_table(models: dict[str, dict[str, Any]]) -> list[str]:
         by_band = {b["band"]: b for b in calibration["bands"]}
         cells = []
         for low, high in BANDS:
-            b = by_band.get(f"{low:.2f}-{min(high, 1.0):.2f}")
+            b = by_band.get(_band(low, high))
             cells.append(f"{b['observed']:.0%} / {b['stated']:.2f} ({b['cases']})" if b else "-")
         ece = f"{calibration['ece']:.3f}" if calibration["ece"] is not None else "-"
         lines.append(f"| {model} | " + " | ".join(cells) + f" | {ece} |")
