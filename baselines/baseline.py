@@ -18,7 +18,8 @@ mature buckets, taken once per local day), as if that pooled value had been seen
 ``min_level_samples`` more times.
 
 A window is judged against the profile *as it stood when the window's local hour began*
-(``estimate`` is memoised per hour, the pooled spread per day): an incident cannot drag its
+(``estimate`` is memoised per hour, the pooled spread per day; a series too young for any
+estimate then gets its first one as soon as it has enough values): an incident cannot drag its
 own hour's baseline up, and a replay can judge a whole hour, or a whole day of mature
 buckets, in one vectorised step with exactly the live detector's result.
 """
@@ -129,19 +130,23 @@ class SeasonalProfile:
         self._written = np.zeros(HOURS_PER_WEEK, dtype=np.int64)
         self._recent = np.full(recent, np.nan, dtype=np.float32)
         self._recent_written = 0
-        self._memo: tuple[int, Estimate | None] | None = None
+        self._memo: tuple[int, Estimate] | None = None
         self._pool_memo: tuple[int, float | None] | None = None
         self._recent_memo: tuple[int, float] | None = None
 
     # ----------------------------------------------------------------- reading
 
-    def estimate(self, hour_index: int) -> Estimate | None:
-        """The baseline of this local hour: computed on first use in the hour, then kept."""
+    def estimate(self, hour_index: int, settled: int = 0) -> Estimate | None:
+        """The baseline of this local hour: computed on first use in the hour, then kept.
+        An estimate on fewer than ``settled`` values (or none: fewer than
+        ``min_level_samples``) is not kept: a young series is asked again at its next value,
+        so it is judged from the value it has enough history for, not from the next hour."""
         if self._memo is not None and self._memo[0] == hour_index:
             return self._memo[1]
         pooled = self.pooled_spread(hour_index // 24)
         estimate = self._estimate(int(hour_of_week(hour_index)), pooled)
-        self._memo = (hour_index, estimate)
+        if estimate is not None and estimate.history >= settled:
+            self._memo = (hour_index, estimate)
         return estimate
 
     def pooled_spread(self, local_day: int) -> float | None:

@@ -70,6 +70,8 @@ a resources signal that opens an incident by itself, wherever the service is."""
 SATURATED_RISE = 3.0
 NAMED_SHARE = 0.5
 """What error lines naming another service count for it, against the service that logs them."""
+WEAK = 0.5
+"""The strength of a latency series far out but not yet a surprise (an alert's is 1)."""
 
 
 @dataclass(frozen=True)
@@ -543,7 +545,7 @@ class Detector:
                 offset = state.gate.adopt(start, th)
                 if offset is not None:
                     state.p95.shift(offset)
-        usual = {key: self._series[key].p95.estimate(hour) for key in window.spans}
+        usual = {key: self._series[key].p95.estimate(hour, th.min_history) for key in window.spans}
         closing = Closing(start, hour, window, summaries, usual, metrics)
 
         watched = [key for key in window.spans if key[2] in OWN_KINDS + CALL_KINDS + (GAP_KIND,)]
@@ -559,6 +561,8 @@ class Detector:
             and window.spans[key].count >= min(MIN_POOLED_SPANS, cfg.min_window_count)
         ]
         flagged: dict[SpanKey, WindowFacts] = {}
+        stirring: dict[SpanKey, str] = {}
+        """Far out but not yet a surprise: "p95 .. ms, usual .. ms"."""
         if judged:  # all series of the window in one vectorised step
             states = [self._series[key] for key, _ in judged]
             p95 = np.array([summaries[key][1] for key, _ in judged])
@@ -585,6 +589,8 @@ class Detector:
                     flagged[key] = self._facts(key, score, closing)
                 if state.gate.open:
                     state.gate.keep_offsets(offsets[i : i + 1])
+                elif material[i]:
+                    stirring[key] = _numbers(float(p95[i]), float(usual_p95[i]))
         alerting = {key[0] for key in window.spans if self._series[key].gate.open}
         alerting |= self.incidents.touched_services()
         verdicts = self._judge_errors(window, alerting)
@@ -592,6 +598,7 @@ class Detector:
             flagged,
             {key for key, _ in judged},
             {key for key in watched if self._series[key].gate.open},
+            stirring,
         )
         signals += [
             signal
@@ -824,22 +831,40 @@ def _coalesce(group: list[tuple[bool, WindowFacts]]) -> tuple[WindowFacts, list[
     return ordered[0], ordered[1:]
 
 
+def _numbers(p95: float, usual: float) -> str:
+    return f"p95 {p95:.0f} ms, usual {usual:.0f} ms"
+
+
 def _latency_signals(
-    flagged: dict[SpanKey, WindowFacts], judged: set[SpanKey], alerting: set[SpanKey]
+    flagged: dict[SpanKey, WindowFacts],
+    judged: set[SpanKey],
+    alerting: set[SpanKey],
+    stirring: dict[SpanKey, str],
 ) -> list[Signal]:
     """What the flagged latency series say about each service. A slow entry is its service's
     own time; a slow gap is the network in front of the callee; a slow call is a symptom of
     its caller and points at the callee: at its own time when the callee has no judged entry
     series (no spans of its own, or too few), at the network when its entries are judged and
-    calm. ``alerting``: the series in an alert, new or ongoing."""
+    calm. ``alerting``: the series in an alert, new or ongoing. ``stirring``: entries and
+    gaps far out but not yet a surprise (a surprise is a mean of a few windows, so a fault's
+    first minute often alerts its callers before it): weak signals of the same kinds, so
+    an incident's first revision can already rank the service below its callers."""
     own_judged = {key[0] for key in judged if key[2] in OWN_KINDS}
     own_flagged = {key[0] for key in alerting if key[2] in OWN_KINDS}
     gap_flagged = {key[3] for key in alerting if key[2] == GAP_KIND}
     signals = []
+    for (service, operation, kind, peer), numbers in stirring.items():
+        reason = f"far out, not yet a surprise: {numbers}"
+        if kind in OWN_KINDS:
+            own = f"{operation}: {reason}"
+            signals.append(Signal(service, "own_time", WEAK, own, operation, weak=True))
+        elif kind == GAP_KIND:
+            wire = f"calls from {service} ({operation}) wait beyond its work, {reason}"
+            signals.append(Signal(peer, "network", WEAK, wire, peer=service, weak=True))
     for key, facts in flagged.items():
         service, operation, kind, peer = key
         usual = facts.baseline.usual if facts.baseline is not None else 0.0
-        numbers = f"p95 {facts.p95:.0f} ms, usual {usual:.0f} ms"
+        numbers = _numbers(facts.p95, usual)
         evidence = tuple(f"{service}: {text}" for text in facts.evidence)
         if kind in OWN_KINDS:
             signals.append(

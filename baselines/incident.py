@@ -14,6 +14,11 @@ open a new one. The root-cause candidates are ranked by a score a person can fol
   service it points at but explains nothing;
 * a service that more of the incident's services call into, directly or not, gains up to
   ``DEPTH_WEIGHT``: the root sits below what it slows;
+* a service whose latency is far out but not yet a surprise (an alert needs a few
+  windows, so a fault's first minute often alerts its callers before it) sends a weak
+  signal: it never opens an incident, it explains its callers' own time, and it ranks the
+  service only when that service shows nothing stronger and sits below a caller whose own
+  time slowed;
 * a cause comes before its effects: a callee explains its caller only if its trouble began
   no later than ``LATE_SECONDS`` after the caller's, and a service whose trouble began more
   than that after the incident's counts ``LATE`` (a consequence, or a coincidence).
@@ -84,10 +89,13 @@ class Signal:
     """Observed in the service's own telemetry, not read from another's."""
     opens: bool = False
     """Opens an incident although its kind does not (a saturated CPU)."""
+    weak: bool = False
+    """Far out but not yet a surprise: it joins an open incident of a connected service
+    (its first minutes rank the root better) but never opens or prolongs one."""
 
     @property
     def opening(self) -> bool:
-        return self.kind in OPENING or self.opens
+        return not self.weak and (self.kind in OPENING or self.opens)
 
 
 @dataclass
@@ -102,15 +110,26 @@ class Suspect:
     """Some signal came from the service's own telemetry (its own time, errors, resources)."""
     since: float | None = None
     """Start of the window of the first signal about it."""
+    weak: list[str] = field(default_factory=list)
+    """Kinds seen only in weak signals (far out, not yet a surprise): they rank a service
+    that shows nothing stronger, and a callee with them explains its callers' time."""
 
     def add(self, signal: Signal, window_start: float) -> None:
         if self.since is None:
             self.since = window_start
-        if signal.direct and signal.kind != "calls":
+        if signal.direct and signal.kind != "calls" and not signal.weak:
             self.direct = True
-        if signal.strength >= self.strengths.get(signal.kind, -1.0):
-            self.strengths[signal.kind] = signal.strength
-            self.reasons[signal.kind] = signal.reason
+        kind, only_weak = signal.kind, signal.kind in self.weak
+        if signal.weak and kind in self.strengths and not only_weak:
+            return
+        if not signal.weak and only_weak:
+            self.weak.remove(kind)
+            self.strengths.pop(kind)
+        elif signal.weak and not only_weak:
+            self.weak.append(kind)
+        if signal.strength >= self.strengths.get(kind, -1.0):
+            self.strengths[kind] = signal.strength
+            self.reasons[kind] = signal.reason
         if signal.operation and signal.operation not in self.operations:
             self.operations = [*self.operations, signal.operation][:20]
         for text in signal.evidence:
@@ -137,7 +156,7 @@ class OpenIncident:
             "reported_root": self.reported_root,
             "reported_services": self.reported_services,
             "suspects": {
-                name: [s.strengths, s.reasons, s.operations, s.evidence, s.direct, s.since]
+                name: [s.strengths, s.reasons, s.operations, s.evidence, s.direct, s.since, s.weak]
                 for name, s in self.suspects.items()
             },
         }
@@ -158,6 +177,7 @@ class OpenIncident:
                     list(saved[3]),
                     bool(saved[4]),
                     None if len(saved) < 6 or saved[5] is None else float(saved[5]),
+                    list(saved[6]) if len(saved) > 6 else [],
                 )
                 for name, saved in suspects.items()
             },
@@ -193,7 +213,8 @@ class IncidentTracker:
             opening = signal.opening
             incident = homes.get(signal.service)
             if incident is None:
-                incident = _connected(signal.service, graph, homes, opening)
+                near = signal.kind == "resources" and not opening
+                incident = _connected(signal.service, graph, homes, near)
             if incident is None:
                 if not opening:
                     continue
@@ -246,17 +267,13 @@ class IncidentTracker:
 
 
 def _connected(
-    service: str, graph: CallGraph, homes: dict[str, OpenIncident], opening: bool
+    service: str, graph: CallGraph, homes: dict[str, OpenIncident], near: bool
 ) -> OpenIncident | None:
-    """For an opening signal, the open incident of a service this one calls or is called
-    by, directly or not: a slowdown travels up the call graph, never sideways. A resources
-    signal joins only the incident of a service that calls it directly: what a service
+    """The open incident of a service this one calls or is called by, directly or not: a
+    slowdown travels up the call graph, never sideways. ``near`` (a resources signal that
+    does not open): only the incident of a service that calls it directly: what a service
     calls can explain it, and a busy pod further away is more likely a coincidence."""
-    reach = (
-        graph.callers(service)
-        if not opening
-        else graph.upstream(service) | graph.downstream(service)
-    )
+    reach = graph.callers(service) if near else graph.upstream(service) | graph.downstream(service)
     found = {id(homes[other]): homes[other] for other in reach if other in homes}
     # the oldest incident wins, whatever order the walk found them in: a replay after a
     # restart must fold the same signals into the same incidents
@@ -267,9 +284,17 @@ def rank(incident: OpenIncident, graph: CallGraph) -> list[Candidate]:
     """The incident's services ranked as its root cause, best first (see the module doc)."""
     names = list(incident.suspects)
     symptomatic = {name for name, suspect in incident.suspects.items() if suspect.direct}
+    stirring = {name for name, suspect in incident.suspects.items() if suspect.weak}
     upstream_of: dict[str, int] = dict.fromkeys(names, 0)
     # a service whose calls slowed is explained by them, whatever the callee shows
     explained = {name: "calls" in s.strengths for name, s in incident.suspects.items()}
+    # a callee far out but not yet a surprise explains its callers' time, not their errors
+    slowed_by = dict(explained)
+    slowing: set[str] = set()  # seen only weakly, below a caller whose own time slowed
+    slow = {
+        name: "own_time" in s.strengths and "own_time" not in s.weak
+        for name, s in incident.suspects.items()
+    }
     members = set(names)
     since = {
         name: incident.started if s.since is None else s.since
@@ -281,14 +306,23 @@ def rank(incident: OpenIncident, graph: CallGraph) -> list[Candidate]:
             if target != name:
                 upstream_of[target] += 1
                 # a callee explains its caller only if its trouble did not begin later
-                if target in symptomatic and since[target] <= since[name] + LATE_SECONDS:
-                    explained[name] = True
+                if since[target] > since[name] + LATE_SECONDS:
+                    continue
+                if target in symptomatic:
+                    explained[name] = slowed_by[name] = True
+                elif target in stirring:
+                    slowed_by[name] = True
+                    if slow[name]:
+                        slowing.add(target)
     candidates = []
     for name, suspect in incident.suspects.items():
         parts: dict[str, float] = {}
-        for kind, strength in suspect.strengths.items():
+        strong = {k: v for k, v in suspect.strengths.items() if k not in suspect.weak}
+        if not any(strong.values()) and name not in slowing:
+            continue  # weak signals alone rank only a service that explains a caller
+        for kind, strength in (strong if any(strong.values()) else suspect.strengths).items():
             weight = WEIGHTS[cast(SignalKind, kind)]
-            if kind in PROPAGATING and explained[name]:
+            if kind in PROPAGATING and (explained if kind == "errors" else slowed_by)[name]:
                 weight *= EXPLAINED
             parts[kind] = weight * strength
         depth = DEPTH_WEIGHT * upstream_of[name] / max(len(names) - 1, 1)

@@ -20,7 +20,10 @@ migration): the baseline moves to it at the next hour and the incident closes.
 
 Everything a value is judged against (baseline, floors, the score distribution) is frozen
 as it stood when the value's local hour (baseline) or day (floors, scores) began, so the
-replay can judge a whole day in one vectorised step with exactly the live result.
+replay can judge a whole day in one vectorised step with exactly the live result. A new
+series is the exception, so that it can alert within its first hour: it is judged from
+its ``min_history``-th value, its score distribution is known as soon as ``min_scores``
+scores are learnt, and refined every hour until it holds ``memory_values``.
 """
 
 from __future__ import annotations
@@ -71,7 +74,10 @@ class Thresholds:
     """Floor of the spread relative to the level: 1% of the usual value."""
     longrun_share: float = 0.1
     """Floor of the spread relative to the series' recent spread across all hours."""
-    cooldown_seconds: float = 900.0
+    cooldown_seconds: float = 300.0
+    """No new alert for a series this soon after its incident closed (unless the trouble
+    outlasts it). Short: the incidents across services already fold one fault's alerts,
+    and a longer one hid a second fault of the same service minutes after the first."""
     adopt_after_seconds: float = 2 * 3600.0
     """An incident still open after this long is a new level: the baseline moves to it at
     the next hour, and it closes."""
@@ -179,8 +185,8 @@ def likelihood(standardised: np.ndarray) -> np.ndarray:
 class Habits:
     """What is ordinary for one series: the distribution of its scores (exponentially
     weighted sums) and the smallest step its values take, frozen when each local day
-    begins (``begin_hour``; every hour until the distribution is known), and the last
-    scores for the recent mean."""
+    begins (``begin_hour``; every hour while the series is young, and first as soon as
+    ``min_scores`` are learnt), and the last scores for the recent mean."""
 
     s0: float = 0.0
     s1: float = 0.0
@@ -198,8 +204,7 @@ class Habits:
     tail: list[float] = field(default_factory=list)
     """The last ``recent_values - 1`` scores."""
     pending: list[float] = field(default_factory=list)
-    """Scores not learnt yet: learnt when the next day begins (at the next hour's start
-    while the distribution is not known)."""
+    """Scores not learnt yet: learnt when the next day (young: hour) begins."""
 
     @property
     def known(self) -> bool:
@@ -208,28 +213,51 @@ class Habits:
 
     def begin_hour(self, hour: int, th: Thresholds) -> None:
         """At a local hour's start: when a day begins, learn the finished day's scores, then
-        freeze the distribution and the step. Until the distribution is known, the same at
-        every hour's start: a new series can alert a few hours after it is first seen, not
-        only from the next day on."""
+        freeze the distribution and the step. A young series (fewer than ``memory_values``
+        scores learnt) does so at every hour's start: its distribution is still taking
+        shape, and it learns its first ``min_scores`` scores as they come (``commit``)."""
         day = hour // 24
-        if day == self.day and (self.known or not self.pending):
+        if day == self.day and self.settled(th):
             return
         self.day = day
-        if self.pending:
-            scores = np.array(self.pending, dtype=np.float64)
-            decay = 1.0 - 1.0 / th.memory_values
-            weights = decay ** np.arange(scores.size - 1, -1, -1, dtype=np.float64)
-            carry = decay**scores.size
-            self.s0 = carry * self.s0 + float(weights.sum())
-            self.s1 = carry * self.s1 + float((weights * scores).sum())
-            self.s2 = carry * self.s2 + float((weights * scores * scores).sum())
-            self.learnt += scores.size
-            self.pending = []
+        self._learn(self.pending, th)
+        self.pending = []
+        self._freeze(th)
+        self.frozen_quantum = 0.0 if math.isinf(self.quantum) else self.quantum
+
+    def settled(self, th: Thresholds) -> bool:
+        """Whether the distribution is frozen for whole days (it has learnt as many scores
+        as it remembers)."""
+        return self.learnt >= th.memory_values
+
+    def _learn(self, pending: list[float], th: Thresholds) -> None:
+        if not pending:
+            return
+        scores = np.array(pending, dtype=np.float64)
+        decay = 1.0 - 1.0 / th.memory_values
+        weights = decay ** np.arange(scores.size - 1, -1, -1, dtype=np.float64)
+        carry = decay**scores.size
+        self.s0 = carry * self.s0 + float(weights.sum())
+        self.s1 = carry * self.s1 + float((weights * scores).sum())
+        self.s2 = carry * self.s2 + float((weights * scores * scores).sum())
+        self.learnt += scores.size
+
+    def _freeze(self, th: Thresholds) -> None:
         if self.learnt >= th.min_scores and self.s0 > 0:
             self.mean = self.s1 / self.s0
             variance = max(self.s2 / self.s0 - self.mean * self.mean, 0.0)
             self.sd = max(math.sqrt(variance), MIN_SCORE_SPREAD)
-        self.frozen_quantum = 0.0 if math.isinf(self.quantum) else self.quantum
+
+    def _keep(self, scores: list[float], th: Thresholds) -> None:
+        """Scores (judged ones) to learn: while the distribution is not known, at once,
+        and it is frozen as soon as ``min_scores`` are learnt, so a new series can alert
+        from its ``min_history + min_scores``-th value on; once known, at ``begin_hour``."""
+        if not self.known:
+            need = max(th.min_scores - self.learnt, 0)
+            self._learn(scores[:need], th)
+            self._freeze(th)
+            scores = scores[need:]
+        self.pending.extend(scores)
 
     def standardised(self, scores: np.ndarray, th: Thresholds) -> np.ndarray:
         """For consecutive scores of this day: the mean of each one and the ones before it
@@ -263,14 +291,14 @@ class Habits:
     def commit_one(self, score: float, value: float, th: Thresholds) -> None:
         """``commit`` of one score and its value, without numpy."""
         if not math.isnan(score):
-            self.pending.append(score)
+            self._keep([score], th)
         self._remember([*self.tail, score], abs(value - self.last_value), value, th)
 
     def commit(self, scores: np.ndarray, values: np.ndarray, th: Thresholds) -> None:
         """Record consecutive scores (NaN: not judged) and the values they scored."""
         if scores.size == 0:
             return
-        self.pending.extend(scores[~np.isnan(scores)].tolist())
+        self._keep(scores[~np.isnan(scores)].tolist(), th)
         steps = np.abs(np.diff(np.concatenate(([self.last_value], values))))
         steps = steps[np.isfinite(steps) & (steps > 0)]
         smallest = float(steps.min()) if steps.size else math.nan

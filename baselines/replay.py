@@ -231,41 +231,57 @@ def detect(
     hows = hour_of_week(hours[run_starts]) if runs else np.empty(0, dtype=np.int64)
     alerts: list[int] = []
     bar = tqdm(total=n, unit="rows", disable=not progress, desc="replay")
-    r = 0
+    r, resume = 0, -1
     while r < len(runs):
-        first, row = r, runs[r][0]
-        day = int(hours[row]) // 24
-        habits.begin_hour(int(hours[row]), th)
-        offset = gate.adopt(float(ts[row]), th)
-        if offset is not None:
-            move_level(profile, offset, positive)
-        if profile.mature(int(hows[r])):
+        first, (lo, end) = r, runs[r]
+        day = int(hours[lo]) // 24
+        if resume < 0:  # an hour's start
+            habits.begin_hour(int(hours[lo]), th)
+            offset = gate.adopt(float(ts[lo]), th)
+            if offset is not None:
+                move_level(profile, offset, positive)
+        else:
+            lo = resume
+        resume, judging = -1, True
+        if lo == runs[r][0] and habits.settled(th) and profile.mature(int(hows[r])):
             # hours of one day in one step, once the score distribution stays frozen all day
             while (
                 r < len(runs)
                 and int(hours[runs[r][0]]) // 24 == day
                 and profile.mature(int(hows[r]))
-                and (r == first or habits.known)
             ):
                 r += 1
             u, s = profile.weekly_estimates(hows[first:r], day)
-            lo, hi = runs[first][0], runs[r - 1][1]
+            hi = runs[r - 1][1]
             lengths = [b - a for a, b in runs[first:r]]
             center[lo:hi], spread[lo:hi] = np.repeat(u, lengths), np.repeat(s, lengths)
             history[lo:hi] = profile.history
         else:
-            estimate = profile.estimate(int(hours[runs[r][0]]))
-            lo, hi = runs[r]
-            if estimate is not None:
+            hi = end
+            estimate = profile.estimate(int(hours[lo]), th.min_history)
+            if estimate is None:  # too young for any: learnt, not judged
+                judging = False
+                hi = min(end, lo + max(profile.min_level_samples - profile.history, 1))
+            else:
+                if estimate.history < th.min_history:  # not kept: asked again next row
+                    judging, hi = False, lo + 1
+                elif not habits.known:  # the score distribution freezes after min_scores
+                    hi = min(end, lo + max(th.min_scores - habits.learnt, 1))
                 center[lo:hi], spread[lo:hi] = estimate.center, estimate.spread
                 history[lo:hi] = estimate.history
-            r += 1
-        floors = (th, False, habits.frozen_quantum, profile.recent_spread(day))
+            if hi < end:
+                resume = hi
+            else:
+                r += 1
+        # the series' recent spread is taken once a day, when it is first judged
+        longrun = profile.recent_spread(day) if judging else 0.0
+        floors = (th, False, habits.frozen_quantum, longrun)
         spread[lo:hi] = floored_spread(center[lo:hi], spread[lo:hi], *floors)
         batch = Batch(ts, x, center, spread, history, standardised, positive, lo, hi)
         learn, cut = _judge(batch, run_starts[first:r] - lo, gate, habits, th, alerts)
         if cut < hi:  # the incident became a new level at an hour's start: go on from there
             r = first + int(np.searchsorted(run_starts[first:r], cut))
+            resume = -1
         profile.add_many(hours[lo:cut][learn], x[lo:cut][learn])
         bar.update(cut - lo)
     bar.close()

@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     )
     clear_ratio: float = Field(1.5, ge=1, description="...or below ratio x usual.")
     cooldown_seconds: int = Field(
-        900, ge=0, description="No new alert for a series this soon after its last one closed."
+        300, ge=0, description="No new alert for a series this soon after its last one closed."
     )
     allowed_lateness_seconds: float = Field(
         5.0, ge=0, description="How long a window waits for out-of-order events before closing."

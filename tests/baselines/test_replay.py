@@ -72,7 +72,7 @@ def reference(epoch, values, config: DetectorConfig, direction: str):
             offset = gate.adopt(t, th)
             if offset is not None:
                 move_level(profile, offset, positive)
-        est = profile.estimate(hour)
+        est = profile.estimate(hour, th.min_history)
         flag, score, x = False, np.array([np.nan]), np.array([v])
         if est is not None and est.history >= th.min_history:
             floors = (th, False, habits.frozen_quantum, profile.recent_spread(hour // 24))
