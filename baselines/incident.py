@@ -241,7 +241,7 @@ class IncidentTracker:
         updates = []
         for incident in touched.values():
             ranked = rank(incident, graph)
-            services = sorted(incident.suspects)
+            services = sorted(_affected(incident, ranked))
             root = ranked[0].service if ranked else ""
             if root == incident.reported_root and services == incident.reported_services:
                 continue
@@ -250,7 +250,10 @@ class IncidentTracker:
             flagged = [
                 name
                 for name in _upstream_first(incident, graph)
-                if any(k in OPENING for k in incident.suspects[name].strengths)
+                if any(
+                    k in OPENING and k not in incident.suspects[name].weak
+                    for k in incident.suspects[name].strengths
+                )
             ]
             updates.append(Update(_contract(incident, ranked, flagged, graph), flagged))
         return updates
@@ -365,6 +368,17 @@ def _upstream_first(incident: OpenIncident, graph: CallGraph) -> list[str]:
     return sorted(members, key=lambda n: (-below[n], n))
 
 
+def _affected(incident: OpenIncident, ranked: list[Candidate]) -> list[str]:
+    """The incident's services a person is shown: those with a signal stronger than weak,
+    and the candidates (a weakly seen service is one only when it explains a caller)."""
+    candidates = {c.service for c in ranked}
+    return [
+        name
+        for name, suspect in incident.suspects.items()
+        if name in candidates or any(k not in suspect.weak for k in suspect.strengths)
+    ]
+
+
 def _contract(
     incident: OpenIncident, ranked: list[Candidate], flagged: list[str], graph: CallGraph
 ) -> Incident:
@@ -381,10 +395,10 @@ def _contract(
         affected=[
             AffectedService(
                 service=name,
-                operations=suspect.operations[:20],
-                signals=sorted(suspect.strengths)[:10],
+                operations=incident.suspects[name].operations[:20],
+                signals=sorted(incident.suspects[name].strengths)[:10],
             )
-            for name, suspect in list(incident.suspects.items())[:MAX_SERVICES]
+            for name in _affected(incident, ranked)[:MAX_SERVICES]
         ],
         path=path[:20],
     )

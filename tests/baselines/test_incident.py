@@ -522,3 +522,27 @@ def test_a_slow_service_whose_cpu_rose_too_is_rooted_in_its_resources() -> None:
     root = update.incident.root_cause
     assert root is not None and (root.service, root.kind) == (C, "resources")
     assert root.reasons[:2] == ["CPU 60% (usual 5%)", f"{C} p95 5x usual"]
+
+
+def _slow(service: str, weak: bool = False) -> Signal:
+    return Signal(service, "own_time", 0.5 if weak else 1.0, f"{service} p95 3x", weak=weak)
+
+
+def test_a_callee_far_out_but_not_yet_a_surprise_takes_the_root_from_its_slow_caller() -> None:
+    """B calls C calls D. In a fault's first minute B's latency alerts; D's is far out but
+    not yet a surprise (a surprise is a mean of a few windows): D is already the root, B's
+    own time is explained by it. A weak signal alone opens nothing, and one with no slow
+    caller above it ranks nobody."""
+    graph = CallGraph()
+    graph.observe(B, C, 10, 0.0)
+    graph.observe(C, D, 10, 0.0)
+    start = START.timestamp()
+    assert IncidentTracker().update(start, [_slow(D, weak=True)], graph) == []
+    tracker = IncidentTracker()
+    [update] = tracker.update(start, [_slow(B), _slow(D, weak=True)], graph)
+    assert [c.service for c in update.incident.candidates] == [D, B]
+    assert update.incident.root_cause is not None and update.incident.root_cause.service == D
+    assert [OpenIncident.from_json(i.to_json()) for i in tracker.open] == tracker.open
+    tracker = IncidentTracker()
+    [update] = tracker.update(start, [_errors(B, 1.0), _slow(D, weak=True)], graph)
+    assert [c.service for c in update.incident.candidates] == [B]
