@@ -40,6 +40,9 @@ from baselines.baseline import LOG_FLOOR
 
 Direction = Literal["high", "low", "both"]
 MAX_OFFSETS = 4096
+SETTLED = 0.95
+"""Share of its exponential memory a score distribution fills before it is frozen for whole
+days (``Habits.settled``)."""
 MIN_SCORE_SPREAD = 1e-3
 """The score distribution's spread is at least this (a perfectly regular series)."""
 ADOPT_LAST = 60
@@ -213,8 +216,8 @@ class Habits:
 
     def begin_hour(self, hour: int, th: Thresholds) -> None:
         """At a local hour's start: when a day begins, learn the finished day's scores, then
-        freeze the distribution and the step. A young series (fewer than ``memory_values``
-        scores learnt) does so at every hour's start: its distribution is still taking
+        freeze the distribution and the step. A young series (not ``settled``) does so at
+        every hour's start: its distribution is still taking
         shape, and it learns its first ``min_scores`` scores as they come (``commit``)."""
         day = hour // 24
         if day == self.day and self.settled(th):
@@ -226,9 +229,11 @@ class Habits:
         self.frozen_quantum = 0.0 if math.isinf(self.quantum) else self.quantum
 
     def settled(self, th: Thresholds) -> bool:
-        """Whether the distribution is frozen for whole days (it has learnt as many scores
-        as it remembers)."""
-        return self.learnt >= th.memory_values
+        """Whether the distribution is frozen for whole days: once its exponential memory
+        is 95% full (about 3 x ``memory_values`` scores). Before, a series' first days
+        judge it against other hours and days, more widely than later, and a distribution
+        frozen on those scores alone made its second day noisier than any after."""
+        return self.s0 >= SETTLED * th.memory_values
 
     def _learn(self, pending: list[float], th: Thresholds) -> None:
         if not pending:

@@ -282,7 +282,7 @@ YOUNG_LIMIT = pytest.mark.xfail(
     "noise judged by the score distribution learnt before alerts a few times that day",
     strict=True,
 )
-YOUNG_FAILING = {"sigma0.5-1min", "sigma0.5-5min"}
+YOUNG_FAILING = {"sigma0.5-5min"}
 YOUNG_NOISE = [
     pytest.param(*p.values, id=p.id, marks=YOUNG_LIMIT if p.id in YOUNG_FAILING else ())
     for p in NOISE
