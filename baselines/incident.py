@@ -23,8 +23,9 @@ open a new one. The root-cause candidates are ranked by a score a person can fol
   no later than ``LATE_SECONDS`` after the caller's, and a service whose trouble began more
   than that after the incident's counts ``LATE`` (a consequence, or a coincidence).
 
-Its kind is the signal that contributes most, but resources over own time: a service
-slow while its CPU or memory is far above usual is slow because of them. An incident is
+Its kind is the signal that contributes most, but resources over any other: a service
+slow, waited on (a CPU-starved service queues requests before its spans begin) or failing
+while its CPU or memory is far above usual does so because of them. An incident is
 reported when it opens and again (a new revision, the same incident id) when its root or
 its affected services change.
 """
@@ -336,8 +337,8 @@ def rank(incident: OpenIncident, graph: CallGraph) -> list[Candidate]:
         if late:
             score *= LATE
         ordered = sorted((k for k in parts if k != "calls"), key=lambda k: -parts[k])
-        if ordered[:1] == ["own_time"] and "resources" in parts:
-            # its own time slowed while its CPU or memory rose: they are why
+        if ordered[:1] != ["resources"] and "resources" in parts:
+            # it slowed, queued or failed while its CPU or memory rose: they are why
             ordered.insert(0, ordered.pop(ordered.index("resources")))
         root_kind = cast(RootCauseKind, ordered[0] if ordered else "own_time")
         reasons = [suspect.reasons[k] for k in ordered]

@@ -20,7 +20,7 @@ import pytest
 
 from baselines.callgraph import CallGraph
 from baselines.detect import Detector, DetectorConfig
-from baselines.incident import IncidentTracker, OpenIncident, Signal
+from baselines.incident import IncidentTracker, OpenIncident, Signal, SignalKind
 from service.contract import AnomalyReport, Candidate, Incident, LogRecord, SpanEvent
 
 A, B, C, D = "frontend", "checkout", "payment", "ledger"
@@ -515,14 +515,19 @@ def test_a_callee_whose_trouble_began_minutes_later_does_not_take_the_root(
     assert [OpenIncident.from_json(i.to_json()) for i in tracker.open] == tracker.open
 
 
-def test_a_slow_service_whose_cpu_rose_too_is_rooted_in_its_resources() -> None:
+@pytest.mark.parametrize("kind", ["own_time", "network", "errors"])
+def test_a_slow_or_failing_service_whose_cpu_rose_too_is_rooted_in_its_resources(
+    kind: SignalKind,
+) -> None:
+    """Slow, waited on (a CPU-starved service queues requests before its spans begin) or
+    failing while its CPU is far above usual: the CPU is why, whichever signal is louder."""
     tracker = IncidentTracker()
-    slow = Signal(C, "own_time", 1.5, f"{C} p95 5x usual")
+    trouble = Signal(C, kind, 1.5, f"{C}: {kind} 5x usual")
     busy = Signal(C, "resources", 0.6, "CPU 60% (usual 5%)")
-    [update] = tracker.update(START.timestamp(), [slow, busy], CallGraph())
+    [update] = tracker.update(START.timestamp(), [trouble, busy], CallGraph())
     root = update.incident.root_cause
     assert root is not None and (root.service, root.kind) == (C, "resources")
-    assert root.reasons[:2] == ["CPU 60% (usual 5%)", f"{C} p95 5x usual"]
+    assert root.reasons[:2] == ["CPU 60% (usual 5%)", f"{C}: {kind} 5x usual"]
 
 
 def _slow(service: str, weak: bool = False) -> Signal:
