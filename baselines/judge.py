@@ -23,7 +23,7 @@ as it stood when the value's local hour (baseline) or day (floors, scores) began
 replay can judge a whole day in one vectorised step with exactly the live result. A new
 series is the exception, so that it can alert within its first hour: it is judged from
 its ``min_history``-th value, its score distribution is known as soon as ``min_scores``
-scores are learnt, and refined every hour until it holds ``memory_values``.
+scores are learnt, and refined every hour until its memory is nearly full (``SETTLED``).
 """
 
 from __future__ import annotations
