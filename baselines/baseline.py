@@ -272,6 +272,11 @@ class SeasonalProfile:
     def to_units(self, center: float) -> float:
         return float(np.exp(center)) if self.log else center
 
+    def recent_values(self) -> np.ndarray:
+        """The recent values of any hour (up to ``recent``), in the series' units."""
+        work = self._recent[: min(self._recent_written, self._recent.size)].astype(np.float64)
+        return np.exp(work) if self.log else work
+
     # ----------------------------------------------------------------- learning
 
     def add(self, hour_index: int, value: float) -> None:

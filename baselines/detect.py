@@ -580,6 +580,10 @@ class Detector:
             material, calm = material_and_calm(p95, usual_p95, z, ratio, th)
             offsets = np.log(np.maximum(p95, LOG_FLOOR)) - center
             for i, ((key, _), state) in enumerate(zip(judged, states, strict=True)):
+                if not state.habits.known:
+                    past = state.p95.recent_values()
+                    at = (np.full(past.size, center[i]), np.full(past.size, spread[i]))
+                    state.habits.seed(raw_score(deviation(past, *at, th, log=True)[0]), th)
                 surprise = state.habits.standardised_one(float(scores[i]), th)
                 state.habits.commit_one(float(scores[i]), float(p95[i]), th)
                 exceeds = bool(material[i]) and surprise > th.critical

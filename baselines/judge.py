@@ -22,8 +22,9 @@ Everything a value is judged against (baseline, floors, the score distribution) 
 as it stood when the value's local hour (baseline) or day (floors, scores) began, so the
 replay can judge a whole day in one vectorised step with exactly the live result. A new
 series is the exception, so that it can alert within its first hour: it is judged from
-its ``min_history``-th value, its score distribution is known as soon as ``min_scores``
-scores are learnt, and refined every hour until its memory is nearly full (``SETTLED``).
+its ``min_history``-th value, against a score distribution started from the scores of its
+recent values (``Habits.seed``), refined every hour until its memory is nearly full
+(``SETTLED``).
 """
 
 from __future__ import annotations
@@ -252,6 +253,13 @@ class Habits:
             self.mean = self.s1 / self.s0
             variance = max(self.s2 / self.s0 - self.mean * self.mean, 0.0)
             self.sd = max(math.sqrt(variance), MIN_SCORE_SPREAD)
+
+    def seed(self, scores: np.ndarray, th: Thresholds) -> None:
+        """A series judged for the first time: its distribution starts from the scores its
+        recent values have against the same baseline (they made it, so they score a little
+        low), and it can alert from this value on, not ``min_scores`` values later."""
+        if not self.known and not self.learnt:
+            self._keep(scores[np.isfinite(scores)].tolist(), th)
 
     def _keep(self, scores: list[float], th: Thresholds) -> None:
         """Scores (judged ones) to learn: while the distribution is not known, at once,

@@ -265,18 +265,23 @@ def detect(
             else:
                 if estimate.history < th.min_history:  # not kept: asked again next row
                     judging, hi = False, lo + 1
-                elif not habits.known:  # the score distribution freezes after min_scores
-                    hi = min(end, lo + max(th.min_scores - habits.learnt, 1))
                 center[lo:hi], spread[lo:hi] = estimate.center, estimate.spread
                 history[lo:hi] = estimate.history
-            if hi < end:
-                resume = hi
-            else:
-                r += 1
         # the series' recent spread is taken once a day, when it is first judged
         longrun = profile.recent_spread(day) if judging else 0.0
         floors = (th, False, habits.frozen_quantum, longrun)
         spread[lo:hi] = floored_spread(center[lo:hi], spread[lo:hi], *floors)
+        if judging and not habits.known:
+            past = profile.recent_values()
+            at = (np.full(past.size, center[lo]), np.full(past.size, spread[lo]))
+            habits.seed(raw_score(deviation(past, *at, th, log=False)[0]), th)
+            if not habits.known:  # the score distribution freezes after min_scores
+                hi = min(hi, lo + max(th.min_scores - habits.learnt, 1))
+        if r == first:  # one hour, or the part of it up to a change of the series' state
+            if hi < end:
+                resume = hi
+            else:
+                r += 1
         batch = Batch(ts, x, center, spread, history, standardised, positive, lo, hi)
         learn, cut = _judge(batch, run_starts[first:r] - lo, gate, habits, th, alerts)
         if cut < hi:  # the incident became a new level at an hour's start: go on from there
