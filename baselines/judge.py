@@ -189,8 +189,8 @@ def likelihood(standardised: np.ndarray) -> np.ndarray:
 class Habits:
     """What is ordinary for one series: the distribution of its scores (exponentially
     weighted sums) and the smallest step its values take, frozen when each local day
-    begins (``begin_hour``; every hour while the series is young, and first as soon as
-    ``min_scores`` are learnt), and the last scores for the recent mean."""
+    begins (``begin_hour``; every hour while the series is young, and first when it is
+    first judged, ``seed``), and the last scores for the recent mean."""
 
     s0: float = 0.0
     s1: float = 0.0
@@ -218,8 +218,8 @@ class Habits:
     def begin_hour(self, hour: int, th: Thresholds) -> None:
         """At a local hour's start: when a day begins, learn the finished day's scores, then
         freeze the distribution and the step. A young series (not ``settled``) does so at
-        every hour's start: its distribution is still taking
-        shape, and it learns its first ``min_scores`` scores as they come (``commit``)."""
+        every hour's start: its distribution is still taking shape (and it learns its
+        first ``min_scores`` scores as they come, ``commit``)."""
         day = hour // 24
         if day == self.day and self.settled(th):
             return
