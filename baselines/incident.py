@@ -26,8 +26,8 @@ open a new one. The root-cause candidates are ranked by a score a person can fol
 Its kind is the signal that contributes most, but resources over any other: a service
 slow, waited on (a CPU-starved service queues requests before its spans begin) or failing
 while its CPU or memory is far above usual does so because of them. An incident is
-reported when it opens and again (a new revision, the same incident id) when its root or
-its affected services change.
+reported when it opens and again (a new revision, the same incident id) when its root, the
+root's kind or its affected services change.
 """
 
 from __future__ import annotations
@@ -146,6 +146,7 @@ class OpenIncident:
     suspects: dict[str, Suspect] = field(default_factory=dict)
     revision: int = -1
     reported_root: str = ""
+    """The root and its kind as last reported: "service (kind)"."""
     reported_services: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
@@ -235,7 +236,9 @@ class IncidentTracker:
             incident.suspects.setdefault(signal.service, Suspect()).add(signal, window_start)
             homes[signal.service] = incident
             if signal.kind == "network" and signal.peer:
-                caller = Signal(signal.peer, "calls", signal.strength, signal.reason)
+                caller = Signal(
+                    signal.peer, "calls", signal.strength, signal.reason, weak=signal.weak
+                )
                 incident.suspects.setdefault(signal.peer, Suspect()).add(caller, window_start)
                 homes[signal.peer] = incident
             touched[incident.id] = incident
@@ -243,7 +246,7 @@ class IncidentTracker:
         for incident in touched.values():
             ranked = rank(incident, graph)
             services = sorted(_affected(incident, ranked))
-            root = ranked[0].service if ranked else ""
+            root = f"{ranked[0].service} ({ranked[0].kind})" if ranked else ""
             if root == incident.reported_root and services == incident.reported_services:
                 continue
             incident.revision += 1
@@ -290,10 +293,12 @@ def rank(incident: OpenIncident, graph: CallGraph) -> list[Candidate]:
     symptomatic = {name for name, suspect in incident.suspects.items() if suspect.direct}
     stirring = {name for name, suspect in incident.suspects.items() if suspect.weak}
     upstream_of: dict[str, int] = dict.fromkeys(names, 0)
-    # a service whose calls slowed is explained by them, whatever the callee shows
-    explained = {name: "calls" in s.strengths for name, s in incident.suspects.items()}
-    # a callee far out but not yet a surprise explains its callers' time, not their errors
-    slowed_by = dict(explained)
+    # a service whose calls slowed is explained by them, whatever the callee shows; a
+    # callee far out but not yet a surprise explains its callers' time, not their errors
+    slowed_by = {name: "calls" in s.strengths for name, s in incident.suspects.items()}
+    explained = {
+        name: slowed_by[name] and "calls" not in s.weak for name, s in incident.suspects.items()
+    }
     slowing: set[str] = set()  # seen only weakly, below a caller whose own time slowed
     slow = {
         name: "own_time" in s.strengths and "own_time" not in s.weak

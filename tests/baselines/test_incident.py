@@ -600,3 +600,20 @@ def test_four_days_of_fault_free_traffic_with_real_noise_alert_at_most_once_a_se
     )
     assert max(per_day.values(), default=0) <= 1, per_day
     assert not [day for day, _ in per_day if day >= (first + timedelta(days=2)).date()], per_day
+
+
+def test_a_root_whose_kind_changes_is_reported_again() -> None:
+    """C's error lines open the incident; a minute later its CPU is far above usual: the
+    same root, now of kind resources, is a new revision (its services did not change)."""
+    tracker = IncidentTracker()
+    start = START.timestamp()
+    [first] = tracker.update(start, [_errors(C, 1.0)], CallGraph())
+    busy = Signal(C, "resources", 0.6, "CPU 60% (usual 5%)")
+    [second] = tracker.update(start + 60.0, [_errors(C, 1.0), busy], CallGraph())
+    assert first.incident.root_cause is not None and second.incident.root_cause is not None
+    assert (first.incident.root_cause.kind, second.incident.root_cause.kind) == (
+        "errors",
+        "resources",
+    )
+    assert second.incident.revision == 1
+    assert tracker.update(start + 120.0, [_errors(C, 1.0), busy], CallGraph()) == []
