@@ -561,8 +561,7 @@ class Detector:
             and window.spans[key].count >= min(MIN_POOLED_SPANS, cfg.min_window_count)
         ]
         flagged: dict[SpanKey, WindowFacts] = {}
-        stirring: dict[SpanKey, str] = {}
-        """Far out but not yet a surprise: "p95 .. ms, usual .. ms"."""
+        stirring: dict[SpanKey, str] = {}  # far out, not yet a surprise: "p95 .., usual .."
         if judged:  # all series of the window in one vectorised step
             states = [self._series[key] for key, _ in judged]
             p95 = np.array([summaries[key][1] for key, _ in judged])
@@ -580,10 +579,7 @@ class Detector:
             material, calm = material_and_calm(p95, usual_p95, z, ratio, th)
             offsets = np.log(np.maximum(p95, LOG_FLOOR)) - center
             for i, ((key, _), state) in enumerate(zip(judged, states, strict=True)):
-                if not state.habits.known:
-                    past = state.p95.recent_values()
-                    at = (np.full(past.size, center[i]), np.full(past.size, spread[i]))
-                    state.habits.seed(raw_score(deviation(past, *at, th, log=True)[0]), th)
+                state.habits.seed(state.p95, float(center[i]), float(spread[i]), th)
                 surprise = state.habits.standardised_one(float(scores[i]), th)
                 state.habits.commit_one(float(scores[i]), float(p95[i]), th)
                 exceeds = bool(material[i]) and surprise > th.critical

@@ -37,7 +37,7 @@ from typing import Literal
 
 import numpy as np
 
-from baselines.baseline import LOG_FLOOR
+from baselines.baseline import LOG_FLOOR, SeasonalProfile
 
 Direction = Literal["high", "low", "both"]
 MAX_OFFSETS = 4096
@@ -254,12 +254,17 @@ class Habits:
             variance = max(self.s2 / self.s0 - self.mean * self.mean, 0.0)
             self.sd = max(math.sqrt(variance), MIN_SCORE_SPREAD)
 
-    def seed(self, scores: np.ndarray, th: Thresholds) -> None:
-        """A series judged for the first time: its distribution starts from the scores its
-        recent values have against the same baseline (they made it, so they score a little
-        low), and it can alert from this value on, not ``min_scores`` values later."""
-        if not self.known and not self.learnt:
-            self._keep(scores[np.isfinite(scores)].tolist(), th)
+    def seed(self, profile: SeasonalProfile, center: float, spread: float, th: Thresholds) -> None:
+        """A series judged for the first time (``center`` and the floored ``spread`` of its
+        first judged value): its distribution starts from the scores its recent values have
+        against the same baseline (they made it, so they score a little low), and it can
+        alert from this value on, not ``min_scores`` values later."""
+        if self.known or self.learnt:
+            return
+        past = profile.recent_values()
+        at = (np.full(past.size, center), np.full(past.size, spread))
+        scores = raw_score(deviation(past, *at, th, profile.log)[0])
+        self._keep(scores[np.isfinite(scores)].tolist(), th)
 
     def _keep(self, scores: list[float], th: Thresholds) -> None:
         """Scores (judged ones) to learn: while the distribution is not known, at once,

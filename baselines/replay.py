@@ -271,10 +271,8 @@ def detect(
         longrun = profile.recent_spread(day) if judging else 0.0
         floors = (th, False, habits.frozen_quantum, longrun)
         spread[lo:hi] = floored_spread(center[lo:hi], spread[lo:hi], *floors)
-        if judging and not habits.known:
-            past = profile.recent_values()
-            at = (np.full(past.size, center[lo]), np.full(past.size, spread[lo]))
-            habits.seed(raw_score(deviation(past, *at, th, log=False)[0]), th)
+        if judging:
+            habits.seed(profile, float(center[lo]), float(spread[lo]), th)
             if not habits.known:  # the score distribution freezes after min_scores
                 hi = min(hi, lo + max(th.min_scores - habits.learnt, 1))
         if r == first:  # one hour, or the part of it up to a change of the series' state
