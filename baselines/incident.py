@@ -115,6 +115,11 @@ class Suspect:
     """Kinds seen only in weak signals (far out, not yet a surprise): they rank a service
     that shows nothing stronger, and a callee with them explains its callers' time."""
 
+    @property
+    def strong(self) -> dict[str, float]:
+        """The strengths of the kinds seen in signals stronger than weak."""
+        return {k: v for k, v in self.strengths.items() if k not in self.weak}
+
     def add(self, signal: Signal, window_start: float) -> None:
         if self.since is None:
             self.since = window_start
@@ -254,10 +259,7 @@ class IncidentTracker:
             flagged = [
                 name
                 for name in _upstream_first(incident, graph)
-                if any(
-                    k in OPENING and k not in incident.suspects[name].weak
-                    for k in incident.suspects[name].strengths
-                )
+                if any(k in OPENING for k in incident.suspects[name].strong)
             ]
             updates.append(Update(_contract(incident, ranked, flagged, graph), flagged))
         return updates
@@ -297,13 +299,10 @@ def rank(incident: OpenIncident, graph: CallGraph) -> list[Candidate]:
     # callee far out but not yet a surprise explains its callers' time, not their errors
     slowed_by = {name: "calls" in s.strengths for name, s in incident.suspects.items()}
     explained = {
-        name: slowed_by[name] and "calls" not in s.weak for name, s in incident.suspects.items()
+        name: slowed_by[name] and "calls" in s.strong for name, s in incident.suspects.items()
     }
     slowing: set[str] = set()  # seen only weakly, below a caller whose own time slowed
-    slow = {
-        name: "own_time" in s.strengths and "own_time" not in s.weak
-        for name, s in incident.suspects.items()
-    }
+    slow = {name: "own_time" in s.strong for name, s in incident.suspects.items()}
     members = set(names)
     since = {
         name: incident.started if s.since is None else s.since
@@ -326,7 +325,7 @@ def rank(incident: OpenIncident, graph: CallGraph) -> list[Candidate]:
     candidates = []
     for name, suspect in incident.suspects.items():
         parts: dict[str, float] = {}
-        strong = {k: v for k, v in suspect.strengths.items() if k not in suspect.weak}
+        strong = suspect.strong
         if not any(strong.values()) and name not in slowing:
             continue  # weak signals alone rank only a service that explains a caller
         for kind, strength in (strong if any(strong.values()) else suspect.strengths).items():
@@ -379,9 +378,7 @@ def _affected(incident: OpenIncident, ranked: list[Candidate]) -> list[str]:
     and the candidates (a weakly seen service is one only when it explains a caller)."""
     candidates = {c.service for c in ranked}
     return [
-        name
-        for name, suspect in incident.suspects.items()
-        if name in candidates or any(k not in suspect.weak for k in suspect.strengths)
+        name for name, suspect in incident.suspects.items() if name in candidates or suspect.strong
     ]
 
 
