@@ -48,6 +48,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+from nezha import service_of
 from rca_real import DEFAULT_DATA, EXPECTED_KIND, Alarm, alarms, clock
 
 from baselines.detect import Detector
@@ -59,10 +60,6 @@ BEFORE_S, AFTER_S = 120.0, 240.0
 METRICS = (("cpu_pct", "CpuUsageRate(%)"), ("memory_pct", "MemoryUsageRate(%)"))
 Edges = dict[int, dict[str, float]]
 """Minute (epoch seconds) -> ``caller_callee`` -> median latency in seconds."""
-
-
-def service_of(pod: str) -> str:
-    return pod.split("-")[0]
 
 
 def minute_of(stamp: str) -> int:
