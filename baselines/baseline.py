@@ -332,6 +332,8 @@ class SeasonalProfile:
         self._recent[: min(self._recent_written, self._recent.size)] *= np.float32(factor)
         self._memo = None
         self._recent_memo = None
+        if self._pool_memo is not None and self._pool_memo[1] is not None:
+            self._pool_memo = (self._pool_memo[0], self._pool_memo[1] * factor)
 
     # ----------------------------------------------------------------- state
 

@@ -11,8 +11,10 @@ Distance alone floods on real series: a noisy series is several spreads out ever
 So each series learns the distribution of its own scores (``Habits``), and recent behaviour
 (the mean score of the last few values) alerts only when it is improbable under that
 distribution: its tail probability is below ``Thresholds.surprise``, as Numenta's anomaly
-likelihood does. A noisy series and a quiet one then alert at the same rate of surprise,
-and the likelihood (1 - tail) ranks values across series.
+likelihood does, or when one value alone is as improbable as that many surprises (a spike
+between ordinary values, which their mean dilutes). A noisy series and a quiet one then
+alert at the same rate of surprise, and the likelihood (1 - tail) ranks values across
+series.
 
 An alert opens an incident (``IncidentGate``): one alert, silence until a calm value, then
 a cooldown. An incident that lasts ``adopt_after_seconds`` is a new level (a deploy, a
@@ -90,6 +92,15 @@ class Thresholds:
     def critical(self) -> float:
         """The standardised recent score whose upper tail is ``surprise``."""
         return NormalDist().inv_cdf(1.0 - self.surprise)
+
+    @cached_property
+    def single_margin(self) -> float:
+        """How much further out than ``critical`` one value's standardised score must be to
+        be a surprise by itself: its tail below ``surprise ** recent_values``, as improbable
+        as that many surprises, so it stands for the recent values it replaces. A spike of
+        one value a hundred spreads out is diluted by its ordinary neighbours in the recent
+        mean and would not alert."""
+        return -NormalDist().inv_cdf(max(self.surprise**self.recent_values, 1e-300)) - self.critical
 
 
 def floored_spread(
@@ -278,13 +289,25 @@ class Habits:
         self.pending.extend(scores)
 
     def standardised(self, scores: np.ndarray, th: Thresholds) -> np.ndarray:
-        """For consecutive scores of this day: the mean of each one and the ones before it
-        (``recent_values`` in all), standardised by the frozen distribution; NaN before the
-        distribution is known or where one of them was not judged (NaN). Pure: ``commit``
-        records them."""
-        k = th.recent_values
+        """For consecutive scores of this day, how surprising recent behaviour is, on the
+        scale of ``Thresholds.critical``: the mean of each score and the ones before it
+        (``recent_values`` in all), standardised by the frozen distribution, or the score
+        alone, standardised, less ``single_margin``, whichever is larger (the score alone
+        only once ``memory_values`` scores were learnt: a young distribution's tail is a
+        guess). NaN before the distribution is known or where the score was not judged
+        (NaN). Pure: ``commit`` records them."""
         if math.isnan(self.mean) or scores.size == 0:
             return np.full(scores.size, np.nan)
+        recent = self._recent_mean(scores, th)
+        if self.learnt < th.memory_values:
+            return recent
+        alone = (scores - self.mean) / self.sd - th.single_margin
+        return np.fmax(recent, alone)
+
+    def _recent_mean(self, scores: np.ndarray, th: Thresholds) -> np.ndarray:
+        """The standardised mean of each score and the ``recent_values - 1`` before it; NaN
+        where one of them was not judged."""
+        k = th.recent_values
         series = np.concatenate((np.array(self.tail, dtype=np.float64), scores))
         missing = np.isnan(series)
         sums = np.concatenate(([0.0], np.cumsum(np.where(missing, 0.0, series))))
@@ -301,10 +324,15 @@ class Habits:
         """``standardised`` of one score, without numpy (the live detector's path: one
         value per series and window)."""
         k = th.recent_values
-        window = [*self.tail[len(self.tail) - (k - 1) :], score] if k > 1 else [score]
-        if math.isnan(self.mean) or len(window) < k or any(math.isnan(v) for v in window):
+        if math.isnan(self.mean) or math.isnan(score):
             return math.nan
-        return (sum(window) / k - self.mean) / self.sd
+        window = [*self.tail[len(self.tail) - (k - 1) :], score] if k > 1 else [score]
+        whole = len(window) == k and not any(math.isnan(v) for v in window)
+        recent = (sum(window) / k - self.mean) / self.sd if whole else math.nan
+        if self.learnt < th.memory_values:
+            return recent
+        alone = (score - self.mean) / self.sd - th.single_margin
+        return alone if math.isnan(recent) else max(recent, alone)
 
     def commit_one(self, score: float, value: float, th: Thresholds) -> None:
         """``commit`` of one score and its value, without numpy."""
