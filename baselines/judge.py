@@ -323,12 +323,13 @@ class Habits:
     def standardised_one(self, score: float, th: Thresholds) -> float:
         """``standardised`` of one score, without numpy (the live detector's path: one
         value per series and window)."""
-        k = th.recent_values
+        k, tail = th.recent_values, self.tail
         if math.isnan(self.mean) or math.isnan(score):
             return math.nan
-        window = [*self.tail[len(self.tail) - (k - 1) :], score] if k > 1 else [score]
-        whole = len(window) == k and not any(math.isnan(v) for v in window)
-        recent = (sum(window) / k - self.mean) / self.sd if whole else math.nan
+        recent = math.nan  # a NaN among the recent scores stays NaN through the sum
+        if len(tail) >= k - 1:
+            window = score + sum(tail[len(tail) - k + 1 :]) if k > 1 else score
+            recent = (window / k - self.mean) / self.sd
         if self.learnt < th.memory_values:
             return recent
         alone = (score - self.mean) / self.sd - th.single_margin

@@ -275,3 +275,23 @@ def test_trouble_that_opens_in_the_cooldown_alerts_only_if_it_outlasts_it() -> N
     assert [float(t) for t, a in zip(minutes, alerts, strict=True) if a] == [
         float(minutes[minutes > quiet_until][0])
     ]  # ...and alerts once, on its first minute past the cooldown
+
+
+@pytest.mark.parametrize("learnt", [100, 5000])
+def test_the_live_one_score_surprise_is_the_replays(learnt: int) -> None:
+    """The live detector standardises one window at a time, the replay a day at once: the
+    same numbers, missing scores and a lone spike (judged alone only once 1,000 scores are
+    learnt) included."""
+    th = Thresholds()
+    scores = np.random.default_rng(7).gamma(2.0, 0.3, 200)
+    scores[[20, 21, 90]] = np.nan
+    scores[148:151] = [0.5, 0.5, 4.5]  # a lone spike: its recent mean is ordinary enough
+    habits = Habits(mean=0.6, sd=0.4, learnt=learnt, tail=[0.5, 0.7])
+    whole = habits.standardised(scores, th)
+    one_by_one = []
+    for score in scores.tolist():
+        one_by_one.append(habits.standardised_one(score, th))
+        habits.commit_one(score, 1.0, th)
+    np.testing.assert_allclose(whole, one_by_one, equal_nan=True)
+    spike_alerts = whole[150] > th.critical
+    assert spike_alerts == (learnt >= th.memory_values)
