@@ -135,3 +135,21 @@ def test_memory_is_bounded_and_within_64_kb_per_series() -> None:
     for profile in (state.p95, state.p50, state.count, state.error_rate):
         add_run(profile, 5000, np.arange(10_000, dtype=np.float64))
     assert state.nbytes == size
+
+
+def test_a_level_adopted_mid_day_scales_every_spread_the_day_is_judged_with() -> None:
+    """A positive series that triples (a new level) is judged, for the rest of the day, in
+    spreads three times wider: the bucket's and the pooled one it is shrunk towards, which
+    is otherwise taken once a day and would still be the old level's."""
+    profile, rng = SeasonalProfile(), np.random.default_rng(3)
+    for week in range(3):
+        for how in range(168):
+            add_run(profile, week * 168 + how, 100 + 10 * rng.standard_normal(12))
+    hour = 3 * 168 + 10
+    before = profile.estimate(hour)
+    assert before is not None and profile.pooled_spread(hour // 24) is not None
+    profile.rescale(3.0)
+    after = profile.estimate(hour)
+    assert after is not None
+    assert after.usual == pytest.approx(3 * before.usual, rel=1e-5)
+    assert after.spread == pytest.approx(3 * before.spread, rel=1e-5)

@@ -17,10 +17,9 @@ with NAB's rules (``nab.py``), and prints beside it, in the same run:
 
 It also prints, per series, the flags, the false alerts (outside every window, after NAB's
 probation) and false alerts per day of data, and, per labelled window, where in it the
-first flag fell (0 its first row, 1 past its last; NAB rewards early ones) or that it was
-missed, with the highest ``score`` inside it (0: no row in it was far enough out to be a
-candidate). A report, not a test: exit 0 whatever the
-scores, 2 when a CLI run fails.
+first flag fell (0 on its first row, near 1 on its last; NAB rewards early ones) or that
+it was missed, with the highest ``score`` inside it (0: no row in it was far enough out to
+be a candidate). A report, not a test: exit 0 whatever the scores, 2 when a CLI run fails.
 """
 
 from __future__ import annotations
