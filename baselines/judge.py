@@ -293,16 +293,21 @@ class Habits:
         scale of ``Thresholds.critical``: the mean of each score and the ones before it
         (``recent_values`` in all), standardised by the frozen distribution, or the score
         alone, standardised, less ``single_margin``, whichever is larger (the score alone
-        only once ``memory_values`` scores were learnt: a young distribution's tail is a
-        guess). NaN before the distribution is known or where the score was not judged
-        (NaN). Pure: ``commit`` records them."""
+        only once ``judges_alone``). NaN before the distribution is known or where the score
+        was not judged (NaN). Pure: ``commit`` records them."""
         if math.isnan(self.mean) or scores.size == 0:
             return np.full(scores.size, np.nan)
         recent = self._recent_mean(scores, th)
-        if self.learnt < th.memory_values:
+        if not self.judges_alone(th):
             return recent
         alone = (scores - self.mean) / self.sd - th.single_margin
         return np.fmax(recent, alone)
+
+    def judges_alone(self, th: Thresholds) -> bool:
+        """Whether one score may be a surprise by itself: once ``memory_values`` scores were
+        learnt. A young distribution's tail is a guess (the first busy hour of a new series
+        with a weekly rhythm would alert)."""
+        return self.learnt >= th.memory_values
 
     def _recent_mean(self, scores: np.ndarray, th: Thresholds) -> np.ndarray:
         """The standardised mean of each score and the ``recent_values - 1`` before it; NaN
@@ -330,7 +335,7 @@ class Habits:
         if len(tail) >= k - 1:
             window = score + sum(tail[len(tail) - k + 1 :]) if k > 1 else score
             recent = (window / k - self.mean) / self.sd
-        if self.learnt < th.memory_values:
+        if not self.judges_alone(th):
             return recent
         alone = (score - self.mean) / self.sd - th.single_margin
         return alone if math.isnan(recent) else max(recent, alone)
