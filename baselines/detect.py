@@ -257,7 +257,7 @@ class Detector:
         self._errors: dict[tuple[str, str], ErrorHabits] = {}
         """(service, 'logs' or 'spans') -> what errors are usual for it."""
         self.graph = CallGraph()
-        self.incidents = IncidentTracker()
+        self.incidents = IncidentTracker(config.window_seconds)
         self._index = SpanIndex()
         self._cumulative: OrderedDict[str, list[int]] = OrderedDict()
         """The last counts of each cumulative histogram stream (bounded; not checkpointed:

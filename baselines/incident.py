@@ -67,8 +67,10 @@ LATE_SECONDS = 120.0
 consequence or a coincidence, not its cause: a cause comes before its effects."""
 LATE = 0.3
 """What a late service's score still counts."""
-QUIET_SECONDS = 120.0
-"""An incident without a new opening signal for this long is over."""
+QUIET_WINDOWS = 1
+"""Whole windows without a new opening signal after which an incident is over: trouble that
+comes back after a calm window is a new incident (a new fault on the same service minutes
+after the last one must not hide inside it)."""
 MAX_OPEN = 1000
 MAX_SERVICES = 50
 MAX_REASONS = 8
@@ -205,8 +207,9 @@ class Update:
 class IncidentTracker:
     """The open incidents, fed each closed window's signals in time order."""
 
-    def __init__(self, quiet_seconds: float = QUIET_SECONDS) -> None:
-        self.quiet_seconds = quiet_seconds
+    def __init__(self, window_seconds: float = 60.0, quiet_windows: int = QUIET_WINDOWS) -> None:
+        self.quiet_seconds = window_seconds * quiet_windows
+        """The next window is still judged inside; one more, and the incident is over."""
         self.open: list[OpenIncident] = []
         self.dropped = 0
         """Opening signals refused because ``MAX_OPEN`` incidents were open."""

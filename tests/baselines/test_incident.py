@@ -503,7 +503,7 @@ def test_a_callee_whose_trouble_began_minutes_later_does_not_take_the_root(
     and B stays the root."""
     graph = CallGraph()
     graph.observe(B, C, 10, 0.0)
-    tracker = IncidentTracker(quiet_seconds=600.0)
+    tracker = IncidentTracker(quiet_windows=10)
     start = START.timestamp()
     tracker.update(start, [_errors(B, 1.0)], graph)
     if late_by:
@@ -617,3 +617,19 @@ def test_a_root_whose_kind_changes_is_reported_again() -> None:
     )
     assert second.incident.revision == 1
     assert tracker.update(start + 120.0, [_errors(C, 1.0), busy], CallGraph()) == []
+
+
+@pytest.mark.parametrize("window", [10.0, 60.0, 300.0])
+def test_trouble_that_comes_back_after_a_calm_window_is_a_new_incident(window: float) -> None:
+    """C fails in two windows in a row: one incident, whatever the window's length. After a
+    whole calm window its next failure is another incident (a new fault on the same service
+    minutes after the last must be seen, not folded into the old one)."""
+    tracker = IncidentTracker(window)
+    start = START.timestamp()
+    [first] = tracker.update(start, [_errors(C, 1.0)], CallGraph())
+    tracker.update(start + window, [_errors(C, 1.0)], CallGraph())
+    assert [i.id for i in tracker.open] == [first.incident.id]
+    tracker.update(start + 2 * window, [], CallGraph())
+    [again] = tracker.update(start + 3 * window, [_errors(C, 1.0)], CallGraph())
+    assert again.incident.id != first.incident.id and again.incident.revision == 0
+    assert [i.id for i in tracker.open] == [again.incident.id]

@@ -795,9 +795,10 @@ def short(service: str) -> str:
     return service.removeprefix("ts-").removesuffix("-service")
 
 
-def report_table(verdicts: list[Verdict]) -> None:
+def report_table(verdicts: list[Verdict], title: str) -> None:
+    print(f"\n{title}:")
     print(
-        f"\n{'fault':8}  {'type':14}  {'root':28} {'hist':4} {'shows':5} {'det':3}  "
+        f"{'fault':8}  {'type':14}  {'root':28} {'hist':4} {'shows':5} {'det':3}  "
         f"{'ranked (pipeline)':34} {'kind':9}  reference (latency rise)"
     )
     for v in verdicts:
@@ -954,7 +955,8 @@ def main(argv: list[str] | None = None) -> int:
     verdicts, outside = assign(data, found)
     overlapping, outside_overlap = assign(data, found, BEFORE_S + WINDOW_S)
     pipeline_notes(run, messages)
-    report_table(verdicts)
+    report_table(verdicts, "Each fault, its alarms starting in its window")
+    report_table(overlapping, "Each fault, with overlap (see the last rows of the totals)")
     evidence_table(verdicts)
     print("\nAlarms starting outside every fault window:")
     for alarm in outside:
