@@ -332,7 +332,15 @@ class Detector:
                     "metrics": [[list(key), values] for key, values in window.metrics.items()],
                     "linked": [event.model_dump(mode="json") for event in window.linked],
                     "logs": [
-                        [service, agg.total, agg.errors, agg.templates, agg.samples]
+                        [
+                            service,
+                            agg.total,
+                            agg.errors,
+                            agg.templates,
+                            agg.samples,
+                            sorted(agg.traces),
+                            agg.trace_cutoff,
+                        ]
                         for service, agg in window.logs.items()
                     ],
                 }
@@ -370,8 +378,13 @@ class Detector:
                     self._remember_internal(event, window)
                 else:
                     window.linked.append(event)
-            for service, total, errors, templates, samples in entry.get("logs", ()):
+            for service, total, errors, templates, samples, *traces in entry.get("logs", ()):
                 window.logs[service] = ErrorWindow(total, errors, templates, samples)
+                if traces:  # checkpoints written before trace ids were kept have none
+                    window.logs[service].traces, window.logs[service].trace_cutoff = (
+                        set(traces[0]),
+                        traces[1],
+                    )
         self.incidents.load(state.get("incidents", []))
 
     def take_changed(self) -> set[str]:
@@ -459,7 +472,7 @@ class Detector:
                 logs = window.logs.get(event.service)
                 if logs is None:
                     logs = window.logs[event.service] = ErrorWindow()
-                logs.add(event.severity in ERROR_LEVELS, event.template, event.body)
+                logs.add(event.severity in ERROR_LEVELS, event.template, event.body, event.trace_id)
                 stats.logs += 1
             else:
                 metric_key = (event.service, event.metric)
@@ -892,7 +905,11 @@ def _error_signals(service: str, source: str, verdict: ErrorVerdict) -> list[Sig
     strength: the text may be the caller's own failure that mentions what it was calling."""
     evidence = tuple(f"{service}: {line}" for line in verdict.samples)
     reason = verdict.reason(source)
-    signals = [Signal(service, "errors", verdict.strength, reason, evidence=evidence)]
+    signals = [
+        Signal(
+            service, "errors", verdict.strength, reason, evidence=evidence, traces=verdict.traces
+        )
+    ]
     blamed = verdict.blames()
     if blamed is not None:
         named = f"{service}'s {reason}, naming {blamed}"

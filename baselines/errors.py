@@ -14,6 +14,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from baselines.trace_sample import MAX_TRACES, TraceSample
+
 MAX_TEMPLATES = 2000
 """Error templates remembered per service; the least recently seen are forgotten first."""
 MAX_WINDOW_TEMPLATES = 50
@@ -47,16 +49,30 @@ class ErrorWindow:
     templates: dict[str, int] = field(default_factory=dict)
     samples: dict[str, str] = field(default_factory=dict)
     """One line of each error template, as evidence."""
+    traces: set[str] = field(default_factory=set)
+    """Trace ids of the error lines, the smallest (see ``TraceSample``)."""
+    trace_cutoff: str | None = None
 
-    def add(self, error: bool, template: str = "", body: str = "") -> None:
+    def add(
+        self, error: bool, template: str = "", body: str = "", trace_id: str | None = None
+    ) -> None:
         self.total += 1
         if not error:
             return
         self.errors += 1
+        if trace_id and (self.trace_cutoff is None or trace_id <= self.trace_cutoff):
+            self.traces.add(trace_id)
+            if len(self.traces) > 2 * MAX_TRACES:
+                sample = TraceSample.of(self.traces, self.trace_cutoff)
+                self.traces, self.trace_cutoff = set(sample.ids), sample.cutoff
         if template and (template in self.templates or len(self.templates) < MAX_WINDOW_TEMPLATES):
             self.templates[template] = self.templates.get(template, 0) + 1
             if len(self.samples) < MAX_SAMPLES:
                 self.samples.setdefault(template, body[:300])
+
+    def trace_sample(self) -> TraceSample | None:
+        """The error lines' trace sample; None when none of them carried a trace id."""
+        return TraceSample.of(self.traces, self.trace_cutoff) if self.traces else None
 
 
 @dataclass(frozen=True)
@@ -71,6 +87,8 @@ class ErrorVerdict:
     named: dict[str, int] = field(default_factory=dict)
     """Other services the error lines name ("No instances available for ts-basic-service",
     "connection refused: payments:8080"), with how many lines name each."""
+    traces: TraceSample | None = None
+    """The requests the error lines were logged in, where they carried trace ids."""
 
     @property
     def strength(self) -> float:
@@ -123,7 +141,8 @@ class ErrorHabits:
             )
             samples = [window.samples[t] for t in novel_first if t in window.samples]
             named = named_services(window.templates, services, own)
-            return ErrorVerdict(window.errors, self.usual, novel, tail, samples, named)
+            traces = window.trace_sample()
+            return ErrorVerdict(window.errors, self.usual, novel, tail, samples, named, traces)
         return None
 
     def learn(self, window: ErrorWindow | None) -> None:

@@ -9,9 +9,11 @@ open a new one. The root-cause candidates are ranked by a score a person can fol
   usual, or of templates never seen), ``network`` (its callers wait on it longer than it
   works), ``resources`` (CPU or memory far above usual), ``own_time`` (its own operations
   slowed); its own time and errors count less when a service it calls shows a signal of
-  its own too, since slowness and failures travel up: the callee explains them. A signal
-  read from another service (a caller's slow calls, error lines naming it) ranks the
-  service it points at but explains nothing;
+  its own too, since slowness and failures travel up: the callee explains them. A callee
+  that only fails explains its caller's errors only if they failed in a request together,
+  where error lines carry trace ids to tell (``errors_explained``). A signal read from
+  another service (a caller's slow calls, error lines naming it) ranks the service it
+  points at but explains nothing;
 * a service that more of the incident's services call into, directly or not, gains up to
   ``DEPTH_WEIGHT``: the root sits below what it slows;
 * a service whose latency is far out but not yet a surprise (an alert needs a few
@@ -37,6 +39,7 @@ from datetime import UTC, datetime
 from typing import Literal, cast
 
 from baselines.callgraph import CallGraph
+from baselines.trace_sample import TraceSample
 from service.contract import (
     AffectedService,
     Candidate,
@@ -95,6 +98,8 @@ class Signal:
     weak: bool = False
     """Far out but not yet a surprise: it joins an open incident of a connected service
     (its first minutes rank the root better) but never opens or prolongs one."""
+    traces: TraceSample | None = None
+    """For ``errors``, the requests they were logged in, where lines carried trace ids."""
 
     @property
     def opening(self) -> bool:
@@ -116,6 +121,8 @@ class Suspect:
     weak: list[str] = field(default_factory=list)
     """Kinds seen only in weak signals (far out, not yet a surprise): they rank a service
     that shows nothing stronger, and a callee with them explains its callers' time."""
+    traces: TraceSample | None = None
+    """The requests its own errors were logged in (see ``errors_explained``)."""
 
     @property
     def strong(self) -> dict[str, float]:
@@ -127,6 +134,8 @@ class Suspect:
             self.since = window_start
         if signal.direct and signal.kind != "calls" and not signal.weak:
             self.direct = True
+        if signal.traces is not None and signal.direct:
+            self.traces = signal.traces if self.traces is None else self.traces.merge(signal.traces)
         kind, only_weak = signal.kind, signal.kind in self.weak
         if signal.weak and kind in self.strengths and not only_weak:
             return
@@ -165,7 +174,16 @@ class OpenIncident:
             "reported_root": self.reported_root,
             "reported_services": self.reported_services,
             "suspects": {
-                name: [s.strengths, s.reasons, s.operations, s.evidence, s.direct, s.since, s.weak]
+                name: [
+                    s.strengths,
+                    s.reasons,
+                    s.operations,
+                    s.evidence,
+                    s.direct,
+                    s.since,
+                    s.weak,
+                    None if s.traces is None else [sorted(s.traces.ids), s.traces.cutoff],
+                ]
                 for name, s in self.suspects.items()
             },
         }
@@ -187,6 +205,7 @@ class OpenIncident:
                     bool(saved[4]),
                     None if len(saved) < 6 or saved[5] is None else float(saved[5]),
                     list(saved[6]) if len(saved) > 6 else [],
+                    _traces(saved[7] if len(saved) > 7 else None),
                 )
                 for name, saved in suspects.items()
             },
@@ -320,7 +339,9 @@ def rank(incident: OpenIncident, graph: CallGraph) -> list[Candidate]:
                 if since[target] > since[name] + LATE_SECONDS:
                     continue
                 if target in symptomatic:
-                    explained[name] = slowed_by[name] = True
+                    slowed_by[name] = True
+                    if errors_explained(incident.suspects[name], incident.suspects[target]):
+                        explained[name] = True
                 elif target in stirring:
                     slowed_by[name] = True
                     if slow[name]:
@@ -367,6 +388,22 @@ def rank(incident: OpenIncident, graph: CallGraph) -> list[Candidate]:
         )
     candidates.sort(key=lambda c: (-c.score, c.service))
     return candidates
+
+
+def errors_explained(caller: Suspect, callee: Suspect) -> bool:
+    """Whether a troubled callee can explain its caller's errors: a slow or starved callee
+    can (timeouts, retries); one that only fails, only through the requests both failed in,
+    where their error lines carry trace ids to tell."""
+    if set(callee.strong) - {"errors"} or caller.traces is None or callee.traces is None:
+        return True
+    return caller.traces.shares(callee.traces) is not False
+
+
+def _traces(saved: object) -> TraceSample | None:
+    if not isinstance(saved, list):
+        return None
+    ids, cutoff = saved
+    return TraceSample(frozenset(ids), cutoff)
 
 
 def _upstream_first(incident: OpenIncident, graph: CallGraph) -> list[str]:

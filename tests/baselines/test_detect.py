@@ -1,8 +1,9 @@
+import json
 from datetime import UTC, datetime, timedelta
 
 from baselines.detect import Detector, DetectorConfig
 from baselines.synthetic import demo_incidents, last_full_week_start, telemetry
-from service.contract import TELEMETRY_EVENT, AnomalyReport, SpanEvent
+from service.contract import TELEMETRY_EVENT, AnomalyReport, LogRecord, SpanEvent
 
 WEEK_START = last_full_week_start(datetime(2026, 11, 23, tzinfo=UTC))
 
@@ -171,3 +172,17 @@ def test_network_delay_in_front_of_a_callee_is_reported_by_its_caller() -> None:
 def test_quiet_sparse_and_busy_traffic_raises_no_alert_for_days() -> None:
     assert replay_minutes(traffic(5, 2, None, seed=1)) == []
     assert replay_minutes(traffic(5, 12, None, seed=2)) == []
+
+
+def test_an_open_window_keeps_its_error_lines_trace_ids_across_a_restart() -> None:
+    """Whether a caller failed in the requests its callee failed in is read from the trace
+    ids of their error lines; a window open at a checkpoint must not forget them."""
+    at = datetime(2026, 11, 16, 12, 0, 30, tzinfo=UTC)
+    detector = Detector(DetectorConfig())
+    line = LogRecord(service="a", timestamp=at, severity="error", body="boom", trace_id="ab" * 16)
+    detector.observe([line])
+    saved = json.loads(json.dumps(detector.stream_state()))
+    again = Detector(DetectorConfig())
+    again.load_stream_state(saved)
+    assert again.stream_state() == saved
+    assert '"' + "ab" * 16 + '"' in json.dumps(saved)

@@ -21,6 +21,7 @@ import pytest
 from baselines.callgraph import CallGraph
 from baselines.detect import Detector, DetectorConfig
 from baselines.incident import IncidentTracker, OpenIncident, Signal, SignalKind
+from baselines.trace_sample import TraceSample
 from service.contract import AnomalyReport, Candidate, Incident, LogRecord, SpanEvent
 
 A, B, C, D = "frontend", "checkout", "payment", "ledger"
@@ -633,3 +634,31 @@ def test_trouble_that_comes_back_after_a_calm_window_is_a_new_incident(window: f
     [again] = tracker.update(start + 3 * window, [_errors(C, 1.0)], CallGraph())
     assert again.incident.id != first.incident.id and again.incident.revision == 0
     assert [i.id for i in tracker.open] == [again.incident.id]
+
+
+def _failing(service: str, strength: float, *traces: str) -> Signal:
+    sample = TraceSample.of(set(traces))
+    return Signal(service, "errors", strength, f"error log lines of {service}", traces=sample)
+
+
+@pytest.mark.parametrize(
+    ("caller_traces", "callee_slow", "root"),
+    [(("t1", "t2"), False, B), (("t1", "t3"), False, C), (("t1", "t2"), True, C)],
+)
+def test_a_caller_failing_in_requests_its_callee_did_not_fail_in_fails_on_its_own(
+    caller_traces: tuple[str, ...], callee_slow: bool, root: str
+) -> None:
+    """B calls C; both log errors, B more. B's error lines of requests in which C logged
+    none are B's own failure: B is the root. When they share a request, C's failure
+    explains B's (errors travel up), and so does C slowing down, whatever the requests
+    (timeouts and retries fail elsewhere)."""
+    graph = CallGraph()
+    graph.observe(B, C, 10, 0.0)
+    signals = [_failing(B, 1.5, *caller_traces), _failing(C, 1.0, "t3", "t4")]
+    if callee_slow:
+        signals.append(_slow(C))
+    tracker = IncidentTracker()
+    [update] = tracker.update(START.timestamp(), signals, graph)
+    assert update.incident.root_cause is not None
+    assert update.incident.root_cause.service == root
+    assert [OpenIncident.from_json(i.to_json()) for i in tracker.open] == tracker.open
