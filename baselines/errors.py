@@ -28,9 +28,9 @@ RATE_FLOOR = 0.5
 """Errors a window is assumed to usually hold at least: a service that never logged an error
 does not alert on its first one or two."""
 MIN_ERRORS = 3
-"""Fewest errors in a window that can be improbable by count alone."""
-MIN_NOVEL = 2
-"""Fewest lines of never-seen error templates that flag a window."""
+"""Fewest error lines that flag a window, by their count or by their never-seen templates:
+the same evidence for both (two lines of a new template are a rare error that recurred
+once, not yet a failure)."""
 MEMORY = 0.05
 """Weight of each new window in the usual error count (about the last 20 windows)."""
 SUSPICIOUS = 0.01
@@ -135,7 +135,7 @@ class ErrorHabits:
         novel = sum(n for t, n in window.templates.items() if t not in self.known)
         usual = max(self.usual, RATE_FLOOR)
         tail = poisson_tail(window.errors, usual)
-        if novel >= MIN_NOVEL or (window.errors >= MIN_ERRORS and tail < surprise_threshold):
+        if novel >= MIN_ERRORS or (window.errors >= MIN_ERRORS and tail < surprise_threshold):
             novel_first = sorted(
                 window.templates, key=lambda t: (t in self.known, -window.templates[t])
             )

@@ -455,7 +455,7 @@ def many_services_fail_at_once(services: int) -> None:
                     body="connection refused: shared-db:5432",
                     template="connection refused: shared-db:<*>",
                 )
-                batch += [down, down]
+                batch += [down, down, down]
         reports = detector.observe(batch, now=(at + timedelta(minutes=1)).timestamp())
     reports += detector.flush()
     print(len(reports))
