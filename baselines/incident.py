@@ -10,8 +10,9 @@ open a new one. The root-cause candidates are ranked by a score a person can fol
   works), ``resources`` (CPU or memory far above usual), ``own_time`` (its own operations
   slowed); its own time and errors count less when a service it calls shows a signal of
   its own too, since slowness and failures travel up: the callee explains them. A callee
-  that only fails explains its caller's errors only if they failed in a request together,
-  where error lines carry trace ids to tell (``errors_explained``). A signal read from
+  that fails without slowing explains its caller's errors only if they failed in a
+  request together, where error lines carry trace ids to tell, and one whose CPU rose
+  without slowing or failing explains none (``errors_explained``). A signal read from
   another service (a caller's slow calls, error lines naming it) ranks the service it
   points at but explains nothing;
 * a service that more of the incident's services call into, directly or not, gains up to
@@ -391,10 +392,16 @@ def rank(incident: OpenIncident, graph: CallGraph) -> list[Candidate]:
 
 
 def errors_explained(caller: Suspect, callee: Suspect) -> bool:
-    """Whether a troubled callee can explain its caller's errors: a slow or starved callee
-    can (timeouts, retries); one that only fails, only through the requests both failed in,
-    where their error lines carry trace ids to tell."""
-    if set(callee.strong) - {"errors"} or caller.traces is None or callee.traces is None:
+    """Whether a troubled callee can explain its caller's errors: a slow one can (timeouts,
+    retries); one that fails, through the requests both failed in, where their error lines
+    carry trace ids to tell; one whose CPU or memory rose but that neither slowed nor
+    failed cannot (the rise did not reach its callers)."""
+    strong = callee.strong
+    if strong.keys() & {"own_time", "network", "calls"}:
+        return True
+    if "errors" not in strong:
+        return False
+    if caller.traces is None or callee.traces is None:
         return True
     return caller.traces.shares(callee.traces) is not False
 
