@@ -618,6 +618,7 @@ class Detector:
             for (service, source), verdict in verdicts.items()
             for signal in _error_signals(service, source, verdict)
         ]
+        signals += _shared_failures(verdicts, window.logs, self.graph)
         suspects = self.incidents.touched_services() | {s.service for s in signals}
         signals += _resource_signals(metrics, suspects, self.graph)
         dropped = self.incidents.dropped
@@ -915,6 +916,40 @@ def _error_signals(service: str, source: str, verdict: ErrorVerdict) -> list[Sig
         named = f"{service}'s {reason}, naming {blamed}"
         strength = NAMED_SHARE * verdict.strength
         signals.append(Signal(blamed, "errors", strength, named, direct=False))
+    return signals
+
+
+def _shared_failures(
+    verdicts: dict[tuple[str, str], ErrorVerdict],
+    logs: dict[str, ErrorWindow],
+    graph: CallGraph,
+) -> list[Signal]:
+    """A service that fails in most of the requests a flagged caller fails in, below it in
+    the call graph, is where those failures began, however usual its own error count: the
+    same requests failed deeper down first. It is ranked with the caller's strength times
+    that share (its own failure, read from its own lines: more than a name in the caller's
+    text, ``NAMED_SHARE``), its own error lines as evidence."""
+    signals = []
+    for (service, source), verdict in verdicts.items():
+        if source != "logs" or verdict.traces is None:
+            continue
+        for callee in graph.downstream(service) - {service}:
+            window = logs.get(callee)
+            sample = window.trace_sample() if window is not None else None
+            if (callee, "logs") in verdicts or sample is None:
+                continue
+            share = verdict.traces.share_in(sample)
+            if share is not None and share >= 0.5:
+                assert window is not None
+                reason = (
+                    f"error lines in {share:.0%} of the requests {service} failed in "
+                    f"({window.errors} in the window)"
+                )
+                evidence = tuple(f"{callee}: {line}" for line in window.samples.values())
+                strength = share * verdict.strength
+                signals.append(
+                    Signal(callee, "errors", strength, reason, evidence=evidence, traces=sample)
+                )
     return signals
 
 

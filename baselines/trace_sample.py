@@ -36,12 +36,18 @@ class TraceSample:
         cutoffs = [c for c in (self.cutoff, other.cutoff) if c is not None]
         return TraceSample.of(self.ids | other.ids, min(cutoffs, default=None))
 
+    def share_in(self, other: TraceSample) -> float | None:
+        """The share of this sample's traces that are the other's too, over the ids where
+        the other is complete; None when there are none (the samples cannot tell)."""
+        bound = min((c for c in (self.cutoff, other.cutoff) if c is not None), default=None)
+        comparable = [i for i in self.ids if bound is None or i <= bound]
+        if not comparable:
+            return None
+        return sum(i in other.ids for i in comparable) / len(comparable)
+
     def shares(self, other: TraceSample) -> bool | None:
-        """Whether one of this sample's traces is one of the other's; None when neither
-        sample holds an id where the other is complete (they cannot tell)."""
+        """Whether one of this sample's traces is one of the other's; None when the
+        samples cannot tell."""
         if self.ids & other.ids:
             return True
-        bound = min((c for c in (self.cutoff, other.cutoff) if c is not None), default=None)
-        if any(bound is None or i <= bound for i in self.ids):
-            return False
-        return None
+        return None if self.share_in(other) is None else False

@@ -347,6 +347,67 @@ def test_never_seen_error_lines_open_an_incident_rooted_where_they_are_logged() 
     assert any("journal segment" in text for text in report.evidence)
 
 
+def requests_failing_deeper(shared: bool) -> Extra:
+    """Every service logs a few INFO lines a minute, and C four errors of a known template
+    in requests of its own. In the fault, B fails in four requests with an error it never
+    logged; C's four usual errors are in those same requests (``shared``) or in others."""
+
+    def lines(m: int, at: datetime, faulty: bool) -> list[SpanEvent | LogRecord]:
+        out: list[SpanEvent | LogRecord] = [
+            LogRecord(
+                service=service,
+                timestamp=at + timedelta(seconds=5 + 15 * i),
+                body=f"served request {m}-{i}",
+                template="served request <*>",
+            )
+            for service in CHAIN
+            for i in range(3)
+        ]
+        for i in range(4):
+            trace = f"{m:016x}{i:016x}"
+            out.append(
+                LogRecord(
+                    service=C,
+                    timestamp=at + timedelta(seconds=8 + 10 * i),
+                    severity="error",
+                    body=f"stale cache entry {m}-{i}",
+                    template="stale cache entry <*>",
+                    trace_id=trace if faulty and shared else f"c{trace[1:]}",
+                )
+            )
+            if faulty:
+                out.append(
+                    LogRecord(
+                        service=B,
+                        timestamp=at + timedelta(seconds=9 + 10 * i),
+                        severity="error",
+                        body=f"order {m}-{i} rejected: inconsistent totals",
+                        template="order <*> rejected: inconsistent totals",
+                        trace_id=trace,
+                    )
+                )
+        return out
+
+    return lines
+
+
+@pytest.mark.parametrize(("shared", "root"), [(True, C), (False, B)])
+def test_a_service_failing_in_the_requests_its_caller_fails_in_is_the_root(
+    shared: bool, root: str
+) -> None:
+    """B fails with an error it never logged. C, which B calls, logs as many errors as
+    usual: in the very requests B fails in, C is where they failed first (the root, B's
+    errors explained by it, its own lines quoted); in other requests, B fails on its own."""
+    reports, _ = scenario(Topology((CHAIN,)), QUIET, extra=requests_failing_deeper(shared))
+    assert reports and all(fault_window(r) for r in reports)
+    ((_, revisions),) = incidents(reports).items()
+    cause = root_of(revisions[-1])
+    assert (cause.service, cause.kind) == (root, "errors"), revisions[-1]
+    if shared:
+        assert any("of the requests checkout failed in" in r for r in cause.reasons), cause
+        assert any(e.startswith(f"{C}: stale cache entry") for e in cause.evidence)
+
+
 # --------------------------------------------------------------------------- (g) odd graphs
 
 

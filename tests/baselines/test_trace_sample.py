@@ -56,3 +56,10 @@ def test_a_window_keeps_the_smallest_trace_ids_of_its_error_lines_only() -> None
     window = ErrorWindow()
     window.add(True, "boom", "boom")
     assert window.trace_sample() is None
+
+
+def test_the_share_of_requests_two_services_failed_in_together() -> None:
+    caller = TraceSample.of({"a1", "a2", "a3", "a4"})
+    assert caller.share_in(TraceSample.of({"a1", "a2", "a3", "b9"})) == 0.75
+    assert caller.share_in(TraceSample.of({"b1"})) == 0.0
+    assert TraceSample().share_in(caller) is None
