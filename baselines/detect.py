@@ -221,7 +221,8 @@ class SeriesState:
     @property
     def nbytes(self) -> int:
         profiles = self.p95.nbytes + self.p50.nbytes + self.count.nbytes + self.error_rate.nbytes
-        return profiles + self.trail.nbytes
+        grid = 32 * len(self.habits.grid)  # a list of floats: a pointer and a float object each
+        return profiles + self.trail.nbytes + grid
 
 
 @dataclass

@@ -1,5 +1,6 @@
 import csv
 import io
+import math
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -11,6 +12,7 @@ import pytest
 from baselines.baseline import SeasonalProfile, local_hour
 from baselines.detect import DetectorConfig
 from baselines.judge import (
+    GRID_VALUES,
     Habits,
     IncidentGate,
     Thresholds,
@@ -295,3 +297,27 @@ def test_the_live_one_score_surprise_is_the_replays(learnt: int) -> None:
     np.testing.assert_allclose(whole, one_by_one, equal_nan=True)
     spike_alerts = whole[150] > th.critical
     assert spike_alerts == (learnt >= th.memory_values)
+
+
+def test_the_step_a_series_takes_is_its_values_grid_learnt_alike_live_and_in_replay() -> None:
+    """The smallest step is read from the values' grid, not from consecutive steps: a young
+    latency series that went 14 ms, 150 ms, 14.5 ms steps by 0.5 ms, not 136 ms (which
+    made a 30x slowdown ordinary). A count steps by 1. One value at a time (live) and a
+    batch at a time (replay) learn the same grid."""
+    th = Thresholds()
+    for values, step in (([14.0, 150.0, 14.5, 13.0], 0.5), ([3.0, 7.0, 3.0, 5.0, 4.0], 1.0)):
+        live, batch = Habits(), Habits()
+        for value in values:
+            live.commit_one(math.nan, value, th)
+        batch.commit(np.full(len(values), np.nan), np.array(values), th)
+        assert live.quantum == batch.quantum == step
+        assert live.grid == batch.grid == sorted(set(values))
+    rng = np.random.default_rng(3)
+    values = np.round(rng.lognormal(3.0, 0.5, 500), 1)
+    live, batch = Habits(), Habits()
+    for value in values.tolist():
+        live.commit_one(math.nan, value, th)
+    for part in np.array_split(values, 7):
+        batch.commit(np.full(part.size, np.nan), part, th)
+    assert len(live.grid) == GRID_VALUES and live.grid == batch.grid
+    assert live.quantum == batch.quantum
