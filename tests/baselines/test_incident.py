@@ -296,10 +296,9 @@ def test_spans_without_kinds_are_resolved_and_the_leaf_is_still_the_root() -> No
 ERROR_TEMPLATE = "ledger write rejected: journal segment <*> is read-only"
 
 
-def ledger_logs(m: int, at: datetime, faulty: bool) -> list[SpanEvent | LogRecord]:
-    """Every service logs a few INFO lines a minute, the ledger a known error now and
-    then; in the fault the ledger logs errors of a template it never logged."""
-    lines: list[SpanEvent | LogRecord] = [
+def served(m: int, at: datetime) -> list[SpanEvent | LogRecord]:
+    """A few INFO lines a minute of every service."""
+    return [
         LogRecord(
             service=service,
             timestamp=at + timedelta(seconds=5 + 15 * i),
@@ -309,6 +308,12 @@ def ledger_logs(m: int, at: datetime, faulty: bool) -> list[SpanEvent | LogRecor
         for service in CHAIN
         for i in range(3)
     ]
+
+
+def ledger_logs(m: int, at: datetime, faulty: bool) -> list[SpanEvent | LogRecord]:
+    """Every service logs a few INFO lines a minute, the ledger a known error now and
+    then; in the fault the ledger logs errors of a template it never logged."""
+    lines = served(m, at)
     if m % 10 == 0:
         lines.append(
             LogRecord(
@@ -353,16 +358,7 @@ def requests_failing_deeper(shared: bool) -> Extra:
     logged; C's four usual errors are in those same requests (``shared``) or in others."""
 
     def lines(m: int, at: datetime, faulty: bool) -> list[SpanEvent | LogRecord]:
-        out: list[SpanEvent | LogRecord] = [
-            LogRecord(
-                service=service,
-                timestamp=at + timedelta(seconds=5 + 15 * i),
-                body=f"served request {m}-{i}",
-                template="served request <*>",
-            )
-            for service in CHAIN
-            for i in range(3)
-        ]
+        out = served(m, at)
         for i in range(4):
             trace = f"{m:016x}{i:016x}"
             out.append(
