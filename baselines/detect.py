@@ -619,7 +619,7 @@ class Detector:
             for (service, source), verdict in verdicts.items()
             for signal in _error_signals(service, source, verdict)
         ]
-        signals += _shared_failures(verdicts, window.logs, self.graph)
+        signals += _shared_failures(verdicts, window.logs, self._errors, self.graph)
         suspects = self.incidents.touched_services() | {s.service for s in signals}
         signals += _resource_signals(metrics, suspects, self.graph)
         dropped = self.incidents.dropped
@@ -923,28 +923,30 @@ def _error_signals(service: str, source: str, verdict: ErrorVerdict) -> list[Sig
 def _shared_failures(
     verdicts: dict[tuple[str, str], ErrorVerdict],
     logs: dict[str, ErrorWindow],
+    habits: dict[tuple[str, str], ErrorHabits],
     graph: CallGraph,
 ) -> list[Signal]:
-    """A service that fails in most of the requests a flagged caller fails in, below it in
-    the call graph, is where those failures began, however usual its own error count: the
-    same requests failed deeper down first. It is ranked with the caller's strength times
-    that share (its own failure, read from its own lines: more than a name in the caller's
-    text, ``NAMED_SHARE``), its own error lines as evidence."""
+    """A service below a flagged caller in the call graph that logged more errors than
+    usual, if not improbably many, in most of the requests the caller failed in is where
+    those failures began: the same requests failed deeper down first. (Errors as usual are
+    no evidence: a caller that now fails whenever its callee's routine errors happen is
+    what changed.) It is ranked with the caller's strength times that share (its own
+    failure, read from its own lines: more than a name in the caller's text,
+    ``NAMED_SHARE``), its own error lines as evidence."""
     signals = []
     for (service, source), verdict in verdicts.items():
         if source != "logs" or verdict.traces is None:
             continue
         for callee in graph.downstream(service) - {service}:
-            window = logs.get(callee)
+            window, known = logs.get(callee), habits.get((callee, "logs"))
             sample = window.trace_sample() if window is not None else None
-            if (callee, "logs") in verdicts or sample is None:
+            if window is None or sample is None or known is None or window.errors <= known.usual:
                 continue
             share = verdict.traces.share_in(sample)
-            if share is not None and share >= 0.5:
-                assert window is not None
+            if (callee, "logs") not in verdicts and share is not None and share >= 0.5:
                 reason = (
                     f"error lines in {share:.0%} of the requests {service} failed in "
-                    f"({window.errors} in the window)"
+                    f"({window.errors} in the window, usual {known.usual:.1f})"
                 )
                 evidence = tuple(f"{callee}: {line}" for line in window.samples.values())
                 strength = share * verdict.strength

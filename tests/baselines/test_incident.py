@@ -352,54 +352,68 @@ def test_never_seen_error_lines_open_an_incident_rooted_where_they_are_logged() 
     assert any("journal segment" in text for text in report.evidence)
 
 
-def requests_failing_deeper(shared: bool) -> Extra:
+def requests_failing_deeper(shared: bool, every: bool = False) -> Extra:
     """Every service logs a few INFO lines a minute, and C four errors of a known template
-    in requests of its own. In the fault, B fails in four requests with an error it never
-    logged; C's four usual errors are in those same requests (``shared``) or in others."""
+    in requests of its own (``every``: one in every request it serves). In the fault, B
+    fails in four requests with an error it never logged, and C logs two errors more than
+    usual (not ``every``), too few to flag it: four of its errors are in the requests B
+    fails in (``shared``) or all are in others."""
 
     def lines(m: int, at: datetime, faulty: bool) -> list[SpanEvent | LogRecord]:
         out = served(m, at)
-        for i in range(4):
-            trace = f"{m:016x}{i:016x}"
+        failing = [f"{m:016x}{i:016x}" for i in range(4)]
+        own = [f"c{m:015x}{i:016x}" for i in range(PER_MINUTE)]
+        if every:
+            traced = failing + own[4:] if faulty and shared else own
+        elif faulty:
+            traced = failing + own[:2] if shared else own[:6]
+        else:
+            traced = own[:4]
+        for i, trace in enumerate(traced):
             out.append(
                 LogRecord(
                     service=C,
-                    timestamp=at + timedelta(seconds=8 + 10 * i),
+                    timestamp=at + timedelta(seconds=8 + 4 * i),
                     severity="error",
                     body=f"stale cache entry {m}-{i}",
                     template="stale cache entry <*>",
-                    trace_id=trace if faulty and shared else f"c{trace[1:]}",
+                    trace_id=trace,
                 )
             )
-            if faulty:
-                out.append(
-                    LogRecord(
-                        service=B,
-                        timestamp=at + timedelta(seconds=9 + 10 * i),
-                        severity="error",
-                        body=f"order {m}-{i} rejected: inconsistent totals",
-                        template="order <*> rejected: inconsistent totals",
-                        trace_id=trace,
-                    )
+        for i, trace in enumerate(failing if faulty else []):
+            out.append(
+                LogRecord(
+                    service=B,
+                    timestamp=at + timedelta(seconds=9 + 4 * i),
+                    severity="error",
+                    body=f"order {m}-{i} rejected: inconsistent totals",
+                    template="order <*> rejected: inconsistent totals",
+                    trace_id=trace,
                 )
+            )
         return out
 
     return lines
 
 
-@pytest.mark.parametrize(("shared", "root"), [(True, C), (False, B)])
+@pytest.mark.parametrize(
+    ("shared", "every", "root"), [(True, False, C), (False, False, B), (True, True, B)]
+)
 def test_a_service_failing_in_the_requests_its_caller_fails_in_is_the_root(
-    shared: bool, root: str
+    shared: bool, every: bool, root: str
 ) -> None:
-    """B fails with an error it never logged. C, which B calls, logs as many errors as
+    """B fails with an error it never logged. C, which B calls, logs a few more errors than
     usual: in the very requests B fails in, C is where they failed first (the root, B's
-    errors explained by it, its own lines quoted); in other requests, B fails on its own."""
-    reports, _ = scenario(Topology((CHAIN,)), QUIET, extra=requests_failing_deeper(shared))
+    errors explained by it, its own lines quoted); in other requests, B fails on its own.
+    A C that logs an error in every request it serves, as always, is no evidence: B,
+    failing on them now, is what changed."""
+    extra = requests_failing_deeper(shared, every)
+    reports, _ = scenario(Topology((CHAIN,)), QUIET, extra=extra)
     assert reports and all(fault_window(r) for r in reports)
     ((_, revisions),) = incidents(reports).items()
     cause = root_of(revisions[-1])
     assert (cause.service, cause.kind) == (root, "errors"), revisions[-1]
-    if shared:
+    if root == C:
         assert any("of the requests checkout failed in" in r for r in cause.reasons), cause
         assert any(e.startswith(f"{C}: stale cache entry") for e in cause.evidence)
 
