@@ -220,7 +220,6 @@ class Habits:
     """Smallest gap between the values of ``grid``..."""
     frozen_quantum: float = 0.0
     """...and as it stood when the day began (0: none yet)."""
-    last_value: float = math.nan
     grid: list[float] = field(default_factory=list)
     """The first ``GRID_VALUES`` distinct values, sorted: the grid the series' values lie
     on (a count's step is 1). Not the steps between consecutive values: a continuous
@@ -362,7 +361,7 @@ class Habits:
                 for lo in (at - 1, at):
                     if 0 <= lo < len(grid) - 1:
                         self.quantum = min(self.quantum, grid[lo + 1] - grid[lo])
-        self._remember([*self.tail, score], value, th)
+        self._remember([*self.tail, score], th)
 
     def commit(self, scores: np.ndarray, values: np.ndarray, th: Thresholds) -> None:
         """Record consecutive scores (NaN: not judged) and the values they scored."""
@@ -380,12 +379,11 @@ class Habits:
                 self.grid = grid.tolist()
                 if grid.size > 1:
                     self.quantum = min(self.quantum, float(np.diff(grid).min()))
-        self._remember(self.tail + scores.tolist(), float(values[-1]), th)
+        self._remember(self.tail + scores.tolist(), th)
 
-    def _remember(self, recent: list[float], last: float, th: Thresholds) -> None:
-        """Keep the scores the next recent mean needs and the last value."""
+    def _remember(self, recent: list[float], th: Thresholds) -> None:
+        """Keep the scores the next recent mean needs."""
         self.tail = recent[max(0, len(recent) - (th.recent_values - 1)) :]
-        self.last_value = last
 
 
 @dataclass
