@@ -934,13 +934,14 @@ def _shared_failures(
     failure, read from its own lines: more than a name in the caller's text,
     ``NAMED_SHARE``), its own error lines as evidence."""
     signals = []
+    traced = {name for name, window in logs.items() if window.traces}
     for (service, source), verdict in verdicts.items():
-        if source != "logs" or verdict.traces is None:
+        if source != "logs" or verdict.traces is None or not traced - {service}:
             continue
-        for callee in graph.downstream(service) - {service}:
-            window, known = logs.get(callee), habits.get((callee, "logs"))
-            sample = window.trace_sample() if window is not None else None
-            if window is None or sample is None or known is None or window.errors <= known.usual:
+        for callee in sorted((traced - {service}) & graph.downstream(service)):
+            window, known = logs[callee], habits.get((callee, "logs"))
+            sample = window.trace_sample()
+            if sample is None or known is None or window.errors <= known.usual:
                 continue
             share = verdict.traces.share_in(sample)
             if (callee, "logs") not in verdicts and share is not None and share >= 0.5:
