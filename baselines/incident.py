@@ -350,10 +350,12 @@ def rank(incident: OpenIncident, graph: CallGraph) -> list[Candidate]:
     candidates = []
     for name, suspect in incident.suspects.items():
         parts: dict[str, float] = {}
-        strong = suspect.strong
-        if not any(strong.values()) and name not in slowing:
-            continue  # weak signals alone rank only a service that explains a caller
-        for kind, strength in (strong if any(strong.values()) else suspect.strengths).items():
+        shown = suspect.strong
+        if not any(shown.values()):
+            if name not in slowing:
+                continue  # weak signals alone rank only a service that explains a caller
+            shown = suspect.strengths
+        for kind, strength in shown.items():
             weight = WEIGHTS[cast(SignalKind, kind)]
             if kind in PROPAGATING and (explained if kind == "errors" else slowed_by)[name]:
                 weight *= EXPLAINED
