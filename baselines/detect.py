@@ -934,14 +934,13 @@ def _shared_failures(
     failure, read from its own lines: more than a name in the caller's text,
     ``NAMED_SHARE``), its own error lines as evidence."""
     signals = []
-    traced = {name for name, window in logs.items() if window.traces}
+    samples = {name: sample for name, w in logs.items() if (sample := w.trace_sample()) is not None}
     for (service, source), verdict in verdicts.items():
-        if source != "logs" or verdict.traces is None or not traced - {service}:
+        if source != "logs" or verdict.traces is None or not samples.keys() - {service}:
             continue
-        for callee in sorted((traced - {service}) & graph.downstream(service)):
-            window, known = logs[callee], habits.get((callee, "logs"))
-            sample = window.trace_sample()
-            if sample is None or known is None or window.errors <= known.usual:
+        for callee in sorted((samples.keys() - {service}) & graph.downstream(service)):
+            window, known, sample = logs[callee], habits.get((callee, "logs")), samples[callee]
+            if known is None or window.errors <= known.usual:
                 continue
             share = verdict.traces.share_in(sample)
             if (callee, "logs") not in verdicts and share is not None and share >= 0.5:
