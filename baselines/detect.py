@@ -380,12 +380,11 @@ class Detector:
                 else:
                     window.linked.append(event)
             for service, total, errors, templates, samples, *traces in entry.get("logs", ()):
-                window.logs[service] = ErrorWindow(total, errors, templates, samples)
-                if traces:  # checkpoints written before trace ids were kept have none
-                    window.logs[service].traces, window.logs[service].trace_cutoff = (
-                        set(traces[0]),
-                        traces[1],
-                    )
+                # checkpoints written before trace ids were kept have none
+                ids, cutoff = traces if traces else ([], None)
+                window.logs[service] = ErrorWindow(
+                    total, errors, templates, samples, set(ids), cutoff
+                )
         self.incidents.load(state.get("incidents", []))
 
     def take_changed(self) -> set[str]:
