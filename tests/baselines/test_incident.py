@@ -369,28 +369,22 @@ def requests_failing_deeper(shared: bool, every: bool = False) -> Extra:
             traced = failing + own[:2] if shared else own[:6]
         else:
             traced = own[:4]
-        for i, trace in enumerate(traced):
-            out.append(
+
+        def errors(service: str, second: int, template: str, traces: list[str]) -> None:
+            out.extend(
                 LogRecord(
-                    service=C,
-                    timestamp=at + timedelta(seconds=8 + 4 * i),
+                    service=service,
+                    timestamp=at + timedelta(seconds=second + 4 * i),
                     severity="error",
-                    body=f"stale cache entry {m}-{i}",
-                    template="stale cache entry <*>",
+                    body=template.replace("<*>", f"{m}-{i}"),
+                    template=template,
                     trace_id=trace,
                 )
+                for i, trace in enumerate(traces)
             )
-        for i, trace in enumerate(failing if faulty else []):
-            out.append(
-                LogRecord(
-                    service=B,
-                    timestamp=at + timedelta(seconds=9 + 4 * i),
-                    severity="error",
-                    body=f"order {m}-{i} rejected: inconsistent totals",
-                    template="order <*> rejected: inconsistent totals",
-                    trace_id=trace,
-                )
-            )
+
+        errors(C, 8, "stale cache entry <*>", traced)
+        errors(B, 9, "order <*> rejected: inconsistent totals", failing if faulty else [])
         return out
 
     return lines
