@@ -225,6 +225,10 @@ class Habits:
     on (a count's step is 1). Not the steps between consecutive values: a continuous
     series' first few steps are far apart by chance (14 ms, then 150 ms: a "step" of
     136 ms made a 30x slowdown ordinary)."""
+    values: int = 0
+    """Finite values committed: the grid is the series' own once one of them fell on a value
+    already in it (or came after it filled). A few distinct values of a continuous series
+    (two p95s, 12 ms and 148 ms) are no grid: their gap is chance, not a step."""
     tail: list[float] = field(default_factory=list)
     """The last ``recent_values - 1`` scores."""
     pending: list[float] = field(default_factory=list)
@@ -247,7 +251,8 @@ class Habits:
         self._learn(self.pending, th)
         self.pending = []
         self._freeze(th)
-        self.frozen_quantum = 0.0 if math.isinf(self.quantum) else self.quantum
+        on_grid = self.values > len(self.grid) and math.isfinite(self.quantum)
+        self.frozen_quantum = self.quantum if on_grid else 0.0
 
     def settled(self, th: Thresholds) -> bool:
         """Whether the distribution is frozen for whole days: once its exponential memory
@@ -354,6 +359,8 @@ class Habits:
         if not math.isnan(score):
             self._keep([score], th)
         grid = self.grid
+        if math.isfinite(value):
+            self.values += 1
         if len(grid) < GRID_VALUES and math.isfinite(value):
             at = bisect.bisect_left(grid, value)
             if at == len(grid) or grid[at] != value:
@@ -368,9 +375,10 @@ class Habits:
         if scores.size == 0:
             return
         self._keep(scores[~np.isnan(scores)].tolist(), th)
+        finite = values[np.isfinite(values)]
+        self.values += finite.size
         room = GRID_VALUES - len(self.grid)
         if room > 0:
-            finite = values[np.isfinite(values)]
             distinct, first = np.unique(finite, return_index=True)
             fresh = ~np.isin(distinct, self.grid)
             new = distinct[fresh][np.argsort(first[fresh], kind="stable")[:room]]
