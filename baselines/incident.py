@@ -12,7 +12,8 @@ open a new one. The root-cause candidates are ranked by a score a person can fol
   its own too, since slowness and failures travel up: the callee explains them. A callee
   that fails without slowing explains its caller's errors only if they failed in a
   request together, where error lines carry trace ids to tell, and one whose CPU rose
-  without slowing or failing explains none (``errors_explained``). A signal read from
+  without slowing or failing explains none (``errors_explained``), nor is it a candidate
+  beside services with trouble of their own (a coincidence). A signal read from
   another service (a caller's slow calls, error lines naming it) ranks the service it
   points at but explains nothing;
 * a service that more of the incident's services call into, directly or not, gains up to
@@ -325,6 +326,7 @@ def rank(incident: OpenIncident, graph: CallGraph) -> list[Candidate]:
         name: slowed_by[name] and "calls" in s.strong for name, s in incident.suspects.items()
     }
     slowing: set[str] = set()  # seen only weakly, below a caller whose own time slowed
+    explaining: set[str] = set()  # explain a caller's own time or errors
     slow = {name: "own_time" in s.strong for name, s in incident.suspects.items()}
     members = set(names)
     since = {
@@ -341,13 +343,17 @@ def rank(incident: OpenIncident, graph: CallGraph) -> list[Candidate]:
                     continue
                 if target in symptomatic:
                     slowed_by[name] = True
+                    if slow[name]:
+                        explaining.add(target)
                     if errors_explained(incident.suspects[name], incident.suspects[target]):
                         explained[name] = True
+                        explaining.add(target)
                 elif target in stirring:
                     slowed_by[name] = True
                     if slow[name]:
                         slowing.add(target)
-    candidates = []
+    candidates: list[Candidate] = []
+    coincidences: list[Candidate] = []
     for name, suspect in incident.suspects.items():
         parts: dict[str, float] = {}
         shown = suspect.strong
@@ -380,15 +386,18 @@ def rank(incident: OpenIncident, graph: CallGraph) -> list[Candidate]:
                 f"its trouble began {since[name] - first:.0f} s after the incident's: "
                 "more likely a consequence"
             )
-        candidates.append(
-            Candidate(
-                service=name,
-                kind=root_kind,
-                score=round(score, 3),
-                reasons=[r[:300] for r in reasons[:MAX_REASONS]],
-                evidence=[e[:500] for e in suspect.evidence[:MAX_REASONS]],
-            )
+        candidate = Candidate(
+            service=name,
+            kind=root_kind,
+            score=round(score, 3),
+            reasons=[r[:300] for r in reasons[:MAX_REASONS]],
+            evidence=[e[:500] for e in suspect.evidence[:MAX_REASONS]],
         )
+        coincidence = shown.keys() == {"resources"} and name not in explaining
+        (coincidences if coincidence else candidates).append(candidate)
+    # a CPU rise that neither slowed nor failed its service nor explains a caller is a
+    # coincidence beside services with trouble of their own; alone, it is the incident
+    candidates = candidates or coincidences
     candidates.sort(key=lambda c: (-c.score, c.service))
     return candidates
 
