@@ -3,9 +3,11 @@
 A fault that throws, or returns a wrong value, often slows nothing: it shows as error
 lines a service did not log before, or as more of them than usual. Each service learns,
 per source (``logs``, ``spans``), how many errors a window usually holds and which error
-log templates it already knows; a window is flagged when its error count is improbable
-under that usual rate (Poisson tail below the surprise threshold) or when it holds error
-lines of templates the service never logged.
+log templates it already knows from windows it was healthy in; a window is flagged when
+its error count is improbable under that usual rate (Poisson tail below the surprise
+threshold) or when it holds error lines of templates the service never logged while
+healthy: never before, or only while failing (a template seen only in flagged windows is a
+failure's, and its return is that failure again).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ RATE_FLOOR = 0.5
 """Errors a window is assumed to usually hold at least: a service that never logged an error
 does not alert on its first one or two."""
 MIN_ERRORS = 3
-"""Fewest error lines that flag a window, by their count or by their never-seen templates:
+"""Fewest error lines that flag a window, by their count or by their new templates:
 the same evidence for both (two lines of a new template are a rare error that recurred
 once, not yet a failure)."""
 MEMORY = 0.05
@@ -80,7 +82,7 @@ class ErrorVerdict:
     errors: int
     usual: float
     novel: int
-    """Lines of error templates the service never logged before."""
+    """Lines of error templates the service never logged while healthy."""
     surprise: float
     """Poisson tail probability of at least ``errors`` at the usual rate."""
     samples: list[str]
@@ -93,7 +95,8 @@ class ErrorVerdict:
     @property
     def strength(self) -> float:
         """How strongly the window says "this service fails": more errors against the usual,
-        and a larger share of never-seen templates, say it more (from 0.5 up to 1.5)."""
+        and a larger share of templates it never logged while healthy, say it more (from 0.5
+        up to 1.5)."""
         rise = 0.5 * math.log10(1.0 + self.errors / max(self.usual, RATE_FLOOR))
         return min(1.5, 0.5 + rise + 0.5 * self.novel / self.errors)
 
@@ -108,7 +111,7 @@ class ErrorVerdict:
         what = "error log lines" if source == "logs" else "error spans"
         text = f"{what}: {self.errors} in the window (usual {self.usual:.1f})"
         if self.novel:
-            text += f", {self.novel} of templates never seen before"
+            text += f", {self.novel} of templates not seen while it was healthy"
         return text
 
 
@@ -117,7 +120,8 @@ class ErrorHabits:
     windows: int = 0
     usual: float = 0.0
     known: dict[str, int] = field(default_factory=dict)
-    """Error templates seen, by the window count when last seen."""
+    """Error templates seen in windows the service was healthy in, by the window count when
+    last seen."""
     suspicious: int = 0
     """Windows in a row too improbable to learn from."""
 

@@ -6,16 +6,16 @@ a service they are connected to (one calls the other, directly or through others
 open a new one. The root-cause candidates are ranked by a score a person can follow:
 
 * each signal of a service adds its strength: ``errors`` (error lines or spans far above
-  usual, or of templates never seen), ``network`` (its callers wait on it longer than it
-  works), ``resources`` (CPU or memory far above usual), ``own_time`` (its own operations
-  slowed); its own time and errors count less when a service it calls shows a signal of
-  its own too, since slowness and failures travel up: the callee explains them. A callee
-  that fails without slowing explains its caller's errors only if they failed in a
-  request together, where error lines carry trace ids to tell, and one whose CPU rose
-  without slowing or failing explains none (``errors_explained``), nor is it a candidate
-  beside services with trouble of their own (a coincidence). A signal read from
-  another service (a caller's slow calls, error lines naming it) ranks the service it
-  points at but explains nothing;
+  usual, or of templates not seen while it was healthy), ``network`` (its callers wait on
+  it longer than it works), ``resources`` (CPU or memory far above usual), ``own_time``
+  (its own operations slowed); its own time and errors count less when a service it
+  calls shows a signal of its own too, since slowness and failures travel up: the callee
+  explains them. A callee that fails without slowing explains its caller's errors only if
+  they failed in a request together, where error lines carry trace ids to tell, and one
+  whose CPU rose without slowing or failing explains none (``errors_explained``), nor is
+  it a candidate beside services with trouble of their own (a coincidence). A signal read
+  from another service (a caller's slow calls, error lines naming it) ranks the service
+  it points at but explains nothing;
 * a service that more of the incident's services call into, directly or not, gains up to
   ``DEPTH_WEIGHT``: the root sits below what it slows;
 * a service whose latency is far out but not yet a surprise (an alert needs a few

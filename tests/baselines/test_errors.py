@@ -96,7 +96,7 @@ def test_lines_of_a_never_seen_error_template_are_flagged_and_quoted_first() -> 
     verdict = habits.judge(window({"cache miss for <*>": 2, "segfault in <*>": 3}), SURPRISE)
     assert verdict is not None and verdict.novel == 3
     assert verdict.samples == ["segfault in 0", "cache miss for 0"]
-    assert "3 of templates never seen before" in verdict.reason("logs")
+    assert "3 of templates not seen while it was healthy" in verdict.reason("logs")
     assert 0.5 <= verdict.strength <= 1.5
     stronger = habits.judge(window({"segfault in <*>": 40}), SURPRISE)
     assert stronger is not None and stronger.strength > verdict.strength

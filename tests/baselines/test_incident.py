@@ -347,7 +347,7 @@ def test_never_seen_error_lines_open_an_incident_rooted_where_they_are_logged() 
     root = incident.root_cause
     assert root is not None and (root.service, root.kind) == (D, "errors"), root
     assert f"{D}: ledger write rejected: journal segment 880 is read-only" in root.evidence
-    assert any("never seen" in reason for reason in root.reasons)
+    assert any("not seen while it was healthy" in reason for reason in root.reasons)
     assert [(s.service, s.signals) for s in incident.affected] == [(D, ["errors"])]
     assert any("journal segment" in text for text in report.evidence)
 
