@@ -67,8 +67,8 @@ class SpanIndex:
     ) -> tuple[str, str | None] | None:
         """(kind, peer) of a span of unknown kind: ``("server", None)`` for an entry (its
         parent is in another service, or it has none), ``("client", callee)`` for a call (a
-        child of it is in another service), None for in-process work or an orphan whose
-        parent was never seen."""
+        child of it is in another service), ``("internal", None)`` for in-process work (its
+        parent is in its own service), None for an orphan whose parent was never seen."""
         if parent_id is None:
             return "server", None
         parent = self._spans.get(parent_id)
@@ -78,7 +78,7 @@ class SpanIndex:
             callee = next((s for s in self._children.get(span_id, ()) if s != service), None)
             if callee is not None:
                 return "client", callee
-        return None
+        return None if parent is None else ("internal", None)
 
 
 @dataclass

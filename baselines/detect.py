@@ -238,7 +238,9 @@ class DetectorStats:
     histograms: int = 0
     """Histogram points (spanmetrics) applied; their spans count in ``spans``."""
     unlinked: int = 0
-    """Spans of unknown kind that were in-process work, orphans, or past the window cap."""
+    """Spans that could not be placed: of unknown kind whose parent was never seen (an entry
+    or in-process work?), or past the window's cap of spans held for linking. In-process
+    work is placed (its entry span holds its time) and not counted here."""
     incidents_dropped: int = 0
     """Opening signals refused because the cap of open incidents was reached."""
 
@@ -657,6 +659,8 @@ class Detector:
                     self.stats.unlinked += 1
                     continue
                 kind, peer = resolved
+                if kind == "internal":
+                    continue  # in-process work: its entry span holds its time
                 agg = self._aggregate(window, (event.service, event.operation, kind, peer or ""))
                 if agg is not None:
                     agg.add(event)

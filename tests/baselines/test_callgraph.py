@@ -39,12 +39,14 @@ def test_children_that_arrive_before_their_parent_still_make_it_a_call() -> None
     assert index.resolve("s2", "web", "s1") == ("client", "api")
 
 
-def test_in_process_work_and_orphans_resolve_to_nothing() -> None:
+def test_in_process_work_resolves_as_internal_and_orphans_to_nothing() -> None:
+    """An orphan (its parent never seen) may be an entry or in-process work: it is counted
+    unlinked; in-process work is not lost, its entry span holds its time."""
     index = SpanIndex()
     span(index, "s1", "web")
     span(index, "s2", "web", parent="s1")
     span(index, "s4", "web", parent="s2")
-    assert index.resolve("s2", "web", "s1") is None  # parent and children all in web
+    assert index.resolve("s2", "web", "s1") == ("internal", None)  # parent, children in web
     span(index, "s9", "worker", parent="never-seen")
     assert index.resolve("s9", "worker", "never-seen") is None
     assert index.resolve(None, "worker", "never-seen") is None
