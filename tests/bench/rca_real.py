@@ -830,7 +830,8 @@ def totals(
 ) -> None:
     """Recall, AC@1, AC@3 and kind accuracy over each denominator, the reference's AC@k
     beside them, and the false alarm rate; the last two rows match an alarm whose first
-    window overlaps the fault's window instead (see ``WINDOW_S``)."""
+    window overlaps the fault's window instead (see ``WINDOW_S``). Three decimals: 18 of 19
+    is 0.947, not the 0.95 two would print."""
     groups = [
         ("all faults", verdicts),
         ("with history", [v for v in verdicts if v.data.evidence.history]),
@@ -840,19 +841,19 @@ def totals(
     ]
     print(
         f"\n{'denominator':14} {'faults':>6} {'recall':>7} {'AC@1':>6} {'AC@3':>6} {'kind':>6}"
-        f"   reference AC@1  AC@3"
+        f"   reference  AC@1   AC@3"
     )
     for name, group in groups:
         n = max(len(group), 1)
 
         def share(test: Callable[[Verdict], bool], group: list[Verdict] = group, n: int = n) -> str:
-            return f"{sum(map(test, group)) / n:.2f}"
+            return f"{sum(map(test, group)) / n:.3f}"
 
         print(
             f"{name:14} {len(group):6} {share(lambda v: v.detected):>7} "
             f"{share(lambda v: v.hit(1)):>6} {share(lambda v: v.hit(3)):>6} "
             f"{share(lambda v: v.kind_right):>6}   "
-            f"{share(lambda v: v.reference_hit(1)):>14} {share(lambda v: v.reference_hit(3)):>5}"
+            f"{share(lambda v: v.reference_hit(1)):>15} {share(lambda v: v.reference_hit(3)):>6}"
         )
     (strict, overlap), (strict_h, overlap_h) = false_alarms, hours
     print(
