@@ -32,6 +32,7 @@ recent values (``Habits.seed``), refined every hour until its memory is nearly f
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -216,10 +217,8 @@ class Habits:
     mean: float = math.nan
     """The frozen distribution: NaN until ``min_scores`` were learnt."""
     sd: float = math.nan
-    quantum: float = math.inf
-    """Smallest gap between the values of ``grid``..."""
     frozen_quantum: float = 0.0
-    """...and as it stood when the day began (0: none yet)."""
+    """The smallest gap between the values of ``grid`` when the day began (0: none yet)."""
     grid: list[float] = field(default_factory=list)
     """The first ``GRID_VALUES`` distinct values, sorted: the grid the series' values lie
     on (a count's step is 1). Not the steps between consecutive values: a continuous
@@ -251,8 +250,14 @@ class Habits:
         self._learn(self.pending, th)
         self.pending = []
         self._freeze(th)
-        on_grid = self.values > len(self.grid) and math.isfinite(self.quantum)
+        on_grid = self.values > len(self.grid) >= 2
         self.frozen_quantum = self.quantum if on_grid else 0.0
+
+    @property
+    def quantum(self) -> float:
+        """The smallest gap between the values of ``grid`` (inf: fewer than two)."""
+        grid = self.grid
+        return min((b - a for a, b in itertools.pairwise(grid)), default=math.inf)
 
     def settled(self, th: Thresholds) -> bool:
         """Whether the distribution is frozen for whole days: once its exponential memory
@@ -358,16 +363,13 @@ class Habits:
         """``commit`` of one score and its value, without numpy."""
         if not math.isnan(score):
             self._keep([score], th)
-        grid = self.grid
         if math.isfinite(value):
             self.values += 1
-        if len(grid) < GRID_VALUES and math.isfinite(value):
-            at = bisect.bisect_left(grid, value)
-            if at == len(grid) or grid[at] != value:
-                grid.insert(at, value)
-                for lo in (at - 1, at):
-                    if 0 <= lo < len(grid) - 1:
-                        self.quantum = min(self.quantum, grid[lo + 1] - grid[lo])
+            grid = self.grid
+            if len(grid) < GRID_VALUES:
+                at = bisect.bisect_left(grid, value)
+                if at == len(grid) or grid[at] != value:
+                    grid.insert(at, value)
         self._remember([*self.tail, score], th)
 
     def commit(self, scores: np.ndarray, values: np.ndarray, th: Thresholds) -> None:
@@ -383,10 +385,7 @@ class Habits:
             fresh = ~np.isin(distinct, self.grid)
             new = distinct[fresh][np.argsort(first[fresh], kind="stable")[:room]]
             if new.size:
-                grid = np.unique(np.concatenate((np.array(self.grid), new)))
-                self.grid = grid.tolist()
-                if grid.size > 1:
-                    self.quantum = min(self.quantum, float(np.diff(grid).min()))
+                self.grid = np.unique(np.concatenate((np.array(self.grid), new))).tolist()
         self._remember(self.tail + scores.tolist(), th)
 
     def _remember(self, recent: list[float], th: Thresholds) -> None:
