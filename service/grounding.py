@@ -13,9 +13,10 @@ window's times and the incident's start count as a reader writes them (``14:05``
 Words are held to the facts the same way (``misstated``): a direction given to a signal
 (``rose``, ``higher``, ``up``; ``fell``, ``lower``, ``down``; ``normal``) must be the way the
 report's numbers for that signal went ("CPU rose" of a CPU at 14% vs usual 36% is as false
-as an invented number), and a name shaped like a service's must be one the report
-contains. Either counts like an ungrounded number: the answer is generated again, then
-degraded to the rule engine's text.
+as an invented number), a name shaped like a service's must be one the report contains,
+and "no signal stands out" is false of a report whose incident names a root. Any counts
+like an ungrounded number: the answer is generated again, then degraded to the rule
+engine's text.
 """
 
 from __future__ import annotations
@@ -143,6 +144,8 @@ CLAUSE = re.compile(
 )
 FACT = re.compile(r"\d[\w.%/]* vs usual \d(?:[\w.%/]*[\w%/])?(?: \((?:[\w.]+ [A-Z]+|normal)\))?")
 """A fact as the prompt prints it and answers quote it: ``98% vs usual 39% (2.5x HIGHER)``."""
+NOTHING = re.compile(r"\b(?:no (?:other )?signal|nothing)\b[^.;]*\bstands? out\b", re.I)
+"""A claim that no signal stands out: false of a report whose incident names a root."""
 QUOTED = re.compile(r"(?<!\w)'[^']*'(?!\w)|\"[^\"]*\"")
 """Quoted text (evidence, a log line) says what it says: its words are not the answer's."""
 WORD = re.compile(r"[a-z0-9']+")
@@ -198,6 +201,8 @@ class Facts:
     names: frozenset[str]
     text: str
     """The report's and the note's text, whitespace folded, lowercased: what a quote quotes."""
+    root: bool = False
+    """The report's incident names a root cause: something does stand out."""
 
 
 def facts(report: AnomalyReport, note: str | None = None) -> Facts:
@@ -236,6 +241,7 @@ def facts(report: AnomalyReport, note: str | None = None) -> Facts:
         report.service.lower(),
         frozenset(names),
         _folded(" ".join([prompt, *report.evidence, note or ""])),
+        report.incident is not None and report.incident.root_cause is not None,
     )
 
 
@@ -281,8 +287,10 @@ def misstated(text: str, known: Facts) -> list[str]:
     prompt prints it (``88MB vs usual 41MB`` of a memory at 88% vs usual 41%), a quote the
     report does not hold, a signal given a direction its numbers do not have (``cpu rose``
     with the CPU LOWER; quoted text aside), a name shaped like a service's that the report
-    does not contain."""
+    does not contain, "no signal stands out" of a report whose incident names a root."""
     found = [fact for fact in FACT.findall(text) if _folded(fact) not in known.text]
+    if known.root:
+        found += [claim[0] for claim in NOTHING.finditer(QUOTED.sub(" ", text))]
     for quoted in QUOTED.finditer(text):
         inside = _folded(quoted[0][1:-1]).rstrip(".\u2026").strip()
         if inside and inside not in known.text:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from service import playbook
-from service.assess import Assessment, assess, incident_cause, resource_of
+from service.assess import Assessment, assess, higher, incident_cause, resource_of
 from service.contract import (
     CONTROL_CHARS,
     AnomalyReport,
@@ -117,30 +117,34 @@ def _name(value: str, limit: int) -> str:
 
 def _chain_summary(report: AnomalyReport, found: Chain) -> str:
     """``A is slow because it waits on D (via B, C), whose own time rose: reason.``, the
-    reason, the services between and whole names left out in that order until it fits."""
+    reason, the services between and whole names left out in that order until it fits. A
+    report whose latency is not above usual (an incident of errors) is not called slow:
+    ``A fails``, ``A is affected because it calls D, which fails``."""
     root = found.root
     reason = _text(_quoted_reason(root, report))
     resource = "CPU" if resource_of(root, report) == "cpu" else "memory"
+    slow = higher(derived_signals(report)[0])
 
     def clause(limit: int, via: bool) -> str:
         service, flagged = _name(root.service, limit), _name(found.flagged, limit)
         between = ", ".join(_name(s, limit) for s in found.via)
         on = f"{service} (via {between})" if via and between else service
+        lead = f"{flagged} is slow" if slow else f"{flagged} is affected"
         if not found.remote:
             return {
                 "own_time": f"{flagged} is slow in its own work",
-                "resources": f"{flagged} is slow because its {resource} is high",
-                "network": f"{flagged} is slow because the network in front of it slowed "
-                "calls to it",
-                "errors": f"{flagged} is slow and fails",
+                "resources": f"{lead} because its {resource} is high",
+                "network": f"{lead} because the network in front of it slowed calls to it",
+                "errors": f"{flagged} is slow and fails" if slow else f"{flagged} fails",
             }[root.kind]
+        waits = "waits on" if slow else "calls"
         return (
-            f"{flagged} is slow because "
+            f"{lead} because "
             + {
-                "own_time": f"it waits on {on}, whose own time rose",
-                "resources": f"it waits on {on}, whose {resource} is high",
+                "own_time": f"it {waits} {on}, whose own time rose",
+                "resources": f"it {waits} {on}, whose {resource} is high",
                 "network": f"the network in front of {on} slowed its calls",
-                "errors": f"it waits on {on}, which fails",
+                "errors": f"it {waits} {on}, which fails",
             }[root.kind]
         )
 

@@ -36,7 +36,7 @@ import numpy as np
 from llama_cpp import Llama, LogitsProcessorList
 
 from service.contract import Diagnosis, ProbableCause, Severity
-from service.grounding import FACT
+from service.grounding import FACT, NOTHING
 from service.model.numbers import PromptNumbers, TokenClasses
 from service.prompt import Settled
 
@@ -462,9 +462,10 @@ class _Text:
 
 
 def _literal(finding: str) -> bool:
-    """Whether a finding is text the answer wrote as it stands (a quote, a quoted fact), not
-    a subject and a direction gathered from a clause."""
-    return finding[:1] in QUOTES or FACT.fullmatch(finding) is not None
+    """Whether a finding is text the answer wrote as it stands (a quote, a quoted fact, a
+    claim that no signal stands out), not a subject and a direction gathered from a
+    clause."""
+    return finding[:1] in QUOTES or any(p.fullmatch(finding) for p in (FACT, NOTHING))
 
 
 def _opens_word(value: bytes, at: int) -> bool:

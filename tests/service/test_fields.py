@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 
 from service.contract import AnomalyReport, Diagnosis, ProbableCause, Severity
-from service.grounding import FACT, report_numbers, ungrounded
+from service.grounding import FACT, NOTHING, report_numbers, ungrounded
 from service.model import fields
 from service.model.runtime import ModelBusy, ModelRuntime
 from service.model.tuned import prepare_tuned
@@ -183,6 +183,16 @@ def test_a_fact_quoted_wrong_is_taken_back_to_where_it_began() -> None:
         assert not text.add(token, piece)
     assert text.add(6, b" seconds")
     assert text.value == b"p95" and text.refused() == {1}
+
+
+def test_a_claim_that_no_signal_stands_out_is_taken_back_to_where_it_began() -> None:
+    """Of a report whose incident names a root, ``No signal or evidence stands out`` goes
+    back whole: refusing only ``out`` would leave ``No signal or evidence stands.``"""
+    text = fields._Text(lambda t: [m[0] for m in NOTHING.finditer(t)])
+    for token, piece in enumerate([b"It", b" fails.", b" No", b" signal", b" stands", b" out"]):
+        assert not text.add(token, piece)
+    assert text.add(6, b".")
+    assert text.value == b"It fails." and text.refused() == {2}
 
 
 def test_a_word_still_contradicting_after_the_retractions_is_left_to_the_guard() -> None:

@@ -150,3 +150,27 @@ def test_unsupported_counts_invented_numbers_and_misstated_words_alike() -> None
         "cpu rose",
     ]
     assert unsupported("CPU fell to 9.4% while fx-provider slowed to 535.6 ms.", REPORT) == []
+
+
+def test_no_signal_standing_out_is_misstated_of_a_report_whose_incident_names_a_root() -> None:
+    """A failing root stands out: "no signal or evidence stands out" of its report is false,
+    and the answer falls back to the rule engine's chain; without an incident it may be so."""
+    incident = Incident.model_validate(
+        {
+            "id": "inc-8812",
+            "started": "2026-11-12T14:03:00Z",
+            "root_cause": {
+                "service": "fx-provider",
+                "kind": "errors",
+                "score": 1.5,
+                "reasons": ["error log lines: 12 in the window (usual 0.3)"],
+            },
+        }
+    )
+    rooted = REPORT.model_copy(update={"incident": incident})
+    claim = "Cause not identified. No signal or evidence stands out."
+    assert _misstated(claim, rooted) == ["No signal or evidence stands out"]
+    assert _misstated("A deploy and no other signal stands out.", rooted) == [
+        "no other signal stands out"
+    ]
+    assert _misstated(claim) == []

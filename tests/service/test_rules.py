@@ -193,6 +193,38 @@ def test_a_failing_root_sends_the_reader_to_its_error_log() -> None:
     _grounded(report)
 
 
+@pytest.mark.parametrize(
+    ("root", "path", "summary"),
+    [
+        (
+            ERRORS | {"service": "ts-order-service"},
+            ["ts-order-service"],
+            "ts-order-service fails: error log lines: 12 in the window (usual 0.0).",
+        ),
+        (
+            ERRORS,
+            [CHAIN[0], CHAIN[3]],
+            "ts-order-service is affected because it calls ts-payment-service, which fails:"
+            " error log lines: 12 in the window (usual 0.0).",
+        ),
+    ],
+    ids=["its own errors", "its callee's errors"],
+)
+def test_a_service_failing_at_its_usual_latency_is_not_called_slow(root, path, summary) -> None:
+    """An incident of errors: the flagged service's p95 is 180 ms against 200 ms usual, and
+    the summary says it fails (or is affected), not that it is slow."""
+    report = _incident_report(_incident(root, path))
+    report = report.model_copy(
+        update={"latency_ms": report.latency_ms.model_copy(update={"p95": 180})}
+    )
+    diagnosis = diagnose(report)
+    assert diagnosis.summary == summary
+    assert (
+        diagnosis.recommended_actions[0] == f"Read the latest error log lines of {root['service']}"
+    )
+    _grounded(report)
+
+
 def test_long_names_and_reasons_keep_whole_sentences_within_the_contract() -> None:
     long = ["svc-" + "x" * 190 + str(i) for i in range(4)]
     root = OWN_TIME | {"service": long[3], "reasons": ["POST /pay: p95 840 ms, usual 42 ms"] * 8}
