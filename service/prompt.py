@@ -266,8 +266,10 @@ class Settled:
     severity, which the policy reads off the report's impact (a 135M model sampling it got
     23-54% right in the eval), the cause when the facts support one alone, else the causes
     the answer may choose among, with the confidence of a settled one, the summary's
-    opening, and each cause's actions (``playbook``), filled with the report's names, for
-    the model to pick from. A backend writes them as given; None or empty: the model's."""
+    opening (the whole summary, for the cause the report's incident names: its chain in
+    the rule engine's words), and each cause's actions (``playbook``), filled with the
+    report's names, for the model to pick from. A backend writes them as given; None or
+    empty: the model's."""
 
     severity: Severity | None
     summary_head: str | None
@@ -277,6 +279,9 @@ class Settled:
     """The causes an answer may name (empty: any); ``cause``, when it is settled."""
     confidence: float | None = None
     """The settled cause's confidence; None: the model's own score over ``causes``."""
+    chain: tuple[ProbableCause, str] | None = None
+    """The cause the report's incident names and its chain as the summary says it
+    (``rules.chain_summary``): "ts-a is slow because it waits on ts-d, which fails: ..."."""
     contradicts: Callable[[str], list[str]] | None = field(default=None, compare=False)
     """What a text says that the report's facts do not (``grounding.misstated``): a decoder
     takes back a word that adds to it; None: no such check while decoding."""
@@ -286,8 +291,11 @@ class Settled:
         return self.offered.get(cause, [])
 
     def summary(self, cause: ProbableCause) -> str | None:
-        """The whole summary once the cause is decided, as training writes every generated
-        one: the opening and the cause's verdict (None without an opening)."""
+        """The whole summary once the cause is decided: the incident's chain for the cause
+        it names, else as training writes every generated one, the opening and the cause's
+        verdict (None without an opening)."""
+        if self.chain is not None and self.chain[0] == cause:
+            return self.chain[1]
         return f"{self.summary_head} {VERDICT[cause]}." if self.summary_head else None
 
     def allows(self, cause: ProbableCause) -> bool:
@@ -299,6 +307,7 @@ def settled(report: AnomalyReport, note: str | None = None) -> Settled:
     from service.assess import assess  # it reads this module's tagged signals
     from service.grounding import facts as known
     from service.grounding import misstated
+    from service.rules import chain_summary
 
     facts = assess(report, note)
     return Settled(
@@ -308,5 +317,6 @@ def settled(report: AnomalyReport, note: str | None = None) -> Settled:
         facts.settled,
         facts.allowed,
         facts.confidence if facts.settled else None,
+        chain_summary(report),
         partial(misstated, known=known(report, note)),
     )

@@ -115,6 +115,15 @@ def _name(value: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip("0123456789.") + "\u2026"
 
 
+def chain_summary(report: AnomalyReport) -> tuple[ProbableCause, str] | None:
+    """The cause the report's incident names and the summary that says its chain (None
+    without an incident root): what an answer naming that cause opens with."""
+    found, cause = chain(report), incident_cause(report)
+    if found is None or cause is None:
+        return None
+    return cause, _chain_summary(report, found)
+
+
 def _chain_summary(report: AnomalyReport, found: Chain) -> str:
     """``A is slow because it waits on D (via B, C), whose own time rose: reason.``, the
     reason, the services between and whole names left out in that order until it fits. A

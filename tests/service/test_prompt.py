@@ -166,3 +166,20 @@ def test_the_incident_lines_stay_bounded_whatever_the_incident_holds() -> None:
 def test_a_report_without_an_incident_reads_as_before() -> None:
     assert not [line for line in _user(REPORT) if "incident" in line or "candidate" in line]
     assert _user(REPORT.model_copy(update={"incident": None})) == _user(REPORT)
+
+
+def test_an_answer_naming_the_incidents_cause_opens_with_its_chain() -> None:
+    """The summary a person reads first (and a notification carries) says the chain down
+    to the root, not "a dependency is slow"; an answer naming another cause keeps the
+    opening and that cause's verdict."""
+    given = settled(_with_incident(root_cause=ROOT, candidates=[ROOT], path=CHAIN))
+    assert given.summary(ProbableCause.downstream_dependency) == (
+        "exchange-api is slow because it waits on fx-provider (via rates-cache, fx-gateway),"
+        " whose own time rose: own time p95 840ms vs usual 42ms (20x)."
+    )
+    assert given.summary(ProbableCause.traffic_surge) == (
+        "exchange-api p95 520ms vs usual 110ms: a traffic surge."
+    )
+    assert settled(REPORT).summary(ProbableCause.downstream_dependency) == (
+        "exchange-api p95 520ms vs usual 110ms: a dependency is slow."
+    )
