@@ -355,8 +355,9 @@ def _deploy(facts: _Facts) -> None:
 
 
 def _contradictions(facts: _Facts) -> dict[ProbableCause, str]:
-    """The causes the numbers rule out, and why; evidence, knowledge or an incident root
-    that supports a cause outweighs the numbers (the policy's first steps)."""
+    """The causes the numbers rule out, and why (a dependency, too, when the incident's
+    root is the service itself); evidence, knowledge or an incident root that supports a
+    cause outweighs them (the policy's first steps)."""
     found: dict[ProbableCause, str] = {}
     for name, cause in SIGNAL_CAUSE.items():
         signal = facts.get(name)
@@ -371,6 +372,10 @@ def _contradictions(facts: _Facts) -> dict[ProbableCause, str]:
         found[C.downstream_dependency] = (
             clause(calls[0]) if len(calls) == 1 else "every dependency is at its usual latency"
         )
+    incident = facts.report.incident
+    root = incident.root_cause if incident is not None else None
+    if root is not None and root.service == facts.report.service:
+        found[C.downstream_dependency] = f"the incident's root is {root.service} itself"
     if C.recent_deployment not in facts.support:
         found[C.recent_deployment] = "no deploy within the hour"
     return {

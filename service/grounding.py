@@ -148,6 +148,8 @@ NOTHING = re.compile(r"\b(?:no (?:other )?signal|nothing)\b[^.;]*\bstands? out\b
 """A claim that no signal stands out: false of a report whose incident names a root."""
 QUOTED = re.compile(r"(?<!\w)'[^']*'(?!\w)|\"[^\"]*\"")
 """Quoted text (evidence, a log line) says what it says: its words are not the answer's."""
+OPEN_QUOTE = re.compile(r"(?<!\w)'[^']*$|\"[^\"]*$")
+"""A quote still open where the text ends: as it is written, or cut by the length bound."""
 WORD = re.compile(r"[a-z0-9']+")
 NAME = re.compile(r"(?<![\w./@-])[a-z][a-z0-9]*(?:[-_][a-z0-9]+)+(?![\w/@-])")
 """A word shaped like a service name: lowercase parts joined by ``-`` or ``_``."""
@@ -285,9 +287,10 @@ def _direction(words: list[re.Match[str]], at: int) -> str | None:
 def misstated(text: str, known: Facts) -> list[str]:
     """What ``text`` says that the report's facts do not: a fact quoted otherwise than the
     prompt prints it (``88MB vs usual 41MB`` of a memory at 88% vs usual 41%), a quote the
-    report does not hold, a signal given a direction its numbers do not have (``cpu rose``
-    with the CPU LOWER; quoted text aside), a name shaped like a service's that the report
-    does not contain, "no signal stands out" of a report whose incident names a root."""
+    report does not hold (closed, or open where the text ends: held as it is written), a
+    signal given a direction its numbers do not have (``cpu rose`` with the CPU LOWER;
+    quoted text aside), a name shaped like a service's that the report does not contain,
+    "no signal stands out" of a report whose incident names a root."""
     found = [fact for fact in FACT.findall(text) if _folded(fact) not in known.text]
     if known.root:
         found += [claim[0] for claim in NOTHING.finditer(QUOTED.sub(" ", text))]
@@ -296,6 +299,12 @@ def misstated(text: str, known: Facts) -> list[str]:
         if inside and inside not in known.text:
             found.append(quoted[0])
     plain = QUOTED.sub(" ", text)
+    opened = OPEN_QUOTE.search(plain)
+    if opened is not None:
+        inside = _folded(opened[0][1:]).rstrip(".\u2026").strip()
+        if inside and inside not in known.text:
+            found.append(opened[0])
+        plain = plain[: opened.start()]
     for name in NAME.findall(plain):
         parts = re.split(r"[-_]", name)
         english = (

@@ -169,6 +169,18 @@ def test_cpu_idle_beside_a_slow_dependency_is_the_dependency_never_the_cpu() -> 
     assert "not local_cpu_saturation: cpu is 14% vs usual 36% (LOWER)" in found.reasons
 
 
+def test_a_slow_dependency_is_no_cause_when_the_incidents_root_is_the_service_itself() -> None:
+    """The consumer saw the whole graph and rooted the incident in the service's own errors:
+    its slower call is a consequence, and the answer may not blame the dependency."""
+    calls = {"service": "fx-provider", "operation": "GET /q", "p95_ms": 430, "baseline_p95_ms": 60}
+    root = {"service": "exchange-api", "kind": "errors", "score": 1.5, "reasons": ["12 errors"]}
+    incident = {"id": "inc-1", "started": "2026-11-12T14:03:00Z", "root_cause": root}
+    found = assess(_report("exchange-api", {"downstream": [calls]}, incident=incident))
+    assert C.downstream_dependency in found.contradicted
+    assert found.settled == C.unknown
+    assert "not downstream_dependency: the incident's root is exchange-api itself" in found.reasons
+
+
 def test_decisive_evidence_outweighs_a_quiet_signal_as_the_policy_says() -> None:
     """Thread-pool starvation at a usual CPU is CPU saturation (policy step 1), and a queue
     that service's note says its latency includes is its backlog (step 2)."""

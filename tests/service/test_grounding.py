@@ -174,3 +174,14 @@ def test_no_signal_standing_out_is_misstated_of_a_report_whose_incident_names_a_
         "no other signal stands out"
     ]
     assert _misstated(claim) == []
+
+
+def test_a_quote_still_open_is_held_as_it_is_written() -> None:
+    """An explanation cut by its length bound, or a quote being decoded, is held to the
+    report as far as it goes: a faithful start passes, a garbled copy does not."""
+    quoted = REPORT.model_copy(update={"evidence": ["ERROR o.a.c.c.C.[.[.[.[dispatcherServlet]"]})
+    assert _misstated("The log says 'ERROR o.a.c.c.C.[.[.[", quoted) == []
+    assert _misstated("The log says 'ERROR o.a.c.c.C.[[![[![", quoted) == [
+        "'ERROR o.a.c.c.C.[[![[!["
+    ]
+    assert _misstated("It's slow; the services' calls wait", quoted) == []  # apostrophes
