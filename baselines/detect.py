@@ -936,17 +936,26 @@ def _shared_failures(
     what changed.) It is ranked with the caller's strength times that share (its own
     failure, read from its own lines: more than a name in the caller's text,
     ``NAMED_SHARE``), its own error lines as evidence."""
+    failing = [
+        (service, verdict, verdict.traces)
+        for (service, source), verdict in verdicts.items()
+        if source == "logs" and verdict.traces is not None
+    ]
+    if not failing:  # most windows: no sample to draw
+        return []
     signals = []
-    samples = {name: sample for name, w in logs.items() if (sample := w.trace_sample()) is not None}
-    for (service, source), verdict in verdicts.items():
-        if source != "logs" or verdict.traces is None or not samples.keys() - {service}:
-            continue
-        for callee in sorted((samples.keys() - {service}) & graph.downstream(service)):
+    samples = {
+        name: sample
+        for name, w in logs.items()
+        if (name, "logs") not in verdicts and (sample := w.trace_sample()) is not None
+    }
+    for service, verdict, traces in failing:
+        for callee in sorted(samples.keys() & graph.downstream(service)):
             window, known, sample = logs[callee], habits.get((callee, "logs")), samples[callee]
             if known is None or window.errors <= known.usual:
                 continue
-            share = verdict.traces.share_in(sample)
-            if (callee, "logs") not in verdicts and share is not None and share >= 0.5:
+            share = traces.share_in(sample)
+            if share is not None and share >= 0.5:
                 reason = (
                     f"error lines in {share:.0%} of the requests {service} failed in "
                     f"({window.errors} in the window, usual {known.usual:.1f})"
