@@ -292,13 +292,13 @@ def misstated(text: str, known: Facts) -> list[str]:
     quoted text aside), a name shaped like a service's that the report does not contain,
     "no signal stands out" of a report whose incident names a root."""
     found = [fact for fact in FACT.findall(text) if _folded(fact) not in known.text]
+    plain = QUOTED.sub(" ", text)
     if known.root:
-        found += [claim[0] for claim in NOTHING.finditer(QUOTED.sub(" ", text))]
+        found += [claim[0] for claim in NOTHING.finditer(plain)]
     for quoted in QUOTED.finditer(text):
         inside = _folded(quoted[0][1:-1]).rstrip(".\u2026").strip()
         if inside and inside not in known.text:
             found.append(quoted[0])
-    plain = QUOTED.sub(" ", text)
     opened = OPEN_QUOTE.search(plain)
     if opened is not None:
         inside = _folded(opened[0][1:]).rstrip(".\u2026").strip()
