@@ -184,7 +184,7 @@ class OpenIncident:
                     s.direct,
                     s.since,
                     s.weak,
-                    None if s.traces is None else [sorted(s.traces.ids), s.traces.cutoff],
+                    None if s.traces is None else s.traces.state(),
                 ]
                 for name, s in self.suspects.items()
             },
@@ -207,7 +207,7 @@ class OpenIncident:
                     bool(saved[4]),
                     None if len(saved) < 6 or saved[5] is None else float(saved[5]),
                     list(saved[6]) if len(saved) > 6 else [],
-                    _traces(saved[7] if len(saved) > 7 else None),
+                    TraceSample.from_state(saved[7] if len(saved) > 7 else None),
                 )
                 for name, saved in suspects.items()
             },
@@ -415,13 +415,6 @@ def errors_explained(caller: Suspect, callee: Suspect) -> bool:
     if caller.traces is None or callee.traces is None:
         return True
     return caller.traces.shares(callee.traces) is not False
-
-
-def _traces(saved: object) -> TraceSample | None:
-    if not isinstance(saved, list):
-        return None
-    ids, cutoff = saved
-    return TraceSample(frozenset(ids), cutoff)
 
 
 def _upstream_first(incident: OpenIncident, graph: CallGraph) -> list[str]:

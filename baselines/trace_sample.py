@@ -32,6 +32,18 @@ class TraceSample:
             kept, cutoff = kept[:MAX_TRACES], kept[MAX_TRACES - 1]
         return cls(frozenset(kept), cutoff)
 
+    def state(self) -> list[object]:
+        """The sample as a checkpoint holds it: ``[sorted ids, cutoff]``."""
+        return [sorted(self.ids), self.cutoff]
+
+    @classmethod
+    def from_state(cls, saved: object) -> TraceSample | None:
+        """A sample from ``state``'s form; None for none (or a checkpoint without)."""
+        if not isinstance(saved, list):
+            return None
+        ids, cutoff = saved
+        return cls(frozenset(ids), cutoff)
+
     def merge(self, other: TraceSample) -> TraceSample:
         cutoffs = [c for c in (self.cutoff, other.cutoff) if c is not None]
         return TraceSample.of(self.ids | other.ids, min(cutoffs, default=None))
