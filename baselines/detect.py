@@ -608,7 +608,7 @@ class Detector:
                     stirring[key] = _numbers(float(p95[i]), float(usual_p95[i]))
         alerting = {key[0] for key in window.spans if self._series[key].gate.open}
         alerting |= self.incidents.touched_services()
-        verdicts = self._judge_errors(window, alerting)
+        verdicts = self._judge_errors(window, alerting, int(start // 3600))
         signals = _latency_signals(
             flagged,
             {key for key, _ in judged},
@@ -694,7 +694,7 @@ class Detector:
         return agg
 
     def _judge_errors(
-        self, window: WindowData, alerting: set[str]
+        self, window: WindowData, alerting: set[str], hour: int
     ) -> dict[tuple[str, str], ErrorVerdict]:
         """Each service's error lines and error spans against what is usual for it; learns
         from the window where nothing is flagged."""
@@ -723,7 +723,7 @@ class Detector:
                 habits = self._errors[source] = ErrorHabits()
             if errors.errors and not services:
                 services = frozenset(k[0] for k in self._series) | {k[0] for k in self._errors}
-            verdict = habits.judge(errors, th.surprise, services, source[0])
+            verdict = habits.judge(errors, th.surprise, services, source[0], hour)
             if verdict is not None:
                 verdicts[source] = verdict
             elif source[0] not in alerting:

@@ -8,6 +8,12 @@ its error count is improbable under that usual rate (Poisson tail below the surp
 threshold) or when it holds error lines of templates the service never logged while
 healthy: never before, or only while failing (a template seen only in flagged windows is a
 failure's, and its return is that failure again).
+
+Some services log bursts of familiar errors now and then, healthy or not (a retried call, a
+scheduled job): a count far above the usual rate, again and again. A burst no larger than
+those the service logged in ``HABIT_HOURS`` different hours of the last day is a habit, not
+news: its count alone no longer flags (new templates still do). Hours, not windows: a fault
+that repeats within the hour, or lasts several windows, is still flagged each time.
 """
 
 from __future__ import annotations
@@ -39,6 +45,9 @@ SUSPICIOUS = 0.01
 """A window whose error count is this improbable at the usual rate is not learnt from..."""
 ADOPT_WINDOWS = 120
 """...unless this many such windows came in a row: then the count is the new usual."""
+HABIT_HOURS = 3
+"""Different hours of the last day with a burst at least as large that make a burst a habit."""
+HABIT_MEMORY_HOURS = 168
 _TOKEN = re.compile(r"[\w.-]+")
 
 
@@ -124,6 +133,9 @@ class ErrorHabits:
     last seen."""
     suspicious: int = 0
     """Windows in a row too improbable to learn from."""
+    bursts: dict[int, int] = field(default_factory=dict)
+    """The largest count of ``MIN_ERRORS`` or more in a window of each hour (hours since the
+    epoch) of the last ``HABIT_MEMORY_HOURS``, flagged or not."""
 
     def judge(
         self,
@@ -131,15 +143,20 @@ class ErrorHabits:
         surprise_threshold: float,
         services: frozenset[str] = frozenset(),
         own: str = "",
+        hour: int = 0,
     ) -> ErrorVerdict | None:
         """The verdict when the window's errors are improbable for this service (``own``),
-        else None; ``services``: the names its lines may name."""
+        else None; ``services``: the names its lines may name; ``hour``: the window's
+        (hours since the epoch), where the burst is remembered."""
+        habitual = self._habitual(hour)
+        self._remember(window.errors, hour)
         if self.windows < MIN_WINDOWS or window.errors == 0:
             return None
         novel = sum(n for t, n in window.templates.items() if t not in self.known)
         usual = max(self.usual, RATE_FLOOR)
         tail = poisson_tail(window.errors, usual)
-        if novel >= MIN_ERRORS or (window.errors >= MIN_ERRORS and tail < surprise_threshold):
+        many = window.errors >= MIN_ERRORS and tail < surprise_threshold
+        if novel >= MIN_ERRORS or (many and window.errors > habitual):
             novel_first = sorted(
                 window.templates, key=lambda t: (t in self.known, -window.templates[t])
             )
@@ -148,6 +165,22 @@ class ErrorHabits:
             traces = window.trace_sample()
             return ErrorVerdict(window.errors, self.usual, novel, tail, samples, named, traces)
         return None
+
+    def _habitual(self, hour: int) -> int:
+        """The largest burst the service logged in ``HABIT_HOURS`` different earlier hours
+        of the last day (0 when fewer hours had one)."""
+        sizes = sorted(
+            (n for h, n in self.bursts.items() if hour - HABIT_MEMORY_HOURS < h < hour),
+            reverse=True,
+        )
+        return sizes[HABIT_HOURS - 1] if len(sizes) >= HABIT_HOURS else 0
+
+    def _remember(self, errors: int, hour: int) -> None:
+        if errors < MIN_ERRORS:
+            return
+        self.bursts[hour] = max(errors, self.bursts.get(hour, 0))
+        for old in [h for h in self.bursts if h <= hour - HABIT_MEMORY_HOURS]:
+            del self.bursts[old]
 
     def learn(self, window: ErrorWindow | None) -> None:
         """A window (None: the service was seen in the window but had no such source)."""
@@ -180,16 +213,18 @@ class ErrorHabits:
             "usual": self.usual,
             "known": self.known,
             "suspicious": self.suspicious,
+            "bursts": {str(h): n for h, n in self.bursts.items()},
         }
 
     @classmethod
     def from_state(cls, saved: dict[str, object]) -> ErrorHabits:
-        known = saved.get("known")
+        known, bursts = saved.get("known"), saved.get("bursts")
         return cls(
             int(saved.get("windows", 0)),  # type: ignore[call-overload]
             float(saved.get("usual", 0.0)),  # type: ignore[arg-type]
             dict(known) if isinstance(known, dict) else {},
             int(saved.get("suspicious", 0)),  # type: ignore[call-overload]
+            {int(h): int(n) for h, n in bursts.items()} if isinstance(bursts, dict) else {},
         )
 
 
