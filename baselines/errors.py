@@ -11,7 +11,7 @@ failure's, and its return is that failure again).
 
 Some services log bursts of familiar errors now and then, healthy or not (a retried call, a
 scheduled job): a count far above the usual rate, again and again. A burst no larger than
-those the service logged in ``HABIT_HOURS`` different hours of the last day is a habit, not
+those the service logged in ``HABIT_HOURS`` different hours of the last week is a habit, not
 news: its count alone no longer flags (new templates still do). Hours, not windows: a fault
 that repeats within the hour, or lasts several windows, is still flagged each time.
 """
@@ -46,8 +46,10 @@ SUSPICIOUS = 0.01
 ADOPT_WINDOWS = 120
 """...unless this many such windows came in a row: then the count is the new usual."""
 HABIT_HOURS = 3
-"""Different hours of the last day with a burst at least as large that make a burst a habit."""
+"""Different hours of the last week with a burst at least as large that make a burst a habit."""
 HABIT_MEMORY_HOURS = 168
+"""A week: the largest bursts of a busy day are remembered on the quiet ones, so a burst flags
+only while it is larger than any the service logged in that many hours of the week."""
 _TOKEN = re.compile(r"[\w.-]+")
 
 
@@ -168,7 +170,7 @@ class ErrorHabits:
 
     def _habitual(self, hour: int) -> int:
         """The largest burst the service logged in ``HABIT_HOURS`` different earlier hours
-        of the last day (0 when fewer hours had one)."""
+        of the last week (0 when fewer hours had one)."""
         sizes = sorted(
             (n for h, n in self.bursts.items() if hour - HABIT_MEMORY_HOURS < h < hour),
             reverse=True,

@@ -162,7 +162,7 @@ def test_bursts_of_familiar_errors_in_several_hours_are_a_habit_and_a_larger_one
     """A service logs 20 familiar error lines now and then (usual 2): each burst flags, and
     a burst repeated within an hour flags again; once bursts that large came in
     ``HABIT_HOURS`` different hours they are a habit. A larger burst, or lines of a
-    template it never logged while healthy, still flag; a day later the habit is forgotten."""
+    template it never logged while healthy, still flag; a week later the habit is forgotten."""
     habits = habits_of(40, {"cache miss for <*>": 2})
     burst = window({"cache miss for <*>": 20})
     for hour in range(HABIT_HOURS):
