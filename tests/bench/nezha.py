@@ -32,7 +32,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
@@ -269,6 +269,32 @@ def load_day(data: Path, day: str) -> Day:
     ]
     clean.logs = [g._replace(time_ns=g.time_ns + shift_ns) for g in logs]
     return Day([clean, *segments], read_metrics(day_dir / "metric"), shift_ns / NS, faults)
+
+
+def twice(day: Day, after_s: int) -> Day:
+    """The day, then its faults' segments and metrics again ``after_s`` seconds later (the
+    fault-free minute once): the second copy has the whole first as its history."""
+
+    def moved(fault: Fault | None) -> Fault | None:
+        return None if fault is None else replace(fault, at=fault.at + after_s)
+
+    ns = after_s * NS
+    again = [
+        Segment(
+            f"{segment.label}, again",
+            moved(segment.fault),
+            [s._replace(start_ns=s.start_ns + ns, end_ns=s.end_ns + ns) for s in segment.spans],
+            [g._replace(time_ns=g.time_ns + ns) for g in segment.logs],
+            segment.minutes,
+        )
+        for segment in day.segments[1:]
+    ]
+    return Day(
+        [*day.segments, *again],
+        [*day.metrics, *(m._replace(time_ns=m.time_ns + ns) for m in day.metrics)],
+        day.shift_s,
+        [*day.faults, *(replace(f, at=f.at + after_s) for f in day.faults)],
+    )
 
 
 # --------------------------------------------------------------------------- OTLP

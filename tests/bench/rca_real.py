@@ -7,6 +7,7 @@ kind, and false alarms in fault-free hours. This bench measures that on the Nezh
 TrainTicket day ``../shared/data/nezha-dev/rca_data/2023-01-29/`` (28 labelled faults).
 
     .venv/bin/python tests/bench/rca_real.py [--skip-service] [--data DIR] [--day DAY]
+                                             [--again-after-days N]
 
 What it does:
 
@@ -50,6 +51,12 @@ entry-span p95 at least 1.5x its history's or more ERROR lines per minute than i
 rate. Totals are printed over all faults, over those with history, and over those whose
 root shows it.
 
+``--again-after-days N``: the day is replayed a second time N days later (its faults'
+minutes and metrics, the whole first copy before it) and only that copy is scored: the
+detector then judges each fault with the day's other faults and hours as history, as a
+continuous stream would give it (N = 8: another weekday, so the hour-of-week buckets of the
+first copy are not the second's).
+
 A report, not a test: exit 0 whatever the scores, 2 when a process fails or data is missing.
 """
 
@@ -69,7 +76,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -778,6 +785,13 @@ def assign(
     return verdicts, outside
 
 
+def second_copy(found: list[Alarm], day: nezha.Day, offset: float) -> list[Alarm]:
+    """The alarms of a day replayed twice (``nezha.twice``) that start in its second copy,
+    moved back by ``offset`` onto the day they are scored against."""
+    begins = offset + min(day.segments[0].first_ns, day.metrics[0].time_ns) / nezha.NS
+    return [replace(a, start=a.start - offset) for a in found if a.start >= begins]
+
+
 def hours_outside(day: nezha.Day, faults: list[nezha.Fault], before_s: float = BEFORE_S) -> float:
     """Hours of replayed event time outside every fault window."""
     first = min(day.segments[0].first_ns, day.metrics[0].time_ns) / nezha.NS
@@ -919,6 +933,13 @@ def main(argv: list[str] | None = None) -> int:
         "--batch-seconds", type=float, default=2.0, help="event time one message covers"
     )
     parser.add_argument(
+        "--again-after-days",
+        type=int,
+        default=0,
+        help="replay the day a second time this many days later and score that copy, the "
+        "first being its history (default 0: once)",
+    )
+    parser.add_argument(
         "--save", type=Path, help="also write every report (and its analysis) here, JSON lines"
     )
     parser.add_argument(
@@ -948,11 +969,16 @@ def main(argv: list[str] | None = None) -> int:
         f"before the first fault's data ({clock(day.segments[1].first_ns / nezha.NS)})"
     )
     check_metrics()
-    messages = nezha.replay_messages(day, args.batch_seconds)
+    offset = args.again_after_days * 86400
+    replayed = nezha.twice(day, offset) if offset else day
+    messages = nezha.replay_messages(replayed, args.batch_seconds)
     data = analyse_data(day)
     log(started, f"encoded {len(messages):,} OTLP messages; reference computed")
     run = replay(messages, args.skip_service, started + args.deadline, started)
     found = alarms(run.reports)
+    if offset:
+        found = second_copy(found, day, offset)
+        print(f"scored: the second copy, {args.again_after_days} days after the first")
     verdicts, outside = assign(data, found)
     overlapping, outside_overlap = assign(data, found, BEFORE_S + WINDOW_S)
     pipeline_notes(run, messages)
