@@ -150,7 +150,6 @@ class ErrorHabits:
         """The verdict when the window's errors are improbable for this service (``own``),
         else None; ``services``: the names its lines may name; ``hour``: the window's
         (hours since the epoch), where the burst is remembered."""
-        habitual = self._habitual(hour)
         self._remember(window.errors, hour)
         if self.windows < MIN_WINDOWS or window.errors == 0:
             return None
@@ -158,7 +157,7 @@ class ErrorHabits:
         usual = max(self.usual, RATE_FLOOR)
         tail = poisson_tail(window.errors, usual)
         many = window.errors >= MIN_ERRORS and tail < surprise_threshold
-        if novel >= MIN_ERRORS or (many and window.errors > habitual):
+        if novel >= MIN_ERRORS or (many and window.errors > self._habitual(hour)):
             novel_first = sorted(
                 window.templates, key=lambda t: (t in self.known, -window.templates[t])
             )
