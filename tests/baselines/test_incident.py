@@ -668,6 +668,39 @@ def test_four_days_of_fault_free_traffic_with_real_noise_alert_at_most_once_a_se
     assert not [day for day, _ in per_day if day >= (first + timedelta(days=2)).date()], per_day
 
 
+def test_routine_bursts_of_familiar_error_lines_open_incidents_only_while_they_are_new() -> None:
+    """C logs 1.5 error lines a minute of a familiar template, and one minute in 12 a burst
+    of 6 to 34 (a retried call): judged by count alone, that is about 100 incidents a day.
+    As a habit: incidents in the first hours only (at most 25), none on the second day."""
+    rng = np.random.default_rng(7)
+    detector = Detector(DetectorConfig(window_seconds=60))
+    first = datetime(2026, 11, 16, tzinfo=UTC)
+    reports: list[AnomalyReport] = []
+    for m in range(2 * 24 * 60):
+        at = first + timedelta(minutes=m)
+        errors = int(rng.integers(6, 35)) if rng.random() < 1 / 12 else int(rng.poisson(1.5))
+        lines = [
+            LogRecord(
+                service=C,
+                timestamp=at + timedelta(seconds=float(rng.uniform(0, 59))),
+                severity="error",
+                body=f"retrying call {i}",
+                template="retrying call <*>",
+            )
+            for i in range(errors)
+        ]
+        lines += [
+            LogRecord(service=C, timestamp=at + timedelta(seconds=10 * i), body="served")
+            for i in range(5)
+        ]
+        reports += detector.observe(lines, now=at.timestamp() + 60)
+    opened = [r.incident.started for r in reports if r.incident and r.incident.revision == 0]
+    per_day = Counter(started.date() for started in opened)
+    print(f"incidents opened per day: {sorted(per_day.items())}")
+    assert 0 < per_day[first.date()] <= 25, per_day
+    assert per_day[(first + timedelta(days=1)).date()] == 0, per_day
+
+
 def test_a_root_whose_kind_changes_is_reported_again() -> None:
     """C's error lines open the incident; a minute later its CPU is far above usual: the
     same root, now of kind resources, is a new revision (its services did not change)."""
