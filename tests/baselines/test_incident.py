@@ -248,6 +248,19 @@ def test_a_slow_network_in_front_of_a_service_roots_the_incident_there() -> None
     assert any("wait beyond its work" in r for r in root_of(revisions[-1]).reasons)
 
 
+def test_a_delay_on_a_pods_every_packet_roots_the_incident_at_that_pod() -> None:
+    """A network delay injected into payment's pod delays every packet it sends: its answers
+    to checkout and its requests to ledger each gain 200 ms. Both wires slow, but the
+    incident settles on payment: its own time rose with its slow requests, and ledger's own
+    spans stay flat. (Its first revision may name ledger, below both wires, before payment's
+    own time alerts.)"""
+    reports, _ = scenario(Topology((CHAIN,)), Fault(wire={(B, C): 200.0, (C, D): 200.0}))
+    assert reports and all(fault_window(r) for r in reports)
+    ((_, revisions),) = incidents(reports).items()
+    root = revisions[-1].root_cause
+    assert root is not None and (root.service, root.kind) == (C, "network"), revisions[-1]
+
+
 def test_two_independent_chains_slowing_at_once_are_two_incidents() -> None:
     """Both leaves slow in the same minute: two incidents, each rooted at its leaf and
     holding only its own chain. (A first revision may name the chain's entry: the leaf's
