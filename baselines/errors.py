@@ -168,8 +168,9 @@ class ErrorHabits:
         return None
 
     def _habitual(self, hour: int) -> int:
-        """The largest burst the service logged in ``HABIT_HOURS`` different earlier hours
-        of the last week (0 when fewer hours had one)."""
+        """The largest count the service logged at least as many errors as in
+        ``HABIT_HOURS`` different earlier hours of the last week (0 when fewer hours had a
+        burst): a burst up to it is a habit."""
         sizes = sorted(
             (n for h, n in self.bursts.items() if hour - HABIT_MEMORY_HOURS < h < hour),
             reverse=True,
