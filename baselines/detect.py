@@ -343,6 +343,7 @@ class Detector:
                             agg.samples,
                             sorted(agg.traces),
                             agg.trace_cutoff,
+                            agg.first,
                         ]
                         for service, agg in window.logs.items()
                     ],
@@ -381,11 +382,12 @@ class Detector:
                     self._remember_internal(event, window)
                 else:
                     window.linked.append(event)
-            for service, total, errors, templates, samples, *traces in entry.get("logs", ()):
-                # checkpoints written before trace ids were kept have none
-                ids, cutoff = traces if traces else ([], None)
+            for service, total, errors, templates, samples, *rest in entry.get("logs", ()):
+                # checkpoints written before trace ids (or the first line's time) were kept
+                # have none
+                ids, cutoff, first = (*rest, None)[:3] if rest else ([], None, None)
                 window.logs[service] = ErrorWindow(
-                    total, errors, templates, samples, set(ids), cutoff
+                    total, errors, templates, samples, set(ids), cutoff, first
                 )
         self.incidents.load(state.get("incidents", []))
 
@@ -474,7 +476,13 @@ class Detector:
                 logs = window.logs.get(event.service)
                 if logs is None:
                     logs = window.logs[event.service] = ErrorWindow()
-                logs.add(event.severity in ERROR_LEVELS, event.template, event.body, event.trace_id)
+                logs.add(
+                    event.severity in ERROR_LEVELS,
+                    event.template,
+                    event.body,
+                    event.trace_id,
+                    event.timestamp.timestamp(),
+                )
                 stats.logs += 1
             else:
                 metric_key = (event.service, event.metric)
@@ -912,14 +920,20 @@ def _error_signals(service: str, source: str, verdict: ErrorVerdict) -> list[Sig
     reason = verdict.reason(source)
     signals = [
         Signal(
-            service, "errors", verdict.strength, reason, evidence=evidence, traces=verdict.traces
+            service,
+            "errors",
+            verdict.strength,
+            reason,
+            evidence=evidence,
+            traces=verdict.traces,
+            at=verdict.first,
         )
     ]
     blamed = verdict.blames()
     if blamed is not None:
         named = f"{service}'s {reason}, naming {blamed}"
         strength = NAMED_SHARE * verdict.strength
-        signals.append(Signal(blamed, "errors", strength, named, direct=False))
+        signals.append(Signal(blamed, "errors", strength, named, direct=False, at=verdict.first))
     return signals
 
 
@@ -963,7 +977,15 @@ def _shared_failures(
                 evidence = tuple(f"{callee}: {line}" for line in window.samples.values())
                 strength = share * verdict.strength
                 signals.append(
-                    Signal(callee, "errors", strength, reason, evidence=evidence, traces=sample)
+                    Signal(
+                        callee,
+                        "errors",
+                        strength,
+                        reason,
+                        evidence=evidence,
+                        traces=sample,
+                        at=window.first,
+                    )
                 )
     return signals
 

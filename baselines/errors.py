@@ -65,14 +65,23 @@ class ErrorWindow:
     traces: set[str] = field(default_factory=set)
     """Trace ids of the error lines, the smallest (see ``TraceSample``)."""
     trace_cutoff: str | None = None
+    first: float | None = None
+    """When the earliest error line was logged (epoch seconds), where lines carry a time."""
 
     def add(
-        self, error: bool, template: str = "", body: str = "", trace_id: str | None = None
+        self,
+        error: bool,
+        template: str = "",
+        body: str = "",
+        trace_id: str | None = None,
+        at: float | None = None,
     ) -> None:
         self.total += 1
         if not error:
             return
         self.errors += 1
+        if at is not None and (self.first is None or at < self.first):
+            self.first = at
         if trace_id and (self.trace_cutoff is None or trace_id <= self.trace_cutoff):
             self.traces.add(trace_id)
             if len(self.traces) > 2 * MAX_TRACES:
@@ -102,6 +111,8 @@ class ErrorVerdict:
     "connection refused: payments:8080"), with how many lines name each."""
     traces: TraceSample | None = None
     """The requests the error lines were logged in, where they carried trace ids."""
+    first: float | None = None
+    """When the earliest of them was logged (epoch seconds), where lines carry a time."""
 
     @property
     def strength(self) -> float:
@@ -164,7 +175,9 @@ class ErrorHabits:
             samples = [window.samples[t] for t in novel_first if t in window.samples]
             named = named_services(window.templates, services, own)
             traces = window.trace_sample()
-            return ErrorVerdict(window.errors, self.usual, novel, tail, samples, named, traces)
+            return ErrorVerdict(
+                window.errors, self.usual, novel, tail, samples, named, traces, window.first
+            )
         return None
 
     def _habitual(self, hour: int) -> int:

@@ -102,6 +102,8 @@ class Signal:
     (its first minutes rank the root better) but never opens or prolongs one."""
     traces: TraceSample | None = None
     """For ``errors``, the requests they were logged in, where lines carried trace ids."""
+    at: float | None = None
+    """When its evidence began, where finer than its window (the earliest error line)."""
 
     @property
     def opening(self) -> bool:
@@ -166,11 +168,15 @@ class OpenIncident:
     reported_root: str = ""
     """The root and its kind as last reported: "service (kind)"."""
     reported_services: list[str] = field(default_factory=list)
+    began: float | None = None
+    """When its first window's opening evidence began (``Signal.at``; the window's start
+    where a signal knows no finer): the ``started`` a person is shown."""
 
     def to_json(self) -> dict[str, object]:
         return {
             "id": self.id,
             "started": self.started,
+            "began": self.began,
             "last_signal": self.last_signal,
             "revision": self.revision,
             "reported_root": self.reported_root,
@@ -214,6 +220,7 @@ class OpenIncident:
             revision=int(saved["revision"]),  # type: ignore[call-overload]
             reported_root=str(saved["reported_root"]),
             reported_services=list(saved["reported_services"]),  # type: ignore[call-overload]
+            began=None if saved.get("began") is None else float(saved["began"]),  # type: ignore[arg-type]
         )
 
 
@@ -260,6 +267,9 @@ class IncidentTracker:
                 self.open.append(incident)
             if opening:
                 incident.last_signal = window_start
+                if window_start == incident.started:
+                    at = window_start if signal.at is None else signal.at
+                    incident.began = at if incident.began is None else min(incident.began, at)
             if signal.service not in incident.suspects and len(incident.suspects) >= MAX_SERVICES:
                 continue
             incident.suspects.setdefault(signal.service, Suspect()).add(signal, window_start)
@@ -442,7 +452,7 @@ def _contract(
         path = graph.path(flagged[0], root.service) or [root.service]
     return Incident(
         id=incident.id,
-        started=_utc(incident.started),
+        started=_utc(incident.started if incident.began is None else incident.began),
         revision=incident.revision,
         root_cause=root,
         candidates=ranked[:3],

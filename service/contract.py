@@ -333,7 +333,10 @@ class Incident(Strict):
     what it reached. Reports of one incident share its id; ``revision`` grows with it."""
 
     id: ReportId
-    started: Rfc3339
+    started: Rfc3339 = Field(
+        description="When it began: its first error line where error lines opened it, "
+        "else the start of its first window."
+    )
     revision: Count = 0
     root_cause: Candidate | None = None
     candidates: Annotated[list[Candidate], Field(max_length=3)] = []

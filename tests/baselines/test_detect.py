@@ -176,7 +176,8 @@ def test_quiet_sparse_and_busy_traffic_raises_no_alert_for_days() -> None:
 
 def test_an_open_window_keeps_its_error_lines_trace_ids_across_a_restart() -> None:
     """Whether a caller failed in the requests its callee failed in is read from the trace
-    ids of their error lines; a window open at a checkpoint must not forget them."""
+    ids of their error lines, and when an incident began from their times; a window open
+    at a checkpoint must not forget them."""
     at = datetime(2026, 11, 16, 12, 0, 30, tzinfo=UTC)
     detector = Detector(DetectorConfig())
     line = LogRecord(service="a", timestamp=at, severity="error", body="boom", trace_id="ab" * 16)
@@ -186,3 +187,4 @@ def test_an_open_window_keeps_its_error_lines_trace_ids_across_a_restart() -> No
     again.load_stream_state(saved)
     assert again.stream_state() == saved
     assert '"' + "ab" * 16 + '"' in json.dumps(saved)
+    assert str(at.timestamp()) in json.dumps(saved)

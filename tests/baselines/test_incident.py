@@ -363,6 +363,9 @@ def test_never_seen_error_lines_open_an_incident_rooted_where_they_are_logged() 
     assert any("not seen while it was healthy" in reason for reason in root.reasons)
     assert [(s.service, s.signals) for s in incident.affected] == [(D, ["errors"])]
     assert any("journal segment" in text for text in report.evidence)
+    # it started with its first error line, 8 s into the window, not at the window's start
+    assert report.window is not None
+    assert incident.started == report.window.start + timedelta(seconds=8)
 
 
 def requests_failing_deeper(shared: bool, every: bool = False) -> Extra:
