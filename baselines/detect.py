@@ -477,11 +477,7 @@ class Detector:
                 if logs is None:
                     logs = window.logs[event.service] = ErrorWindow()
                 logs.add(
-                    event.severity in ERROR_LEVELS,
-                    event.template,
-                    event.body,
-                    event.trace_id,
-                    event.timestamp.timestamp(),
+                    event.severity in ERROR_LEVELS, event.template, event.body, event.trace_id, ts
                 )
                 stats.logs += 1
             else:
