@@ -295,16 +295,15 @@ def misstated(text: str, known: Facts) -> list[str]:
     plain = QUOTED.sub(" ", text)
     if known.root:
         found += [claim[0] for claim in NOTHING.finditer(plain)]
-    for quoted in QUOTED.finditer(text):
-        inside = _folded(quoted[0][1:-1]).rstrip(".\u2026").strip()
-        if inside and inside not in known.text:
-            found.append(quoted[0])
+    quotes = [(quoted[0], quoted[0][1:-1]) for quoted in QUOTED.finditer(text)]
     opened = OPEN_QUOTE.search(plain)
     if opened is not None:
-        inside = _folded(opened[0][1:]).rstrip(".\u2026").strip()
-        if inside and inside not in known.text:
-            found.append(opened[0])
+        quotes.append((opened[0], opened[0][1:]))
         plain = plain[: opened.start()]
+    for written, inside in quotes:
+        held = _folded(inside).rstrip(".\u2026").strip()
+        if held and held not in known.text:
+            found.append(written)
     for name in NAME.findall(plain):
         parts = re.split(r"[-_]", name)
         english = (
