@@ -456,7 +456,8 @@ class Analysis(Diagnosis):
         description="What the model wrote that the report does not support (the field keeps "
         "its name): numbers the report does not contain, directions its numbers contradict "
         "(e.g. 'cpu rose' of a CPU below its usual level), service-like names it does not "
-        "hold and quotes of text it does not contain.",
+        "hold, quotes of text it does not contain, and prose that is no answer (a last "
+        "sentence left unfinished, a few characters repeated over and over).",
     )
 
 

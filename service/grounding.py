@@ -14,9 +14,9 @@ Words are held to the facts the same way (``misstated``): a direction given to a
 (``rose``, ``higher``, ``up``; ``fell``, ``lower``, ``down``; ``normal``) must be the way the
 report's numbers for that signal went ("CPU rose" of a CPU at 14% vs usual 36% is as false
 as an invented number), a name shaped like a service's must be one the report contains,
-and "no signal stands out" is false of a report whose incident names a root. Any counts
-like an ungrounded number: the answer is generated again, then degraded to the rule
-engine's text.
+and "no signal stands out" is false of a report whose incident names a root. Prose that
+loops or stops mid-sentence (``unfinished``) is no answer either. Any counts like an
+ungrounded number: the answer is generated again, then degraded to the rule engine's text.
 """
 
 from __future__ import annotations
@@ -144,7 +144,9 @@ CLAUSE = re.compile(
 )
 FACT = re.compile(r"\d[\w.%/]* vs usual \d(?:[\w.%/]*[\w%/])?(?: \((?:[\w.]+ [A-Z]+|normal)\))?")
 """A fact as the prompt prints it and answers quote it: ``98% vs usual 39% (2.5x HIGHER)``."""
-NOTHING = re.compile(r"\b(?:no (?:other )?signal|nothing)\b[^.;]*\bstands? out\b", re.I)
+NOTHING = re.compile(
+    r"\b(?:no (?:other )?(?:signals?|evidence)|nothing)\b[^.;]*\bstands? out\b", re.I
+)
 """A claim that no signal stands out: false of a report whose incident names a root."""
 QUOTED = re.compile(r"(?<!\w)'[^']*'(?!\w)|\"[^\"]*\"")
 """Quoted text (evidence, a log line) says what it says: its words are not the answer's."""
@@ -338,8 +340,33 @@ def misstated(text: str, known: Facts) -> list[str]:
     return found
 
 
+SENTENCE_END = re.compile(r"[.!?\u2026][\"')\]]*$")
+LOOP = re.compile(r"(.{1,4}?)\1{7,}", re.S)
+"""A few characters eight times or more in a row: a small model caught in a loop..."""
+LOOP_CHARS = 20
+"""...over this many characters (a log line's ``--------`` is no loop)."""
+
+
+def unfinished(text: str) -> list[str]:
+    """What makes prose no answer, however true its words: a few characters repeated over
+    and over (``[].[].[].``), or a last sentence it does not finish (a model that closes its
+    string where a quote was taken back leaves "The spans say ")."""
+    found = [
+        f"repeated: {loop[0][:24]}" for loop in LOOP.finditer(text) if len(loop[0]) >= LOOP_CHARS
+    ]
+    end = text.strip()
+    if end and not SENTENCE_END.search(end):
+        found.append(f"unfinished: {end[-40:]}")
+    return found
+
+
 def unsupported(text: str, report: AnomalyReport, note: str | None = None) -> list[str]:
     """Everything ``text`` says that the report does not: numbers it does not contain, then
-    directions and names it contradicts (``misstated``). An answer with any is generated
-    again, then degraded to the rule engine's text."""
-    return ungrounded(text, report_numbers(report)) + misstated(text, facts(report, note))
+    directions and names it contradicts (``misstated``), and prose that is no answer
+    (``unfinished``). An answer with any is generated again, then degraded to the rule
+    engine's text."""
+    return (
+        ungrounded(text, report_numbers(report))
+        + misstated(text, facts(report, note))
+        + unfinished(text)
+    )

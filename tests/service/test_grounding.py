@@ -1,5 +1,12 @@
 from service.contract import AnomalyReport, Incident, Window
-from service.grounding import facts, misstated, report_numbers, ungrounded, unsupported
+from service.grounding import (
+    facts,
+    misstated,
+    report_numbers,
+    unfinished,
+    ungrounded,
+    unsupported,
+)
 
 REPORT = AnomalyReport.model_validate(
     {
@@ -173,6 +180,7 @@ def test_no_signal_standing_out_is_misstated_of_a_report_whose_incident_names_a_
     assert _misstated("A deploy and no other signal stands out.", rooted) == [
         "no other signal stands out"
     ]
+    assert _misstated("No evidence stands out.", rooted) == ["No evidence stands out"]
     assert _misstated(claim) == []
 
 
@@ -185,3 +193,26 @@ def test_a_quote_still_open_is_held_as_it_is_written() -> None:
         "'ERROR o.a.c.c.C.[[![[!["
     ]
     assert _misstated("It's slow; the services' calls wait", quoted) == []  # apostrophes
+
+
+def test_prose_that_stops_mid_sentence_or_loops_is_no_answer() -> None:
+    """What a small model writes when a quote it began is taken back and it closes the
+    string, or when it loops: true word by word, useless to the engineer reading it."""
+    assert unfinished("The spans say ") == ["unfinished: The spans say"]
+    assert unfinished("The evidence is: ") == ["unfinished: The evidence is:"]
+    assert unfinished("It points at " + "[![" * 10) == [
+        "repeated: [![[![[![[![[![[![[![[![",
+        "unfinished: points at [![[![[![[![[![[![[![[![[![[![",
+    ]
+    for finished in (
+        "fx-provider slowed.",
+        "The log says 'ERROR pool exhausted.'",
+        "It waits on fx-provider (535.6 ms vs usual 65.5 ms).",
+        "A batch of 1000000 rows ran... and then it stopped!",
+        "",
+    ):
+        assert unfinished(finished) == [], finished
+    assert unfinished("The log line reads '-------- job done'.") == []  # short runs are text
+    assert unsupported("CPU fell to 9.4% while fx-provider slowed to ", REPORT) == [
+        "unfinished: fell to 9.4% while fx-provider slowed to"
+    ]
