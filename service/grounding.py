@@ -147,7 +147,8 @@ FACT = re.compile(r"\d[\w.%/]* vs usual \d(?:[\w.%/]*[\w%/])?(?: \((?:[\w.]+ [A-
 NOTHING = re.compile(
     r"\b(?:no (?:other )?(?:signals?|evidence)|nothing)\b[^.;]*\bstands? out\b", re.I
 )
-"""A claim that no signal stands out: false of a report whose incident names a root."""
+"""A claim that no signal (or evidence) stands out: false of a report whose incident names a
+root."""
 QUOTED = re.compile(r"(?<!\w)'[^']*'(?!\w)|\"[^\"]*\"")
 """Quoted text (evidence, a log line) says what it says: its words are not the answer's."""
 OPEN_QUOTE = re.compile(r"(?<!\w)'[^']*$|\"[^\"]*$")
