@@ -612,7 +612,7 @@ class Detector:
                     stirring[key] = _numbers(float(p95[i]), float(usual_p95[i]))
         alerting = {key[0] for key in window.spans if self._series[key].gate.open}
         alerting |= self.incidents.touched_services()
-        verdicts = self._judge_errors(window, alerting, int(start // 3600))
+        verdicts = self._judge_errors(window, alerting, start)
         signals = _latency_signals(
             flagged,
             {key for key, _ in judged},
@@ -698,7 +698,7 @@ class Detector:
         return agg
 
     def _judge_errors(
-        self, window: WindowData, alerting: set[str], hour: int
+        self, window: WindowData, alerting: set[str], start: float
     ) -> dict[tuple[str, str], ErrorVerdict]:
         """Each service's error lines and error spans against what is usual for it; learns
         from the window where nothing is flagged."""
@@ -727,7 +727,7 @@ class Detector:
                 habits = self._errors[source] = ErrorHabits()
             if errors.errors and not services:
                 services = frozenset(k[0] for k in self._series) | {k[0] for k in self._errors}
-            verdict = habits.judge(errors, th.surprise, services, source[0], hour)
+            verdict = habits.judge(errors, th.surprise, services, source[0], start)
             if verdict is not None:
                 verdicts[source] = verdict
             elif source[0] not in alerting:

@@ -10,10 +10,12 @@ healthy: never before, or only while failing (a template seen only in flagged wi
 failure's, and its return is that failure again).
 
 Some services log bursts of familiar errors now and then, healthy or not (a retried call, a
-scheduled job): a count far above the usual rate, again and again. A burst no larger than
-those the service logged in ``HABIT_HOURS`` different hours of the last week is a habit, not
-news: its count alone no longer flags (new templates still do). Hours, not windows: a fault
-that repeats within the hour, or lasts several windows, is still flagged each time.
+scheduled job): a count far above the usual rate, again and again. A burst no more than
+``HABIT_MARGIN`` times those the service logged in ``HABIT_SLOTS`` different 20-minute slots
+of the last week is a habit, not news: its count alone no longer flags (new templates still
+do). Slots, not windows: a fault that repeats within the slot, or lasts several windows, is
+still flagged each time; and the margin keeps a slightly larger routine burst from flagging
+as a record while a fault half again as large as the usual bursts still does.
 """
 
 from __future__ import annotations
@@ -45,11 +47,14 @@ SUSPICIOUS = 0.01
 """A window whose error count is this improbable at the usual rate is not learnt from..."""
 ADOPT_WINDOWS = 120
 """...unless this many such windows came in a row: then the count is the new usual."""
-HABIT_HOURS = 3
-"""Different hours of the last week with a burst at least as large that make a burst a habit."""
-HABIT_MEMORY_HOURS = 168
-"""A week: the largest bursts of a busy day are remembered on the quiet ones, so a burst flags
-only while it is larger than any the service logged in that many hours of the week."""
+HABIT_SLOT_SECONDS = 1200
+"""Bursts are remembered per slot of this many seconds (the largest of each)..."""
+HABIT_SLOTS = 3
+"""...and bursts in this many different slots of the last week make a habit of their size..."""
+HABIT_MARGIN = 1.5
+"""...and of bursts up to this many times it."""
+HABIT_MEMORY_SLOTS = 7 * 24 * 3600 // HABIT_SLOT_SECONDS
+"""A week: the largest bursts of a busy day are remembered on the quiet ones."""
 _TOKEN = re.compile(r"[\w.-]+")
 
 
@@ -147,8 +152,9 @@ class ErrorHabits:
     suspicious: int = 0
     """Windows in a row too improbable to learn from."""
     bursts: dict[int, int] = field(default_factory=dict)
-    """The largest count of ``MIN_ERRORS`` or more in a window of each hour (hours since the
-    epoch) of the last ``HABIT_MEMORY_HOURS``, flagged or not."""
+    """The largest count of ``MIN_ERRORS`` or more in a window of each slot (slots of
+    ``HABIT_SLOT_SECONDS`` since the epoch) of the last ``HABIT_MEMORY_SLOTS``, flagged or
+    not."""
 
     def judge(
         self,
@@ -156,19 +162,20 @@ class ErrorHabits:
         surprise_threshold: float,
         services: frozenset[str] = frozenset(),
         own: str = "",
-        hour: int = 0,
+        at: float = 0.0,
     ) -> ErrorVerdict | None:
         """The verdict when the window's errors are improbable for this service (``own``),
-        else None; ``services``: the names its lines may name; ``hour``: the window's
-        (hours since the epoch), where the burst is remembered."""
-        self._remember(window.errors, hour)
+        else None; ``services``: the names its lines may name; ``at``: the window's start
+        (epoch seconds), whose slot remembers the burst."""
+        slot = int(at // HABIT_SLOT_SECONDS)
+        self._remember(window.errors, slot)
         if self.windows < MIN_WINDOWS or window.errors == 0:
             return None
         novel = sum(n for t, n in window.templates.items() if t not in self.known)
         usual = max(self.usual, RATE_FLOOR)
         tail = poisson_tail(window.errors, usual)
         many = window.errors >= MIN_ERRORS and tail < surprise_threshold
-        if novel >= MIN_ERRORS or (many and window.errors > self._habitual(hour)):
+        if novel >= MIN_ERRORS or (many and window.errors > HABIT_MARGIN * self._habitual(slot)):
             novel_first = sorted(
                 window.templates, key=lambda t: (t in self.known, -window.templates[t])
             )
@@ -180,21 +187,21 @@ class ErrorHabits:
             )
         return None
 
-    def _habitual(self, hour: int) -> int:
+    def _habitual(self, slot: int) -> int:
         """The largest count the service logged at least as many errors as in
-        ``HABIT_HOURS`` different earlier hours of the last week (0 when fewer hours had a
-        burst): a burst up to it is a habit."""
+        ``HABIT_SLOTS`` different earlier slots of the last week (0 when fewer slots had a
+        burst): a burst up to ``HABIT_MARGIN`` times it is a habit."""
         sizes = sorted(
-            (n for h, n in self.bursts.items() if hour - HABIT_MEMORY_HOURS < h < hour),
+            (n for s, n in self.bursts.items() if slot - HABIT_MEMORY_SLOTS < s < slot),
             reverse=True,
         )
-        return sizes[HABIT_HOURS - 1] if len(sizes) >= HABIT_HOURS else 0
+        return sizes[HABIT_SLOTS - 1] if len(sizes) >= HABIT_SLOTS else 0
 
-    def _remember(self, errors: int, hour: int) -> None:
+    def _remember(self, errors: int, slot: int) -> None:
         if errors < MIN_ERRORS:
             return
-        self.bursts[hour] = max(errors, self.bursts.get(hour, 0))
-        for old in [h for h in self.bursts if h <= hour - HABIT_MEMORY_HOURS]:
+        self.bursts[slot] = max(errors, self.bursts.get(slot, 0))
+        for old in [s for s in self.bursts if s <= slot - HABIT_MEMORY_SLOTS]:
             del self.bursts[old]
 
     def learn(self, window: ErrorWindow | None) -> None:

@@ -10,8 +10,10 @@ import pytest
 
 from baselines.errors import (
     ADOPT_WINDOWS,
-    HABIT_HOURS,
-    HABIT_MEMORY_HOURS,
+    HABIT_MARGIN,
+    HABIT_MEMORY_SLOTS,
+    HABIT_SLOT_SECONDS,
+    HABIT_SLOTS,
     MAX_TEMPLATES,
     MIN_WINDOWS,
     ErrorHabits,
@@ -158,22 +160,30 @@ def test_learnt_templates_are_known_and_the_oldest_are_forgotten_past_the_cap() 
     assert "template 0 <*>" in habits.known
 
 
-def test_bursts_of_familiar_errors_in_several_hours_are_a_habit_and_a_larger_one_is_not() -> None:
+def test_bursts_of_familiar_errors_in_several_slots_are_a_habit_and_a_far_larger_one_is_not() -> (
+    None
+):
     """A service logs 20 familiar error lines now and then (usual 2): each burst flags, and
-    a burst repeated within an hour flags again; once bursts that large came in
-    ``HABIT_HOURS`` different hours they are a habit. A larger burst, or lines of a
-    template it never logged while healthy, still flag; a week later the habit is forgotten."""
+    a burst repeated within a slot flags again; once bursts that large came in
+    ``HABIT_SLOTS`` different slots they are a habit, and so is one up to ``HABIT_MARGIN``
+    times as large. A burst larger still, or lines of a template it never logged while
+    healthy, still flag; a week later the habit is forgotten."""
     habits = habits_of(40, {"cache miss for <*>": 2})
     burst = window({"cache miss for <*>": 20})
-    for hour in range(HABIT_HOURS):
-        assert habits.judge(burst, SURPRISE, hour=hour) is not None
-        assert habits.judge(burst, SURPRISE, hour=hour) is not None  # again within the hour
-    assert habits.judge(burst, SURPRISE, hour=HABIT_HOURS) is None
-    assert habits.judge(window({"cache miss for <*>": 21}), SURPRISE, hour=HABIT_HOURS)
-    assert habits.judge(window({"disk <*> full": 3}), SURPRISE, hour=HABIT_HOURS)
-    later = HABIT_HOURS + HABIT_MEMORY_HOURS
-    assert habits.judge(burst, SURPRISE, hour=later) is not None
-    assert all(hour > later - HABIT_MEMORY_HOURS for hour in habits.bursts)
+    for slot in range(HABIT_SLOTS):
+        at = slot * HABIT_SLOT_SECONDS
+        assert habits.judge(burst, SURPRISE, at=at) is not None
+        assert habits.judge(burst, SURPRISE, at=at + 60) is not None  # again within the slot
+    now = HABIT_SLOTS * HABIT_SLOT_SECONDS
+    assert habits.judge(burst, SURPRISE, at=now) is None
+    largest = int(HABIT_MARGIN * 20)
+    assert habits.judge(window({"cache miss for <*>": largest}), SURPRISE, at=now) is None
+    assert habits.judge(window({"cache miss for <*>": largest + 1}), SURPRISE, at=now)
+    assert habits.judge(window({"disk <*> full": 3}), SURPRISE, at=now)
+    later = now + HABIT_MEMORY_SLOTS * HABIT_SLOT_SECONDS
+    assert habits.judge(burst, SURPRISE, at=later) is not None
+    slot = later // HABIT_SLOT_SECONDS
+    assert all(kept > slot - HABIT_MEMORY_SLOTS for kept in habits.bursts)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -183,9 +193,8 @@ def test_four_days_of_routine_error_bursts_flag_while_they_are_new_and_rarely_af
     """Real services log bursts of familiar errors healthy or not (TrainTicket's logged
     6-34 lines in about 1 minute in 10 of its fault-free minutes, against a usual 1-3):
     minutes of 1.5 lines on average, one in 12 a burst of 6 to 34. Judged by count alone,
-    about 100 of them a day flag; as habits, they flag in their first ``HABIT_HOURS``
-    hours, then a few times on the first day (a burst larger than those seen in as many
-    hours yet), and never after it."""
+    about 100 of them a day flag; as habits, they flag in their first hours (until bursts
+    came in ``HABIT_SLOTS`` slots, and a few larger ones after), and never after that."""
     rng = np.random.default_rng(seed)
     habits = habits_of(MIN_WINDOWS, {"cache miss for <*>": 1})
     flagged: list[int] = []
@@ -193,20 +202,20 @@ def test_four_days_of_routine_error_bursts_flag_while_they_are_new_and_rarely_af
         burst = rng.random() < 1 / 12
         errors = int(rng.integers(6, 35)) if burst else int(rng.poisson(1.5))
         lines = window({"cache miss for <*>": errors} if errors else {})
-        if habits.judge(lines, SURPRISE, hour=minute // 60) is not None:
+        if habits.judge(lines, SURPRISE, at=minute * 60.0) is not None:
             flagged.append(minute)
         else:
             habits.learn(lines)
     per_day = [sum(1 for m in flagged if m // 1440 == day) for day in range(4)]
-    later = [m for m in flagged if m >= HABIT_HOURS * 60]
-    print(f"seed {seed}: flagged windows per day {per_day}, {len(later)} after the first hours")
-    assert per_day[0] > 0 and len(later) <= 10, flagged
+    later = [m for m in flagged if m >= 3 * 60]
+    print(f"seed {seed}: flagged windows per day {per_day}, {len(later)} after 3 hours")
+    assert 0 < per_day[0] <= 12 and later == [], flagged
     assert per_day[1:] == [0, 0, 0], per_day
 
 
 def test_habits_survive_a_checkpoint() -> None:
     habits = habits_of(12, {"cache miss for <*>": 3})
-    habits.judge(window({"cache miss for <*>": 30}), SURPRISE, hour=7)
+    habits.judge(window({"cache miss for <*>": 30}), SURPRISE, at=7 * HABIT_SLOT_SECONDS)
     assert habits.bursts == {7: 30}
     again = ErrorHabits.from_state(habits.state())
     assert again == habits
