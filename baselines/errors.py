@@ -16,6 +16,13 @@ of the last week is a habit, not news: its count alone no longer flags (new temp
 do). Slots, not windows: a fault that repeats within the slot, or lasts several windows, is
 still flagged each time; and the margin keeps a slightly larger routine burst from flagging
 as a record while a fault half again as large as the usual bursts still does.
+
+Such bursts often come with their own template, logged only in them: never in a healthy
+window, it would be "new" at every burst, forever. A template the service logged in
+``ROUTINE_SLOTS`` different slots of the last eight hours is routine and no longer new,
+whatever the windows it came in (its count is still judged); a fault's template, logged in
+a few slots around it, stays new. Six slots are two hours at least: about as long as a
+sustained error rate takes to become the usual (``ADOPT_WINDOWS`` one-minute windows).
 """
 
 from __future__ import annotations
@@ -55,6 +62,11 @@ HABIT_MARGIN = 1.5
 """...and of bursts up to this many times it."""
 HABIT_MEMORY_SLOTS = 7 * 24 * 3600 // HABIT_SLOT_SECONDS
 """A week: the largest bursts of a busy day are remembered on the quiet ones."""
+ROUTINE_SLOTS = 6
+"""Different slots among the last ``ROUTINE_MEMORY_SLOTS`` an error template must have been
+logged in to be routine..."""
+ROUTINE_MEMORY_SLOTS = 24
+"""...(eight hours): one the service logs about every hour, healthy or not."""
 _TOKEN = re.compile(r"[\w.-]+")
 
 
@@ -155,6 +167,8 @@ class ErrorHabits:
     """The largest count of ``MIN_ERRORS`` or more in a window of each slot (slots of
     ``HABIT_SLOT_SECONDS`` since the epoch) of the last ``HABIT_MEMORY_SLOTS``, flagged or
     not."""
+    recurring: dict[str, list[int]] = field(default_factory=dict)
+    """Error templates by the last different slots they were logged in, flagged or not."""
 
     def judge(
         self,
@@ -169,15 +183,17 @@ class ErrorHabits:
         (epoch seconds), whose slot remembers the burst."""
         slot = int(at // HABIT_SLOT_SECONDS)
         self._remember(window.errors, slot)
+        fresh = {t for t in window.templates if t not in self.known and not self._recurs(t, slot)}
+        self._recur(window.templates, slot)
         if self.windows < MIN_WINDOWS or window.errors == 0:
             return None
-        novel = sum(n for t, n in window.templates.items() if t not in self.known)
+        novel = sum(n for t, n in window.templates.items() if t in fresh)
         usual = max(self.usual, RATE_FLOOR)
         tail = poisson_tail(window.errors, usual)
         many = window.errors >= MIN_ERRORS and tail < surprise_threshold
         if novel >= MIN_ERRORS or (many and window.errors > HABIT_MARGIN * self._habitual(slot)):
             novel_first = sorted(
-                window.templates, key=lambda t: (t in self.known, -window.templates[t])
+                window.templates, key=lambda t: (t not in fresh, -window.templates[t])
             )
             samples = [window.samples[t] for t in novel_first if t in window.samples]
             named = named_services(window.templates, services, own)
@@ -196,6 +212,25 @@ class ErrorHabits:
             reverse=True,
         )
         return sizes[HABIT_SLOTS - 1] if len(sizes) >= HABIT_SLOTS else 0
+
+    def _recurs(self, template: str, slot: int) -> bool:
+        """Whether the template is routine: logged in ``ROUTINE_SLOTS`` different earlier
+        slots of the last ``ROUTINE_MEMORY_SLOTS``, healthy or not (its windows flagged on
+        their count, or while it was new)."""
+        seen = self.recurring.get(template, [])
+        earlier = sum(1 for s in seen if slot - ROUTINE_MEMORY_SLOTS < s < slot)
+        return earlier >= ROUTINE_SLOTS
+
+    def _recur(self, templates: dict[str, int], slot: int) -> None:
+        for template in templates:
+            seen = self.recurring.setdefault(template, [])
+            if not seen or seen[-1] != slot:
+                seen.append(slot)
+                del seen[: -ROUTINE_SLOTS - 1]
+        if len(self.recurring) > MAX_TEMPLATES:
+            by_age = sorted(self.recurring.items(), key=lambda kv: kv[1][-1])
+            for template, _ in by_age[: len(self.recurring) - MAX_TEMPLATES]:
+                del self.recurring[template]
 
     def _remember(self, errors: int, slot: int) -> None:
         if errors < MIN_ERRORS:
@@ -236,17 +271,22 @@ class ErrorHabits:
             "known": self.known,
             "suspicious": self.suspicious,
             "bursts": {str(h): n for h, n in self.bursts.items()},
+            "recurring": self.recurring,
         }
 
     @classmethod
     def from_state(cls, saved: dict[str, object]) -> ErrorHabits:
         known, bursts = saved.get("known"), saved.get("bursts")
+        recurring = saved.get("recurring")
         return cls(
             int(saved.get("windows", 0)),  # type: ignore[call-overload]
             float(saved.get("usual", 0.0)),  # type: ignore[arg-type]
             dict(known) if isinstance(known, dict) else {},
             int(saved.get("suspicious", 0)),  # type: ignore[call-overload]
             {int(h): int(n) for h, n in bursts.items()} if isinstance(bursts, dict) else {},
+            {t: [int(s) for s in slots] for t, slots in recurring.items()}
+            if isinstance(recurring, dict)
+            else {},
         )
 
 

@@ -16,6 +16,8 @@ from baselines.errors import (
     HABIT_SLOTS,
     MAX_TEMPLATES,
     MIN_WINDOWS,
+    ROUTINE_MEMORY_SLOTS,
+    ROUTINE_SLOTS,
     ErrorHabits,
     ErrorWindow,
     named_services,
@@ -184,6 +186,25 @@ def test_bursts_of_familiar_errors_in_several_slots_are_a_habit_and_a_far_larger
     assert habits.judge(burst, SURPRISE, at=later) is not None
     slot = later // HABIT_SLOT_SECONDS
     assert all(kept > slot - HABIT_MEMORY_SLOTS for kept in habits.bursts)
+
+
+def test_a_template_logged_every_hour_or_so_is_routine_and_a_faults_template_stays_new() -> None:
+    """A burst of 8 lines of a template the service logs only in its bursts (never in a
+    healthy window), every 40 minutes: each is new until it came in ``ROUTINE_SLOTS``
+    slots, then routine (and 8 lines, its usual burst, no news). A fault's template in the
+    same hours, a burst in each of three slots, stays new; eight quiet hours later the
+    routine one is new again."""
+    habits = habits_of(40, {})
+    routine, fault = window({"retrying <*>": 8}), window({"payment declined <*>": 8})
+    slots = range(0, 2 * (ROUTINE_SLOTS + 1), 2)  # every 40 minutes
+    verdicts = [habits.judge(routine, SURPRISE, at=k * HABIT_SLOT_SECONDS) for k in slots]
+    assert [v.novel if v else None for v in verdicts] == [8] * ROUTINE_SLOTS + [None]
+    for k in range(2 * ROUTINE_SLOTS + 1, 2 * ROUTINE_SLOTS + 4):
+        verdict = habits.judge(fault, SURPRISE, at=k * HABIT_SLOT_SECONDS)
+        assert verdict is not None and verdict.novel == 8
+    later = (2 * ROUTINE_SLOTS + ROUTINE_MEMORY_SLOTS + 1) * HABIT_SLOT_SECONDS
+    verdict = habits.judge(routine, SURPRISE, at=later)
+    assert verdict is not None and verdict.novel == 8
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -1,0 +1,152 @@
+"""Hours of fault-free TrainTicket traffic: how often the detector opens an incident.
+
+Why: the held-out run is a continuous stream with long fault-free hours, and the Nezha day
+holds only the minutes around its faults. A service that logs bursts of familiar errors now
+and then (TrainTicket's do: ts-basic-service's "No instances available", travel2's
+dispatcher errors) looks new in a short replay and every half hour in a long one. This
+builds the long one from the day's own healthy minutes and counts what the detector raises.
+
+    .venv/bin/python tests/bench/fault_free_real.py [--hours 36] [--seed 0] [--data DIR]
+
+Healthy minutes: the fault-free minute of ``construct_data``, and the minute before each
+fault's labelled injection without the fault's root service (its spans' traces and its log
+lines: several roots log errors before their labelled time). Each minute of the stream is
+one of them drawn at random, moved to its place (trace and span ids made unique per minute),
+encoded as the Collector's rabbitmqexporter publishes OTLP protobuf (``nezha.py``) and fed
+to the consumer's parser and ``Detector`` in this process, with default settings. No
+metrics: the day's CPU plateaus are not in it. Prints every incident opened (its start, in
+hours, and its root) and, per service, incidents opened in each day of the stream: the
+detector's target is at most one a service a day once its baselines have learnt.
+
+A report, not a test: exit 0 whatever the counts, 2 when the data is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import nezha
+import numpy as np
+
+from baselines.consumer import parse_message
+from baselines.detect import Detector
+from baselines.settings import Settings
+from service.contract import AnomalyReport
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "nezha-dev"
+START_S = 1_700_000_000  # a Tuesday, 22:13 UTC: the stream's first minute
+Minute = tuple[list[nezha.Span], list[nezha.LogLine], int]
+"""A healthy minute: its spans, its log lines and when it began (ns)."""
+
+
+def healthy_minutes(day: nezha.Day) -> list[Minute]:
+    """The fault-free minute, and each fault's minute before its injection without its root
+    service (whole traces only: a trace that touches the root, or runs past the injection,
+    is left out)."""
+    clean = day.segments[0]
+    minutes: list[Minute] = [(clean.spans, clean.logs, clean.first_ns)]
+    for segment in day.segments[1:]:
+        assert segment.fault is not None
+        end = int(segment.fault.at * nezha.NS)
+        begin, root = end - 60 * nezha.NS, segment.fault.service
+        left_out = {
+            s.trace_id
+            for s in segment.spans
+            if nezha.service_of(s.pod) == root or not begin <= s.start_ns <= s.end_ns < end
+        }
+        spans = [s for s in segment.spans if s.trace_id not in left_out]
+        logs = [
+            g for g in segment.logs if begin <= g.time_ns < end and nezha.service_of(g.pod) != root
+        ]
+        minutes.append((spans, logs, begin))
+    return minutes
+
+
+def _unique(identifier: str, minute: int) -> str:
+    return identifier[:-4] + f"{minute % 65536:04x}" if identifier else identifier
+
+
+def stream(minutes: list[Minute], hours: float, seed: int) -> nezha.Day:
+    """``hours`` of minutes drawn from ``minutes``, one after the other from ``START_S``."""
+    rng = np.random.default_rng(seed)
+    segments = []
+    for m in range(round(hours * 60)):
+        spans, logs, began = minutes[int(rng.integers(len(minutes)))]
+        shift = (START_S + 60 * m) * nezha.NS - began
+        moved_spans = [
+            s._replace(
+                start_ns=s.start_ns + shift,
+                end_ns=s.end_ns + shift,
+                trace_id=_unique(s.trace_id, m),
+                span_id=_unique(s.span_id, m),
+                parent_id=_unique(s.parent_id, m) if s.parent_id else s.parent_id,
+            )
+            for s in spans
+        ]
+        moved_logs = [
+            g._replace(
+                time_ns=g.time_ns + shift,
+                trace_id=_unique(g.trace_id, m),
+                span_id=_unique(g.span_id, m),
+            )
+            for g in logs
+        ]
+        segments.append(nezha.Segment(f"minute {m}", None, moved_spans, moved_logs, 1))
+    return nezha.Day(segments, [], 0.0, [])
+
+
+def detect(day: nezha.Day) -> list[AnomalyReport]:
+    detector = Detector(Settings().detector_config())
+    reports: list[AnomalyReport] = []
+    for message in nezha.replay_messages(day, 2.0):
+        batch = parse_message(message.body, message.routing_key, nezha.CONTENT_TYPE)
+        reports += detector.observe(batch.events)
+    return reports + detector.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the nezha-dev folder")
+    parser.add_argument("--day", default="2023-01-29", help="a day of rca_data (TrainTicket)")
+    parser.add_argument("--hours", type=float, default=36.0, help="length of the stream")
+    parser.add_argument("--seed", type=int, default=0, help="which minutes are drawn")
+    args = parser.parse_args(argv)
+    if not (args.data / "rca_data" / args.day).is_dir():
+        print(f"no {args.data / 'rca_data' / args.day}", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    minutes = healthy_minutes(nezha.load_day(args.data, args.day))
+    day = stream(minutes, args.hours, args.seed)
+    spans = sum(len(s.spans) for s in day.segments)
+    lines = sum(len(s.logs) for s in day.segments)
+    print(
+        f"{len(minutes)} healthy minutes drawn into {args.hours:g} h: {spans:,} spans, "
+        f"{lines:,} log lines"
+    )
+    opened = [r.incident for r in detect(day) if r.incident and r.incident.revision == 0]
+    per_day: Counter[tuple[str, int]] = Counter()
+    for incident in opened:
+        hours = incident.started.timestamp() / 3600 - START_S / 3600
+        root = incident.root_cause
+        service = root.service if root else "-"
+        per_day[(service, int(hours // 24))] += 1
+        reason = root.reasons[0][:90] if root and root.reasons else ""
+        print(f"  {hours:6.2f} h  {service} ({root.kind if root else '-'}): {reason}")
+    days = int(np.ceil(args.hours / 24))
+    print(f"\nincidents opened: {len(opened)}; per service, day 1..{days}:")
+    for service in sorted({s for s, _ in per_day}):
+        print(f"  {service:32} {[per_day[(service, d)] for d in range(days)]}")
+    last = max((i.started.timestamp() / 3600 - START_S / 3600 for i in opened), default=0.0)
+    print(f"the last opened {last:.2f} h in; {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
