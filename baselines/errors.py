@@ -222,6 +222,8 @@ class ErrorHabits:
         return earlier >= ROUTINE_SLOTS
 
     def _recur(self, templates: dict[str, int], slot: int) -> None:
+        """Remember the slot each template was logged in: its last ``ROUTINE_SLOTS`` + 1
+        different ones, and past ``MAX_TEMPLATES`` templates, those seen longest ago go."""
         for template in templates:
             seen = self.recurring.setdefault(template, [])
             if not seen or seen[-1] != slot:
