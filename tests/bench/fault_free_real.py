@@ -31,14 +31,13 @@ from pathlib import Path
 
 import nezha
 import numpy as np
+from rca_real import DEFAULT_DATA
 
 from baselines.consumer import parse_message
 from baselines.detect import Detector
 from baselines.settings import Settings
 from service.contract import AnomalyReport
 
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "nezha-dev"
 START_S = 1_700_000_000  # a Tuesday, 22:13 UTC: the stream's first minute
 Minute = tuple[list[nezha.Span], list[nezha.LogLine], int]
 """A healthy minute: its spans, its log lines and when it began (ns)."""
