@@ -207,25 +207,27 @@ def per_service(segment: nezha.Segment, since_ns: int = 0) -> dict[str, Telemetr
         seen = found.setdefault(service, Telemetry())
         duration = span.end_ns - span.start_ns
         seen.entry_ms.append(duration / 1e6)
-        seen.own_ms.append(max(duration - waited(span, service, children), 0) / 1e6)
+        seen.own_ms.append(max(duration - waited(span, children, service_of), 0) / 1e6)
     for line in segment.logs:
         if line.time_ns >= since_ns and line.level in ("ERROR", "FATAL"):
             found.setdefault(nezha.service_of(line.pod), Telemetry()).errors += 1
     return found
 
 
-def waited(entry: nezha.Span, service: str, children: dict[str, list[nezha.Span]]) -> int:
+def waited(
+    entry: nezha.Span, children: dict[str, list[nezha.Span]], service_of: dict[str, str]
+) -> int:
     """Nanoseconds an entry span spent in its service's calls to other services: the
     durations of its service's spans below it with a child in another service (its client
     spans; the gap before the callee's server span is waiting too). Parallel calls count
-    each; ``per_service`` clips the difference at zero."""
-    total, stack = 0, [entry]
+    each; ``per_service`` clips the difference at zero. ``service_of``: by span id."""
+    service, total, stack = service_of[entry.span_id], 0, [entry]
     while stack:
         for child in children.get(stack.pop().span_id, []):
-            if nezha.service_of(child.pod) != service:
+            if service_of[child.span_id] != service:
                 continue
             below = children.get(child.span_id, [])
-            if any(nezha.service_of(g.pod) != service for g in below):
+            if any(service_of[g.span_id] != service for g in below):
                 total += child.end_ns - child.start_ns
             else:
                 stack.append(child)
