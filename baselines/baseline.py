@@ -38,6 +38,9 @@ EPOCH_WEEKDAY_HOURS = 72
 """1970-01-01 was a Thursday: local hour index h has hour-of-week (h + 72) % 168."""
 MAD_TO_SIGMA = 1.4826
 WEEKDAYS, WEEKEND = range(5), range(5, 7)
+POOL_BUCKETS = 24
+"""Mature hour-of-week buckets (a day's worth) from which the pooled spread is taken once
+a day; before, every hour."""
 Level = Literal["hour_of_week", "hour_of_day", "global"]
 
 
@@ -131,7 +134,8 @@ class SeasonalProfile:
         self._recent = np.full(recent, np.nan, dtype=np.float32)
         self._recent_written = 0
         self._memo: tuple[int, Estimate] | None = None
-        self._pool_memo: tuple[int, float | None] | None = None
+        self._pool_memo: tuple[int, bool, float | None] | None = None
+        """(the hour it was taken at, whether it holds all that day, the pooled spread)."""
         self._recent_memo: tuple[int, float] | None = None
 
     # ----------------------------------------------------------------- reading
@@ -143,25 +147,40 @@ class SeasonalProfile:
         so it is judged from the value it has enough history for, not from the next hour."""
         if self._memo is not None and self._memo[0] == hour_index:
             return self._memo[1]
-        pooled = self.pooled_spread(hour_index // 24)
+        pooled = self.pooled_spread(hour_index)
         estimate = self._estimate(int(hour_of_week(hour_index)), pooled)
         if estimate is not None and estimate.history >= settled:
             self._memo = (hour_index, estimate)
         return estimate
 
-    def pooled_spread(self, local_day: int) -> float | None:
-        """Median spread of the mature buckets, as the profile stood when the day began."""
-        if self._pool_memo is not None and self._pool_memo[0] == local_day:
-            return self._pool_memo[1]
-        pooled = None
-        if self._weekly is not None:
-            filled = np.minimum(self._written, self.depth)
-            mature = filled >= self.min_level_samples
-            if mature.any():
-                _, spreads = self._robust_rows(np.flatnonzero(mature))
-                pooled = float(np.median(spreads))
-        self._pool_memo = (local_day, pooled)
+    def pooled_spread(self, hour_index: int) -> float | None:
+        """Median spread of the mature buckets, as the profile stood when the local day
+        began (its first use in the day); while fewer than ``POOL_BUCKETS`` are mature, as
+        it stood when this hour began: a series born late in a day is not judged all day
+        against the spreads of its first bucket or two, which by chance may be narrow."""
+        memo = self._pool_memo
+        if memo is not None and (
+            memo[0] == hour_index or (memo[1] and memo[0] // 24 == hour_index // 24)
+        ):
+            return memo[2]
+        pooled, mature = self._pooled()
+        self._pool_memo = (hour_index, mature >= POOL_BUCKETS, pooled)
         return pooled
+
+    def pool_full(self, hour_index: int) -> bool:
+        """Whether the pooled spread of this hour holds for the rest of its day."""
+        self.pooled_spread(hour_index)
+        return self._pool_memo is not None and self._pool_memo[1]
+
+    def _pooled(self) -> tuple[float | None, int]:
+        """(median spread of the mature buckets now, how many are mature)."""
+        if self._weekly is None:
+            return None, 0
+        mature = np.flatnonzero(np.minimum(self._written, self.depth) >= self.min_level_samples)
+        if not mature.size:
+            return None, 0
+        _, spreads = self._robust_rows(mature)
+        return float(np.median(spreads)), int(mature.size)
 
     def recent_spread(self, local_day: int) -> float:
         """Robust spread of the recent values of any hour, as the profile stood when the
@@ -218,10 +237,11 @@ class SeasonalProfile:
     def history(self) -> int:
         return self._recent_written
 
-    def weekly_estimates(self, hows: np.ndarray, local_day: int) -> tuple[np.ndarray, np.ndarray]:
+    def weekly_estimates(self, hows: np.ndarray, hour_index: int) -> tuple[np.ndarray, np.ndarray]:
         """(center, spread) of mature buckets in working units, vectorised over ``hows``;
-        the same numbers ``estimate`` gives for those hours of ``local_day``."""
-        pooled = self.pooled_spread(local_day)
+        the same numbers ``estimate`` gives for those hours of ``hour_index``'s day, once
+        ``pool_full`` there."""
+        pooled = self.pooled_spread(hour_index)
         center, spread = self._robust_rows(hows)
         return center, self.shrink(spread, np.minimum(self._written[hows], self.depth), pooled)
 
@@ -249,16 +269,23 @@ class SeasonalProfile:
     def week_estimates(self, local_day: int) -> tuple[np.ndarray, np.ndarray]:
         """(center, spread) in working units that each hour of the week is judged against
         on ``local_day``, fallback levels included (NaN: no estimate yet): the band a
-        dashboard draws. Mature buckets in one vectorised step, the others one by one."""
+        dashboard draws. Mature buckets in one vectorised step, the others one by one. The
+        pooled spread is the day's, or (young) the one of now: drawing the band does not
+        change what the detector judges with."""
         center = np.full(HOURS_PER_WEEK, np.nan)
         spread = np.full(HOURS_PER_WEEK, np.nan)
         if self._weekly is None:
             return center, spread
         mature = np.minimum(self._written, self.depth) >= self.min_level_samples
+        memo = self._pool_memo
+        full = memo is not None and memo[1] and memo[0] // 24 == local_day
+        pooled = memo[2] if memo is not None and full else self._pooled()[0]
         hows = np.flatnonzero(mature)
         if hows.size:
-            center[hows], spread[hows] = self.weekly_estimates(hows, local_day)
-        pooled = self.pooled_spread(local_day)
+            center[hows], spread[hows] = self._robust_rows(hows)
+            spread[hows] = self.shrink(
+                spread[hows], np.minimum(self._written[hows], self.depth), pooled
+            )
         for how in np.flatnonzero(~mature).tolist():
             estimate = self._estimate(how, pooled)
             if estimate is not None:
@@ -332,8 +359,9 @@ class SeasonalProfile:
         self._recent[: min(self._recent_written, self._recent.size)] *= np.float32(factor)
         self._memo = None
         self._recent_memo = None
-        if self._pool_memo is not None and self._pool_memo[1] is not None:
-            self._pool_memo = (self._pool_memo[0], self._pool_memo[1] * factor)
+        memo = self._pool_memo
+        if memo is not None and memo[2] is not None:
+            self._pool_memo = (memo[0], memo[1], memo[2] * factor)
 
     # ----------------------------------------------------------------- state
 

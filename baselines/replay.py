@@ -243,7 +243,12 @@ def detect(
         else:
             lo = resume
         resume, judging = -1, True
-        if lo == runs[r][0] and habits.settled(th) and profile.mature(int(hows[r])):
+        if (
+            lo == runs[r][0]
+            and habits.settled(th)
+            and profile.mature(int(hows[r]))
+            and profile.pool_full(int(hours[lo]))
+        ):
             # hours of one day in one step, once the score distribution stays frozen all day
             while (
                 r < len(runs)
@@ -251,7 +256,7 @@ def detect(
                 and profile.mature(int(hows[r]))
             ):
                 r += 1
-            u, s = profile.weekly_estimates(hows[first:r], day)
+            u, s = profile.weekly_estimates(hows[first:r], int(hours[lo]))
             hi = runs[r - 1][1]
             lengths = [b - a for a, b in runs[first:r]]
             center[lo:hi], spread[lo:hi] = np.repeat(u, lengths), np.repeat(s, lengths)

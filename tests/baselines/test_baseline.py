@@ -147,7 +147,7 @@ def test_a_level_adopted_mid_day_scales_every_spread_the_day_is_judged_with() ->
             add_run(profile, week * 168 + how, 100 + 10 * rng.standard_normal(12))
     hour = 3 * 168 + 10
     before = profile.estimate(hour)
-    assert before is not None and profile.pooled_spread(hour // 24) is not None
+    assert before is not None and profile.pooled_spread(hour) is not None
     profile.rescale(3.0)
     after = profile.estimate(hour)
     assert after is not None
