@@ -14,8 +14,8 @@ weekdays does not look like an outage.
 
 A bucket's spread comes from a few dozen values and is sometimes far too small by chance;
 it is shrunk towards the series' typical within-hour spread (the median spread of its
-mature buckets, taken once per local day), as if that pooled value had been seen
-``min_level_samples`` more times.
+mature buckets, taken once per local day, or every hour while fewer than a day's worth are
+mature), as if that pooled value had been seen ``min_level_samples`` more times.
 
 A window is judged against the profile *as it stood when the window's local hour began*
 (``estimate`` is memoised per hour, the pooled spread per day; a series too young for any
