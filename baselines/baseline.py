@@ -18,10 +18,11 @@ mature buckets, taken once per local day, or every hour while fewer than a day's
 mature), as if that pooled value had been seen ``min_level_samples`` more times.
 
 A window is judged against the profile *as it stood when the window's local hour began*
-(``estimate`` is memoised per hour, the pooled spread per day; a series too young for any
-estimate then gets its first one as soon as it has enough values): an incident cannot drag its
-own hour's baseline up, and a replay can judge a whole hour, or a whole day of mature
-buckets, in one vectorised step with exactly the live detector's result.
+(``estimate`` is memoised per hour, the pooled spread per day once it is full; a series
+too young for any estimate then gets its first one as soon as it has enough values): an
+incident cannot drag its own hour's baseline up, and a replay can judge a whole hour, or a
+whole day of mature buckets, in one vectorised step with exactly the live detector's
+result.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ MAD_TO_SIGMA = 1.4826
 WEEKDAYS, WEEKEND = range(5), range(5, 7)
 POOL_BUCKETS = 24
 """Mature hour-of-week buckets (a day's worth) from which the pooled spread is taken once
-a day; before, every hour."""
+a day; until then, every hour."""
 Level = Literal["hour_of_week", "hour_of_day", "global"]
 
 
