@@ -238,11 +238,12 @@ class SeasonalProfile:
     def history(self) -> int:
         return self._recent_written
 
-    def weekly_estimates(self, hows: np.ndarray, hour_index: int) -> tuple[np.ndarray, np.ndarray]:
-        """(center, spread) of mature buckets in working units, vectorised over ``hows``;
-        the same numbers ``estimate`` gives for those hours of ``hour_index``'s day, once
-        ``pool_full`` there."""
-        pooled = self.pooled_spread(hour_index)
+    def weekly_estimates(
+        self, hows: np.ndarray, pooled: float | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(center, spread) of mature buckets in working units, vectorised over ``hows``,
+        their spreads shrunk towards ``pooled``: with ``pooled_spread`` of an hour where
+        ``pool_full``, the same numbers ``estimate`` gives for those hours of its day."""
         center, spread = self._robust_rows(hows)
         return center, self.shrink(spread, np.minimum(self._written[hows], self.depth), pooled)
 
@@ -279,14 +280,13 @@ class SeasonalProfile:
             return center, spread
         mature = np.minimum(self._written, self.depth) >= self.min_level_samples
         memo = self._pool_memo
-        full = memo is not None and memo[1] and memo[0] // 24 == local_day
-        pooled = memo[2] if memo is not None and full else self._pooled()[0]
+        if memo is not None and memo[1] and memo[0] // 24 == local_day:
+            pooled = memo[2]
+        else:
+            pooled = self._pooled()[0]
         hows = np.flatnonzero(mature)
         if hows.size:
-            center[hows], spread[hows] = self._robust_rows(hows)
-            spread[hows] = self.shrink(
-                spread[hows], np.minimum(self._written[hows], self.depth), pooled
-            )
+            center[hows], spread[hows] = self.weekly_estimates(hows, pooled)
         for how in np.flatnonzero(~mature).tolist():
             estimate = self._estimate(how, pooled)
             if estimate is not None:

@@ -256,7 +256,7 @@ def detect(
                 and profile.mature(int(hows[r]))
             ):
                 r += 1
-            u, s = profile.weekly_estimates(hows[first:r], int(hours[lo]))
+            u, s = profile.weekly_estimates(hows[first:r], profile.pooled_spread(int(hours[lo])))
             hi = runs[r - 1][1]
             lengths = [b - a for a, b in runs[first:r]]
             center[lo:hi], spread[lo:hi] = np.repeat(u, lengths), np.repeat(s, lengths)
