@@ -29,12 +29,15 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from baselines.trace_sample import MAX_TRACES, TraceSample
 
 MAX_TEMPLATES = 2000
 """Error templates remembered per service; the least recently seen are forgotten first."""
+T = TypeVar("T")
 MAX_WINDOW_TEMPLATES = 50
 MAX_SAMPLES = 8
 MIN_WINDOWS = 3
@@ -154,6 +157,14 @@ class ErrorVerdict:
         return text
 
 
+def _drop_oldest(templates: dict[str, T], last_seen: Callable[[T], int]) -> None:
+    """Past ``MAX_TEMPLATES`` templates, forget those ``last_seen`` longest ago."""
+    excess = len(templates) - MAX_TEMPLATES
+    if excess > 0:
+        for template, _ in sorted(templates.items(), key=lambda kv: last_seen(kv[1]))[:excess]:
+            del templates[template]
+
+
 @dataclass
 class ErrorHabits:
     windows: int = 0
@@ -229,10 +240,7 @@ class ErrorHabits:
             if not seen or seen[-1] != slot:
                 seen.append(slot)
                 del seen[: -ROUTINE_SLOTS - 1]
-        if len(self.recurring) > MAX_TEMPLATES:
-            by_age = sorted(self.recurring.items(), key=lambda kv: kv[1][-1])
-            for template, _ in by_age[: len(self.recurring) - MAX_TEMPLATES]:
-                del self.recurring[template]
+        _drop_oldest(self.recurring, lambda slots: slots[-1])
 
     def _remember(self, errors: int, slot: int) -> None:
         if errors < MIN_ERRORS:
@@ -260,11 +268,7 @@ class ErrorHabits:
         if window is not None:
             for template in window.templates:
                 self.known[template] = self.windows
-            if len(self.known) > MAX_TEMPLATES:
-                for template, _ in sorted(self.known.items(), key=lambda kv: kv[1])[
-                    : len(self.known) - MAX_TEMPLATES
-                ]:
-                    del self.known[template]
+            _drop_oldest(self.known, lambda window: window)
 
     def state(self) -> dict[str, object]:
         return {
