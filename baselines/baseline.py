@@ -18,11 +18,11 @@ mature buckets, taken once per local day, or every hour while fewer than a day's
 mature), as if that pooled value had been seen ``min_level_samples`` more times.
 
 A window is judged against the profile *as it stood when the window's local hour began*
-(``estimate`` is memoised per hour, the pooled spread per day once it is full; a series
-too young for any estimate then gets its first one as soon as it has enough values): an
-incident cannot drag its own hour's baseline up, and a replay can judge a whole hour, or a
-whole day of mature buckets, in one vectorised step with exactly the live detector's
-result.
+(``estimate`` is memoised per hour, the pooled spread per day once it is full, the spread
+of the recent values per day once their ring is full; a series too young for any estimate
+then gets its first one as soon as it has enough values): an incident cannot drag its own
+hour's baseline up, and a replay can judge a whole hour, or a whole day of mature buckets,
+in one vectorised step with exactly the live detector's result.
 """
 
 from __future__ import annotations
@@ -137,7 +137,8 @@ class SeasonalProfile:
         self._memo: tuple[int, Estimate] | None = None
         self._pool_memo: tuple[int, bool, float | None] | None = None
         """(the hour it was taken at, whether it holds all that day, the pooled spread)."""
-        self._recent_memo: tuple[int, float] | None = None
+        self._recent_memo: tuple[int, bool, float] | None = None
+        """(the hour it was taken at, whether the ring was full then, the recent spread)."""
 
     # ----------------------------------------------------------------- reading
 
@@ -183,14 +184,20 @@ class SeasonalProfile:
         _, spreads = self._robust_rows(mature)
         return float(np.median(spreads)), int(mature.size)
 
-    def recent_spread(self, local_day: int) -> float:
-        """Robust spread of the recent values of any hour, as the profile stood when the
-        day began (0 before any): the series' own scale, whatever the hour."""
-        if self._recent_memo is not None and self._recent_memo[0] == local_day:
-            return self._recent_memo[1]
+    def recent_spread(self, hour_index: int) -> float:
+        """Robust spread of the recent values of any hour (0 before any): the series' own
+        scale, whatever the hour. As the profile stood when the local day began (its first
+        use in the day); while the ring of recent values is not full, as it stood when this
+        hour began, so a series born late in a day is not floored until midnight by the
+        spread of its first few values."""
+        memo = self._recent_memo
+        if memo is not None and (
+            memo[0] == hour_index or (memo[1] and memo[0] // 24 == hour_index // 24)
+        ):
+            return memo[2]
         values = self._recent[: min(self._recent_written, self._recent.size)]
         spread = robust(values)[1] if values.size else 0.0
-        self._recent_memo = (local_day, spread)
+        self._recent_memo = (hour_index, self._recent_written >= self._recent.size, spread)
         return spread
 
     def _bucket(self, how: int) -> np.ndarray:

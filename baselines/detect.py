@@ -591,7 +591,7 @@ class Detector:
                 th,
                 True,
                 np.array([state.habits.frozen_quantum for state in states]),
-                np.array([state.p95.recent_spread(hour // 24) for state in states]),
+                np.array([state.p95.recent_spread(hour) for state in states]),
             )
             z, ratio, usual_p95 = deviation(p95, center, spread, th, log=True)
             scores = raw_score(z)

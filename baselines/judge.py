@@ -23,10 +23,10 @@ migration): the baseline moves to it at the next hour and the incident closes.
 Everything a value is judged against (baseline, floors, the score distribution) is frozen
 as it stood when the value's local hour (baseline) or day (floors, scores) began, so the
 replay can judge a whole day in one vectorised step with exactly the live result. A new
-series is the exception, so that it can alert within its first hour: it is judged from
-its ``min_history``-th value, against a score distribution started from the scores of its
+series is the exception, so that it can alert within its first hour: it is judged from its
+``min_history``-th value, against a score distribution started from the scores of its
 recent values (``Habits.seed``), refined every hour until its memory is nearly full
-(``SETTLED``).
+(``SETTLED``), and its floors are taken every hour until its recent values fill their ring.
 """
 
 from __future__ import annotations

@@ -272,8 +272,8 @@ def detect(
                     judging, hi = False, lo + 1
                 center[lo:hi], spread[lo:hi] = estimate.center, estimate.spread
                 history[lo:hi] = estimate.history
-        # the series' recent spread is taken once a day, when it is first judged
-        longrun = profile.recent_spread(day) if judging else 0.0
+        # the series' recent spread: taken when it is first judged in the day (hour, young)
+        longrun = profile.recent_spread(int(hours[lo])) if judging else 0.0
         floors = (th, False, habits.frozen_quantum, longrun)
         spread[lo:hi] = floored_spread(center[lo:hi], spread[lo:hi], *floors)
         if judging:

@@ -175,3 +175,22 @@ def test_a_series_born_late_in_a_day_is_not_judged_all_day_by_its_first_bucket()
     held = profile.pooled_spread(day_start)
     add_run(profile, day_start, 100 + 50 * rng.standard_normal(30))
     assert profile.pooled_spread(day_start + 1) == held
+
+
+def test_a_series_born_late_in_a_day_is_not_floored_all_day_by_its_first_values() -> None:
+    """The same series' spread across all hours (the long-run floor): while its ring of
+    recent values is filling it is taken every hour, so the calm first hour does not floor
+    the noisy next ones until midnight; once the ring is full it holds for the whole day."""
+    profile, rng = SeasonalProfile(), np.random.default_rng(5)
+    born = 3 * 168 + 20
+    add_run(profile, born, 100 + 0.1 * rng.standard_normal(30))
+    early = profile.recent_spread(born + 1)
+    for hour in (born + 1, born + 2):
+        add_run(profile, hour, 100 + 10 * rng.standard_normal(30))
+    assert early < 1 < 3 < profile.recent_spread(born + 3)
+    for hour in range(born + 3, born + 3 + 24):
+        add_run(profile, hour, 100 + 10 * rng.standard_normal(30))
+    day_start = (born + 3 + 24) // 24 * 24
+    held = profile.recent_spread(day_start)
+    add_run(profile, day_start, 100 + 50 * rng.standard_normal(30))
+    assert profile.recent_spread(day_start + 1) == held

@@ -77,7 +77,7 @@ def reference(epoch, values, config: DetectorConfig, direction: str):
         est = profile.estimate(hour, th.min_history)
         flag, score, x = False, np.array([np.nan]), np.array([v])
         if est is not None and est.history >= th.min_history:
-            floors = (th, False, habits.frozen_quantum, profile.recent_spread(hour // 24))
+            floors = (th, False, habits.frozen_quantum, profile.recent_spread(hour))
             c, widened = np.array([est.center]), np.array([est.spread])
             floored = floored_spread(c, widened, *floors)
             habits.seed(profile, float(c[0]), float(floored[0]), th)
