@@ -271,13 +271,14 @@ class ErrorHabits:
             _drop_oldest(self.known, lambda window: window)
 
     def state(self) -> dict[str, object]:
+        """A copy, JSON-ready: a checkpoint taken now is not changed by what comes next."""
         return {
             "windows": self.windows,
             "usual": self.usual,
-            "known": self.known,
+            "known": dict(self.known),
             "suspicious": self.suspicious,
             "bursts": {str(h): n for h, n in self.bursts.items()},
-            "recurring": self.recurring,
+            "recurring": {t: list(slots) for t, slots in self.recurring.items()},
         }
 
     @classmethod

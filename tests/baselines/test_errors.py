@@ -3,6 +3,7 @@ learns is usual, and which other services its error lines name."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -243,6 +244,15 @@ def test_habits_survive_a_checkpoint() -> None:
     probe = window({"cache miss for <*>": 3, "boom <*>": 2})
     assert again.judge(probe, SURPRISE) == habits.judge(probe, SURPRISE)
     assert ErrorHabits.from_state({}) == ErrorHabits()
+
+
+def test_a_checkpoint_of_habits_does_not_change_with_them() -> None:
+    habits = habits_of(12, {"cache miss for <*>": 3})
+    saved = habits.state()
+    before = json.dumps(saved, sort_keys=True)
+    for minute in range(12, 30):
+        habits.learn(window({"cache miss for <*>": 3, f"new template {minute} <*>": 1}))
+    assert json.dumps(saved, sort_keys=True) == before
 
 
 def test_error_lines_name_other_services_by_whole_tokens() -> None:
