@@ -272,7 +272,7 @@ def detect(
                     judging, hi = False, lo + 1
                 center[lo:hi], spread[lo:hi] = estimate.center, estimate.spread
                 history[lo:hi] = estimate.history
-        # the series' recent spread: taken when it is first judged in the day (hour, young)
+        # the series' recent spread as it stood when first judged this day (this hour, young)
         longrun = profile.recent_spread(int(hours[lo])) if judging else 0.0
         floors = (th, False, habits.frozen_quantum, longrun)
         spread[lo:hi] = floored_spread(center[lo:hi], spread[lo:hi], *floors)
