@@ -18,6 +18,13 @@ metrics: the day's CPU plateaus are not in it. Prints every incident opened (its
 hours, and its root) and, per service, incidents opened in each day of the stream: the
 detector's target is at most one a service a day once its baselines have learnt.
 
+With ``--then-faults`` the day itself follows the stream (its fault-free minute, its faults'
+minutes and its metrics from there on, moved to a minute after the stream's end) and its
+faults are scored as ``rca_real.py`` scores them, in process: what the detector makes of the
+same faults once it has learnt hours of healthy traffic, as a continuous stream gives it.
+``--min-gap-s`` keeps only the minutes before injections at least that long after the
+previous one (a fault's minute before the next injection may still hold its trouble).
+
 A report, not a test: exit 0 whatever the counts, 2 when the data is missing.
 """
 
@@ -27,10 +34,12 @@ import argparse
 import sys
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import nezha
 import numpy as np
+import rca_real
 from rca_real import DEFAULT_DATA
 
 from baselines.consumer import parse_message
@@ -43,14 +52,18 @@ Minute = tuple[list[nezha.Span], list[nezha.LogLine], int]
 """A healthy minute: its spans, its log lines and when it began (ns)."""
 
 
-def healthy_minutes(day: nezha.Day) -> list[Minute]:
+def healthy_minutes(day: nezha.Day, min_gap_s: float = 0.0) -> list[Minute]:
     """The fault-free minute, and each fault's minute before its injection without its root
     service (whole traces only: a trace that touches the root, or runs past the injection,
-    is left out)."""
+    is left out), of the injections at least ``min_gap_s`` after the previous one."""
     clean = day.segments[0]
     minutes: list[Minute] = [(clean.spans, clean.logs, clean.first_ns)]
+    previous = -np.inf
     for segment in day.segments[1:]:
         assert segment.fault is not None
+        gap, previous = segment.fault.at - previous, segment.fault.at
+        if gap < min_gap_s:
+            continue
         end = int(segment.fault.at * nezha.NS)
         begin, root = end - 60 * nezha.NS, segment.fault.service
         left_out = {
@@ -99,6 +112,49 @@ def stream(minutes: list[Minute], hours: float, seed: int) -> nezha.Day:
     return nezha.Day(segments, [], 0.0, [])
 
 
+def then(stream_day: nezha.Day, day: nezha.Day) -> tuple[nezha.Day, int]:
+    """The stream, then ``day`` moved to begin a minute after it (its metrics from there on);
+    and how far the day was moved (s)."""
+    end = max(s.last_ns for s in stream_day.segments)
+    offset = (end // nezha.NS + 60) - day.segments[0].first_ns // nezha.NS
+    ns = offset * nezha.NS
+    segments = [
+        nezha.Segment(
+            segment.label,
+            None if segment.fault is None else replace(segment.fault, at=segment.fault.at + offset),
+            [s._replace(start_ns=s.start_ns + ns, end_ns=s.end_ns + ns) for s in segment.spans],
+            [g._replace(time_ns=g.time_ns + ns) for g in segment.logs],
+            segment.minutes,
+        )
+        for segment in day.segments
+    ]
+    metrics = [m._replace(time_ns=m.time_ns + ns) for m in day.metrics if m.time_ns + ns > end]
+    faults = [replace(f, at=f.at + offset) for f in day.faults]
+    return nezha.Day([*stream_day.segments, *segments], metrics, day.shift_s, faults), offset
+
+
+def score_day(reports: list[AnomalyReport], day: nezha.Day, offset: int) -> None:
+    """The faults of ``day`` (moved by ``offset``) scored as ``rca_real.py`` scores them."""
+    begins = offset + day.segments[0].first_ns / nezha.NS
+    found = [
+        replace(a, start=a.start - offset) for a in rca_real.alarms(reports) if a.start >= begins
+    ]
+    data = rca_real.analyse_data(day)
+    verdicts, outside = rca_real.assign(data, found)
+    window = rca_real.BEFORE_S + rca_real.WINDOW_S
+    overlapping, outside_overlap = rca_real.assign(data, found, window)
+    rca_real.report_table(overlapping, "The day's faults after the stream, with overlap")
+    rca_real.totals(
+        verdicts,
+        overlapping,
+        (len(outside), len(outside_overlap)),
+        (
+            rca_real.hours_outside(day, day.faults),
+            rca_real.hours_outside(day, day.faults, window),
+        ),
+    )
+
+
 def detect(day: nezha.Day) -> list[AnomalyReport]:
     detector = Detector(Settings().detector_config())
     reports: list[AnomalyReport] = []
@@ -116,12 +172,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--day", default="2023-01-29", help="a day of rca_data (TrainTicket)")
     parser.add_argument("--hours", type=float, default=36.0, help="length of the stream")
     parser.add_argument("--seed", type=int, default=0, help="which minutes are drawn")
+    parser.add_argument(
+        "--then-faults",
+        action="store_true",
+        help="replay the day's faults after the stream and score them",
+    )
+    parser.add_argument(
+        "--min-gap-s",
+        type=float,
+        default=0.0,
+        help="healthy minutes only before injections at least this long after the previous",
+    )
     args = parser.parse_args(argv)
     if not (args.data / "rca_data" / args.day).is_dir():
         print(f"no {args.data / 'rca_data' / args.day}", file=sys.stderr)
         return 2
     started = time.perf_counter()
-    minutes = healthy_minutes(nezha.load_day(args.data, args.day))
+    recorded = nezha.load_day(args.data, args.day)
+    minutes = healthy_minutes(recorded, args.min_gap_s)
     day = stream(minutes, args.hours, args.seed)
     spans = sum(len(s.spans) for s in day.segments)
     lines = sum(len(s.logs) for s in day.segments)
@@ -129,7 +197,17 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(minutes)} healthy minutes drawn into {args.hours:g} h: {spans:,} spans, "
         f"{lines:,} log lines"
     )
-    opened = [r.incident for r in detect(day) if r.incident and r.incident.revision == 0]
+    stream_end = START_S + round(args.hours * 60) * 60
+    offset = 0
+    if args.then_faults:
+        day, offset = then(day, recorded)
+        print(f"then the day's {len(recorded.faults)} faults, moved by {offset:+d} s")
+    reports = detect(day)
+    opened = [
+        r.incident
+        for r in reports
+        if r.incident and r.incident.revision == 0 and r.incident.started.timestamp() < stream_end
+    ]
     per_day: Counter[tuple[str, int]] = Counter()
     for incident in opened:
         hours = incident.started.timestamp() / 3600 - START_S / 3600
@@ -143,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     for service in sorted({s for s, _ in per_day}):
         print(f"  {service:32} {[per_day[(service, d)] for d in range(days)]}")
     last = max((i.started.timestamp() / 3600 - START_S / 3600 for i in opened), default=0.0)
+    if args.then_faults:
+        score_day(reports, recorded, offset)
     print(f"the last opened {last:.2f} h in; {time.perf_counter() - started:.0f} s")
     return 0
 
