@@ -123,6 +123,12 @@ LOG_FLOOR = 1e-6
 """Values are clipped to this before the log, so a 0 ms window cannot produce -inf."""
 
 
+def _holds(memo: tuple[int, bool, object], hour_index: int) -> bool:
+    """Whether a spread taken at hour ``memo[0]`` still holds at ``hour_index``: in the same
+    hour, or the same local day once it was taken full (``memo[1]``)."""
+    return memo[0] == hour_index or (memo[1] and memo[0] // 24 == hour_index // 24)
+
+
 class SeasonalProfile:
     def __init__(
         self, depth: int = 48, recent: int = 256, min_level_samples: int = 24, log: bool = False
@@ -161,9 +167,7 @@ class SeasonalProfile:
         it stood when this hour began: a series born late in a day is not judged all day
         against the spreads of its first bucket or two, which by chance may be narrow."""
         memo = self._pool_memo
-        if memo is not None and (
-            memo[0] == hour_index or (memo[1] and memo[0] // 24 == hour_index // 24)
-        ):
+        if memo is not None and _holds(memo, hour_index):
             return memo[2]
         pooled, mature = self._pooled()
         self._pool_memo = (hour_index, mature >= POOL_BUCKETS, pooled)
@@ -191,9 +195,7 @@ class SeasonalProfile:
         hour began, so a series born late in a day is not floored until midnight by the
         spread of its first few values."""
         memo = self._recent_memo
-        if memo is not None and (
-            memo[0] == hour_index or (memo[1] and memo[0] // 24 == hour_index // 24)
-        ):
+        if memo is not None and _holds(memo, hour_index):
             return memo[2]
         values = self._recent[: min(self._recent_written, self._recent.size)]
         spread = robust(values)[1] if values.size else 0.0
