@@ -118,16 +118,7 @@ def then(stream_day: nezha.Day, day: nezha.Day) -> tuple[nezha.Day, int]:
     end = max(s.last_ns for s in stream_day.segments)
     offset = (end // nezha.NS + 60) - day.segments[0].first_ns // nezha.NS
     ns = offset * nezha.NS
-    segments = [
-        nezha.Segment(
-            segment.label,
-            None if segment.fault is None else replace(segment.fault, at=segment.fault.at + offset),
-            [s._replace(start_ns=s.start_ns + ns, end_ns=s.end_ns + ns) for s in segment.spans],
-            [g._replace(time_ns=g.time_ns + ns) for g in segment.logs],
-            segment.minutes,
-        )
-        for segment in day.segments
-    ]
+    segments = [nezha.moved_segment(segment, offset) for segment in day.segments]
     metrics = [m._replace(time_ns=m.time_ns + ns) for m in day.metrics if m.time_ns + ns > end]
     faults = [replace(f, at=f.at + offset) for f in day.faults]
     return nezha.Day([*stream_day.segments, *segments], metrics, day.shift_s, faults), offset

@@ -271,24 +271,24 @@ def load_day(data: Path, day: str) -> Day:
     return Day([clean, *segments], read_metrics(day_dir / "metric"), shift_ns / NS, faults)
 
 
+def moved_segment(segment: Segment, after_s: int, label: str | None = None) -> Segment:
+    """``segment`` (its spans, log lines and fault) ``after_s`` seconds later."""
+    ns = after_s * NS
+    fault = segment.fault
+    return Segment(
+        segment.label if label is None else label,
+        None if fault is None else replace(fault, at=fault.at + after_s),
+        [s._replace(start_ns=s.start_ns + ns, end_ns=s.end_ns + ns) for s in segment.spans],
+        [g._replace(time_ns=g.time_ns + ns) for g in segment.logs],
+        segment.minutes,
+    )
+
+
 def twice(day: Day, after_s: int) -> Day:
     """The day, then its faults' segments and metrics again ``after_s`` seconds later (the
     fault-free minute once): the second copy has the whole first as its history."""
-
-    def moved(fault: Fault | None) -> Fault | None:
-        return None if fault is None else replace(fault, at=fault.at + after_s)
-
     ns = after_s * NS
-    again = [
-        Segment(
-            f"{segment.label}, again",
-            moved(segment.fault),
-            [s._replace(start_ns=s.start_ns + ns, end_ns=s.end_ns + ns) for s in segment.spans],
-            [g._replace(time_ns=g.time_ns + ns) for g in segment.logs],
-            segment.minutes,
-        )
-        for segment in day.segments[1:]
-    ]
+    again = [moved_segment(s, after_s, f"{s.label}, again") for s in day.segments[1:]]
     return Day(
         [*day.segments, *again],
         [*day.metrics, *(m._replace(time_ns=m.time_ns + ns) for m in day.metrics)],
