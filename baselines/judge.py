@@ -157,14 +157,17 @@ def deviation(
     work = np.log(np.maximum(value, LOG_FLOOR)) if log else value
     usual = np.exp(center) if log else center
     up = (work - center) / spread
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        rise = np.where(usual > 0, value / usual, np.where(value > 0, np.inf, 1.0))
-        fall = np.where(value > 0, usual / value, np.where(usual > 0, np.inf, 1.0))
     if th.direction == "high":
-        return up, rise, usual
+        return up, _ratio(value, usual), usual
     if th.direction == "low":
-        return -up, fall, usual
-    return np.abs(up), np.maximum(rise, fall), usual
+        return -up, _ratio(usual, value), usual
+    return np.abs(up), np.maximum(_ratio(value, usual), _ratio(usual, value)), usual
+
+
+def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a / b where b > 0; elsewhere inf where a > 0, else 1."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return np.where(b > 0, a / b, np.where(a > 0, np.inf, 1.0))
 
 
 def raw_score(z: np.ndarray) -> np.ndarray:
@@ -386,7 +389,7 @@ class Habits:
             new = distinct[fresh][np.argsort(first[fresh], kind="stable")[:room]]
             if new.size:
                 self.grid = np.unique(np.concatenate((np.array(self.grid), new))).tolist()
-        self._remember(self.tail + scores.tolist(), th)
+        self._remember(self.tail + scores[-(th.recent_values - 1) :].tolist(), th)
 
     def _remember(self, recent: list[float], th: Thresholds) -> None:
         """Keep the scores the next recent mean needs."""

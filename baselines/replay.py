@@ -229,12 +229,13 @@ def detect(
     runs = list(_hour_runs(hours)) if n else []
     run_starts = np.array([a for a, _ in runs], dtype=np.int64)
     hows = hour_of_week(hours[run_starts]) if runs else np.empty(0, dtype=np.int64)
+    # per hour's run, the run after the last one of its local day
+    day_ends = np.searchsorted(hours[run_starts] // 24, hours[run_starts] // 24, side="right")
     alerts: list[int] = []
     bar = tqdm(total=n, unit="rows", disable=not progress, desc="replay")
     r, resume = 0, -1
     while r < len(runs):
         first, (lo, end) = r, runs[r]
-        day = int(hours[lo]) // 24
         if resume < 0:  # an hour's start
             habits.begin_hour(int(hours[lo]), th)
             offset = gate.adopt(float(ts[lo]), th)
@@ -243,19 +244,15 @@ def detect(
         else:
             lo = resume
         resume, judging = -1, True
+        mature = profile.mature(hows[r : day_ends[r]]) if lo == runs[r][0] else None
         if (
-            lo == runs[r][0]
+            mature is not None
+            and mature[0]
             and habits.settled(th)
-            and profile.mature(int(hows[r]))
             and profile.pool_full(int(hours[lo]))
         ):
             # hours of one day in one step, once the score distribution stays frozen all day
-            while (
-                r < len(runs)
-                and int(hours[runs[r][0]]) // 24 == day
-                and profile.mature(int(hows[r]))
-            ):
-                r += 1
+            r += int(mature.size if mature.all() else mature.argmin())
             u, s = profile.weekly_estimates(hows[first:r], profile.pooled_spread(int(hours[lo])))
             hi = runs[r - 1][1]
             lengths = [b - a for a, b in runs[first:r]]
