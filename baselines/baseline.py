@@ -138,7 +138,12 @@ def _holds(memo: tuple[int, bool, object], hour_index: int) -> bool:
 
 class SeasonalProfile:
     def __init__(
-        self, depth: int = 48, recent: int = 256, min_level_samples: int = 24, log: bool = False
+        self,
+        depth: int = 48,
+        recent: int = 256,
+        min_level_samples: int = 24,
+        log: bool = False,
+        keep_robust: bool = False,
     ) -> None:
         self.depth = depth
         self.log = log
@@ -147,9 +152,10 @@ class SeasonalProfile:
         self._written = np.zeros(HOURS_PER_WEEK, dtype=np.int64)
         self._recent = np.full(recent, np.nan, dtype=np.float32)
         self._recent_written = 0
-        self._robust = np.zeros((HOURS_PER_WEEK, 2))
-        """Each bucket's (median, spread) as last computed, where ``_fresh`` says it still
-        holds: a day's step recomputes the buckets written since, not all 168."""
+        self._robust = np.zeros((HOURS_PER_WEEK, 2)) if keep_robust else None
+        """With ``keep_robust``, each bucket's (median, spread) as last computed, where
+        ``_fresh`` says it still holds: a replay's day step then recomputes the buckets
+        written since, not all 168 (2.7 KB: the live detector's many series do without)."""
         self._fresh = np.zeros(HOURS_PER_WEEK, dtype=bool)
         self._memo: tuple[int, Estimate] | None = None
         self._pool_memo: tuple[int, bool, float | None] | None = None
@@ -268,19 +274,23 @@ class SeasonalProfile:
         return center, self.shrink(spread, np.minimum(self._written[hows], self.depth), pooled)
 
     def _robust_rows(self, hows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``robust`` of several buckets at once; those not written since they were last
-        computed are not computed again."""
-        assert self._weekly is not None
+        """``robust`` of several buckets at once (kept ones not computed again)."""
+        if self._robust is None:
+            return self._compute_rows(hows)
         stale = hows[~self._fresh[hows]]
         if stale.size:
-            rows = self._weekly[stale].astype(np.float64)  # unwritten slots are NaN
-            filled = np.minimum(self._written[stale], self.depth)
-            center = row_medians(rows, filled)
-            spread = MAD_TO_SIGMA * row_medians(np.abs(rows - center[:, None]), filled)
-            self._robust[stale, 0], self._robust[stale, 1] = center, spread
+            self._robust[stale, 0], self._robust[stale, 1] = self._compute_rows(stale)
             self._fresh[stale] = True
         robust = self._robust[hows]
         return robust[:, 0], robust[:, 1]
+
+    def _compute_rows(self, hows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        assert self._weekly is not None
+        rows = self._weekly[hows].astype(np.float64)  # unwritten slots are NaN
+        filled = np.minimum(self._written[hows], self.depth)
+        center = row_medians(rows, filled)
+        spread = MAD_TO_SIGMA * row_medians(np.abs(rows - center[:, None]), filled)
+        return center, spread
 
     def bucket_usuals(self) -> tuple[list[float | None], list[int]]:
         """Each hour-of-week bucket's usual value (its median, in the series' units; None
@@ -399,7 +409,8 @@ class SeasonalProfile:
     @property
     def nbytes(self) -> int:
         weekly = 0 if self._weekly is None else self._weekly.nbytes
-        return weekly + self._written.nbytes + self._recent.nbytes
+        kept = 0 if self._robust is None else self._robust.nbytes
+        return weekly + self._written.nbytes + self._recent.nbytes + self._fresh.nbytes + kept
 
     def state(self) -> dict[str, np.ndarray]:
         """Arrays that rebuild this profile exactly (see ``from_state``)."""

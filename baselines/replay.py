@@ -224,7 +224,7 @@ def detect(
     n = x.size
     center, spread, history = np.full(n, np.nan), np.zeros(n), np.zeros(n, dtype=np.int64)
     standardised = np.full(n, np.nan)
-    profile, gate, habits = SeasonalProfile(log=False), IncidentGate(), Habits()
+    profile, gate, habits = SeasonalProfile(keep_robust=True), IncidentGate(), Habits()
     positive = bool(n) and bool(np.all(x > 0))  # a new level scales the daily shape
     runs = list(_hour_runs(hours)) if n else []
     run_starts = np.array([a for a, _ in runs], dtype=np.int64)

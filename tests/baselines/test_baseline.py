@@ -10,6 +10,7 @@ from baselines.baseline import (
     hour_of_week,
     local_hour,
     local_hours,
+    median,
     row_medians,
 )
 from baselines.detect import SeriesState
@@ -116,7 +117,7 @@ def test_a_young_profile_saves_the_same_bytes_for_the_same_values() -> None:
     assert np.isnan(first["recent"][1:]).all()
 
 
-def test_row_medians_are_numpys_medians_bit_for_bit() -> None:
+def test_row_medians_and_median_are_numpys_medians_bit_for_bit() -> None:
     rng = np.random.default_rng(3)
     rows = np.full((500, 48), np.nan)
     counts = rng.integers(1, 49, 500)
@@ -124,6 +125,33 @@ def test_row_medians_are_numpys_medians_bit_for_bit() -> None:
         rows[i, :k] = rng.lognormal(0, 1, k)
     expected = [np.median(rows[i, :k]) for i, k in enumerate(counts)]
     assert row_medians(rows, counts).tolist() == expected
+    assert [median(rows[i, :k]) for i, k in enumerate(counts)] == expected
+    assert [median(rows[i, :k].astype(np.float32)) for i, k in enumerate(counts)] == [
+        np.median(rows[i, :k].astype(np.float32)) for i, k in enumerate(counts)
+    ]
+
+
+def test_a_profile_that_keeps_bucket_spreads_judges_as_one_that_recomputes_them() -> None:
+    """The replay keeps each bucket's median and spread between days; after writes, a new
+    level (rescale) and a shift, every estimate is the one computed afresh, bit for bit."""
+    rng = np.random.default_rng(4)
+    hours = np.repeat(np.arange(4 * 168), 12)  # buckets mature in the third week
+    values = rng.lognormal(4, 0.3, hours.size)
+    kept, fresh = SeasonalProfile(keep_robust=True), SeasonalProfile()
+    for day in range(hours[-1] // 24 + 1):
+        for profile in (kept, fresh):
+            if day == 17:
+                profile.rescale(1.5)
+            if day == 24:
+                profile.shift(-3.0)
+        assert kept.pooled_spread(day * 24) == fresh.pooled_spread(day * 24)
+        in_day = hours // 24 == day
+        for h in range(day * 24, day * 24 + 24, 5):
+            assert kept.estimate(h) == fresh.estimate(h)
+        for a, b in zip(kept.week_estimates(day), fresh.week_estimates(day), strict=True):
+            np.testing.assert_array_equal(a, b)
+        for profile in (kept, fresh):
+            profile.add_many(hours[in_day], values[in_day])
 
 
 def test_memory_is_bounded_and_within_64_kb_per_series() -> None:
