@@ -333,18 +333,17 @@ class Habits:
 
     def _recent_mean(self, scores: np.ndarray, th: Thresholds) -> np.ndarray:
         """The standardised mean of each score and the ``recent_values - 1`` before it; NaN
-        where one of them was not judged."""
+        where one of them was not judged (a NaN stays NaN through the sum). Summed in the
+        order ``standardised_one`` sums, so the live detector and a replay agree exactly."""
         k = th.recent_values
         series = np.concatenate((np.array(self.tail, dtype=np.float64), scores))
-        missing = np.isnan(series)
-        sums = np.concatenate(([0.0], np.cumsum(np.where(missing, 0.0, series))))
-        gaps = np.concatenate(([0], np.cumsum(missing)))
-        ends = np.arange(len(self.tail) + 1, series.size + 1)
-        starts = ends - k
         out = np.full(scores.size, np.nan)
-        whole = (starts >= 0) & (gaps[ends] == gaps[np.maximum(starts, 0)])
-        recent = (sums[ends[whole]] - sums[starts[whole]]) / k
-        out[whole] = (recent - self.mean) / self.sd
+        windows = series.size - k + 1
+        if windows > 0:
+            sums = series[:windows].copy()
+            for i in range(1, k):
+                sums += series[i : i + windows]
+            out[scores.size - windows :] = (sums / k - self.mean) / self.sd
         return out
 
     def standardised_one(self, score: float, th: Thresholds) -> float:
