@@ -32,7 +32,6 @@ recent values (``Habits.seed``), refined every hour until its memory is nearly f
 from __future__ import annotations
 
 import bisect
-import itertools
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -259,8 +258,7 @@ class Habits:
     @property
     def quantum(self) -> float:
         """The smallest gap between the values of ``grid`` (inf: fewer than two)."""
-        grid = self.grid
-        return min((b - a for a, b in itertools.pairwise(grid)), default=math.inf)
+        return float(np.diff(self.grid).min()) if len(self.grid) >= 2 else math.inf
 
     def settled(self, th: Thresholds) -> bool:
         """Whether the distribution is frozen for whole days: once its exponential memory
