@@ -130,20 +130,9 @@ def score_day(reports: list[AnomalyReport], day: nezha.Day, offset: int) -> None
     found = [
         replace(a, start=a.start - offset) for a in rca_real.alarms(reports) if a.start >= begins
     ]
-    data = rca_real.analyse_data(day)
-    verdicts, outside = rca_real.assign(data, found)
-    window = rca_real.BEFORE_S + rca_real.WINDOW_S
-    overlapping, outside_overlap = rca_real.assign(data, found, window)
-    rca_real.report_table(overlapping, "The day's faults after the stream, with overlap")
-    rca_real.totals(
-        verdicts,
-        overlapping,
-        (len(outside), len(outside_overlap)),
-        (
-            rca_real.hours_outside(day, day.faults),
-            rca_real.hours_outside(day, day.faults, window),
-        ),
-    )
+    scoring = rca_real.score(rca_real.analyse_data(day), found)
+    rca_real.report_table(scoring.overlapping, "The day's faults after the stream, with overlap")
+    rca_real.totals(scoring, day)
 
 
 def detect(day: nezha.Day) -> list[AnomalyReport]:

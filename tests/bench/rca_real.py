@@ -832,6 +832,21 @@ def assign(
     return verdicts, outside
 
 
+@dataclass
+class Scoring:
+    """The day's alarms assigned to its faults twice: by their start in a fault's window,
+    and by an overlap of their first minute with it (``BEFORE_S + WINDOW_S`` before)."""
+
+    verdicts: list[Verdict]
+    outside: list[Alarm]
+    overlapping: list[Verdict]
+    outside_overlap: list[Alarm]
+
+
+def score(data: list[FaultData], found: list[Alarm]) -> Scoring:
+    return Scoring(*assign(data, found), *assign(data, found, BEFORE_S + WINDOW_S))
+
+
 def second_copy(found: list[Alarm], day: nezha.Day, offset: float) -> list[Alarm]:
     """The alarms of a day replayed twice (``nezha.twice``) that start in its second copy,
     moved back by ``offset`` onto the day they are scored against."""
@@ -885,16 +900,13 @@ def evidence_table(verdicts: list[Verdict]) -> None:
         print(f"  {f.label}  {f.kind:14} {f.service:30} {e.describe()}  -> {state}")
 
 
-def totals(
-    verdicts: list[Verdict],
-    overlapping: list[Verdict],
-    false_alarms: tuple[int, int],
-    hours: tuple[float, float],
-) -> None:
+def totals(scoring: Scoring, day: nezha.Day) -> None:
     """Recall, AC@1, AC@3 and kind accuracy over each denominator, the reference's AC@k
-    beside them, and the false alarm rate; the last three rows match an alarm whose first
-    window overlaps the fault's window instead (see ``WINDOW_S``). Three decimals: 18 of 19
-    is 0.947, not the 0.95 two would print."""
+    beside them, and the false alarm rate over the hours of ``day`` outside its faults'
+    windows; the last three rows match an alarm whose first window overlaps the fault's
+    window instead (see ``WINDOW_S``). Three decimals: 18 of 19 is 0.947, not the 0.95 two
+    would print."""
+    verdicts, overlapping = scoring.verdicts, scoring.overlapping
     groups = [
         ("all faults", verdicts),
         ("with history", [v for v in verdicts if v.data.evidence.history]),
@@ -919,7 +931,9 @@ def totals(
             f"{share(lambda v: v.kind_right):>6}   "
             f"{share(lambda v: v.reference_hit(1)):>15} {share(lambda v: v.reference_hit(3)):>6}"
         )
-    (strict, overlap), (strict_h, overlap_h) = false_alarms, hours
+    strict, overlap = len(scoring.outside), len(scoring.outside_overlap)
+    strict_h = hours_outside(day, day.faults)
+    overlap_h = hours_outside(day, day.faults, BEFORE_S + WINDOW_S)
     print(
         f"false alarms: {strict} alarms starting outside every fault window over "
         f"{strict_h:.1f} h replayed outside them: {strict / strict_h:.2f} per hour "
@@ -1029,14 +1043,13 @@ def main(argv: list[str] | None = None) -> int:
     if offset:
         found = second_copy(found, day, offset)
         print(f"scored: the second copy, {args.again_after_days} days after the first")
-    verdicts, outside = assign(data, found)
-    overlapping, outside_overlap = assign(data, found, BEFORE_S + WINDOW_S)
+    scoring = score(data, found)
     pipeline_notes(run, messages)
-    report_table(verdicts, "Each fault, its alarms starting in its window")
-    report_table(overlapping, "Each fault, with overlap (see the last rows of the totals)")
-    evidence_table(verdicts)
+    report_table(scoring.verdicts, "Each fault, its alarms starting in its window")
+    report_table(scoring.overlapping, "Each fault, with overlap (see the last rows of the totals)")
+    evidence_table(scoring.verdicts)
     print("\nAlarms starting outside every fault window:")
-    for alarm in outside:
+    for alarm in scoring.outside:
         what = "incident" if alarm.incident else "report"
         near = [f for f in day.faults if f.at - BEFORE_S - WINDOW_S <= alarm.start < f.at]
         print(
@@ -1044,12 +1057,7 @@ def main(argv: list[str] | None = None) -> int:
             f"({alarm.kind or '-'})"
             + (f": its first minute overlaps the window of fault {near[-1].label}" if near else "")
         )
-    totals(
-        verdicts,
-        overlapping,
-        (len(outside), len(outside_overlap)),
-        (hours_outside(day, day.faults), hours_outside(day, day.faults, BEFORE_S + WINDOW_S)),
-    )
+    totals(scoring, day)
     if args.save:
         by_id = {str(a.get("anomaly_id")): a for a in run.analyses}
         with args.save.open("w") as out:
@@ -1060,7 +1068,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 out.write(json.dumps(record) + "\n")
         print(f"reports written to {args.save}")
-    early = [v.data.fault for v in verdicts if not v.data.evidence.history]
+    early = [v.data.fault for v in scoring.verdicts if not v.data.evidence.history]
     if early:
         print(
             "too early (no span history of the root): "
