@@ -112,8 +112,8 @@ def row_medians(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 
 def median(values: np.ndarray) -> float:
-    """np.median of a non-empty 1-D array without NaN, bit for bit, without its per-call overhead (a
-    day's step takes a few, and they were a tenth of a replay's time)."""
+    """np.median of a non-empty 1-D array without NaN, bit for bit, without its per-call
+    overhead (a replay's day step takes a few, and they were a tenth of its time)."""
     ordered = np.sort(values)
     n = ordered.size
     return float((ordered[(n - 1) // 2] + ordered[n // 2]) / 2)
@@ -156,7 +156,7 @@ class SeasonalProfile:
         """With ``keep_robust``, each bucket's (median, spread) as last computed, where
         ``_fresh`` says it still holds: a replay's day step then recomputes the buckets
         written since, not all 168 (2.7 KB: the live detector's many series do without)."""
-        self._fresh = np.zeros(HOURS_PER_WEEK, dtype=bool)
+        self._fresh = np.zeros(HOURS_PER_WEEK, dtype=bool) if keep_robust else None
         self._memo: tuple[int, Estimate] | None = None
         self._pool_memo: tuple[int, bool, float | None] | None = None
         """(the hour it was taken at, whether it holds all that day, the pooled spread)."""
@@ -275,7 +275,7 @@ class SeasonalProfile:
 
     def _robust_rows(self, hows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``robust`` of several buckets at once (kept ones not computed again)."""
-        if self._robust is None:
+        if self._robust is None or self._fresh is None:
             return self._compute_rows(hows)
         stale = hows[~self._fresh[hows]]
         if stale.size:
@@ -283,6 +283,11 @@ class SeasonalProfile:
             self._fresh[stale] = True
         robust = self._robust[hows]
         return robust[:, 0], robust[:, 1]
+
+    def _changed(self, buckets: int | np.ndarray | slice) -> None:
+        """The kept median and spread of these buckets no longer hold."""
+        if self._fresh is not None:
+            self._fresh[buckets] = False
 
     def _compute_rows(self, hows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         assert self._weekly is not None
@@ -351,7 +356,7 @@ class SeasonalProfile:
             self._weekly = np.full((HOURS_PER_WEEK, self.depth), np.nan, dtype=np.float32)
         self._weekly[how, self._written[how] % self.depth] = value
         self._written[how] += 1
-        self._fresh[how] = False
+        self._changed(how)
         self._recent[self._recent_written % self._recent.size] = value
         self._recent_written += 1
 
@@ -374,7 +379,7 @@ class SeasonalProfile:
         slots = (self._written[buckets][group] + rank) % self.depth
         self._weekly[how[keep], slots[keep]] = work[keep]
         self._written[buckets] += counts
-        self._fresh[buckets] = False
+        self._changed(buckets)
         size = self._recent.size
         last = min(n, size)
         self._recent[(self._recent_written + np.arange(n - last, n)) % size] = work[n - last :]
@@ -385,7 +390,7 @@ class SeasonalProfile:
         if self._weekly is not None:
             self._weekly += np.float32(offset)
         self._recent[: min(self._recent_written, self._recent.size)] += np.float32(offset)
-        self._fresh[:] = False
+        self._changed(slice(None))
         self._memo = None
 
     def rescale(self, factor: float) -> None:
@@ -397,7 +402,7 @@ class SeasonalProfile:
         if self._weekly is not None:
             self._weekly *= np.float32(factor)
         self._recent[: min(self._recent_written, self._recent.size)] *= np.float32(factor)
-        self._fresh[:] = False
+        self._changed(slice(None))
         self._memo = None
         self._recent_memo = None
         memo = self._pool_memo
@@ -409,8 +414,8 @@ class SeasonalProfile:
     @property
     def nbytes(self) -> int:
         weekly = 0 if self._weekly is None else self._weekly.nbytes
-        kept = 0 if self._robust is None else self._robust.nbytes
-        return weekly + self._written.nbytes + self._recent.nbytes + self._fresh.nbytes + kept
+        kept = sum(a.nbytes for a in (self._robust, self._fresh) if a is not None)
+        return weekly + self._written.nbytes + self._recent.nbytes + kept
 
     def state(self) -> dict[str, np.ndarray]:
         """Arrays that rebuild this profile exactly (see ``from_state``)."""
