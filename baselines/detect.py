@@ -551,7 +551,7 @@ class Detector:
         end = start + cfg.window_seconds
         self._link(window, start)
         metrics = {
-            key: (float(np.mean(values)), _usual(self._metrics[key].estimate(hour)))
+            key: (sum(values) / len(values), _usual(self._metrics[key].estimate(hour)))
             for key, values in window.metrics.items()
         }
         complete = self._pool(window)
