@@ -127,9 +127,7 @@ def then(stream_day: nezha.Day, day: nezha.Day) -> tuple[nezha.Day, int]:
 def score_day(reports: list[AnomalyReport], day: nezha.Day, offset: int) -> None:
     """The faults of ``day`` (moved by ``offset``) scored as ``rca_real.py`` scores them."""
     begins = offset + day.segments[0].first_ns / nezha.NS
-    found = [
-        replace(a, start=a.start - offset) for a in rca_real.alarms(reports) if a.start >= begins
-    ]
+    found = rca_real.moved_back(rca_real.alarms(reports), begins, offset)
     scoring = rca_real.score(rca_real.analyse_data(day), found)
     rca_real.report_table(scoring.overlapping, "The day's faults after the stream, with overlap")
     rca_real.totals(scoring, day)

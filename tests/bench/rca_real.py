@@ -851,6 +851,12 @@ def second_copy(found: list[Alarm], day: nezha.Day, offset: float) -> list[Alarm
     """The alarms of a day replayed twice (``nezha.twice``) that start in its second copy,
     moved back by ``offset`` onto the day they are scored against."""
     begins = offset + min(day.segments[0].first_ns, day.metrics[0].time_ns) / nezha.NS
+    return moved_back(found, begins, offset)
+
+
+def moved_back(found: list[Alarm], begins: float, offset: float) -> list[Alarm]:
+    """The alarms starting at ``begins`` (epoch seconds) or later, moved back by ``offset``
+    onto the day they are scored against."""
     return [replace(a, start=a.start - offset) for a in found if a.start >= begins]
 
 
