@@ -152,11 +152,12 @@ class SeasonalProfile:
         self._written = np.zeros(HOURS_PER_WEEK, dtype=np.int64)
         self._recent = np.full(recent, np.nan, dtype=np.float32)
         self._recent_written = 0
-        self._robust = np.zeros((HOURS_PER_WEEK, 2)) if keep_robust else None
-        """With ``keep_robust``, each bucket's (median, spread) as last computed, where
-        ``_fresh`` says it still holds: a replay's day step then recomputes the buckets
-        written since, not all 168 (2.7 KB: the live detector's many series do without)."""
-        self._fresh = np.zeros(HOURS_PER_WEEK, dtype=bool) if keep_robust else None
+        self._kept: tuple[np.ndarray, np.ndarray] | None = None
+        """With ``keep_robust``, each bucket's (median, spread) as last computed, and whether
+        it still holds: a replay's day step then recomputes the buckets written since, not
+        all 168 (2.7 KB: the live detector's many series do without)."""
+        if keep_robust:
+            self._kept = np.zeros((HOURS_PER_WEEK, 2)), np.zeros(HOURS_PER_WEEK, dtype=bool)
         self._memo: tuple[int, Estimate] | None = None
         self._pool_memo: tuple[int, bool, float | None] | None = None
         """(the hour it was taken at, whether it holds all that day, the pooled spread)."""
@@ -275,19 +276,19 @@ class SeasonalProfile:
 
     def _robust_rows(self, hows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``robust`` of several buckets at once (kept ones not computed again)."""
-        if self._robust is None or self._fresh is None:
+        if self._kept is None:
             return self._compute_rows(hows)
-        stale = hows[~self._fresh[hows]]
+        robust, fresh = self._kept
+        stale = hows[~fresh[hows]]
         if stale.size:
-            self._robust[stale, 0], self._robust[stale, 1] = self._compute_rows(stale)
-            self._fresh[stale] = True
-        robust = self._robust[hows]
-        return robust[:, 0], robust[:, 1]
+            robust[stale, 0], robust[stale, 1] = self._compute_rows(stale)
+            fresh[stale] = True
+        return robust[hows, 0], robust[hows, 1]
 
     def _changed(self, buckets: int | np.ndarray | slice) -> None:
         """The kept median and spread of these buckets no longer hold."""
-        if self._fresh is not None:
-            self._fresh[buckets] = False
+        if self._kept is not None:
+            self._kept[1][buckets] = False
 
     def _compute_rows(self, hows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         assert self._weekly is not None
@@ -414,7 +415,7 @@ class SeasonalProfile:
     @property
     def nbytes(self) -> int:
         weekly = 0 if self._weekly is None else self._weekly.nbytes
-        kept = sum(a.nbytes for a in (self._robust, self._fresh) if a is not None)
+        kept = 0 if self._kept is None else sum(a.nbytes for a in self._kept)
         return weekly + self._written.nbytes + self._recent.nbytes + kept
 
     def state(self) -> dict[str, np.ndarray]:
