@@ -612,7 +612,8 @@ class Detector:
                     stirring[key] = _numbers(float(p95[i]), float(usual_p95[i]))
         alerting = {key[0] for key in window.spans if self._series[key].gate.open}
         alerting |= self.incidents.touched_services()
-        verdicts = self._judge_errors(window, alerting, start)
+        judged_errors = self._judge_errors(window, alerting, start)
+        verdicts = {k: v for k, v in judged_errors.items() if not v.habitual}
         signals = _latency_signals(
             flagged,
             {key for key, _ in judged},
@@ -623,6 +624,11 @@ class Detector:
             signal
             for (service, source), verdict in verdicts.items()
             for signal in _error_signals(service, source, verdict)
+        ]
+        signals += [
+            _habitual_signal(service, source, verdict)
+            for (service, source), verdict in judged_errors.items()
+            if verdict.habitual
         ]
         signals += _shared_failures(verdicts, window.logs, self._errors, self.graph)
         suspects = self.incidents.touched_services() | {s.service for s in signals}
@@ -730,7 +736,7 @@ class Detector:
             verdict = habits.judge(errors, th.surprise, services, source[0], start)
             if verdict is not None:
                 verdicts[source] = verdict
-            elif source[0] not in alerting:
+            if (verdict is None or verdict.habitual) and source[0] not in alerting:
                 habits.learn(errors)
         return verdicts
 
@@ -931,6 +937,14 @@ def _error_signals(service: str, source: str, verdict: ErrorVerdict) -> list[Sig
         strength = NAMED_SHARE * verdict.strength
         signals.append(Signal(blamed, "errors", strength, named, direct=False, at=verdict.first))
     return signals
+
+
+def _habitual_signal(service: str, source: str, verdict: ErrorVerdict) -> Signal:
+    """A burst of errors the service's habit excuses: a weak signal, ranked after the
+    candidates with trouble of their own."""
+    evidence = tuple(f"{service}: {line}" for line in verdict.samples)
+    reason = f"{verdict.reason(source)}, a burst as large as its usual ones"
+    return Signal(service, "errors", WEAK, reason, evidence=evidence, weak=True, at=verdict.first)
 
 
 def _shared_failures(

@@ -15,7 +15,9 @@ scheduled job): a count far above the usual rate, again and again. A burst no mo
 of the last week is a habit, not news: its count alone no longer flags (new templates still
 do). Slots, not windows: a fault that repeats within the slot, or lasts several windows, is
 still flagged each time; and the margin keeps a slightly larger routine burst from flagging
-as a record while a fault half again as large as the usual bursts still does.
+as a record while a fault half again as large as the usual bursts still does. Such a burst
+is still reported (``ErrorVerdict.habitual``): a fault can log what the service logs in its
+bursts, so beside an incident of a service it is connected to, it is a candidate.
 
 Such bursts often come with their own template, logged only in them: never in a healthy
 window, it would be "new" at every burst, forever. A template the service logged in
@@ -133,6 +135,10 @@ class ErrorVerdict:
     """The requests the error lines were logged in, where they carried trace ids."""
     first: float | None = None
     """When the earliest of them was logged (epoch seconds), where lines carry a time."""
+    habitual: bool = False
+    """Far above the usual rate, in a burst no larger than the service's habit (see
+    ``ErrorHabits``): no news alone, so it flags nothing, but a service with such a burst is
+    a candidate, after those with trouble of their own, of an incident it is connected to."""
 
     @property
     def strength(self) -> float:
@@ -202,7 +208,8 @@ class ErrorHabits:
         usual = max(self.usual, RATE_FLOOR)
         tail = poisson_tail(window.errors, usual)
         many = window.errors >= MIN_ERRORS and tail < surprise_threshold
-        if novel >= MIN_ERRORS or (many and window.errors > HABIT_MARGIN * self._habitual(slot)):
+        habitual = novel < MIN_ERRORS and window.errors <= HABIT_MARGIN * self._habitual(slot)
+        if novel >= MIN_ERRORS or many:
             novel_first = sorted(
                 window.templates, key=lambda t: (t not in fresh, -window.templates[t])
             )
@@ -210,7 +217,15 @@ class ErrorHabits:
             named = named_services(window.templates, services, own)
             traces = window.trace_sample()
             return ErrorVerdict(
-                window.errors, self.usual, novel, tail, samples, named, traces, window.first
+                window.errors,
+                self.usual,
+                novel,
+                tail,
+                samples,
+                named,
+                traces,
+                window.first,
+                habitual,
             )
         return None
 

@@ -12,10 +12,14 @@ open a new one. The root-cause candidates are ranked by a score a person can fol
   calls shows a signal of its own too, since slowness and failures travel up: the callee
   explains them. A callee that fails without slowing explains its caller's errors only if
   they failed in a request together, where error lines carry trace ids to tell, and one
-  whose CPU rose without slowing or failing explains none (``errors_explained``), nor is
-  it a candidate beside services with trouble of their own (a coincidence). A signal read
+  whose CPU rose without slowing or failing explains none (``errors_explained``) and ranks
+  after the services with trouble of their own (more likely a coincidence). A signal read
   from another service (a caller's slow calls, error lines naming it) ranks the service
   it points at but explains nothing;
+* a burst of errors as large as the service's usual ones (``ErrorVerdict.habitual``) is a
+  weak signal: it never opens an incident and explains nothing, but the service ranks
+  after those with trouble of their own (it is what the service often does, and a fault's
+  errors can look the same);
 * a service that more of the incident's services call into, directly or not, gains up to
   ``DEPTH_WEIGHT``: the root sits below what it slows;
 * a service whose latency is far out but not yet a surprise (an alert needs a few
@@ -327,7 +331,8 @@ def rank(incident: OpenIncident, graph: CallGraph) -> list[Candidate]:
     """The incident's services ranked as its root cause, best first (see the module doc)."""
     names = list(incident.suspects)
     symptomatic = {name for name, suspect in incident.suspects.items() if suspect.direct}
-    stirring = {name for name, suspect in incident.suspects.items() if suspect.weak}
+    # far out, not yet a surprise: latency may explain a caller's time, a habitual burst not
+    stirring = {n for n, s in incident.suspects.items() if {"own_time", "network"} & set(s.weak)}
     upstream_of: dict[str, int] = dict.fromkeys(names, 0)
     # a service whose calls slowed is explained by them, whatever the callee shows; a
     # callee far out but not yet a surprise explains its callers' time, not their errors
@@ -367,10 +372,12 @@ def rank(incident: OpenIncident, graph: CallGraph) -> list[Candidate]:
     for name, suspect in incident.suspects.items():
         parts: dict[str, float] = {}
         shown = suspect.strong
+        habitual = False
         if not any(shown.values()):
-            if name not in slowing:
+            habitual = "errors" in suspect.weak and name not in slowing
+            if name not in slowing and not habitual:
                 continue  # weak signals alone rank only a service that explains a caller
-            shown = suspect.strengths
+            shown = {"errors": suspect.strengths["errors"]} if habitual else suspect.strengths
         for kind, strength in shown.items():
             weight = WEIGHTS[cast(SignalKind, kind)]
             if kind in PROPAGATING and (explained if kind == "errors" else slowed_by)[name]:
@@ -403,13 +410,13 @@ def rank(incident: OpenIncident, graph: CallGraph) -> list[Candidate]:
             reasons=[r[:300] for r in reasons[:MAX_REASONS]],
             evidence=[e[:500] for e in suspect.evidence[:MAX_REASONS]],
         )
-        coincidence = shown.keys() == {"resources"} and name not in explaining
+        coincidence = habitual or (shown.keys() == {"resources"} and name not in explaining)
         (coincidences if coincidence else candidates).append(candidate)
-    # a CPU rise that neither slowed nor failed its service nor explains a caller is a
-    # coincidence beside services with trouble of their own; alone, it is the incident
-    candidates = candidates or coincidences
+    # a CPU rise that neither slowed nor failed its service nor explains a caller is more
+    # likely a coincidence than services with trouble of their own: it ranks after them
     candidates.sort(key=lambda c: (-c.score, c.service))
-    return candidates
+    coincidences.sort(key=lambda c: (-c.score, c.service))
+    return candidates + coincidences
 
 
 def errors_explained(caller: Suspect, callee: Suspect) -> bool:

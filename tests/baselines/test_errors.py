@@ -20,6 +20,7 @@ from baselines.errors import (
     ROUTINE_MEMORY_SLOTS,
     ROUTINE_SLOTS,
     ErrorHabits,
+    ErrorVerdict,
     ErrorWindow,
     named_services,
     poisson_tail,
@@ -68,6 +69,11 @@ def window(errors: dict[str, int], infos: int = 20) -> ErrorWindow:
     return w
 
 
+def flags(verdict: ErrorVerdict | None) -> bool:
+    """Whether a verdict flags the window (a habitual burst is only a weak signal)."""
+    return verdict is not None and not verdict.habitual
+
+
 def habits_of(windows: int, errors: dict[str, int]) -> ErrorHabits:
     habits = ErrorHabits()
     for _ in range(windows):
@@ -77,15 +83,15 @@ def habits_of(windows: int, errors: dict[str, int]) -> ErrorHabits:
 
 def test_nothing_is_judged_before_the_service_has_a_history() -> None:
     habits = habits_of(MIN_WINDOWS - 1, {})
-    assert habits.judge(window({"disk <*> full": 50}), SURPRISE) is None
+    assert not flags(habits.judge(window({"disk <*> full": 50}), SURPRISE))
     habits.learn(window({}))
-    assert habits.judge(window({"disk <*> full": 50}), SURPRISE) is not None
+    assert flags(habits.judge(window({"disk <*> full": 50}), SURPRISE))
 
 
 def test_usual_errors_are_not_flagged_and_a_burst_of_them_is() -> None:
     habits = habits_of(40, {"cache miss for <*>": 4})
     assert habits.usual == pytest.approx(4.0, abs=0.05)
-    assert habits.judge(window({"cache miss for <*>": 6}), SURPRISE) is None
+    assert not flags(habits.judge(window({"cache miss for <*>": 6}), SURPRISE))
     verdict = habits.judge(window({"cache miss for <*>": 30}), SURPRISE)
     assert verdict is not None
     assert (verdict.errors, verdict.novel) == (30, 0)
@@ -113,16 +119,16 @@ def test_lines_of_a_never_seen_error_template_are_flagged_and_quoted_first() -> 
 def test_a_service_that_never_logged_an_error_does_not_alert_on_its_first_two() -> None:
     habits = habits_of(30, {})
     assert habits.usual == 0.0
-    assert habits.judge(window({"timeout after <*> ms": 1}), SURPRISE) is None
-    assert habits.judge(window({"timeout after <*> ms": 2}), SURPRISE) is None
-    assert habits.judge(window({"timeout after <*> ms": 3}), SURPRISE) is not None  # novel
+    assert not flags(habits.judge(window({"timeout after <*> ms": 1}), SURPRISE))
+    assert not flags(habits.judge(window({"timeout after <*> ms": 2}), SURPRISE))
+    assert flags(habits.judge(window({"timeout after <*> ms": 3}), SURPRISE))  # novel
 
 
 def test_one_unflagged_burst_does_not_teach_the_service_that_bursts_are_usual() -> None:
     habits = habits_of(40, {"cache miss for <*>": 4})
     habits.learn(window({"cache miss for <*>": 500}))
     assert habits.usual == pytest.approx(4.0)  # an improbable window is not learnt from
-    assert habits.judge(window({"cache miss for <*>": 30}), SURPRISE) is not None
+    assert flags(habits.judge(window({"cache miss for <*>": 30}), SURPRISE))
 
 
 def test_a_new_level_of_errors_that_lasts_becomes_the_usual() -> None:
@@ -134,7 +140,7 @@ def test_a_new_level_of_errors_that_lasts_becomes_the_usual() -> None:
     assert habits.usual > 5.0  # adopted: learning again
     for _ in range(100):
         habits.learn(window({"cache miss for <*>": 40}))
-    assert habits.judge(window({"cache miss for <*>": 40}), SURPRISE) is None
+    assert not flags(habits.judge(window({"cache miss for <*>": 40}), SURPRISE))
 
 
 def test_a_young_service_learns_what_it_logs_from_its_first_windows_only() -> None:
@@ -144,15 +150,15 @@ def test_a_young_service_learns_what_it_logs_from_its_first_windows_only() -> No
     assert habits.usual == pytest.approx(2.0)
     habits.learn(window({"cache miss for <*>": 9}))  # improbable (1 in 4,000), short of flagged
     assert habits.usual == pytest.approx(2.0)
-    assert habits.judge(window({"cache miss for <*>": 12}), SURPRISE) is not None
+    assert flags(habits.judge(window({"cache miss for <*>": 12}), SURPRISE))
 
 
 def test_learnt_templates_are_known_and_the_oldest_are_forgotten_past_the_cap() -> None:
     habits = ErrorHabits()
     for n in range(MIN_WINDOWS):
         habits.learn(window({f"error {n}-a <*>": 1}))
-    assert habits.judge(window({"error 0-a <*>": 3}), SURPRISE) is None  # known: not novel
-    assert habits.judge(window({"error 9-z <*>": 3}), SURPRISE) is not None
+    assert not flags(habits.judge(window({"error 0-a <*>": 3}), SURPRISE))  # known: not novel
+    assert flags(habits.judge(window({"error 9-z <*>": 3}), SURPRISE))
     big = {f"template {i} <*>": 1 for i in range(MAX_TEMPLATES)}
     many = ErrorWindow()
     for template in big:
@@ -175,16 +181,17 @@ def test_bursts_of_familiar_errors_in_several_slots_are_a_habit_and_a_far_larger
     burst = window({"cache miss for <*>": 20})
     for slot in range(HABIT_SLOTS):
         at = slot * HABIT_SLOT_SECONDS
-        assert habits.judge(burst, SURPRISE, at=at) is not None
-        assert habits.judge(burst, SURPRISE, at=at + 60) is not None  # again within the slot
+        assert flags(habits.judge(burst, SURPRISE, at=at))
+        assert flags(habits.judge(burst, SURPRISE, at=at + 60))  # again within the slot
     now = HABIT_SLOTS * HABIT_SLOT_SECONDS
-    assert habits.judge(burst, SURPRISE, at=now) is None
+    habitual = habits.judge(burst, SURPRISE, at=now)
+    assert habitual is not None and habitual.habitual  # a weak signal, flagging nothing
     largest = int(HABIT_MARGIN * 20)
-    assert habits.judge(window({"cache miss for <*>": largest}), SURPRISE, at=now) is None
-    assert habits.judge(window({"cache miss for <*>": largest + 1}), SURPRISE, at=now)
-    assert habits.judge(window({"disk <*> full": 3}), SURPRISE, at=now)
+    assert not flags(habits.judge(window({"cache miss for <*>": largest}), SURPRISE, at=now))
+    assert flags(habits.judge(window({"cache miss for <*>": largest + 1}), SURPRISE, at=now))
+    assert flags(habits.judge(window({"disk <*> full": 3}), SURPRISE, at=now))
     later = now + HABIT_MEMORY_SLOTS * HABIT_SLOT_SECONDS
-    assert habits.judge(burst, SURPRISE, at=later) is not None
+    assert flags(habits.judge(burst, SURPRISE, at=later))
     slot = later // HABIT_SLOT_SECONDS
     assert all(kept > slot - HABIT_MEMORY_SLOTS for kept in habits.bursts)
 
@@ -199,7 +206,7 @@ def test_a_template_logged_every_hour_or_so_is_routine_and_a_faults_template_sta
     routine, fault = window({"retrying <*>": 8}), window({"payment declined <*>": 8})
     slots = range(0, 2 * (ROUTINE_SLOTS + 1), 2)  # every 40 minutes
     verdicts = [habits.judge(routine, SURPRISE, at=k * HABIT_SLOT_SECONDS) for k in slots]
-    assert [v.novel if v else None for v in verdicts] == [8] * ROUTINE_SLOTS + [None]
+    assert [v.novel if flags(v) else None for v in verdicts] == [8] * ROUTINE_SLOTS + [None]
     for k in range(2 * ROUTINE_SLOTS + 1, 2 * ROUTINE_SLOTS + 4):
         verdict = habits.judge(fault, SURPRISE, at=k * HABIT_SLOT_SECONDS)
         assert verdict is not None and verdict.novel == 8
@@ -224,7 +231,7 @@ def test_four_days_of_routine_error_bursts_flag_while_they_are_new_and_rarely_af
         burst = rng.random() < 1 / 12
         errors = int(rng.integers(6, 35)) if burst else int(rng.poisson(1.5))
         lines = window({"cache miss for <*>": errors} if errors else {})
-        if habits.judge(lines, SURPRISE, at=minute * 60.0) is not None:
+        if flags(habits.judge(lines, SURPRISE, at=minute * 60.0)):
             flagged.append(minute)
         else:
             habits.learn(lines)

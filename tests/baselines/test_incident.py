@@ -684,6 +684,40 @@ def test_four_days_of_fault_free_traffic_with_real_noise_alert_at_most_once_a_se
     assert not [day for day, _ in per_day if day >= (first + timedelta(days=2)).date()], per_day
 
 
+def _bursty_minute(rng: np.random.Generator, at: datetime, service: str = C) -> list[LogRecord]:
+    """A minute of a service that logs 1.5 error lines a minute of a familiar template, and
+    one minute in 12 a burst of 6 to 34 (a retried call)."""
+    errors = int(rng.integers(6, 35)) if rng.random() < 1 / 12 else int(rng.poisson(1.5))
+    lines = [
+        LogRecord(
+            service=service,
+            timestamp=at + timedelta(seconds=float(rng.uniform(0, 59))),
+            severity="error",
+            body=f"retrying call {i}",
+            template="retrying call <*>",
+        )
+        for i in range(errors)
+    ]
+    return lines + [
+        LogRecord(service=service, timestamp=at + timedelta(seconds=10 * i), body="served")
+        for i in range(5)
+    ]
+
+
+def _failure(service: str, at: datetime, lines: int = 5) -> list[LogRecord]:
+    """Error lines of a template the service never logged."""
+    return [
+        LogRecord(
+            service=service,
+            timestamp=at + timedelta(seconds=5 * i),
+            severity="error",
+            body=f"card {i} declined",
+            template="card <*> declined",
+        )
+        for i in range(lines)
+    ]
+
+
 def test_routine_bursts_of_familiar_error_lines_open_incidents_only_while_they_are_new() -> None:
     """C logs 1.5 error lines a minute of a familiar template, and one minute in 12 a burst
     of 6 to 34 (a retried call): judged by count alone, that is about 100 incidents a day.
@@ -694,28 +728,40 @@ def test_routine_bursts_of_familiar_error_lines_open_incidents_only_while_they_a
     reports: list[AnomalyReport] = []
     for m in range(2 * 24 * 60):
         at = first + timedelta(minutes=m)
-        errors = int(rng.integers(6, 35)) if rng.random() < 1 / 12 else int(rng.poisson(1.5))
-        lines = [
-            LogRecord(
-                service=C,
-                timestamp=at + timedelta(seconds=float(rng.uniform(0, 59))),
-                severity="error",
-                body=f"retrying call {i}",
-                template="retrying call <*>",
-            )
-            for i in range(errors)
-        ]
-        lines += [
-            LogRecord(service=C, timestamp=at + timedelta(seconds=10 * i), body="served")
-            for i in range(5)
-        ]
-        reports += detector.observe(lines, now=at.timestamp() + 60)
+        reports += detector.observe(_bursty_minute(rng, at), now=at.timestamp() + 60)
     opened = [r.incident.started for r in reports if r.incident and r.incident.revision == 0]
     per_day = Counter(started.date() for started in opened)
     hours = sorted(int((started - first).total_seconds() // 3600) for started in opened)
     print(f"incidents opened per day: {sorted(per_day.items())}, in hours {hours}")
     assert 0 < per_day[first.date()] <= 10 and hours[-1] < 4, per_day
     assert per_day[(first + timedelta(days=1)).date()] == 0, per_day
+
+
+def test_a_habitual_burst_beside_a_new_failure_is_a_later_candidate_of_its_incident() -> None:
+    """B calls C, which bursts as the test above has it. On the second day, C's bursts are
+    a habit; B fails (never-seen error lines) in a minute C bursts too: B is the root and C
+    a candidate after it, its burst called as large as its usual ones."""
+    rng = np.random.default_rng(7)
+    detector = Detector(DetectorConfig(window_seconds=60))
+    first = datetime(2026, 11, 16, tzinfo=UTC)
+    detector.graph.observe(B, C, 10, first.timestamp())
+    reports: list[AnomalyReport] = []
+    for m in range(2 * 24 * 60):
+        at = first + timedelta(minutes=m)
+        lines = [*_bursty_minute(rng, at), LogRecord(service=B, timestamp=at, body="served")]
+        bursts = sum(1 for line in lines if line.severity == "error") >= 10
+        fails = m >= 24 * 60 and bursts
+        if fails:
+            lines += _failure(B, at)
+        reports = detector.observe(lines, now=at.timestamp() + 60)
+        if fails:
+            reports += detector.flush()
+            break
+    [report] = reports
+    assert report.incident is not None
+    candidates = report.incident.candidates
+    assert [c.service for c in candidates] == [B, C]
+    assert "as large as its usual ones" in candidates[1].reasons[0]
 
 
 def test_a_root_whose_kind_changes_is_reported_again() -> None:
@@ -779,14 +825,35 @@ def test_a_caller_failing_in_requests_its_callee_did_not_fail_in_fails_on_its_ow
     assert [OpenIncident.from_json(i.to_json()) for i in tracker.open] == tracker.open
 
 
-def test_a_callee_whose_cpu_rose_but_that_neither_slowed_nor_failed_explains_no_error() -> None:
-    """B calls C and throws; C's CPU rose from 1% to 18%, far from its limit, and C is
-    neither slower nor failing: B's errors are B's own, B is the root, and C is no
-    candidate (a coincidence, beside a service with trouble of its own)."""
+@pytest.mark.parametrize("rise", [0.22, 2.0])
+def test_a_callee_whose_cpu_rose_but_that_neither_slowed_nor_failed_explains_no_error(
+    rise: float,
+) -> None:
+    """B calls C and throws; C's CPU rose, and C is neither slower nor failing: B's errors
+    are B's own, B is the root, and C, more likely a coincidence, ranks after B however far
+    its CPU rose (a person still sees it among the candidates)."""
     graph = CallGraph()
     graph.observe(B, C, 10, 0.0)
-    busy = Signal(C, "resources", 0.22, "CPU 18% (usual 1%)")
+    busy = Signal(C, "resources", rise, "CPU 18% (usual 1%)")
     [update] = IncidentTracker().update(START.timestamp(), [_errors(B, 1.0), busy], graph)
     assert update.incident.root_cause is not None
     assert (update.incident.root_cause.service, update.incident.root_cause.kind) == (B, "errors")
-    assert [c.service for c in update.incident.candidates] == [B]
+    assert [(c.service, c.kind) for c in update.incident.candidates] == [
+        (B, "errors"),
+        (C, "resources"),
+    ]
+
+
+def test_a_habitual_burst_of_errors_ranks_after_the_services_with_trouble_of_their_own() -> None:
+    """B calls C, and C logs bursts of errors as large as its usual ones. Alone, such a
+    burst opens nothing. Beside B's slowdown it is a candidate after B, and it explains
+    neither B's time nor its errors (it is what C always does)."""
+    graph = CallGraph()
+    graph.observe(B, C, 10, 0.0)
+    start = START.timestamp()
+    burst = Signal(C, "errors", 0.5, "error log lines: 12 (usual 0.3), as usual", weak=True)
+    assert IncidentTracker().update(start, [burst], graph) == []
+    for trouble in (_slow(B), _errors(B, 0.6)):
+        [update] = IncidentTracker().update(start, [trouble, burst], graph)
+        assert [c.service for c in update.incident.candidates] == [B, C]
+        assert update.incident.candidates[0].score == pytest.approx(trouble.strength)
