@@ -612,7 +612,7 @@ class Detector:
                     stirring[key] = _numbers(float(p95[i]), float(usual_p95[i]))
         alerting = {key[0] for key in window.spans if self._series[key].gate.open}
         alerting |= self.incidents.touched_services()
-        judged_errors = self._judge_errors(window, alerting, start)
+        judged_errors = self._judge_errors(window, complete, alerting, start)
         verdicts = {k: v for k, v in judged_errors.items() if not v.habitual}
         signals = _latency_signals(
             flagged,
@@ -643,7 +643,7 @@ class Detector:
         for key, agg in window.spans.items():
             if key[0] not in alerting:
                 state, (p50, p95_, _) = self._series[key], summaries[key]
-                state.count.add(hour, complete.get(key, agg.count))
+                state.count.add(hour, complete.get(key, agg).count)
                 if key in complete:
                     state.p95.add(hour, p95_)
                     state.p50.add(hour, p50)
@@ -704,16 +704,23 @@ class Detector:
         return agg
 
     def _judge_errors(
-        self, window: WindowData, alerting: set[str], start: float
+        self,
+        window: WindowData,
+        complete: dict[SpanKey, SpanWindow],
+        alerting: set[str],
+        start: float,
     ) -> dict[tuple[str, str], ErrorVerdict]:
         """Each service's error lines and error spans against what is usual for it; learns
-        from the window where nothing is flagged."""
+        from the window where nothing is flagged. Error spans are this window's own
+        (``complete``: of a pooled series, those of this window alone): a pool's earlier
+        windows' were counted in theirs."""
         th = self.config.thresholds
         sources: dict[tuple[str, str], ErrorWindow] = {
             (service, "logs"): agg for service, agg in window.logs.items()
         }
-        for key, agg in window.spans.items():
+        for key, pooled in window.spans.items():
             if key[2] in OWN_KINDS:
+                agg = complete.get(key, pooled)
                 spans = sources.setdefault((key[0], "spans"), ErrorWindow())
                 spans.total += agg.count
                 spans.errors += agg.errors
@@ -792,21 +799,21 @@ class Detector:
             trace_ids=[],
         )
 
-    def _pool(self, window: WindowData) -> dict[SpanKey, int]:
+    def _pool(self, window: WindowData) -> dict[SpanKey, SpanWindow]:
         """Pool sparse windows: each series' window joins the windows pooled before it;
         a pool is complete (judged and learnt) once it holds ``min_window_count`` spans or
         ``max_pooled_windows`` windows, and then replaces the window's own data. Returns the
-        complete series with the spans of this window alone (the count profile learns
-        per window)."""
+        complete series with the spans of this window alone (the count profile and the
+        error spans count per window)."""
         cfg = self.config
-        complete: dict[SpanKey, int] = {}
+        complete: dict[SpanKey, SpanWindow] = {}
         for key, agg in window.spans.items():
             state = self._series[key]
             merged = agg if state.pool is None else state.pool.merged(agg)
             full = merged.count >= cfg.min_window_count
             if full or merged.windows >= cfg.max_pooled_windows:
                 state.pool = None
-                complete[key] = agg.count
+                complete[key] = agg
                 window.spans[key] = merged
             else:
                 state.pool = merged

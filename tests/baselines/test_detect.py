@@ -1,6 +1,8 @@
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from baselines.detect import Detector, DetectorConfig
 from baselines.synthetic import demo_incidents, last_full_week_start, telemetry
 from service.contract import TELEMETRY_EVENT, AnomalyReport, LogRecord, SpanEvent
@@ -157,6 +159,31 @@ def test_a_sparse_operation_is_judged_over_pooled_windows() -> None:
     assert report.service == "web"
     assert start <= report.window.start <= start + timedelta(minutes=15)
     assert report.window.end - report.window.start > timedelta(minutes=1)  # pooled
+
+
+def test_a_sparse_operations_error_spans_count_once_in_the_window_they_came_in() -> None:
+    """Four spans a minute, one of them an error: the windows are pooled for latency, but
+    the service's usual error spans are one a window, not the pool's errors again when it
+    is judged; and a steady error rate raises nothing."""
+    detector = Detector(DetectorConfig())
+    start = datetime(2026, 11, 19, 14, tzinfo=UTC)
+    reports = []
+    for m in range(3 * 60):
+        at = start + timedelta(minutes=m)
+        spans = [
+            SpanEvent(
+                service="api",
+                operation="GET /orders",
+                duration_ms=20.0 + i,
+                timestamp=at + timedelta(seconds=15 * i),
+                status="error" if i == 0 else "ok",
+            )
+            for i in range(4)
+        ]
+        reports += detector.observe(spans, now=at.timestamp() + 60)
+    usual = detector.export("api")[2]["errors"]["spans"]["usual"]
+    assert usual == pytest.approx(1.0, abs=0.05)
+    assert reports == []
 
 
 def test_network_delay_in_front_of_a_callee_is_reported_by_its_caller() -> None:
