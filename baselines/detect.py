@@ -45,6 +45,9 @@ from service.contract import AnomalyReport, LogRecord, MetricSample, SpanEvent, 
 MAX_FUTURE_SECONDS = 300.0
 MAX_EXEMPLARS = 5
 MAX_EVIDENCE = 8
+SMALL_WINDOW = 20
+"""Spans a window holds at most for its p95 (linear interpolation) to lie between its two
+slowest spans."""
 MIN_POOLED_SPANS = 3
 """A series pooled for ``max_pooled_windows`` is judged if it gathered at least this many."""
 OWN_KINDS = ("server", "consumer")
@@ -596,6 +599,11 @@ class Detector:
             z, ratio, usual_p95 = deviation(p95, center, spread, th, log=True)
             scores = raw_score(z)
             material, calm = material_and_calm(p95, usual_p95, z, ratio, th)
+            # one slow call among a few is no slowdown of the series: a small window is
+            # material only if its second-slowest span is too
+            second = np.minimum(p95, [_second_slowest(window.spans[key]) for key, _ in judged])
+            z2, ratio2, _ = deviation(second, center, spread, th, log=True)
+            material &= material_and_calm(second, usual_p95, z2, ratio2, th)[0]
             offsets = np.log(np.maximum(p95, LOG_FLOOR)) - center
             for i, ((key, _), state) in enumerate(zip(judged, states, strict=True)):
                 state.habits.seed(state.p95, float(center[i]), float(spread[i]), th)
@@ -1049,6 +1057,15 @@ def _summarise(agg: SpanWindow) -> tuple[float, float, float]:
         return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
     return at(0.50), at(0.95), at(0.99)
+
+
+def _second_slowest(agg: SpanWindow) -> float:
+    """The second-slowest span of a window of at most ``SMALL_WINDOW`` spans, whose p95
+    lies between its two slowest: one call decides it. Inf for a larger window (its p95 is
+    below its second-slowest already) or spans known by their histogram bucket."""
+    if agg.buckets or not 2 <= len(agg.durations) <= SMALL_WINDOW:
+        return math.inf
+    return heapq.nlargest(2, agg.durations)[1]
 
 
 def _summarise_buckets(agg: SpanWindow) -> tuple[float, float, float]:

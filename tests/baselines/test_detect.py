@@ -1,6 +1,7 @@
 import json
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
 from baselines.detect import Detector, DetectorConfig
@@ -184,6 +185,34 @@ def test_a_sparse_operations_error_spans_count_once_in_the_window_they_came_in()
     usual = detector.export("api")[2]["errors"]["spans"]["usual"]
     assert usual == pytest.approx(1.0, abs=0.05)
     assert reports == []
+
+
+@pytest.mark.parametrize(("slow_calls", "reported"), [(1, False), (3, True)])
+def test_one_slow_call_among_a_few_is_no_slowdown_and_several_are(
+    slow_calls: int, reported: bool
+) -> None:
+    """Eight calls a minute for two days, then ten minutes in which ``slow_calls`` of each
+    minute's calls take 30 times as long. With eight calls the window's p95 lies between
+    its two slowest: one slow call (a pause, a retry) decides it, and is no slowdown of the
+    operation; three are."""
+    detector = Detector(DetectorConfig(min_window_count=5))
+    rng = np.random.default_rng(3)
+    start = datetime(2026, 11, 16, tzinfo=UTC)
+    reports = []
+    for m in range(2 * 24 * 60 + 10):
+        at = start + timedelta(minutes=m)
+        slow = slow_calls if m >= 2 * 24 * 60 else 0
+        spans = [
+            SpanEvent(
+                service="api",
+                operation="GET /orders",
+                duration_ms=float(rng.lognormal(np.log(20), 0.2)) * (30 if i < slow else 1),
+                timestamp=at + timedelta(seconds=7 * i),
+            )
+            for i in range(8)
+        ]
+        reports += detector.observe(spans, now=at.timestamp() + 60)
+    assert bool(reports) == reported, [r.latency_ms for r in reports]
 
 
 def test_network_delay_in_front_of_a_callee_is_reported_by_its_caller() -> None:
