@@ -601,9 +601,12 @@ class Detector:
             material, calm = material_and_calm(p95, usual_p95, z, ratio, th)
             # one slow call among a few is no slowdown of the series: a small window is
             # material only if its second-slowest span is too
-            second = np.minimum(p95, [_second_slowest(window.spans[key]) for key, _ in judged])
-            z2, ratio2, _ = deviation(second, center, spread, th, log=True)
-            material &= material_and_calm(second, usual_p95, z2, ratio2, th)[0]
+            out = np.flatnonzero(material)
+            if out.size:
+                slowest = [_second_slowest(window.spans[judged[i][0]]) for i in out]
+                second = np.minimum(p95[out], slowest)
+                z2, ratio2, _ = deviation(second, center[out], spread[out], th, log=True)
+                material[out] &= material_and_calm(second, usual_p95[out], z2, ratio2, th)[0]
             offsets = np.log(np.maximum(p95, LOG_FLOOR)) - center
             for i, ((key, _), state) in enumerate(zip(judged, states, strict=True)):
                 state.habits.seed(state.p95, float(center[i]), float(spread[i]), th)
