@@ -244,13 +244,9 @@ def detect(
         else:
             lo = resume
         resume, judging = -1, True
-        mature = profile.mature(hows[r : day_ends[r]]) if lo == runs[r][0] else None
-        if (
-            mature is not None
-            and mature[0]
-            and habits.settled(th)
-            and profile.pool_full(int(hours[lo]))
-        ):
+        whole = lo == runs[r][0] and habits.settled(th)
+        mature = profile.mature(hows[r : day_ends[r]]) if whole else None
+        if mature is not None and mature[0] and profile.pool_full(int(hours[lo])):
             # hours of one day in one step, once the score distribution stays frozen all day
             r += int(mature.size if mature.all() else mature.argmin())
             u, s = profile.weekly_estimates(hows[first:r], profile.pooled_spread(int(hours[lo])))
