@@ -633,13 +633,8 @@ class Detector:
         )
         signals += [
             signal
-            for (service, source), verdict in verdicts.items()
-            for signal in _error_signals(service, source, verdict)
-        ]
-        signals += [
-            _habitual_signal(service, source, verdict)
             for (service, source), verdict in judged_errors.items()
-            if verdict.habitual
+            for signal in _error_signals(service, source, verdict)
         ]
         signals += _shared_failures(verdicts, window.logs, self._errors, self.graph)
         suspects = self.incidents.touched_services() | {s.service for s in signals}
@@ -935,9 +930,16 @@ def _latency_signals(
 def _error_signals(service: str, source: str, verdict: ErrorVerdict) -> list[Signal]:
     """A service's errors are its own; when most of its error lines name another service
     ("No instances available for ts-basic-service") they also point there, at half the
-    strength: the text may be the caller's own failure that mentions what it was calling."""
+    strength: the text may be the caller's own failure that mentions what it was calling.
+    A burst the service's habit excuses is one weak signal, ranked after the candidates
+    with trouble of their own."""
     evidence = tuple(f"{service}: {line}" for line in verdict.samples)
     reason = verdict.reason(source)
+    if verdict.habitual:
+        usual = f"{reason}, a burst as large as its usual ones"
+        return [
+            Signal(service, "errors", WEAK, usual, evidence=evidence, weak=True, at=verdict.first)
+        ]
     signals = [
         Signal(
             service,
@@ -955,14 +957,6 @@ def _error_signals(service: str, source: str, verdict: ErrorVerdict) -> list[Sig
         strength = NAMED_SHARE * verdict.strength
         signals.append(Signal(blamed, "errors", strength, named, direct=False, at=verdict.first))
     return signals
-
-
-def _habitual_signal(service: str, source: str, verdict: ErrorVerdict) -> Signal:
-    """A burst of errors the service's habit excuses: a weak signal, ranked after the
-    candidates with trouble of their own."""
-    evidence = tuple(f"{service}: {line}" for line in verdict.samples)
-    reason = f"{verdict.reason(source)}, a burst as large as its usual ones"
-    return Signal(service, "errors", WEAK, reason, evidence=evidence, weak=True, at=verdict.first)
 
 
 def _shared_failures(
