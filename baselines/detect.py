@@ -690,10 +690,12 @@ class Detector:
             gap = self._aggregate(window, (caller, operation, GAP_KIND, event.service))
             if gap is not None:
                 gap.add_value(max(waited - event.duration_ms, 0.0), event.trace_id)
+        called: dict[tuple[str, str], int] = {}
+        """Calls by client spans, where no entry span under them counted them."""
         for key, agg in window.spans.items():
-            if key[2] in CALL_KINDS and key[3]:
-                calls.setdefault((key[0], key[3]), agg.count)
-        for (caller, callee), count in calls.items():
+            if key[2] in CALL_KINDS and key[3] and (key[0], key[3]) not in calls:
+                called[(key[0], key[3])] = called.get((key[0], key[3]), 0) + agg.count
+        for (caller, callee), count in (calls | called).items():
             self.graph.observe(caller, callee, count, start)
         window.linked = []
 

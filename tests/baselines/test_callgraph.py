@@ -4,8 +4,11 @@ of its parent and children, and walks of the graph that end on cycles."""
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, datetime, timedelta
 
 from baselines.callgraph import MAX_PATH_DEPTH, CallGraph, SpanIndex
+from baselines.detect import Detector, DetectorConfig
+from service.contract import SpanEvent
 
 
 def span(index: SpanIndex, span_id: str, service: str, parent: str | None = None) -> None:
@@ -112,3 +115,38 @@ def test_a_services_calls_out_survive_a_checkpoint() -> None:
         restored.install(service, graph.export(service))
     assert restored.edges == graph.edges
     assert graph.export("c") == {}
+
+
+def test_the_detector_counts_each_call_once_whatever_the_spans_that_show_it() -> None:
+    """api calls billing from two operations and billing emits no spans: its calls are the
+    client spans of both. api calls vault, whose entry spans sit under api's client spans:
+    each call shows twice and counts once."""
+    at = datetime(2026, 11, 16, 12, tzinfo=UTC)
+    ids = itertools.count(1)
+
+    def event(operation: str, kind: str, peer: str | None = None, **more: str) -> SpanEvent:
+        service = more.pop("service", "api")
+        return SpanEvent.model_validate(
+            {
+                "service": service,
+                "operation": operation,
+                "kind": kind,
+                "peer_service": peer,
+                "duration_ms": 5.0,
+                "timestamp": at + timedelta(seconds=next(ids)),
+                "trace_id": f"{1:032x}",
+                **more,
+            }
+        )
+
+    events = [event("GET /invoice", "client", "billing") for _ in range(3)]
+    events += [event("POST /charge", "client", "billing") for _ in range(2)]
+    for _ in range(4):
+        call = f"{next(ids):016x}"
+        events.append(event("read secret", "client", "vault", span_id=call))
+        events.append(event("GET /secret", "server", service="vault", parent_span_id=call))
+    detector = Detector(DetectorConfig(window_seconds=60))
+    detector.observe(sorted(events, key=lambda e: e.timestamp))
+    detector.flush()
+    assert detector.graph.edges["api", "billing"].calls == 5
+    assert detector.graph.edges["api", "vault"].calls == 4

@@ -1,6 +1,7 @@
 """Nothing lost, nothing twice: 100,000 events through the real broker, consumer and service
 while the consumer is killed with SIGKILL, the broker restarts and the service is down for
-a minute; with API keys on, as a production service runs."""
+a minute; with API keys on, as a production service runs. The call graph the consumer
+checkpoints with the baselines counts each call once as well."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,7 +20,8 @@ import pika
 import pytest
 
 from baselines.demo import free_port
-from baselines.snapshot import CONSUMER_KEY_PREFIX, ConsumerRecord
+from baselines.detect import Detector, DetectorConfig
+from baselines.snapshot import CONSUMER_KEY_PREFIX, ConsumerRecord, restore
 from baselines.store import open_store
 from baselines.synthetic import Incident, last_full_week_start, telemetry
 from service.store import AnalysisStore
@@ -210,6 +213,28 @@ def test_chaos_every_event_applied_once_and_every_anomaly_analysed_once(
     assert len(dlq) == len(malformed) + len(mixed)
     assert stats["flagged"] >= len(incidents)
     assert analysed == stats["flagged"] and not record.outbox
+    # the call graph in the checkpoint counted each call once too: those of every window
+    # closed, all but the last
+    width = DetectorConfig().window_seconds
+    last_window = max(float(e["timestamp"]) for e in events) // width * width
+    published = Counter(
+        (e["service"], e["peer_service"])
+        for e in events
+        if e.get("kind") == "client" and float(e["timestamp"]) < last_window
+    )
+    assert graph_in_checkpoint(baselines_url) == published
+
+
+def graph_in_checkpoint(store_url: str) -> dict[tuple[str, str], float]:
+    """The calls of each edge of the call graph a consumer checkpointed."""
+    store = open_store(store_url)
+    try:
+        detector = Detector(DetectorConfig())
+        services = [s for s in store.services() if not s.startswith(CONSUMER_KEY_PREFIX)]
+        restore(detector, store.load(services))
+    finally:
+        store.close()
+    return {edge: calls.calls for edge, calls in detector.graph.edges.items()}
 
 
 def _ready(port: int) -> bool:
