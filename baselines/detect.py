@@ -1,18 +1,18 @@
 """Event-time windows per series, judged against their seasonal baselines.
 
 All series share aligned windows (``start = floor(t / W) * W``). When the stream's event
-time passes a window's end (plus the allowed lateness), the whole window closes at once:
-spans of unknown kind are resolved from their links (``callgraph``), context series (CPU,
-memory) are summarised, every entry, call and call-gap series is judged, and so are each
-service's errors (``errors``); the window's signals fold into incidents across the call
-graph (``incident``), each reported once with its ranked root cause. Then the baselines
+time passes a window's end (plus the allowed lateness), the whole window closes at once
+(what it holds: ``window``): spans of unknown kind are resolved from their links
+(``callgraph``), context series (CPU, memory) are summarised, every entry, call and
+call-gap series is judged, and so are each service's errors (``errors``); what they say of
+each service (``signals``) folds into incidents across the call graph (``incident``), each
+reported once with its ranked root cause. Then the baselines
 learn from the window, except for services in an open incident, so an anomaly does not
 teach its own baseline that it is normal.
 """
 
 from __future__ import annotations
 
-import heapq
 import math
 import time
 from collections import OrderedDict
@@ -27,7 +27,7 @@ import numpy as np
 from baselines.baseline import LOG_FLOOR, Estimate, SeasonalProfile, local_hour
 from baselines.callgraph import CallGraph, SpanIndex
 from baselines.errors import MAX_SAMPLES, ErrorHabits, ErrorVerdict, ErrorWindow
-from baselines.incident import IncidentTracker, Signal, Update
+from baselines.incident import IncidentTracker, Update
 from baselines.judge import (
     Habits,
     IncidentGate,
@@ -39,42 +39,35 @@ from baselines.judge import (
     raw_score,
 )
 from baselines.report import WindowFacts, build_report
+from baselines.signals import (
+    error_signals,
+    latency_signals,
+    p95_text,
+    resource_signals,
+    shared_failures,
+)
 from baselines.trail import HourlyTrail
+from baselines.window import (
+    CALL_KINDS,
+    GAP_KIND,
+    MAX_EVIDENCE,
+    OWN_KINDS,
+    SpanKey,
+    SpanWindow,
+    WindowData,
+    second_slowest,
+    summarise,
+)
 from service.contract import AnomalyReport, LogRecord, MetricSample, SpanEvent, SpanHistogram
 
 MAX_FUTURE_SECONDS = 300.0
-MAX_EXEMPLARS = 5
-MAX_EVIDENCE = 8
-SMALL_WINDOW = 20
-"""Spans a window holds at most for its p95 (linear interpolation) to lie between its two
-slowest spans."""
 MIN_POOLED_SPANS = 3
 """A series pooled for ``max_pooled_windows`` is judged if it gathered at least this many."""
-OWN_KINDS = ("server", "consumer")
-"""Span kinds of a service's own operations..."""
-CALL_KINDS = ("client", "producer")
-"""...and of its calls to others, as the caller sees them (network delay in front of a
-callee shows there, not in the callee's spans). Both are judged."""
-GAP_KIND = "gap"
-"""A call's time the callee did not spend working: the caller's span minus the callee's
-entry span under it, per (caller, operation, callee)."""
 MAX_LINKED_PER_WINDOW = 100_000
 """Spans a window holds for linking (unknown kinds, entries below a call); further ones are
 counted in ``DetectorStats.unlinked``."""
 ERROR_LEVELS = frozenset({"error", "fatal"})
 MAX_CUMULATIVE_STREAMS = 200_000
-RESOURCE_RISE = 1.5
-"""CPU or memory at least this many times its usual, and ``RESOURCE_POINTS`` above it, is a
-resources signal for a service in an incident."""
-RESOURCE_POINTS = 10.0
-SATURATED_PCT = 80.0
-"""CPU or memory at or above this, at least ``SATURATED_RISE`` times its usual, is saturation:
-a resources signal that opens an incident by itself, wherever the service is."""
-SATURATED_RISE = 3.0
-NAMED_SHARE = 0.5
-"""What error lines naming another service count for it, against the service that logs them."""
-WEAK = 0.5
-"""The strength of a latency series far out but not yet a surprise (an alert's is 1)."""
 
 
 @dataclass(frozen=True)
@@ -91,94 +84,8 @@ class DetectorConfig:
     thresholds: Thresholds = field(default_factory=Thresholds)
 
 
-SpanKey = tuple[str, str, str, str]
-"""(service, operation, kind, peer_service or '')."""
 ServiceExtras = dict[str, Any]
 """A service's part of the call graph and its usual errors, JSON-ready."""
-
-
-@dataclass
-class SpanWindow:
-    durations: list[float] = field(default_factory=list)
-    errors: int = 0
-    slowest: list[tuple[float, str]] = field(default_factory=list)
-    evidence: dict[str, None] = field(default_factory=dict)
-    windows: int = 1
-    """Consecutive windows pooled into this one (a sparse series)."""
-    buckets: dict[tuple[float, float], int] = field(default_factory=dict)
-    """Spans known only by their histogram bucket: (lower, upper) ms -> spans."""
-    bucketed: int = 0
-
-    @property
-    def count(self) -> int:
-        return len(self.durations) + self.bucketed
-
-    def merged(self, later: SpanWindow) -> SpanWindow:
-        """This pool and the next window of the same series, as one."""
-        slowest = heapq.nlargest(MAX_EXEMPLARS, self.slowest + later.slowest)
-        heapq.heapify(slowest)
-        evidence = dict.fromkeys(list(self.evidence) + list(later.evidence))
-        buckets = dict(self.buckets)
-        for bucket, n in later.buckets.items():
-            buckets[bucket] = buckets.get(bucket, 0) + n
-        return SpanWindow(
-            self.durations + later.durations,
-            self.errors + later.errors,
-            slowest,
-            dict.fromkeys(list(evidence)[:MAX_EVIDENCE]),
-            self.windows + later.windows,
-            buckets,
-            self.bucketed + later.bucketed,
-        )
-
-    def add_histogram(self, bounds: list[float], counts: list[int], error: bool) -> None:
-        """Spans summarised by a histogram: each bucket's spans lie between its bounds (the
-        last bucket's at its lower bound: nothing says how far above it they are)."""
-        lower = 0.0
-        total = 0
-        for i, n in enumerate(counts):
-            upper = bounds[i] if i < len(bounds) else lower
-            if n:
-                self.buckets[(lower, upper)] = self.buckets.get((lower, upper), 0) + n
-                total += n
-            lower = upper
-        self.bucketed += total
-        if error:
-            self.errors += total
-
-    def add(self, event: SpanEvent) -> None:
-        self.durations.append(event.duration_ms)
-        if event.status == "error":
-            self.errors += 1
-        if event.trace_id:
-            entry = (event.duration_ms, event.trace_id)
-            if len(self.slowest) < MAX_EXEMPLARS:
-                heapq.heappush(self.slowest, entry)
-            elif entry > self.slowest[0]:
-                heapq.heapreplace(self.slowest, entry)
-        if event.attributes and len(self.evidence) < MAX_EVIDENCE:
-            for name in ("exception.type", "exception.message", "status.description"):
-                text = event.attributes.get(name)
-                if isinstance(text, str) and text:
-                    self.evidence.setdefault(f"{name}: {text[:200]}")
-
-    def add_value(self, duration_ms: float, trace_id: str | None) -> None:
-        self.durations.append(duration_ms)
-        if trace_id:
-            entry = (duration_ms, trace_id)
-            if len(self.slowest) < MAX_EXEMPLARS:
-                heapq.heappush(self.slowest, entry)
-            elif entry > self.slowest[0]:
-                heapq.heapreplace(self.slowest, entry)
-
-
-@dataclass
-class WindowData:
-    spans: dict[SpanKey, SpanWindow] = field(default_factory=dict)
-    metrics: dict[tuple[str, str], list[float]] = field(default_factory=dict)
-    linked: list[SpanEvent] = field(default_factory=list)
-    """Spans of unknown kind, and entry spans under a call, resolved at the window's close."""
-    logs: dict[str, ErrorWindow] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -558,7 +465,7 @@ class Detector:
             for key, values in window.metrics.items()
         }
         complete = self._pool(window)
-        summaries = {key: _summarise(agg) for key, agg in window.spans.items()}
+        summaries = {key: summarise(agg) for key, agg in window.spans.items()}
         for key in window.spans:
             state = self._series[key]
             if state.hour != hour:
@@ -603,7 +510,7 @@ class Detector:
             # material only if its second-slowest span is too
             out = np.flatnonzero(material)
             if out.size:
-                slowest = [_second_slowest(window.spans[judged[i][0]]) for i in out]
+                slowest = [second_slowest(window.spans[judged[i][0]]) for i in out]
                 second = np.minimum(p95[out], slowest)
                 z2, ratio2, _ = deviation(second, center[out], spread[out], th, log=True)
                 material[out] &= material_and_calm(second, usual_p95[out], z2, ratio2, th)[0]
@@ -620,12 +527,12 @@ class Detector:
                 if state.gate.open:
                     state.gate.keep_offsets(offsets[i : i + 1])
                 elif material[i]:
-                    stirring[key] = _numbers(float(p95[i]), float(usual_p95[i]))
+                    stirring[key] = p95_text(float(p95[i]), float(usual_p95[i]))
         alerting = {key[0] for key in window.spans if self._series[key].gate.open}
         alerting |= self.incidents.touched_services()
         judged_errors = self._judge_errors(window, complete, alerting, start)
         verdicts = {k: v for k, v in judged_errors.items() if not v.habitual}
-        signals = _latency_signals(
+        signals = latency_signals(
             flagged,
             {key for key, _ in judged},
             {key for key in watched if self._series[key].gate.open},
@@ -634,11 +541,11 @@ class Detector:
         signals += [
             signal
             for (service, source), verdict in judged_errors.items()
-            for signal in _error_signals(service, source, verdict)
+            for signal in error_signals(service, source, verdict)
         ]
-        signals += _shared_failures(verdicts, window.logs, self._errors, self.graph)
+        signals += shared_failures(verdicts, window.logs, self._errors, self.graph)
         suspects = self.incidents.touched_services() | {s.service for s in signals}
-        signals += _resource_signals(metrics, suspects, self.graph)
+        signals += resource_signals(metrics, suspects, self.graph)
         dropped = self.incidents.dropped
         updates = self.incidents.update(start, signals, self.graph)
         self.stats.incidents_dropped += self.incidents.dropped - dropped
@@ -872,224 +779,6 @@ def _coalesce(group: list[tuple[bool, WindowFacts]]) -> tuple[WindowFacts, list[
     operation leads, its slow calls show as context and related operations."""
     ordered = [facts for _, facts in sorted(group, key=lambda g: (g[0], g[1].score), reverse=True)]
     return ordered[0], ordered[1:]
-
-
-def _numbers(p95: float, usual: float) -> str:
-    return f"p95 {p95:.0f} ms, usual {usual:.0f} ms"
-
-
-def _latency_signals(
-    flagged: dict[SpanKey, WindowFacts],
-    judged: set[SpanKey],
-    alerting: set[SpanKey],
-    stirring: dict[SpanKey, str],
-) -> list[Signal]:
-    """What the flagged latency series say about each service. A slow entry is its service's
-    own time; a slow gap is the network in front of the callee; a slow call is a symptom of
-    its caller and points at the callee: at its own time when the callee has no judged entry
-    series (no spans of its own, or too few), at the network when its entries are judged and
-    calm. ``alerting``: the series in an alert, new or ongoing. ``stirring``: entries and
-    gaps far out but not yet a surprise (a surprise is a mean of a few windows, so a fault's
-    first minute often alerts its callers before it): weak signals of the same kinds, so
-    an incident's first revision can already rank the service below its callers."""
-    own_judged = {key[0] for key in judged if key[2] in OWN_KINDS}
-    own_flagged = {key[0] for key in alerting if key[2] in OWN_KINDS}
-    gap_flagged = {key[3] for key in alerting if key[2] == GAP_KIND}
-    signals = []
-    for (service, operation, kind, peer), numbers in stirring.items():
-        reason = f"far out, not yet a surprise: {numbers}"
-        if kind in OWN_KINDS:
-            own = f"{operation}: {reason}"
-            signals.append(Signal(service, "own_time", WEAK, own, operation, weak=True))
-        elif kind == GAP_KIND:
-            wire = f"calls from {service} ({operation}) wait beyond its work, {reason}"
-            signals.append(Signal(peer, "network", WEAK, wire, peer=service, weak=True))
-    for key, facts in flagged.items():
-        service, operation, kind, peer = key
-        usual = facts.baseline.usual if facts.baseline is not None else 0.0
-        numbers = _numbers(facts.p95, usual)
-        evidence = tuple(f"{service}: {text}" for text in facts.evidence)
-        if kind in OWN_KINDS:
-            signals.append(
-                Signal(service, "own_time", 1.0, f"{operation}: {numbers}", operation, evidence)
-            )
-        elif kind == GAP_KIND:
-            reason = f"calls from {service} ({operation}) wait beyond its work: {numbers}"
-            signals.append(Signal(peer, "network", 1.0, reason, peer=service))
-        else:
-            reason = f"calls to {peer or 'its dependency'} ({operation}): {numbers}"
-            signals.append(Signal(service, "calls", 1.0, reason, operation, evidence, peer))
-            if not peer or peer in own_flagged or peer in gap_flagged:
-                continue
-            seen = f"seen from {service}'s calls ({operation}): {numbers}"
-            if peer in own_judged:
-                signals.append(Signal(peer, "network", 0.8, seen, peer=service, direct=False))
-            else:
-                signals.append(Signal(peer, "own_time", 0.7, seen, direct=False))
-    return signals
-
-
-def _error_signals(service: str, source: str, verdict: ErrorVerdict) -> list[Signal]:
-    """A service's errors are its own; when most of its error lines name another service
-    ("No instances available for ts-basic-service") they also point there, at half the
-    strength: the text may be the caller's own failure that mentions what it was calling.
-    A burst the service's habit excuses is one weak signal, ranked after the candidates
-    with trouble of their own."""
-    evidence = tuple(f"{service}: {line}" for line in verdict.samples)
-    reason = verdict.reason(source)
-    if verdict.habitual:
-        usual = f"{reason}, a burst as large as its usual ones"
-        return [
-            Signal(service, "errors", WEAK, usual, evidence=evidence, weak=True, at=verdict.first)
-        ]
-    signals = [
-        Signal(
-            service,
-            "errors",
-            verdict.strength,
-            reason,
-            evidence=evidence,
-            traces=verdict.traces,
-            at=verdict.first,
-        )
-    ]
-    blamed = verdict.blames()
-    if blamed is not None:
-        named = f"{service}'s {reason}, naming {blamed}"
-        strength = NAMED_SHARE * verdict.strength
-        signals.append(Signal(blamed, "errors", strength, named, direct=False, at=verdict.first))
-    return signals
-
-
-def _shared_failures(
-    verdicts: dict[tuple[str, str], ErrorVerdict],
-    logs: dict[str, ErrorWindow],
-    habits: dict[tuple[str, str], ErrorHabits],
-    graph: CallGraph,
-) -> list[Signal]:
-    """A service below a flagged caller in the call graph that logged more errors than
-    usual, if not improbably many, in most of the requests the caller failed in is where
-    those failures began: the same requests failed deeper down first. (Errors as usual are
-    no evidence: a caller that now fails whenever its callee's routine errors happen is
-    what changed.) It is ranked with the caller's strength times that share (its own
-    failure, read from its own lines: more than a name in the caller's text,
-    ``NAMED_SHARE``), its own error lines as evidence."""
-    failing = [
-        (service, verdict, verdict.traces)
-        for (service, source), verdict in verdicts.items()
-        if source == "logs" and verdict.traces is not None
-    ]
-    if not failing:  # most windows: no sample to draw
-        return []
-    signals = []
-    samples = {
-        name: sample
-        for name, w in logs.items()
-        if (name, "logs") not in verdicts and (sample := w.trace_sample()) is not None
-    }
-    for service, verdict, traces in failing:
-        for callee in sorted(samples.keys() & graph.downstream(service)):
-            window, known, sample = logs[callee], habits.get((callee, "logs")), samples[callee]
-            if known is None or window.errors <= known.usual:
-                continue
-            share = traces.share_in(sample)
-            if share is not None and share >= 0.5:
-                reason = (
-                    f"error lines in {share:.0%} of the requests {service} failed in "
-                    f"({window.errors} in the window, usual {known.usual:.1f})"
-                )
-                evidence = tuple(f"{callee}: {line}" for line in window.samples.values())
-                strength = share * verdict.strength
-                signals.append(
-                    Signal(
-                        callee,
-                        "errors",
-                        strength,
-                        reason,
-                        evidence=evidence,
-                        traces=sample,
-                        at=window.first,
-                    )
-                )
-    return signals
-
-
-def _resource_signals(
-    metrics: dict[tuple[str, str], tuple[float, float | None]],
-    suspects: set[str],
-    graph: CallGraph,
-) -> list[Signal]:
-    """CPU or memory far above usual, for the services of incidents and what they call; and
-    saturation anywhere. The strength is the rise, scaled by how near the value is to
-    saturation."""
-    watched = suspects | {callee for service in suspects for callee in graph.callees(service)}
-    signals = []
-    for (service, name), (value, usual) in metrics.items():
-        if name not in ("cpu_pct", "memory_pct") or usual is None:
-            continue
-        saturated = value >= SATURATED_PCT and value >= SATURATED_RISE * usual
-        if service not in watched and not saturated:
-            continue
-        if value >= RESOURCE_RISE * usual and value - usual >= RESOURCE_POINTS:
-            what = "CPU" if name == "cpu_pct" else "memory"
-            # a rise far from the limit explains little: CPU at 25% does not slow anyone
-            rise = min(1.0, (value - usual) / max(usual, RESOURCE_POINTS))
-            strength = rise * min(1.0, value / SATURATED_PCT)
-            reason = f"{what} {value:.0f}% (usual {usual:.0f}%)"
-            signals.append(Signal(service, "resources", strength, reason, opens=saturated))
-    return signals
-
-
-def _summarise(agg: SpanWindow) -> tuple[float, float, float]:
-    """(p50, p95, p99) with numpy's default (linear) interpolation, on a sorted list: a
-    window holds few values, where np.percentile's overhead would dominate. Spans known by
-    their histogram bucket: see ``_summarise_buckets``."""
-    if agg.buckets:
-        return _summarise_buckets(agg)
-    ordered = sorted(agg.durations)
-    last = len(ordered) - 1
-
-    def at(q: float) -> float:
-        k = last * q
-        lo = int(k)
-        hi = min(lo + 1, last)
-        return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-    return at(0.50), at(0.95), at(0.99)
-
-
-def _second_slowest(agg: SpanWindow) -> float:
-    """The second-slowest span of a window of at most ``SMALL_WINDOW`` spans, whose p95
-    lies between its two slowest: one call decides it. Inf for a larger window (its p95 is
-    below its second-slowest already) or spans known by their histogram bucket."""
-    if agg.buckets or not 2 <= len(agg.durations) <= SMALL_WINDOW:
-        return math.inf
-    return heapq.nlargest(2, agg.durations)[1]
-
-
-def _summarise_buckets(agg: SpanWindow) -> tuple[float, float, float]:
-    """Quantiles of spans known by their histogram bucket, from a log-normal fitted to the
-    buckets: reading a quantile off one bucket jumps across its whole width when a few
-    spans move over a bound, while the fit moves with all of them. Each bucket contributes
-    its geometric middle and the spread within it; the last bucket (above every bound) its
-    lower bound."""
-    weights = 0.0
-    total = 0.0
-    squares = 0.0
-    for d in agg.durations:
-        x = math.log(max(d, LOG_FLOOR))
-        weights, total, squares = weights + 1, total + x, squares + x * x
-    for (lower, upper), n in agg.buckets.items():
-        low = max(lower, upper / 2 if lower <= 0 else lower, LOG_FLOOR)
-        high = max(upper, low)
-        x = 0.5 * (math.log(low) + math.log(high))
-        inside = (math.log(high) - math.log(low)) ** 2 / 12
-        weights += n
-        total += n * x
-        squares += n * (x * x + inside)
-    mu = total / weights
-    sigma = math.sqrt(max(squares / weights - mu * mu, 0.0))
-    return math.exp(mu), math.exp(mu + 1.6449 * sigma), math.exp(mu + 2.3263 * sigma)
 
 
 def _usual(estimate: Estimate | None) -> float | None:

@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 
 from baselines.baseline import SeasonalProfile, json_column
-from baselines.detect import Detector, SeriesState, ServiceExtras, SpanKey, SpanWindow
+from baselines.detect import Detector, SeriesState, ServiceExtras
 from baselines.judge import Habits, IncidentGate, Thresholds, band, flag_above
 from baselines.trail import HourlyTrail
+from baselines.window import SpanKey, SpanWindow
 from service.contract import PROFILE_KEY_PREFIX, CallEdge, OperationProfile, WeekProfile
 
 PAYLOAD_VERSION = 1
