@@ -208,8 +208,8 @@ class ErrorHabits:
         usual = max(self.usual, RATE_FLOOR)
         tail = poisson_tail(window.errors, usual)
         many = window.errors >= MIN_ERRORS and tail < surprise_threshold
-        habitual = novel < MIN_ERRORS and window.errors <= HABIT_MARGIN * self._habitual(slot)
         if novel >= MIN_ERRORS or many:
+            habitual = novel < MIN_ERRORS and window.errors <= HABIT_MARGIN * self._habitual(slot)
             novel_first = sorted(
                 window.templates, key=lambda t: (t not in fresh, -window.templates[t])
             )
