@@ -374,10 +374,14 @@ def rank(incident: OpenIncident, graph: CallGraph) -> list[Candidate]:
         shown = suspect.strong
         habitual = False
         if not any(shown.values()):
-            habitual = "errors" in suspect.weak and name not in slowing
-            if name not in slowing and not habitual:
-                continue  # weak signals alone rank only a service that explains a caller
-            shown = {"errors": suspect.strengths["errors"]} if habitual else suspect.strengths
+            # weak signals alone rank a service that explains a caller, and one with a
+            # habitual burst of errors after the others; nothing else
+            if name in slowing:
+                shown = suspect.strengths
+            elif "errors" in suspect.weak:
+                habitual, shown = True, {"errors": suspect.strengths["errors"]}
+            else:
+                continue
         for kind, strength in shown.items():
             weight = WEIGHTS[cast(SignalKind, kind)]
             if kind in PROPAGATING and (explained if kind == "errors" else slowed_by)[name]:
@@ -412,8 +416,9 @@ def rank(incident: OpenIncident, graph: CallGraph) -> list[Candidate]:
         )
         coincidence = habitual or (shown.keys() == {"resources"} and name not in explaining)
         (coincidences if coincidence else candidates).append(candidate)
-    # a CPU rise that neither slowed nor failed its service nor explains a caller is more
-    # likely a coincidence than services with trouble of their own: it ranks after them
+    # a CPU rise that neither slowed nor failed its service nor explains a caller, and a
+    # habitual burst, are more likely coincidences than services with trouble of their own:
+    # they rank after them
     candidates.sort(key=lambda c: (-c.score, c.service))
     coincidences.sort(key=lambda c: (-c.score, c.service))
     return candidates + coincidences
