@@ -15,7 +15,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NamedTuple, TypeVar
@@ -241,7 +241,41 @@ def json_attributes(
     }
 
 
-def reject_resource(batch: OtlpBatch, resource: Resource, n_items: int, items: str) -> None:
+def proto_scopes(
+    groups: Iterable[Any], scopes: str, items: str, batch: OtlpBatch, what: str
+) -> Iterator[tuple[Resource, Any]]:
+    """Each scope of a protobuf export request's resource groups (``resource_spans``,
+    ``resource_logs``) with its resource, the scopes under the field ``scopes``, their
+    items under ``items``. A resource whose service name the contract refuses is rejected
+    whole (``_reject_resource``), its scopes not yielded."""
+    for group in groups:
+        resource = proto_resource(group.resource.attributes)
+        scope_list = getattr(group, scopes)
+        if len(resource.service) > MAX_NAME_CHARS:
+            n = sum(len(getattr(scope, items)) for scope in scope_list)
+            _reject_resource(batch, resource, n, what)
+            continue
+        for scope in scope_list:
+            yield resource, scope
+
+
+def json_scopes(
+    groups: Any, scopes: str, items: str, batch: OtlpBatch, what: str
+) -> Iterator[tuple[Resource, dict[str, Any]]]:
+    """``proto_scopes`` for an OTLP/JSON payload's groups (``resourceSpans``, ...)."""
+    for group in groups or ():
+        attributes = (group.get("resource") or {}).get("attributes")
+        resource = resource_of(json_attributes(attributes, RESOURCE_KEYS))
+        scope_list = group.get(scopes) or ()
+        if len(resource.service) > MAX_NAME_CHARS:
+            n = sum(len(scope.get(items) or ()) for scope in scope_list)
+            _reject_resource(batch, resource, n, what)
+            continue
+        for scope in scope_list:
+            yield resource, scope
+
+
+def _reject_resource(batch: OtlpBatch, resource: Resource, n_items: int, items: str) -> None:
     """A service name the contract refuses rejects the resource's spans or records as one
     item: the reason is the same for all of them, and one item keeps the dead-letter header
     short."""

@@ -36,18 +36,15 @@ from baselines.ingest.log_template import template_of
 from baselines.ingest.otlp.common import (
     MALFORMED,
     MAX_NAME_CHARS,
-    RESOURCE_KEYS,
     Encoding,
     OtlpBatch,
     clean,
     construct,
-    json_attributes,
     json_id,
+    json_scopes,
     parse_request,
-    proto_resource,
+    proto_scopes,
     reject,
-    reject_resource,
-    resource_of,
     timestamp,
 )
 from baselines.ingest.otlp.traces import MAX_SPAN_ID_CHARS, MAX_TRACE_ID_CHARS
@@ -280,28 +277,24 @@ def _add_record(
 
 
 def _logs_from_proto(request: ExportLogsServiceRequest, batch: OtlpBatch) -> None:
-    for resource_logs in request.resource_logs:
-        resource = proto_resource(resource_logs.resource.attributes)
-        if len(resource.service) > MAX_NAME_CHARS:
-            n = sum(len(scope.log_records) for scope in resource_logs.scope_logs)
-            reject_resource(batch, resource, n, "log records")
-            continue
-        for scope_logs in resource_logs.scope_logs:
-            for record in scope_logs.log_records:
-                try:
-                    body = body_text(_proto_any(record.body))
-                except ValueError as exc:
-                    reject(batch, {"service": resource.service}, f"log record: {exc}")
-                    continue
-                _add_record(
-                    batch,
-                    resource.service,
-                    record.time_unix_nano or record.observed_time_unix_nano,
-                    severity_of(record.severity_number, record.severity_text, body),
-                    body,
-                    record.trace_id.hex() or None,
-                    record.span_id.hex() or None,
-                )
+    for resource, scope_logs in proto_scopes(
+        request.resource_logs, "scope_logs", "log_records", batch, "log records"
+    ):
+        for record in scope_logs.log_records:
+            try:
+                body = body_text(_proto_any(record.body))
+            except ValueError as exc:
+                reject(batch, {"service": resource.service}, f"log record: {exc}")
+                continue
+            _add_record(
+                batch,
+                resource.service,
+                record.time_unix_nano or record.observed_time_unix_nano,
+                severity_of(record.severity_number, record.severity_text, body),
+                body,
+                record.trace_id.hex() or None,
+                record.span_id.hex() or None,
+            )
 
 
 def _json_severity_number(value: Any) -> int:
@@ -312,36 +305,27 @@ def _json_severity_number(value: Any) -> int:
 
 
 def _logs_from_json(payload: dict[str, Any], batch: OtlpBatch) -> None:
-    for resource_logs in payload.get("resourceLogs") or ():
-        resource = resource_of(
-            json_attributes((resource_logs.get("resource") or {}).get("attributes"), RESOURCE_KEYS)
-        )
-        scopes = resource_logs.get("scopeLogs") or ()
-        if len(resource.service) > MAX_NAME_CHARS:
-            n = sum(len(scope.get("logRecords") or ()) for scope in scopes)
-            reject_resource(batch, resource, n, "log records")
-            continue
-        for scope_logs in scopes:
-            for record in scope_logs.get("logRecords") or ():
-                try:
-                    body = body_text(_json_any(record.get("body")))
-                    text = record.get("severityText") or ""
-                    if not isinstance(text, str):
-                        raise TypeError(f"severityText is a {type(text).__name__}")
-                    time_unix_nano = int(record.get("timeUnixNano") or 0) or int(
-                        record.get("observedTimeUnixNano") or 0
-                    )
-                    _add_record(
-                        batch,
-                        resource.service,
-                        time_unix_nano,
-                        severity_of(
-                            _json_severity_number(record.get("severityNumber")), text, body
-                        ),
-                        body,
-                        json_id(record.get("traceId"), 16, "traceId"),
-                        json_id(record.get("spanId"), 8, "spanId"),
-                    )
-                except MALFORMED as exc:
-                    item = record if isinstance(record, dict) else {"record": repr(record)[:200]}
-                    reject(batch, item, f"log record: malformed: {exc}")
+    for resource, scope_logs in json_scopes(
+        payload.get("resourceLogs"), "scopeLogs", "logRecords", batch, "log records"
+    ):
+        for record in scope_logs.get("logRecords") or ():
+            try:
+                body = body_text(_json_any(record.get("body")))
+                text = record.get("severityText") or ""
+                if not isinstance(text, str):
+                    raise TypeError(f"severityText is a {type(text).__name__}")
+                time_unix_nano = int(record.get("timeUnixNano") or 0) or int(
+                    record.get("observedTimeUnixNano") or 0
+                )
+                _add_record(
+                    batch,
+                    resource.service,
+                    time_unix_nano,
+                    severity_of(_json_severity_number(record.get("severityNumber")), text, body),
+                    body,
+                    json_id(record.get("traceId"), 16, "traceId"),
+                    json_id(record.get("spanId"), 8, "spanId"),
+                )
+            except MALFORMED as exc:
+                item = record if isinstance(record, dict) else {"record": repr(record)[:200]}
+                reject(batch, item, f"log record: malformed: {exc}")

@@ -31,7 +31,6 @@ from baselines.ingest.otlp.common import (
     EPOCH,
     MALFORMED,
     MAX_NAME_CHARS,
-    RESOURCE_KEYS,
     Encoding,
     OtlpBatch,
     Resource,
@@ -39,12 +38,11 @@ from baselines.ingest.otlp.common import (
     construct,
     json_attributes,
     json_id,
+    json_scopes,
     parse_request,
-    proto_resource,
+    proto_scopes,
     proto_value,
     reject,
-    reject_resource,
-    resource_of,
 )
 from service.contract import MAX_DURATION_MS, SpanEvent
 
@@ -213,41 +211,37 @@ def _proto_peer(attributes: Iterable[KeyValue]) -> str | None:
 
 def _spans_from_proto(request: ExportTraceServiceRequest, batch: OtlpBatch) -> None:
     kinds, n_kinds = _KINDS, len(_KINDS)
-    for resource_spans in request.resource_spans:
-        resource = proto_resource(resource_spans.resource.attributes)
-        if len(resource.service) > MAX_NAME_CHARS:
-            n = sum(len(scope.spans) for scope in resource_spans.scope_spans)
-            reject_resource(batch, resource, n, "spans")
-            continue
-        for scope_spans in resource_spans.scope_spans:
-            for span in scope_spans.spans:
-                number = span.kind
-                kind = kinds[number] if 0 <= number < n_kinds else None
-                if kind is None:
-                    batch.skipped += 1
-                    continue
-                peer = _proto_peer(span.attributes) if kind in ("client", "producer") else None
-                status = span.status
-                evidence = None
-                if span.events or status.message:
-                    evidence = _proto_evidence(span, status.message)
-                trace_id = span.trace_id.hex() or None
-                span_id = span.span_id.hex() or None
-                parent_span_id = span.parent_span_id.hex() or None
-                _add_span(
-                    batch,
-                    resource,
-                    span.name,
-                    kind,
-                    span.start_time_unix_nano,
-                    span.end_time_unix_nano,
-                    trace_id,
-                    span_id,
-                    parent_span_id,
-                    status.code == _STATUS_ERROR,
-                    peer,
-                    evidence,
-                )
+    for resource, scope_spans in proto_scopes(
+        request.resource_spans, "scope_spans", "spans", batch, "spans"
+    ):
+        for span in scope_spans.spans:
+            number = span.kind
+            kind = kinds[number] if 0 <= number < n_kinds else None
+            if kind is None:
+                batch.skipped += 1
+                continue
+            peer = _proto_peer(span.attributes) if kind in ("client", "producer") else None
+            status = span.status
+            evidence = None
+            if span.events or status.message:
+                evidence = _proto_evidence(span, status.message)
+            trace_id = span.trace_id.hex() or None
+            span_id = span.span_id.hex() or None
+            parent_span_id = span.parent_span_id.hex() or None
+            _add_span(
+                batch,
+                resource,
+                span.name,
+                kind,
+                span.start_time_unix_nano,
+                span.end_time_unix_nano,
+                trace_id,
+                span_id,
+                parent_span_id,
+                status.code == _STATUS_ERROR,
+                peer,
+                evidence,
+            )
 
 
 def _proto_evidence(span: Span, status_message: str) -> dict[str, str | int | float | bool] | None:
@@ -267,52 +261,45 @@ def _proto_evidence(span: Span, status_message: str) -> dict[str, str | int | fl
 
 def _spans_from_json(payload: dict[str, Any], batch: OtlpBatch) -> None:
     kinds = _JSON_KINDS
-    for resource_spans in payload.get("resourceSpans") or ():
-        resource = resource_of(
-            json_attributes((resource_spans.get("resource") or {}).get("attributes"), RESOURCE_KEYS)
-        )
-        scopes = resource_spans.get("scopeSpans") or ()
-        if len(resource.service) > MAX_NAME_CHARS:
-            n = sum(len(scope.get("spans") or ()) for scope in scopes)
-            reject_resource(batch, resource, n, "spans")
-            continue
-        for scope_spans in scopes:
-            for span in scope_spans.get("spans") or ():
-                try:
-                    kind = kinds.get(span.get("kind", 0))
-                    if kind is None:
-                        batch.skipped += 1
-                        continue
-                    peer = None
-                    if kind in ("client", "producer"):
-                        peer = _json_peer(span.get("attributes"))
-                    status = span.get("status") or {}
-                    status_message = status.get("message") or ""
-                    events = span.get("events")
-                    evidence = None
-                    if events or status_message:
-                        evidence = _json_evidence(events, status_message)
-                    name = span.get("name") or ""
-                    if not isinstance(name, str):
-                        raise TypeError(f"name is a {type(name).__name__}, not a string")
-                    _add_span(
-                        batch,
-                        resource,
-                        name,
-                        kind,
-                        int(span.get("startTimeUnixNano") or 0),
-                        int(span.get("endTimeUnixNano") or 0),
-                        json_id(span.get("traceId"), 16, "traceId"),
-                        json_id(span.get("spanId"), 8, "spanId"),
-                        json_id(span.get("parentSpanId"), 8, "parentSpanId"),
-                        status.get("code", 0) in _JSON_STATUS_ERROR,
-                        peer,
-                        evidence,
-                    )
-                except MALFORMED as exc:
-                    name = span.get("name") if isinstance(span, dict) else None
-                    item = span if isinstance(span, dict) else {"span": repr(span)[:200]}
-                    reject(batch, item, f"span {name!r}: malformed: {exc}")
+    for resource, scope_spans in json_scopes(
+        payload.get("resourceSpans"), "scopeSpans", "spans", batch, "spans"
+    ):
+        for span in scope_spans.get("spans") or ():
+            try:
+                kind = kinds.get(span.get("kind", 0))
+                if kind is None:
+                    batch.skipped += 1
+                    continue
+                peer = None
+                if kind in ("client", "producer"):
+                    peer = _json_peer(span.get("attributes"))
+                status = span.get("status") or {}
+                status_message = status.get("message") or ""
+                events = span.get("events")
+                evidence = None
+                if events or status_message:
+                    evidence = _json_evidence(events, status_message)
+                name = span.get("name") or ""
+                if not isinstance(name, str):
+                    raise TypeError(f"name is a {type(name).__name__}, not a string")
+                _add_span(
+                    batch,
+                    resource,
+                    name,
+                    kind,
+                    int(span.get("startTimeUnixNano") or 0),
+                    int(span.get("endTimeUnixNano") or 0),
+                    json_id(span.get("traceId"), 16, "traceId"),
+                    json_id(span.get("spanId"), 8, "spanId"),
+                    json_id(span.get("parentSpanId"), 8, "parentSpanId"),
+                    status.get("code", 0) in _JSON_STATUS_ERROR,
+                    peer,
+                    evidence,
+                )
+            except MALFORMED as exc:
+                name = span.get("name") if isinstance(span, dict) else None
+                item = span if isinstance(span, dict) else {"span": repr(span)[:200]}
+                reject(batch, item, f"span {name!r}: malformed: {exc}")
 
 
 def _json_peer(attributes: Any) -> str | None:
