@@ -26,7 +26,7 @@ import numpy as np
 
 from baselines.baseline import LOG_FLOOR, Estimate, SeasonalProfile, local_hour
 from baselines.callgraph import CallGraph, SpanIndex
-from baselines.errors import MAX_SAMPLES, ErrorHabits, ErrorVerdict, ErrorWindow
+from baselines.errors import MAX_SAMPLES, ErrorHabits, ErrorVerdict, ErrorWindow, flags
 from baselines.incident import IncidentTracker, Update
 from baselines.judge import (
     Habits,
@@ -531,7 +531,7 @@ class Detector:
         alerting = {key[0] for key in window.spans if self._series[key].gate.open}
         alerting |= self.incidents.touched_services()
         judged_errors = self._judge_errors(window, complete, alerting, start)
-        verdicts = {k: v for k, v in judged_errors.items() if not v.habitual}
+        verdicts = {k: v for k, v in judged_errors.items() if flags(v)}
         signals = latency_signals(
             flagged,
             {key for key, _ in judged},
@@ -658,7 +658,7 @@ class Detector:
             verdict = habits.judge(errors, th.surprise, services, source[0], start)
             if verdict is not None:
                 verdicts[source] = verdict
-            if (verdict is None or verdict.habitual) and source[0] not in alerting:
+            if not flags(verdict) and source[0] not in alerting:
                 habits.learn(errors)
         return verdicts
 

@@ -163,6 +163,12 @@ class ErrorVerdict:
         return text
 
 
+def flags(verdict: ErrorVerdict | None) -> bool:
+    """Whether a window's verdict flags it: judged as trouble, never learnt as usual (no
+    verdict is a usual window; a habitual burst is only a weak signal)."""
+    return verdict is not None and not verdict.habitual
+
+
 def _drop_oldest(templates: dict[str, T], last_seen: Callable[[T], int]) -> None:
     """Past ``MAX_TEMPLATES`` templates, forget those ``last_seen`` longest ago."""
     excess = len(templates) - MAX_TEMPLATES

@@ -20,8 +20,8 @@ from baselines.errors import (
     ROUTINE_MEMORY_SLOTS,
     ROUTINE_SLOTS,
     ErrorHabits,
-    ErrorVerdict,
     ErrorWindow,
+    flags,
     named_services,
     poisson_tail,
 )
@@ -67,11 +67,6 @@ def window(errors: dict[str, int], infos: int = 20) -> ErrorWindow:
         for i in range(count):
             w.add(True, template, template.replace("<*>", str(i)))
     return w
-
-
-def flags(verdict: ErrorVerdict | None) -> bool:
-    """Whether a verdict flags the window (a habitual burst is only a weak signal)."""
-    return verdict is not None and not verdict.habitual
 
 
 def habits_of(windows: int, errors: dict[str, int]) -> ErrorHabits:
