@@ -404,7 +404,7 @@ class TelemetryConsumer:
             f"{d.late} late, {d.future} future, {d.overflow} over the series cap, "
             f"{self.stats.dead_lettered} dead-lettered, {self.stats.redelivered_skipped} "
             f"redelivered and skipped, {self.stats.checkpoints} checkpoints; "
-            f"{d.windows_closed} windows, "
+            f"{d.windows_closed} windows ({d.windows_learning} learning), "
             f"{d.flagged} flagged, {f.forwarded} forwarded, {f.refused} refused, "
             f"{f.key_refused} refused for the key (retried); "
             f"{series} series in {size / 1e6:.1f} MB ({size / max(series, 1) / 1024:.1f} KB each)"

@@ -81,6 +81,10 @@ class DetectorConfig:
     max_pooled_windows: int = 30
     """A series whose window holds fewer than ``min_window_count`` spans is pooled with its
     next windows, up to this many, and judged on them together."""
+    learn_seconds: float = 0.0
+    """Event time, from the first window closed, in which every window is judged and learnt
+    from but nothing alerts, and every error template seen becomes known: a first install on
+    a running system learns what it already logs instead of opening an incident for each."""
     thresholds: Thresholds = field(default_factory=Thresholds)
 
 
@@ -153,6 +157,8 @@ class DetectorStats:
     work is placed (its entry span holds its time) and not counted here."""
     incidents_dropped: int = 0
     """Opening signals refused because the cap of open incidents was reached."""
+    windows_learning: int = 0
+    """Windows closed in the learning period (``DetectorConfig.learn_seconds``)."""
 
 
 class Detector:
@@ -176,6 +182,8 @@ class Detector:
         """The last counts of each cumulative histogram stream (bounded; not checkpointed:
         after a restart each stream's first point only sets its level again)."""
         self._changed: set[str] = set()
+        self._learn_until: float | None = None
+        """The end of the learning period: set when the first window closes."""
 
     def profile_p95(self, service: str, operation: str) -> SeasonalProfile | None:
         """The learnt window-p95 profile of a server series, if any."""
@@ -261,6 +269,7 @@ class Detector:
                 for start, window in self._open.items()
             ],
             "incidents": self.incidents.state(),
+            "learn_until": self._learn_until,
         }
 
     def load_stream_state(self, state: dict[str, Any]) -> None:
@@ -300,6 +309,9 @@ class Detector:
                     total, errors, templates, samples, set(ids), cutoff, first
                 )
         self.incidents.load(state.get("incidents", []))
+        # a checkpoint written before the learning period existed has learnt already
+        until = state.get("learn_until", -math.inf)
+        self._learn_until = None if until is None else float(until)
 
     def take_changed(self) -> set[str]:
         """Services whose baselines changed since the last call (what to checkpoint)."""
@@ -457,6 +469,7 @@ class Detector:
     def _close(self, start: float, window: WindowData) -> list[AnomalyReport]:
         cfg, th = self.config, self.config.thresholds
         self.stats.windows_closed += 1
+        learning = self._learning(start)
         hour = local_hour(start, self._zone)
         end = start + cfg.window_seconds
         self._link(window, start)
@@ -519,7 +532,7 @@ class Detector:
                 state.habits.seed(state.p95, float(center[i]), float(spread[i]), th)
                 surprise = state.habits.standardised_one(float(scores[i]), th)
                 state.habits.commit_one(float(scores[i]), float(p95[i]), th)
-                exceeds = bool(material[i]) and surprise > th.critical
+                exceeds = bool(material[i]) and surprise > th.critical and not learning
                 if state.gate.step(end, exceeds, bool(calm[i]), th):
                     state.trail.flag(start, hour, float(p95[i]))
                     score = float(likelihood(np.array([surprise]))[0])
@@ -530,7 +543,7 @@ class Detector:
                     stirring[key] = p95_text(float(p95[i]), float(usual_p95[i]))
         alerting = {key[0] for key in window.spans if self._series[key].gate.open}
         alerting |= self.incidents.touched_services()
-        judged_errors = self._judge_errors(window, complete, alerting, start)
+        judged_errors = self._judge_errors(window, complete, alerting, start, learning)
         verdicts = {k: v for k, v in judged_errors.items() if flags(v)}
         signals = latency_signals(
             flagged,
@@ -547,7 +560,7 @@ class Detector:
         suspects = self.incidents.touched_services() | {s.service for s in signals}
         signals += resource_signals(metrics, suspects, self.graph)
         dropped = self.incidents.dropped
-        updates = self.incidents.update(start, signals, self.graph)
+        updates = [] if learning else self.incidents.update(start, signals, self.graph)
         self.stats.incidents_dropped += self.incidents.dropped - dropped
         reports = [self._incident_report(update, flagged, closing) for update in updates]
         self.stats.flagged += len(reports)
@@ -568,6 +581,15 @@ class Detector:
         self._changed.update(key[0] for key in window.metrics)
         self._changed.update(window.logs)
         return reports
+
+    def _learning(self, start: float) -> bool:
+        """Whether the window closing at ``start`` is in the learning period, which begins
+        with the first window closed."""
+        if self._learn_until is None:
+            self._learn_until = start + self.config.learn_seconds
+        learning = start < self._learn_until
+        self.stats.windows_learning += learning
+        return learning
 
     def _link(self, window: WindowData, start: float) -> None:
         """Resolve the window's spans of unknown kind into entries and calls, and learn the
@@ -624,9 +646,11 @@ class Detector:
         complete: dict[SpanKey, SpanWindow],
         alerting: set[str],
         start: float,
+        learning: bool,
     ) -> dict[tuple[str, str], ErrorVerdict]:
         """Each service's error lines and error spans against what is usual for it; learns
-        from the window where nothing is flagged. Error spans are this window's own
+        from the window where nothing is flagged (from every window while ``learning``,
+        which flags nothing). Error spans are this window's own
         (``complete``: of a pooled series, those of this window alone): a pool's earlier
         windows' were counted in theirs."""
         th = self.config.thresholds
@@ -656,6 +680,9 @@ class Detector:
             if errors.errors and not services:
                 services = frozenset(k[0] for k in self._series) | {k[0] for k in self._errors}
             verdict = habits.judge(errors, th.surprise, services, source[0], start)
+            if learning:
+                habits.learn(errors)
+                continue
             if verdict is not None:
                 verdicts[source] = verdict
             if not flags(verdict) and source[0] not in alerting:

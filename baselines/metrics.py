@@ -69,6 +69,11 @@ class ConsumerCollector(Collector):
         yield counter("consumer_checkpoints", "Checkpoints committed.", c.checkpoints)
         yield counter("consumer_store_errors", "Checkpoints that failed (retried).", c.store_errors)
         yield counter("consumer_windows_closed", "Windows judged.", d.windows_closed)
+        yield counter(
+            "consumer_windows_learning",
+            "Windows judged in the learning period (WHYSLOW_LEARN_MINUTES): none alerts.",
+            d.windows_learning,
+        )
         yield counter("consumer_flagged", "Anomalies flagged.", d.flagged)
         yield counter("forwarder_forwarded", "Reports analysed by the service.", f.forwarded)
         yield counter("forwarder_retries", "Delivery attempts that will be retried.", f.retried)

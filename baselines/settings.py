@@ -89,6 +89,13 @@ class Settings(BaseSettings):
     max_series: int = Field(
         50_000, ge=1, description="Series kept in memory; events of further ones are counted."
     )
+    learn_minutes: float = Field(
+        0.0,
+        ge=0,
+        description="Minutes of telemetry (event time, from the first window) in which the "
+        "consumer only learns: nothing alerts, and every error template seen becomes usual. "
+        "For a first install beside a running system; 0 alerts as soon as baselines allow.",
+    )
 
     data_dir: Path = Field(
         default_factory=default_data_dir, description="Where the default SQLite store lives."
@@ -140,6 +147,7 @@ class Settings(BaseSettings):
             allowed_lateness_seconds=self.allowed_lateness_seconds,
             timezone=self.timezone,
             max_series=self.max_series,
+            learn_seconds=60.0 * self.learn_minutes,
             thresholds=Thresholds(
                 surprise=self.surprise,
                 z_clear=self.z_clear,

@@ -7,6 +7,7 @@ services) neither crash nor stall the detector."""
 from __future__ import annotations
 
 import itertools
+import json
 import subprocess
 import sys
 from collections import Counter
@@ -366,6 +367,65 @@ def test_never_seen_error_lines_open_an_incident_rooted_where_they_are_logged() 
     # it started with its first error line, 8 s into the window, not at the window's start
     assert report.window is not None
     assert incident.started == report.window.start + timedelta(seconds=8)
+
+
+LEARN_MINUTES = 60
+
+
+def errors_while_learning(m: int, at: datetime, faulty: bool) -> list[SpanEvent | LogRecord]:
+    """The ledger's read-only errors (``ledger_logs``) in minutes 20-44, inside a 60-minute
+    learning period, and again in the fault, where it also logs a template never seen."""
+    lines = ledger_logs(m, at, faulty or 20 <= m < 45)
+    if faulty:
+        lines += [
+            LogRecord(
+                service=D,
+                timestamp=at + timedelta(seconds=12 + 10 * i),
+                severity="error",
+                body=f"ledger disk full on volume {i}",
+                template="ledger disk full on volume <*>",
+            )
+            for i in range(4)
+        ]
+    return lines
+
+
+def learning_run(
+    learn_minutes: float, restart_at: int | None = None
+) -> tuple[list[AnomalyReport], Detector]:
+    """``errors_while_learning`` through a detector that learns for ``learn_minutes`` first;
+    ``restart_at``: a minute at which its stream state goes through JSON into a new one."""
+    config = DetectorConfig(window_seconds=60, learn_seconds=60.0 * learn_minutes)
+    detector = Detector(config)
+    reports: list[AnomalyReport] = []
+    chain = Topology((CHAIN,))
+    for m, events in enumerate(minutes(chain, QUIET, extra=errors_while_learning)):
+        if m == restart_at:
+            state = json.loads(json.dumps(detector.stream_state()))
+            detector = Detector(config)
+            detector.load_stream_state(state)
+        reports += detector.observe(events, now=(START + timedelta(minutes=m + 1)).timestamp())
+    return reports + detector.flush(), detector
+
+
+def test_errors_seen_while_learning_alert_nothing_and_are_familiar_after() -> None:
+    """A first install beside a running system (``WHYSLOW_LEARN_MINUTES``): the errors the
+    ledger logs while the detector learns open nothing, then or when they come back; a
+    template never seen still opens an incident. Without the period, the same errors open
+    one when first seen."""
+    reports, detector = learning_run(LEARN_MINUTES)
+    assert detector.stats.windows_learning == LEARN_MINUTES
+    (report,) = reports
+    assert fault_window(report) and report.service == D
+    assert any("disk full" in text for text in report.evidence)
+    unlearnt, _ = learning_run(0)
+    assert any(not fault_window(r) and r.service == D for r in unlearnt)
+
+
+def test_a_restart_in_the_learning_period_learns_on_until_its_end() -> None:
+    """The period's end is part of the stream state a restarted consumer goes on from."""
+    reports, _ = learning_run(LEARN_MINUTES, restart_at=30)
+    assert [r.service for r in reports] == [D] and fault_window(reports[0])
 
 
 def requests_failing_deeper(shared: bool, every: bool = False) -> Extra:
