@@ -339,17 +339,23 @@ def ledger_logs(m: int, at: datetime, faulty: bool) -> list[SpanEvent | LogRecor
             )
         )
     if faulty:
-        lines += [
-            LogRecord(
-                service=D,
-                timestamp=at + timedelta(seconds=8 + 10 * i),
-                severity="error",
-                body=f"ledger write rejected: journal segment 88{i} is read-only",
-                template=ERROR_TEMPLATE,
-            )
-            for i in range(4)
-        ]
+        lines += ledger_errors(at, ERROR_TEMPLATE, 8)
     return lines
+
+
+def ledger_errors(at: datetime, template: str, first_s: float) -> list[LogRecord]:
+    """Four ledger error lines of ``template`` (its field 880-883), 10 s apart from
+    ``first_s`` into the minute."""
+    return [
+        LogRecord(
+            service=D,
+            timestamp=at + timedelta(seconds=first_s + 10 * i),
+            severity="error",
+            body=template.replace("<*>", f"88{i}"),
+            template=template,
+        )
+        for i in range(4)
+    ]
 
 
 def test_never_seen_error_lines_open_an_incident_rooted_where_they_are_logged() -> None:
@@ -377,16 +383,7 @@ def errors_while_learning(m: int, at: datetime, faulty: bool) -> list[SpanEvent 
     learning period, and again in the fault, where it also logs a template never seen."""
     lines = ledger_logs(m, at, faulty or 20 <= m < 45)
     if faulty:
-        lines += [
-            LogRecord(
-                service=D,
-                timestamp=at + timedelta(seconds=12 + 10 * i),
-                severity="error",
-                body=f"ledger disk full on volume {i}",
-                template="ledger disk full on volume <*>",
-            )
-            for i in range(4)
-        ]
+        lines += ledger_errors(at, "ledger disk full on volume <*>", 12)
     return lines
 
 
