@@ -80,15 +80,9 @@ class SpanWindow:
             self.errors += total
 
     def add(self, event: SpanEvent) -> None:
-        self.durations.append(event.duration_ms)
+        self.add_value(event.duration_ms, event.trace_id)
         if event.status == "error":
             self.errors += 1
-        if event.trace_id:
-            entry = (event.duration_ms, event.trace_id)
-            if len(self.slowest) < MAX_EXEMPLARS:
-                heapq.heappush(self.slowest, entry)
-            elif entry > self.slowest[0]:
-                heapq.heapreplace(self.slowest, entry)
         if event.attributes and len(self.evidence) < MAX_EVIDENCE:
             for name in ("exception.type", "exception.message", "status.description"):
                 text = event.attributes.get(name)
